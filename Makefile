@@ -1,0 +1,41 @@
+# ordeal: see README.md. Every target runs from a fresh clone with only the Rust toolchain.
+CARGO ?= cargo
+SHARED ?= $(abspath ../shared)
+export ORDEAL_SHARED := $(SHARED)
+
+.PHONY: check test verify fix bench bench-store sim campaign nightly build
+
+build:
+	$(CARGO) build --release --workspace
+
+# The main job: the check campaign (campaigns/check.toml) against the bundled store.
+check: build
+	./target/release/ordeal campaign campaigns/check.toml
+
+# All tests.
+test:
+	$(CARGO) test --workspace --release
+
+verify:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
+	$(MAKE) test
+
+fix:
+	$(CARGO) fmt --all
+	$(CARGO) clippy --workspace --all-targets --release --fix --allow-dirty --allow-staged
+
+bench:
+	$(CARGO) run --release -p ordeal-checker --bin ordeal-bench -- $(SHARED)/testdata
+
+bench-store: build
+	$(CARGO) run --release -p paxos-kv --bin paxos-kv-bench
+
+sim:
+	ORDEAL_SIM_SEEDS=20000 $(CARGO) test --release -p paxos-kv --test simulation -- --nocapture
+
+campaign: build
+	./target/release/ordeal campaign $(CAMPAIGN)
+
+nightly: build
+	./target/release/ordeal campaign campaigns/nightly.toml

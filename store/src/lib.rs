@@ -1,0 +1,1 @@
+//! paxos-kv: the system under test.
