@@ -1,1 +1,2 @@
 //! paxos-kv: the system under test.
+pub mod paxos;
