@@ -3,7 +3,10 @@
 //! Modules: `kv` (the state machine), `wal` (write-ahead log), `transport` (peer TCP),
 //! `server` (the tokio driver and HTTP API), and `paxos` (the pure consensus core).
 
+pub mod http;
 pub mod kv;
+pub mod paxos;
+pub mod server;
 pub mod transport;
 pub mod wal;
 
