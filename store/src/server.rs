@@ -321,13 +321,12 @@ fn wal_thread(
                 .wal_bytes
                 .fetch_add(wal.appended_bytes - before, Relaxed);
         }
-        if token.is_some() || !after.is_empty() {
-            if done
+        if (token.is_some() || !after.is_empty())
+            && done
                 .blocking_send(WalDone::Persisted { token, after })
                 .is_err()
-            {
-                return;
-            }
+        {
+            return;
         }
         for c in compacted {
             if done.blocking_send(c).is_err() {
@@ -515,7 +514,7 @@ impl Driver {
                 _ = ticker.tick() => {
                     self.node.tick();
                     ticks += 1;
-                    if ticks % 50 == 0 {
+                    if ticks.is_multiple_of(50) {
                         self.expire();
                     }
                 }
