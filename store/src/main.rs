@@ -71,6 +71,10 @@ struct Cli {
     /// Snapshot the state machine and compact the WAL every this many slots.
     #[arg(long, default_value_t = 10_000)]
     snapshot_interval_entries: u64,
+    /// Chosen entries kept in the log behind a snapshot, so slightly lagging peers catch up
+    /// from the log instead of by snapshot.
+    #[arg(long, default_value_t = 1_000)]
+    compaction_retain_entries: u64,
 }
 
 fn parse_peers(s: &str) -> Result<BTreeMap<u64, SocketAddr>> {
@@ -147,6 +151,7 @@ fn main() -> Result<()> {
     cfg.txn_max_ops = cli.txn_max_ops;
     cfg.dedup_clients = cli.dedup_clients;
     cfg.snapshot_interval_entries = cli.snapshot_interval_entries;
+    cfg.compaction_retain_entries = cli.compaction_retain_entries;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

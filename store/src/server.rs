@@ -55,6 +55,8 @@ pub struct ServerConfig {
     pub dedup_clients: usize,
     /// Take a snapshot once this many slots follow the last one.
     pub snapshot_interval_entries: u64,
+    /// Chosen entries kept behind a snapshot for lagging peers.
+    pub compaction_retain_entries: u64,
     /// With `ack-before-persist`: how long records sit in the user-space buffer.
     pub lazy_flush_ms: u64,
 }
@@ -88,6 +90,7 @@ impl ServerConfig {
             request_queue: 20_000,
             dedup_clients: 100_000,
             snapshot_interval_entries: 10_000,
+            compaction_retain_entries: 1_000,
             lazy_flush_ms: 2000,
         }
     }
@@ -246,7 +249,7 @@ fn wal_thread(
                             if last_flush.elapsed() >= period && wal.buffered_bytes() > 0 {
                                 break None;
                             }
-                            std::thread::sleep(Duration::from_millis(5));
+                            std::thread::sleep(Duration::from_millis(1));
                         }
                     }
                 };
@@ -348,6 +351,7 @@ fn core_config(cfg: &ServerConfig) -> paxos::Config {
     c.heartbeat_interval_ticks = cfg.heartbeat_interval_ticks;
     c.check_quorum_ticks = c.check_quorum_ticks.max(cfg.election_timeout_ticks * 4);
     c.snapshot_interval_entries = cfg.snapshot_interval_entries;
+    c.compaction_retain_entries = cfg.compaction_retain_entries;
     c.max_command_bytes = cfg.body_max_bytes + 1024;
     c.bugs = cfg.bugs.clone();
     c

@@ -29,11 +29,12 @@ struct Cluster {
     dir: PathBuf,
     nodes: Vec<Node>,
     peers: String,
+    extra_args: Vec<String>,
     http: reqwest::Client,
 }
 
 impl Cluster {
-    fn start(name: &str, n: u64) -> Cluster {
+    fn start(name: &str, n: u64, extra_args: &[&str]) -> Cluster {
         let dir =
             std::env::temp_dir().join(format!("paxos-kv-cluster-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -55,6 +56,7 @@ impl Cluster {
             dir,
             nodes,
             peers,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
@@ -80,6 +82,7 @@ impl Cluster {
             .args(["--peers", &self.peers])
             .arg("--data-dir")
             .arg(self.dir.join(format!("d{}", node.id)))
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -101,6 +104,32 @@ impl Cluster {
     async fn status(&self, i: usize) -> Option<Value> {
         let r = self.http.get(self.url(i, "/status")).send().await.ok()?;
         r.json().await.ok()
+    }
+
+    /// Waits until every live node reports the same digest and applied index.
+    async fn wait_converged(&self, timeout: Duration) -> Vec<Value> {
+        let start = Instant::now();
+        let mut last = Vec::new();
+        loop {
+            assert!(
+                start.elapsed() < timeout,
+                "replicas did not converge: {last:?}"
+            );
+            let mut st = Vec::new();
+            for i in 0..self.nodes.len() {
+                st.push(self.status(i).await);
+            }
+            if st.iter().all(|s| s.is_some()) {
+                let st: Vec<Value> = st.into_iter().map(Option::unwrap).collect();
+                if st.iter().all(|s| {
+                    s["digest"] == st[0]["digest"] && s["applied_index"] == st[0]["applied_index"]
+                }) {
+                    return st;
+                }
+                last = st;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Index of the node that reports itself leader, within `timeout`.
@@ -176,7 +205,7 @@ impl Drop for Cluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_serve_and_survive_leader_kill() {
-    let mut c = Cluster::start("main", 3);
+    let mut c = Cluster::start("main", 3, &[]);
     let leader = c.wait_leader(Duration::from_secs(10), None).await;
     let follower = (leader + 1) % 3;
 
@@ -291,31 +320,85 @@ async fn three_nodes_serve_and_survive_leader_kill() {
 
     // Restart the old leader on its data directory: it catches up and converges.
     c.spawn(leader);
-    let start = Instant::now();
-    let mut last = Vec::new();
-    loop {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "replicas did not converge: {last:?}"
-        );
-        let mut st = Vec::new();
-        for i in 0..3 {
-            st.push(c.status(i).await);
-        }
-        let converged = st.iter().all(|s| s.is_some())
-            && st.iter().all(|s| {
-                let s = s.as_ref().unwrap();
-                let s0 = st[0].as_ref().unwrap();
-                s["digest"] == s0["digest"] && s["applied_index"] == s0["applied_index"]
-            });
-        if converged {
-            break;
-        }
-        last = st;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    c.wait_converged(Duration::from_secs(10)).await;
     let (code, body) = c.get(leader, "k19").await;
     assert_eq!((code, &body["value"]), (200, &json!("v")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_compact_the_log_and_catch_up_a_far_behind_replica() {
+    let mut c = Cluster::start(
+        "snap",
+        3,
+        &[
+            "--snapshot-interval-entries",
+            "20",
+            "--compaction-retain-entries",
+            "5",
+        ],
+    );
+    let leader = c.wait_leader(Duration::from_secs(10), None).await;
+    let lagging = (leader + 1) % 3;
+    c.kill(lagging);
+    // Sequential writes: at least one slot each, far more than interval + retain.
+    for i in 0..150 {
+        let (code, body) = c
+            .put(leader, &format!("s{}", i % 30), &i.to_string(), "")
+            .await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let st = c.status(leader).await.unwrap();
+    assert!(
+        st["snapshot_index"].as_u64().unwrap() >= 100,
+        "leader did not snapshot: {st}"
+    );
+    c.spawn(lagging);
+    let st = c.wait_converged(Duration::from_secs(15)).await;
+    assert!(
+        st[lagging]["snapshot_index"].as_u64().unwrap() > 0,
+        "{st:?}"
+    );
+    let metrics = c
+        .http
+        .get(c.url(lagging, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("paxos_kv_snapshots_installed_total 1"),
+        "{metrics}"
+    );
+    // The WAL behind the snapshot is gone: only a few segments remain.
+    let segments = std::fs::read_dir(c.dir.join(format!("d{}", leader + 1)))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".log")
+        })
+        .count();
+    assert!(
+        segments <= 2,
+        "{segments} WAL segments left after compaction"
+    );
+    // Everything restarts from snapshot + WAL and converges on the same state.
+    let digest = st[0]["digest"].clone();
+    for i in 0..3 {
+        c.kill(i);
+    }
+    for i in 0..3 {
+        c.spawn(i);
+    }
+    let leader = c.wait_leader(Duration::from_secs(10), None).await;
+    let (code, body) = c.get(leader, "s29").await;
+    assert_eq!((code, &body["value"]), (200, &json!("149")), "{body}");
+    let st = c.wait_converged(Duration::from_secs(10)).await;
+    assert_eq!(st[0]["digest"], digest);
 }
 
 #[test]
