@@ -242,6 +242,67 @@ impl Sim {
         )))
     }
 
+    /// Turns the random faults (loss, crashes, restarts, partitions) on or off; duplication,
+    /// reordering, delay and the client workload continue either way.
+    pub fn set_faults(&mut self, on: bool) {
+        self.faults_on = on;
+    }
+
+    /// Cuts node `id` off from every other node.
+    pub fn isolate(&mut self, id: NodeId) {
+        self.group.iter_mut().for_each(|g| *g = 0);
+        self.group[id as usize - 1] = 1;
+    }
+
+    /// Removes every partition.
+    pub fn heal(&mut self) {
+        self.group.iter_mut().for_each(|g| *g = 0);
+    }
+
+    /// Crashes node `id` (it keeps only persisted records) until [`Sim::restart_node`].
+    pub fn crash_node(&mut self, id: NodeId) {
+        self.crash(id as usize - 1);
+        self.nodes[id as usize - 1].restart_tick = u64::MAX;
+    }
+
+    pub fn restart_node(&mut self, id: NodeId) -> Result<(), Violation> {
+        if self.nodes[id as usize - 1].node.is_none() {
+            self.restart(id as usize - 1)?;
+        }
+        Ok(())
+    }
+
+    /// Advances one tick: fsyncs, ticks, deliveries, client operations, invariant checks.
+    pub fn tick(&mut self) -> Result<(), Violation> {
+        self.step_tick()
+    }
+
+    /// The node that believes it leads with the highest ballot, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.node.as_ref())
+            .filter(|n| n.is_leader())
+            .max_by_key(|n| n.status().ballot)
+            .map(|n| n.id())
+    }
+
+    /// The status of node `id`, if it is up.
+    pub fn status(&self, id: NodeId) -> Option<super::Status> {
+        self.nodes[id as usize - 1]
+            .node
+            .as_ref()
+            .map(|n| n.status())
+    }
+
+    pub fn stats(&self) -> &SimStats {
+        &self.stats
+    }
+
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
     fn probe_done(&self) -> bool {
         match self.probe_slot {
             Some(s) => self.nodes.iter().all(|n| n.applied >= s),
