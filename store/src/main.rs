@@ -75,6 +75,10 @@ struct Cli {
     /// from the log instead of by snapshot.
     #[arg(long, default_value_t = 1_000)]
     compaction_retain_entries: u64,
+    /// With --bug ack-before-persist: how long WAL records sit in the user-space buffer before
+    /// they are written and fsynced.
+    #[arg(long, default_value_t = 2000)]
+    lazy_flush_ms: u64,
 }
 
 fn parse_peers(s: &str) -> Result<BTreeMap<u64, SocketAddr>> {
@@ -152,6 +156,7 @@ fn main() -> Result<()> {
     cfg.dedup_clients = cli.dedup_clients;
     cfg.snapshot_interval_entries = cli.snapshot_interval_entries;
     cfg.compaction_retain_entries = cli.compaction_retain_entries;
+    cfg.lazy_flush_ms = cli.lazy_flush_ms;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -401,6 +401,77 @@ async fn snapshots_compact_the_log_and_catch_up_a_far_behind_replica() {
     assert_eq!(st[0]["digest"], digest);
 }
 
+/// The planted bug `ack-before-persist` must lose acknowledged writes when every node is
+/// killed (the WAL records never left the user-space buffer); the same scenario without the
+/// bug keeps them (see the snapshot test's full restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_before_persist_bug_loses_acknowledged_writes() {
+    let mut c = Cluster::start(
+        "ackbug",
+        3,
+        &["--bug", "ack-before-persist", "--lazy-flush-ms", "600000"],
+    );
+    let leader = c.wait_leader(Duration::from_secs(10), None).await;
+    for i in 0..10 {
+        let (code, body) = c.put(leader, &format!("b{i}"), "v", "").await;
+        assert_eq!(code, 200, "{body}");
+    }
+    for i in 0..3 {
+        c.kill(i);
+    }
+    for i in 0..3 {
+        c.spawn(i);
+    }
+    let leader = c.wait_leader(Duration::from_secs(10), None).await;
+    let mut lost = 0;
+    for i in 0..10 {
+        let (code, _) = c.get(leader, &format!("b{i}")).await;
+        if code == 404 {
+            lost += 1;
+        }
+    }
+    assert!(
+        lost > 0,
+        "no acknowledged write was lost with ack-before-persist"
+    );
+}
+
+/// `non-atomic-txn` splits a txn into one log command per micro-op: its writes get different
+/// revisions, where an atomic txn gives them one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_atomic_txn_bug_splits_transactions() {
+    async fn revisions(c: &Cluster, leader: usize) -> (u64, u64) {
+        let txn = json!({"ops": [["w", "tx", "1"], ["append", "ty", "2"], ["r", "ty", null]]});
+        let (code, body) = c
+            .req(reqwest::Method::POST, leader, "/txn", Some(txn))
+            .await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(
+            body["ops"][2][2].as_array().map(|a| a.len()),
+            Some(1),
+            "{body}"
+        );
+        let (_, x) = c.get(leader, "tx").await;
+        let (_, y) = c.get(leader, "ty").await;
+        (
+            x["revision"].as_u64().unwrap(),
+            y["revision"].as_u64().unwrap(),
+        )
+    }
+    let c = Cluster::start("atomic", 3, &[]);
+    let leader = c.wait_leader(Duration::from_secs(10), None).await;
+    let (x, y) = revisions(&c, leader).await;
+    assert_eq!(x, y, "an atomic txn is one command");
+    drop(c);
+    let c = Cluster::start("nonatomic", 3, &["--bug", "non-atomic-txn"]);
+    let leader = c.wait_leader(Duration::from_secs(10), None).await;
+    let (x, y) = revisions(&c, leader).await;
+    assert!(
+        x < y,
+        "with non-atomic-txn the micro-ops are separate commands ({x}, {y})"
+    );
+}
+
 #[test]
 fn bad_command_lines_fail_clearly() {
     let dir = std::env::temp_dir().join(format!("paxos-kv-badcli-{}", std::process::id()));
