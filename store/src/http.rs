@@ -6,6 +6,7 @@
 //! forward that fails before the request was sent is 503, after it was sent 504.
 
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -35,8 +36,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { (StatusCode::OK, "ok") }))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
-        // Bodies are limited by hand (below) so the error is JSON and names the limit.
-        .layer(axum::extract::DefaultBodyLimit::disable())
+        // Oversized bodies are refused while reading them; handlers turn the rejection into
+        // a JSON error.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            shared.config.body_max_bytes,
+        ))
         .with_state(shared)
 }
 
@@ -303,12 +307,16 @@ fn read_key(s: &Shared, key: &str) -> Response {
 async fn get_key(
     State(s): State<Arc<Shared>>,
     Path(key): Path<String>,
-    Query(params): Query<Params>,
+    params: Result<Query<Params>, QueryRejection>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     s.metrics.http_requests.fetch_add(1, Relaxed);
+    let params = match params {
+        Ok(Query(p)) => p,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     if let Err(b) = check_key(&s, &key) {
         return b.into();
     }
@@ -351,13 +359,21 @@ struct PutBody {
 async fn put_key(
     State(s): State<Arc<Shared>>,
     Path(key): Path<String>,
-    Query(params): Query<Params>,
+    params: Result<Query<Params>, QueryRejection>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     s.metrics.http_requests.fetch_add(1, Relaxed);
+    let params = match params {
+        Ok(Query(p)) => p,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     let cmd = (|| {
         check_key(&s, &key)?;
         check_body(&s, &body)?;
@@ -389,12 +405,16 @@ async fn put_key(
 async fn delete_key(
     State(s): State<Arc<Shared>>,
     Path(key): Path<String>,
-    Query(params): Query<Params>,
+    params: Result<Query<Params>, QueryRejection>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     s.metrics.http_requests.fetch_add(1, Relaxed);
+    let params = match params {
+        Ok(Query(p)) => p,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     let cmd = (|| {
         check_key(&s, &key)?;
         Ok::<_, BadRequest>(Command {
@@ -483,13 +503,21 @@ fn parse_micro_ops(s: &Shared, body: &Bytes) -> Result<Vec<MicroOp>, BadRequest>
 
 async fn txn(
     State(s): State<Arc<Shared>>,
-    Query(params): Query<Params>,
+    params: Result<Query<Params>, QueryRejection>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     s.metrics.http_requests.fetch_add(1, Relaxed);
+    let params = match params {
+        Ok(Query(p)) => p,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     let parsed = parse_micro_ops(&s, &body).and_then(|ops| Ok((ops, dedup(&params)?)));
     let (ops, dedup) = match parsed {
         Err(b) => return b.into(),
@@ -560,12 +588,16 @@ async fn txn(
 
 async fn keys(
     State(s): State<Arc<Shared>>,
-    Query(params): Query<Params>,
+    params: Result<Query<Params>, QueryRejection>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     s.metrics.http_requests.fetch_add(1, Relaxed);
+    let params = match params {
+        Ok(Query(p)) => p,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     let prefix = params.get("prefix").cloned().unwrap_or_default();
     let list = |s: &Shared| {
         let kv = s.kv.read().expect("lock poisoned");

@@ -205,7 +205,7 @@ impl Drop for Cluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_serve_and_survive_leader_kill() {
-    let mut c = Cluster::start("main", 3, &[]);
+    let mut c = Cluster::start("main", 3, &["--body-max-bytes", "65536"]);
     let leader = c.wait_leader(Duration::from_secs(10), None).await;
     let follower = (leader + 1) % 3;
 
@@ -272,6 +272,19 @@ async fn three_nodes_serve_and_survive_leader_kill() {
     assert!(body["error"].as_str().unwrap().contains("nope"), "{body}");
     let (code, body) = c.put(leader, &"k".repeat(5000), "v", "").await;
     assert_eq!(code, 413, "{body}");
+    let (code, body) = c.put(leader, "big", &"v".repeat(100_000), "").await;
+    assert_eq!(code, 413, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    let (code, body) = c
+        .req(
+            reqwest::Method::PUT,
+            leader,
+            "/kv/x",
+            Some(json!({"valu": "typo"})),
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert!(body["error"].is_string(), "{body}");
     let (code, _) = c.put(leader, "x", "v", "?if_revision=abc").await;
     assert_eq!(code, 400);
     let (code, body) = c
