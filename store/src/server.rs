@@ -108,12 +108,13 @@ impl ServerConfig {
                     self.id
                 ))
             }
-            Some(a) if *a != self.listen => {
-                return bad(format!(
-                    "--peers gives node {} the address {a}, but --listen is {}",
-                    self.id, self.listen
-                ))
-            }
+            // Allowed: a harness may route peer links through proxies, so the address peers
+            // dial need not be the one this node binds.
+            Some(a) if *a != self.listen => tracing::warn!(
+                "--peers gives node {} the address {a}, but --listen is {}; binding --listen",
+                self.id,
+                self.listen
+            ),
             _ => {}
         }
         if self.tick_ms == 0 {
@@ -227,7 +228,7 @@ fn fatal(what: &str, e: impl std::fmt::Display) -> ! {
 fn wal_thread(
     mut wal: Wal,
     mut jobs: mpsc::Receiver<WalJob>,
-    done: mpsc::Sender<WalDone>,
+    done: mpsc::UnboundedSender<WalDone>,
     lazy_flush: Option<Duration>,
     metrics: Arc<Shared>,
 ) {
@@ -325,14 +326,12 @@ fn wal_thread(
                 .fetch_add(wal.appended_bytes - before, Relaxed);
         }
         if (token.is_some() || !after.is_empty())
-            && done
-                .blocking_send(WalDone::Persisted { token, after })
-                .is_err()
+            && done.send(WalDone::Persisted { token, after }).is_err()
         {
             return;
         }
         for c in compacted {
-            if done.blocking_send(c).is_err() {
+            if done.send(c).is_err() {
                 return;
             }
         }
@@ -429,6 +428,9 @@ impl Server {
             .timeout(Duration::from_millis(cfg.forward_timeout_ms))
             .connect_timeout(Duration::from_millis(500))
             .pool_max_idle_per_host(256)
+            // Forwarded requests leave from this node's own IP, like peer traffic, so that
+            // partitions between 127.0.0.N addresses also cut forwarding.
+            .local_address(Some(cfg.listen.ip()))
             .build()
             .map_err(|e| StoreError::Config(format!("http client: {e}")))?;
         let status = node.status();
@@ -442,7 +444,10 @@ impl Server {
             http,
         });
         let (wal_tx, wal_rx) = mpsc::channel(4096);
-        let (done_tx, done_rx) = mpsc::channel(4096);
+        // Unbounded on purpose: the WAL thread sends at most one message per job it took from
+        // the bounded job queue, and a bounded channel here could deadlock with the driver
+        // blocked on a full job queue.
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
         let lazy = cfg
             .has_bug(Bug::AckBeforePersist)
             .then(|| Duration::from_millis(cfg.lazy_flush_ms));
@@ -499,7 +504,7 @@ impl Driver {
         mut self,
         mut inbound: mpsc::Receiver<(u64, Bytes)>,
         mut requests: mpsc::Receiver<Request>,
-        mut done: mpsc::Receiver<WalDone>,
+        mut done: mpsc::UnboundedReceiver<WalDone>,
     ) {
         let mut ticker = tokio::time::interval(Duration::from_millis(self.shared.config.tick_ms));
         // After a pause (SIGSTOP) do not fire a burst of ticks: that would look like a long
