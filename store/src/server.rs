@@ -168,6 +168,37 @@ pub struct Shared {
     pub transport: Transport,
     pub metrics: Metrics,
     pub http: reqwest::Client,
+    /// Held for the life of the process: two processes on one data directory would corrupt it.
+    _data_dir_lock: std::fs::File,
+}
+
+/// Takes an exclusive lock on `dir/LOCK` (created if needed), or fails naming the directory.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StoreError> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
+        what: format!("create data directory {}", dir.display()),
+        source: e,
+    })?;
+    let path = dir.join("LOCK");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Io {
+            what: format!("open {}", path.display()),
+            source: e,
+        })?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(StoreError::Config(format!(
+            "data directory {} is in use by another paxos-kv process ({})",
+            dir.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(f)
 }
 
 enum WalJob {
@@ -364,6 +395,15 @@ impl Server {
         core_cfg
             .validate()
             .map_err(|e| StoreError::Config(e.to_string()))?;
+        // Bind the client address first, so a port in use fails before touching the disk.
+        let http_listener = tokio::net::TcpListener::bind(cfg.client)
+            .await
+            .map_err(|e| StoreError::Bind {
+                what: "client (HTTP) address".into(),
+                addr: cfg.client.to_string(),
+                source: e,
+            })?;
+        let data_dir_lock = lock_data_dir(&cfg.data_dir)?;
         // Recovery.
         let (wal, recovered) = Wal::open(
             &cfg.data_dir,
@@ -405,14 +445,6 @@ impl Server {
         let node = Node::restore(core_cfg, state, snapshot, seed)
             .map_err(|e| StoreError::Config(e.to_string()))?;
 
-        // Bind the client address before starting anything, so a port in use fails fast.
-        let http_listener = tokio::net::TcpListener::bind(cfg.client)
-            .await
-            .map_err(|e| StoreError::Bind {
-                what: "client (HTTP) address".into(),
-                addr: cfg.client.to_string(),
-                source: e,
-            })?;
         let (inbound_tx, inbound_rx) = mpsc::channel(8192);
         let transport = Transport::start(
             cfg.id,
@@ -442,6 +474,7 @@ impl Server {
             transport: transport.clone(),
             metrics: Metrics::default(),
             http,
+            _data_dir_lock: data_dir_lock,
         });
         let (wal_tx, wal_rx) = mpsc::channel(4096);
         // Unbounded on purpose: the WAL thread sends at most one message per job it took from

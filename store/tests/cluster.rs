@@ -542,5 +542,48 @@ fn bad_command_lines_fail_clearly() {
     ]);
     assert!(!ok);
     assert!(err.contains("nope"), "{err}");
+    // Two processes on one data directory.
+    let first_peer = free_port();
+    let mut first = Command::new(BIN)
+        .args(["--id", "1", "--listen", &format!("127.0.0.1:{first_peer}")])
+        .args(["--client", &format!("127.0.0.1:{}", free_port())])
+        .args(["--peers", &format!("1=127.0.0.1:{first_peer}")])
+        .arg("--data-dir")
+        .arg(&dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first process holds the lock (it takes it before recovery).
+    std::thread::sleep(Duration::from_millis(300));
+    let peer = format!("127.0.0.1:{}", free_port());
+    let mut second = Command::new(BIN)
+        .args(["--id", "1", "--listen", &peer])
+        .args(["--client", &format!("127.0.0.1:{}", free_port())])
+        .args(["--peers", &format!("1={peer}")])
+        .arg("--data-dir")
+        .arg(&dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: if the lock does not work, the second process would serve forever.
+    let start = Instant::now();
+    let mut exited = None;
+    while start.elapsed() < Duration::from_secs(5) {
+        if let Some(st) = second.try_wait().unwrap() {
+            exited = Some(st);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = second.kill();
+    let out = second.wait_with_output().unwrap();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let locked = exited.is_some_and(|st| !st.success()) && err.contains("in use by another");
+    assert!(
+        locked,
+        "a second process on the same data directory was not refused: {err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
