@@ -3,6 +3,11 @@
 //! linearizable reads, then measures write availability when the leader is paused and killed.
 //!
 //! Usage: paxos-kv-bench [--seconds N] [--bin PATH] [--no-fsync] [--clients 1,16,64]
+//!                       [--partition]
+//!
+//! Node i listens on 127.0.0.(10+i). `--partition` also measures a follower isolated for 3 s and
+//! healed, with iptables rules inside a private network namespace that the bench creates for
+//! itself (needs root; the host's network is never touched).
 
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -20,10 +25,16 @@ struct Cluster {
     fsync: bool,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+fn free_port(ip: &str) -> Result<u16> {
+    Ok(std::net::TcpListener::bind(format!("{ip}:0"))?
         .local_addr()?
         .port())
+}
+
+/// Node addresses start at 127.0.0.11: the bench's own client connections leave from
+/// 127.0.0.1, and isolating a node on that address would cut the clients off too.
+fn ip(i: usize) -> String {
+    format!("127.0.0.{}", i + 11)
 }
 
 impl Cluster {
@@ -32,13 +43,13 @@ impl Cluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let mut ports = Vec::new();
-        for _ in 0..3 {
-            ports.push((free_port()?, free_port()?));
+        for i in 0..3 {
+            ports.push((free_port(&ip(i))?, free_port(&ip(i))?));
         }
         let peers = ports
             .iter()
             .enumerate()
-            .map(|(i, (p, _))| format!("{}=127.0.0.1:{p}", i + 1))
+            .map(|(i, (p, _))| format!("{}={}:{p}", i + 1, ip(i)))
             .collect::<Vec<_>>()
             .join(",");
         let mut c = Cluster {
@@ -62,8 +73,8 @@ impl Cluster {
             .open(self.dir.join(format!("n{}.log", i + 1)))?;
         let mut cmd = Command::new(&self.bin);
         cmd.args(["--id", &(i + 1).to_string()])
-            .args(["--listen", &format!("127.0.0.1:{}", self.ports[i].0)])
-            .args(["--client", &format!("127.0.0.1:{}", self.ports[i].1)])
+            .args(["--listen", &format!("{}:{}", ip(i), self.ports[i].0)])
+            .args(["--client", &format!("{}:{}", ip(i), self.ports[i].1)])
             .args(["--peers", &self.peers])
             .arg("--data-dir")
             .arg(self.dir.join(format!("d{}", i + 1)))
@@ -91,7 +102,7 @@ impl Cluster {
     }
 
     fn url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.ports[i].1)
+        format!("http://{}:{}", ip(i), self.ports[i].1)
     }
 }
 
@@ -242,6 +253,12 @@ async fn availability(
     let l = leader(http, c, Duration::from_secs(5)).await?;
     let fault_at = Instant::now();
     match fault {
+        "partition" => {
+            let f = (l + 1) % 3;
+            isolate(f, true)?;
+            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+            isolate(f, false)?;
+        }
         "pause" => {
             let pid = c.pid(l).context("leader has no pid")?;
             unsafe { libc::kill(pid, libc::SIGSTOP) };
@@ -271,10 +288,58 @@ async fn availability(
     Ok(gap)
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+/// Adds (or removes) iptables rules that cut node `f` off from the other two.
+fn isolate(f: usize, on: bool) -> Result<()> {
+    for other in (0..3).filter(|&o| o != f) {
+        for (src, dst) in [(ip(f), ip(other)), (ip(other), ip(f))] {
+            let st = Command::new("iptables")
+                .args([
+                    if on { "-A" } else { "-D" },
+                    "INPUT",
+                    "-s",
+                    &src,
+                    "-d",
+                    &dst,
+                    "-j",
+                    "DROP",
+                ])
+                .status()
+                .context("run iptables")?;
+            if !st.success() {
+                bail!(
+                    "iptables failed ({st}); --partition needs root in a private network namespace"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Moves this process into a new, private network namespace with only a loopback device, so
+/// the iptables rules of `--partition` cannot touch the host's network. Must run before any
+/// thread exists: a network namespace change applies to the calling thread only.
+fn enter_private_netns() -> Result<()> {
+    // SAFETY: unshare has no memory effects; it fails cleanly without CAP_SYS_ADMIN.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        bail!(
+            "--partition needs root to create a private network namespace: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let st = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .context("run ip link set lo up")?;
+    if !st.success() {
+        bail!("ip link set lo up failed ({st})");
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
     let mut secs = 5.0f64;
     let mut fsync = true;
+    let mut partition = false;
     let mut client_counts = vec![1usize, 16, 64];
     let mut bin = std::env::current_exe()?.with_file_name("paxos-kv");
     let mut args = std::env::args().skip(1);
@@ -289,6 +354,7 @@ async fn main() -> Result<()> {
             }
             "--bin" => bin = args.next().context("--bin needs a path")?.into(),
             "--no-fsync" => fsync = false,
+            "--partition" => partition = true,
             "--clients" => {
                 client_counts = args
                     .next()
@@ -300,12 +366,28 @@ async fn main() -> Result<()> {
             other => bail!("unknown argument {other:?} (see the doc comment of paxos-kv-bench)"),
         }
     }
+    if partition {
+        enter_private_netns()?;
+    }
     if !bin.exists() {
         bail!(
             "{} not found: build it with cargo build --release -p paxos-kv",
             bin.display()
         );
     }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench(bin, fsync, secs, client_counts, partition))
+}
+
+async fn bench(
+    bin: PathBuf,
+    fsync: bool,
+    secs: f64,
+    client_counts: Vec<usize>,
+    partition: bool,
+) -> Result<()> {
     let mut c = Cluster::start(bin, fsync)?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
@@ -332,12 +414,16 @@ async fn main() -> Result<()> {
             );
         }
     }
-    for fault in ["pause", "kill"] {
+    let mut faults = vec!["pause", "kill"];
+    if partition {
+        faults.push("partition");
+    }
+    for fault in faults {
         let gap = availability(&http, &mut c, fault, 3.0).await?;
-        let what = if fault == "pause" {
-            "paused (SIGSTOP)"
-        } else {
-            "killed (SIGKILL) and restarted"
+        let what = match fault {
+            "pause" => "paused (SIGSTOP)",
+            "kill" => "killed (SIGKILL) and restarted",
+            _ => "kept; a follower isolated (iptables) then healed",
         };
         println!(
             "availability: leader {what} for 3 s: longest gap between write acknowledgements {:.0} ms",
