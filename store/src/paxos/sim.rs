@@ -55,10 +55,10 @@ impl SimConfig {
             duplicate_probability: 0.03,
             max_delay_ticks: 4,
             max_persist_delay_ticks: 6,
-            crash_probability: 0.01,
+            crash_probability: 0.02,
             crash_majority_probability: 0.004,
-            partition_probability: 0.015,
-            heal_probability: 0.015,
+            partition_probability: 0.03,
+            heal_probability: 0.03,
             write_probability: 0.4,
             read_probability: 0.3,
         }
@@ -357,7 +357,16 @@ impl Sim {
     fn inject_faults(&mut self) -> Result<(), Violation> {
         let n = self.nodes.len();
         if self.rng.gen_bool(self.cfg.crash_probability) {
-            let i = self.rng.gen_range(0..n);
+            // Often pick a node with records still waiting for their fsync: the crash that
+            // loses them is the interesting one.
+            let unsynced: Vec<usize> = (0..n)
+                .filter(|&i| !self.nodes[i].unpersisted.is_empty())
+                .collect();
+            let i = if !unsynced.is_empty() && self.rng.gen_bool(0.7) {
+                unsynced[self.rng.gen_range(0..unsynced.len())]
+            } else {
+                self.rng.gen_range(0..n)
+            };
             self.crash(i);
         }
         if self.rng.gen_bool(self.cfg.crash_majority_probability) {
