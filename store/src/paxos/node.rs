@@ -30,6 +30,9 @@ struct PendingRead {
 struct LeaderState {
     ballot: Ballot,
     next_slot: Slot,
+    /// The last slot phase 1 re-proposed: once the commit index reaches it, every value
+    /// chosen before this leadership is at or below the commit index.
+    phase1_last_slot: Slot,
     in_flight: BTreeMap<Slot, InFlight>,
     pending: VecDeque<(ProposalId, Vec<u8>)>,
     /// Heartbeat round last sent.
@@ -338,9 +341,15 @@ impl Node {
         let commit = self.commit_index;
         match &mut self.role {
             RoleState::Leader(l) => {
-                // Every slot this leader has assigned: it covers every value chosen before
-                // the read began (phase 1 re-proposed all slots any quorum accepted).
-                let slot = l.next_slot - 1;
+                // A write acknowledged before the read began was chosen either by this leader
+                // (so it is at or below our commit index: acknowledging needs it applied) or
+                // before it (so at or below phase 1's last slot). Until phase 1's slots are
+                // chosen, wait for every slot assigned so far.
+                let slot = if commit >= l.phase1_last_slot {
+                    commit
+                } else {
+                    l.next_slot - 1
+                };
                 if stale {
                     // The planted bug: trust that we still lead, answer from local state.
                     self.out.reads.push(ReadReady { id, slot: commit });
@@ -784,6 +793,7 @@ impl Node {
         self.role = RoleState::Leader(LeaderState {
             ballot,
             next_slot: max_slot + 1,
+            phase1_last_slot: max_slot,
             in_flight,
             pending: VecDeque::new(),
             hb_seq: 0,
