@@ -1554,7 +1554,7 @@ mod tests {
     fn recovered_state_folds_idempotently() {
         let b1 = Ballot { round: 1, node: 1 };
         let b2 = Ballot { round: 2, node: 2 };
-        let recs = vec![
+        let recs = [
             Record::Promise(b1),
             Record::Accepted {
                 slot: 1,
