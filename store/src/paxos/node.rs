@@ -558,10 +558,27 @@ impl Node {
                 if self.is_leader() {
                     return;
                 }
+                let progressed = !entries.is_empty();
                 for e in entries {
                     self.learn_chosen(e.slot, e.value);
                 }
                 self.advance_commit();
+                // Still behind the leader: ask for the next chunk at once rather than at the
+                // next heartbeat, so a far-behind replica catches up at network speed.
+                if progressed
+                    && matches!(self.role, RoleState::Follower)
+                    && self.commit_index < self.leader_commit
+                {
+                    if let Some(l) = self.leader_hint.filter(|&l| l != self.id) {
+                        self.last_catchup_request_tick = Some(self.now);
+                        self.send(
+                            l,
+                            Message::CatchUpRequest {
+                                from_slot: self.commit_index + 1,
+                            },
+                        );
+                    }
+                }
                 self.candidate_maybe_finish();
             }
             Message::InstallSnapshot { slot, data } => self.on_install_snapshot(slot, data),
