@@ -32,6 +32,9 @@ pub struct SimConfig {
     pub loss_probability: f64,
     pub duplicate_probability: f64,
     pub max_delay_ticks: u64,
+    /// Some messages are held far longer (stale messages from old ballots arrive late).
+    pub long_delay_probability: f64,
+    pub max_long_delay_ticks: u64,
     /// An fsync takes up to this many ticks; a crash loses what has not completed.
     pub max_persist_delay_ticks: u64,
     /// Per tick, during the fault phase.
@@ -54,6 +57,8 @@ impl SimConfig {
             loss_probability: 0.05,
             duplicate_probability: 0.03,
             max_delay_ticks: 4,
+            long_delay_probability: 0.01,
+            max_long_delay_ticks: 100,
             max_persist_delay_ticks: 6,
             crash_probability: 0.02,
             crash_majority_probability: 0.004,
@@ -453,7 +458,11 @@ impl Sim {
             1
         };
         for _ in 0..copies {
-            let delay = self.rng.gen_range(1..=self.cfg.max_delay_ticks);
+            let delay = if self.faults_on && self.rng.gen_bool(self.cfg.long_delay_probability) {
+                self.rng.gen_range(1..=self.cfg.max_long_delay_ticks)
+            } else {
+                self.rng.gen_range(1..=self.cfg.max_delay_ticks)
+            };
             self.network.push(InTransit {
                 deliver_tick: self.now + delay,
                 from,
