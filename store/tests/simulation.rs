@@ -7,7 +7,7 @@ use paxos_kv::paxos::sim::{run, Sim, SimConfig, SimStats};
 use paxos_kv::paxos::Bug;
 use std::time::{Duration, Instant};
 
-const DEFAULT_SEEDS: u64 = 2000;
+const DEFAULT_SEEDS: u64 = 1000;
 /// Every planted bug must be found within this many seeds.
 const BUG_SEED_BOUND: u64 = 1000;
 

@@ -54,6 +54,8 @@ struct CandidateState {
     max_commit: Slot,
     max_commit_node: NodeId,
     last_catchup_tick: Option<u64>,
+    last_prepare_tick: u64,
+    from_slot: Slot,
 }
 
 #[derive(Debug)]
@@ -298,6 +300,7 @@ impl Node {
                     // Phase 1 did not finish in time: ask again before bumping further.
                     self.start_pre_vote();
                 } else {
+                    self.resend_prepare();
                     self.candidate_catch_up();
                 }
             }
@@ -619,6 +622,8 @@ impl Node {
             max_commit: self.commit_index,
             max_commit_node: self.id,
             last_catchup_tick: None,
+            last_prepare_tick: self.now,
+            from_slot: self.commit_index + 1,
         });
         let from_slot = self.commit_index + 1;
         self.broadcast(Message::Prepare { ballot, from_slot });
@@ -722,6 +727,35 @@ impl Node {
         }
         self.advance_commit();
         self.candidate_maybe_finish();
+    }
+
+    /// Lost prepares or promises would otherwise cost a whole election timeout.
+    fn resend_prepare(&mut self) {
+        let now = self.now;
+        let retransmit = self.cfg.retransmit_ticks;
+        let RoleState::Candidate(c) = &mut self.role else {
+            return;
+        };
+        if now < c.last_prepare_tick + retransmit {
+            return;
+        }
+        c.last_prepare_tick = now;
+        let msg = Message::Prepare {
+            ballot: c.ballot,
+            from_slot: c.from_slot,
+        };
+        let missing: Vec<NodeId> = self
+            .peers
+            .iter()
+            .copied()
+            .filter(|p| !c.promises.contains_key(p))
+            .collect();
+        for p in missing {
+            self.out.messages.push(Envelope {
+                to: p,
+                msg: msg.clone(),
+            });
+        }
     }
 
     fn candidate_catch_up(&mut self) {
