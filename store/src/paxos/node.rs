@@ -255,6 +255,7 @@ impl Node {
         self.flush_proposals();
         self.flush_read_round();
         self.drain_self_now();
+        self.assert_invariants();
         let mut ready = std::mem::take(&mut self.out);
         if !ready.persist.is_empty()
             || !ready.messages_after_persist.is_empty()
@@ -406,6 +407,31 @@ impl Node {
     }
 
     // ---------------------------------------------------------------- internals
+
+    /// Cheap checks of what must always hold; a failure is a bug in this module.
+    fn assert_invariants(&self) {
+        assert!(self.emitted_index <= self.commit_index, "emitted <= commit");
+        assert!(
+            self.log_start <= self.commit_index,
+            "compacted only chosen slots"
+        );
+        if let Some((s, (b, _))) = self.accepted.iter().next_back() {
+            assert!(*b <= self.promised, "slot {s} accepted above the promise");
+        }
+        if let RoleState::Leader(l) = &self.role {
+            assert_eq!(l.ballot, self.promised, "a leader's ballot is its promise");
+            assert!(
+                l.next_slot > self.commit_index,
+                "leader assigns slots past commit"
+            );
+            if let Some(first) = l.in_flight.keys().next() {
+                assert!(
+                    *first > self.commit_index,
+                    "in-flight slot {first} already chosen"
+                );
+            }
+        }
+    }
 
     fn drain_self_now(&mut self) {
         // Bounded: each self message is handled once and handling never loops back into
