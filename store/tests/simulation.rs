@@ -7,7 +7,7 @@ use paxos_kv::paxos::sim::{run, Sim, SimConfig, SimStats};
 use paxos_kv::paxos::Bug;
 use std::time::{Duration, Instant};
 
-const DEFAULT_SEEDS: u64 = 2000;
+const DEFAULT_SEEDS: u64 = 1000;
 /// Every planted bug must be found within this many seeds.
 const BUG_SEED_BOUND: u64 = 1000;
 
@@ -107,7 +107,7 @@ fn five_nodes_keep_every_invariant() {
 }
 
 /// Finds the first seed where `bug` breaks an invariant; fails if none within the bound.
-fn find_bug(bug: Bug, expect: &str) {
+fn find_bug(bug: Bug, expect: &[&str]) {
     let start = Instant::now();
     let budget = Duration::from_secs(120);
     for seed in 0..BUG_SEED_BOUND {
@@ -124,8 +124,8 @@ fn find_bug(bug: Bug, expect: &str) {
                 start.elapsed()
             );
             assert!(
-                v.what.contains(expect),
-                "{bug} broke a different invariant than expected ({expect}): {v}"
+                expect.iter().any(|e| v.what.contains(e)),
+                "{bug} broke a different invariant than expected ({expect:?}): {v}"
             );
             return;
         }
@@ -135,17 +135,19 @@ fn find_bug(bug: Bug, expect: &str) {
 
 #[test]
 fn planted_stale_leader_read_is_found() {
-    find_bug(Bug::StaleLeaderRead, "stale read");
+    find_bug(Bug::StaleLeaderRead, &["stale read"]);
 }
 
 #[test]
 fn planted_ack_before_persist_is_found() {
-    find_bug(Bug::AckBeforePersist, "agreement");
+    // A lost accepted value shows as two values for a slot, or as an acknowledged write
+    // that a later read does not see.
+    find_bug(Bug::AckBeforePersist, &["agreement", "stale read"]);
 }
 
 #[test]
 fn planted_forget_accepted_is_found() {
-    find_bug(Bug::ForgetAccepted, "agreement");
+    find_bug(Bug::ForgetAccepted, &["agreement", "stale read"]);
 }
 
 /// Replays one seed (set `ORDEAL_SIM_SEED`, optionally `ORDEAL_SIM_NODES`, `ORDEAL_SIM_BUG`);

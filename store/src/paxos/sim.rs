@@ -32,11 +32,17 @@ pub struct SimConfig {
     pub loss_probability: f64,
     pub duplicate_probability: f64,
     pub max_delay_ticks: u64,
+    /// Some messages are held far longer (stale messages from old ballots arrive late).
+    pub long_delay_probability: f64,
+    pub max_long_delay_ticks: u64,
     /// An fsync takes up to this many ticks; a crash loses what has not completed.
     pub max_persist_delay_ticks: u64,
     /// Per tick, during the fault phase.
     pub crash_probability: f64,
     pub crash_majority_probability: f64,
+    /// Per tick: stop a node (SIGSTOP), often the leader, for a while; on resume it may run
+    /// the missed ticks in a burst, as a tokio interval does.
+    pub pause_probability: f64,
     pub partition_probability: f64,
     pub heal_probability: f64,
     pub write_probability: f64,
@@ -54,11 +60,14 @@ impl SimConfig {
             loss_probability: 0.05,
             duplicate_probability: 0.03,
             max_delay_ticks: 4,
+            long_delay_probability: 0.01,
+            max_long_delay_ticks: 100,
             max_persist_delay_ticks: 6,
-            crash_probability: 0.01,
+            crash_probability: 0.02,
             crash_majority_probability: 0.004,
-            partition_probability: 0.015,
-            heal_probability: 0.015,
+            pause_probability: 0.01,
+            partition_probability: 0.03,
+            heal_probability: 0.03,
             write_probability: 0.4,
             read_probability: 0.3,
         }
@@ -129,6 +138,10 @@ struct SimNode {
     durable_snapshot: Option<Snapshot>,
     unpersisted: VecDeque<PendingPersist>,
     restart_tick: u64,
+    /// Paused (SIGSTOP) while `now < paused_until`: no ticks, no deliveries, no fsync acks.
+    paused_until: u64,
+    /// Ticks to run at once on resume.
+    resume_burst_ticks: u64,
     incarnation: u64,
     /// The register: last applied slot and the slot of the last write applied.
     applied: Slot,
@@ -176,6 +189,8 @@ impl Sim {
                 durable_snapshot: None,
                 unpersisted: VecDeque::new(),
                 restart_tick: 0,
+                paused_until: 0,
+                resume_burst_ticks: 0,
                 incarnation: 0,
                 applied: 0,
                 register: 0,
@@ -219,6 +234,9 @@ impl Sim {
         // Heal: every node up, no partition, no loss; a write must now commit everywhere.
         self.faults_on = false;
         self.group.iter_mut().for_each(|g| *g = 0);
+        for n in self.nodes.iter_mut() {
+            n.paused_until = n.paused_until.min(self.now);
+        }
         for i in 0..self.nodes.len() {
             if self.nodes[i].node.is_none() {
                 self.restart(i)?;
@@ -303,6 +321,10 @@ impl Sim {
         self.now
     }
 
+    fn paused(&self, i: usize) -> bool {
+        self.now < self.nodes[i].paused_until
+    }
+
     fn probe_done(&self) -> bool {
         match self.probe_slot {
             Some(s) => self.nodes.iter().all(|n| n.applied >= s),
@@ -325,6 +347,9 @@ impl Sim {
         }
         // Fsyncs complete in order.
         for i in 0..self.nodes.len() {
+            if self.paused(i) {
+                continue;
+            }
             while self.nodes[i]
                 .unpersisted
                 .front()
@@ -344,9 +369,19 @@ impl Sim {
             }
         }
         for i in 0..self.nodes.len() {
-            if let Some(node) = self.nodes[i].node.as_mut() {
-                node.tick();
-                self.drain(i)?;
+            if self.paused(i) {
+                continue;
+            }
+            let burst = if self.nodes[i].paused_until == self.now {
+                std::mem::take(&mut self.nodes[i].resume_burst_ticks)
+            } else {
+                0
+            };
+            for _ in 0..=burst {
+                if let Some(node) = self.nodes[i].node.as_mut() {
+                    node.tick();
+                    self.drain(i)?;
+                }
             }
         }
         self.deliver_due()?;
@@ -357,7 +392,16 @@ impl Sim {
     fn inject_faults(&mut self) -> Result<(), Violation> {
         let n = self.nodes.len();
         if self.rng.gen_bool(self.cfg.crash_probability) {
-            let i = self.rng.gen_range(0..n);
+            // Often pick a node with records still waiting for their fsync: the crash that
+            // loses them is the interesting one.
+            let unsynced: Vec<usize> = (0..n)
+                .filter(|&i| !self.nodes[i].unpersisted.is_empty())
+                .collect();
+            let i = if !unsynced.is_empty() && self.rng.gen_bool(0.7) {
+                unsynced[self.rng.gen_range(0..unsynced.len())]
+            } else {
+                self.rng.gen_range(0..n)
+            };
             self.crash(i);
         }
         if self.rng.gen_bool(self.cfg.crash_majority_probability) {
@@ -365,6 +409,19 @@ impl Sim {
             ids.shuffle(&mut self.rng);
             for &i in ids.iter().take(n / 2 + 1) {
                 self.crash(i);
+            }
+        }
+        if self.rng.gen_bool(self.cfg.pause_probability) {
+            let leader =
+                (0..n).find(|&i| self.nodes[i].node.as_ref().is_some_and(|nd| nd.is_leader()));
+            let i = match leader {
+                Some(l) if self.rng.gen_bool(0.7) => l,
+                _ => self.rng.gen_range(0..n),
+            };
+            if !self.paused(i) {
+                let ticks = self.rng.gen_range(10..100);
+                self.nodes[i].paused_until = self.now + ticks;
+                self.nodes[i].resume_burst_ticks = if self.rng.gen_bool(0.5) { ticks } else { 0 };
             }
         }
         if self.rng.gen_bool(self.cfg.partition_probability) {
@@ -444,7 +501,11 @@ impl Sim {
             1
         };
         for _ in 0..copies {
-            let delay = self.rng.gen_range(1..=self.cfg.max_delay_ticks);
+            let delay = if self.faults_on && self.rng.gen_bool(self.cfg.long_delay_probability) {
+                self.rng.gen_range(1..=self.cfg.max_long_delay_ticks)
+            } else {
+                self.rng.gen_range(1..=self.cfg.max_delay_ticks)
+            };
             self.network.push(InTransit {
                 deliver_tick: self.now + delay,
                 from,
@@ -460,9 +521,15 @@ impl Sim {
             .into_iter()
             .partition(|m| m.deliver_tick <= now);
         self.network = later;
-        for m in due {
+        for mut m in due {
             let (f, t) = (m.from as usize - 1, m.to as usize - 1);
             if self.group[f] != self.group[t] {
+                continue;
+            }
+            if self.paused(t) {
+                // Held in the socket until the process resumes.
+                m.deliver_tick = self.nodes[t].paused_until;
+                self.network.push(m);
                 continue;
             }
             if let Some(node) = self.nodes[t].node.as_mut() {
@@ -488,7 +555,7 @@ impl Sim {
         }
         if self.rng.gen_bool(self.cfg.read_probability) {
             let i = pick(&mut self.rng);
-            if self.nodes[i].node.is_some() {
+            if self.nodes[i].node.is_some() && !self.paused(i) {
                 let id = self.next_id;
                 self.next_id += 1;
                 let required = self.max_acked_slot;
@@ -512,7 +579,7 @@ impl Sim {
     }
 
     fn write(&mut self, i: usize, probe: bool) -> Result<(), Violation> {
-        if self.nodes[i].node.is_none() {
+        if self.nodes[i].node.is_none() || self.paused(i) {
             return Ok(());
         }
         let id = self.next_id;
