@@ -353,7 +353,8 @@ fn write_response(key: &str, outcome: Outcome) -> Response {
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PutBody {
-    value: String,
+    /// A string; a number is accepted and stored as its decimal text (as in txns).
+    value: Json,
 }
 
 async fn put_key(
@@ -379,12 +380,17 @@ async fn put_key(
         check_body(&s, &body)?;
         let b: PutBody = serde_json::from_slice(&body)
             .map_err(|e| bad(format!("body must be {{\"value\": \"<string>\"}}: {e}")))?;
-        check_value(&s, &b.value)?;
+        let value = match b.value {
+            Json::String(v) => v,
+            Json::Number(n) => n.to_string(),
+            other => return Err(bad(format!("\"value\" must be a string, not {other}"))),
+        };
+        check_value(&s, &value)?;
         Ok::<_, BadRequest>(Command {
             dedup: dedup(&params)?,
             op: Op::Put {
                 key: key.clone(),
-                value: b.value,
+                value,
                 condition: condition(&params)?,
             },
         })

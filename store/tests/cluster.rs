@@ -285,13 +285,33 @@ async fn three_nodes_serve_and_survive_leader_kill() {
         .await;
     assert_eq!(code, 400);
     assert!(body["error"].is_string(), "{body}");
+    let (code, _) = c
+        .req(
+            reqwest::Method::PUT,
+            leader,
+            "/kv/num",
+            Some(json!({"value": 5})),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, body) = c.get(follower, "num").await;
+    assert_eq!((code, &body["value"]), (200, &json!("5")));
+    let (code, _) = c
+        .req(
+            reqwest::Method::PUT,
+            leader,
+            "/kv/num",
+            Some(json!({"value": {"a": 1}})),
+        )
+        .await;
+    assert_eq!(code, 400);
     let (code, _) = c.put(leader, "x", "v", "?if_revision=abc").await;
     assert_eq!(code, 400);
     let (code, body) = c
         .req(reqwest::Method::GET, follower, "/keys?prefix=", None)
         .await;
     assert_eq!(code, 200);
-    assert_eq!(body.as_array().unwrap().len(), 4, "{body}");
+    assert_eq!(body.as_array().unwrap().len(), 5, "{body}");
     let metrics = c
         .http
         .get(c.url(leader, "/metrics"))
