@@ -297,3 +297,50 @@ fn an_isolated_leader_steps_down() {
         );
     }
 }
+
+/// A paused (SIGSTOP) leader is replaced; when it resumes, with or without a burst of missed
+/// ticks, it steps down without disturbing the new leader.
+#[test]
+fn a_paused_leader_is_replaced_and_does_not_disrupt_on_resume() {
+    for seed in 0..20 {
+        let mut sim = quiet_cluster(3, seed);
+        let old = sim.leader().expect("leader");
+        sim.pause_node(old, 150, seed % 2 == 0);
+        let acked = sim.stats().writes_acked;
+        let mut replaced = None;
+        for _ in 0..150 {
+            sim.tick().unwrap_or_else(|v| panic!("{v}"));
+            if replaced.is_none() && sim.leader().is_some_and(|l| l != old) {
+                replaced = Some(sim.now());
+            }
+        }
+        assert!(
+            replaced.is_some(),
+            "seed {seed}: no new leader while the leader was paused"
+        );
+        assert!(
+            sim.stats().writes_acked > acked,
+            "seed {seed}: no write while paused"
+        );
+        let new = sim.leader().expect("a leader");
+        let ballot = sim.status(new).expect("up").ballot;
+        for _ in 0..200 {
+            sim.tick().unwrap_or_else(|v| panic!("{v}"));
+        }
+        assert_eq!(
+            sim.leader(),
+            Some(new),
+            "seed {seed}: the resumed node disrupted the leader"
+        );
+        assert_eq!(
+            sim.status(new).expect("up").ballot,
+            ballot,
+            "seed {seed}: ballot bumped"
+        );
+        assert_ne!(
+            sim.status(old).expect("up").role,
+            paxos_kv::paxos::Role::Leader,
+            "seed {seed}: the resumed node still leads"
+        );
+    }
+}

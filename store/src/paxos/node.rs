@@ -511,10 +511,11 @@ impl Node {
 
     fn handle(&mut self, from: NodeId, msg: Message) {
         match msg {
-            Message::PreVote { round, commit: _ } => {
+            Message::PreVote { round, commit } => {
                 // Grant only if we, too, have lost the leader: a node returning from a
-                // partition cannot depose a healthy one.
-                let granted = !self.leader_alive();
+                // partition cannot depose a healthy one. Prefer a candidate that knows at
+                // least what we know chosen, so the new leader need not catch up first.
+                let granted = !self.leader_alive() && commit >= self.commit_index;
                 self.send(from, Message::PreVoteReply { round, granted });
             }
             Message::PreVoteReply { round, granted } => {

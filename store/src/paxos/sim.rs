@@ -272,6 +272,14 @@ impl Sim {
         self.group[id as usize - 1] = 1;
     }
 
+    /// Stops node `id` (SIGSTOP) for `ticks`; on resume it runs the missed ticks at once if
+    /// `burst`.
+    pub fn pause_node(&mut self, id: NodeId, ticks: u64, burst: bool) {
+        let n = &mut self.nodes[id as usize - 1];
+        n.paused_until = self.now + ticks;
+        n.resume_burst_ticks = if burst { ticks } else { 0 };
+    }
+
     /// Removes every partition.
     pub fn heal(&mut self) {
         self.group.iter_mut().for_each(|g| *g = 0);
