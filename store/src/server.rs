@@ -805,6 +805,18 @@ impl Driver {
                 }
             }
         }
-        *self.shared.status.lock().expect("lock poisoned") = self.node.status();
+        let new = self.node.status();
+        let mut status = self.shared.status.lock().expect("lock poisoned");
+        if (status.role, status.leader, status.ballot) != (new.role, new.leader, new.ballot) {
+            // Leadership changes are what an operator looks for first in a node's log.
+            tracing::info!(
+                role = new.role.as_str(),
+                leader = ?new.leader,
+                ballot = %new.ballot,
+                commit_index = new.commit_index,
+                "role or leader changed"
+            );
+        }
+        *status = new;
     }
 }
