@@ -162,15 +162,29 @@ impl Transport {
 /// with exponential backoff, and the link can take tens of seconds to recover after the heal.
 fn set_user_timeout(socket: &TcpSocket, ms: u64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let ms: libc::c_uint = ms.min(u32::MAX as u64) as libc::c_uint;
-    // SAFETY: a plain setsockopt on a socket we own, with a pointer to a live c_uint.
+    let ms = ms.min(i32::MAX as u64) as libc::c_int;
+    set_int_opt(
+        socket.as_raw_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_USER_TIMEOUT,
+        ms,
+    )
+}
+
+fn set_int_opt(
+    fd: i32,
+    level: libc::c_int,
+    opt: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
+    // SAFETY: a plain setsockopt on a socket the caller owns, with a pointer to a live c_int.
     let rc = unsafe {
         libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_USER_TIMEOUT,
-            &ms as *const libc::c_uint as *const libc::c_void,
-            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+            fd,
+            level,
+            opt,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
     if rc == 0 {
@@ -178,6 +192,17 @@ fn set_user_timeout(socket: &TcpSocket, ms: u64) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+/// Keepalive probes on an inbound (read-only) connection, so that one whose peer vanished
+/// behind a partition is closed and its reader task ends, instead of waiting forever.
+fn set_keepalive(stream: &TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 2)?;
+    set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 1)?;
+    set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3)
 }
 
 async fn connect_from(
@@ -302,6 +327,9 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        if let Err(e) = set_keepalive(&stream) {
+            tracing::debug!(%from, error = %e, "cannot enable keepalive");
+        }
         let inbound = inbound.clone();
         let client_addrs = client_addrs.clone();
         let stats = stats.clone();
