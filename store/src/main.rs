@@ -75,6 +75,9 @@ struct Cli {
     /// from the log instead of by snapshot.
     #[arg(long, default_value_t = 1_000)]
     compaction_retain_entries: u64,
+    /// Also snapshot and compact the WAL once this many bytes were appended since the last time.
+    #[arg(long, default_value_t = 128 << 20)]
+    wal_compact_bytes: u64,
     /// With --bug ack-before-persist: how long WAL records sit in the user-space buffer before
     /// they are written and fsynced.
     #[arg(long, default_value_t = 2000)]
@@ -168,6 +171,7 @@ fn run(cli: Cli) -> Result<()> {
     cfg.snapshot_interval_entries = cli.snapshot_interval_entries;
     cfg.compaction_retain_entries = cli.compaction_retain_entries;
     cfg.lazy_flush_ms = cli.lazy_flush_ms;
+    cfg.wal_compact_bytes = cli.wal_compact_bytes;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub snapshot_interval_entries: u64,
     /// Chosen entries kept behind a snapshot for lagging peers.
     pub compaction_retain_entries: u64,
+    /// Also snapshot and compact once this many WAL bytes were appended since the last time.
+    pub wal_compact_bytes: u64,
     /// With `ack-before-persist`: how long records sit in the user-space buffer.
     pub lazy_flush_ms: u64,
 }
@@ -91,6 +93,7 @@ impl ServerConfig {
             dedup_clients: 100_000,
             snapshot_interval_entries: 10_000,
             compaction_retain_entries: 1_000,
+            wal_compact_bytes: 128 << 20,
             lazy_flush_ms: 2000,
         }
     }
@@ -232,16 +235,17 @@ fn encode_record(r: &Record) -> Vec<u8> {
 }
 
 /// The WAL records that rebuild `state` (written first in a compacted WAL).
-fn checkpoint_records(state: &paxos::RecoveredState) -> Vec<Vec<u8>> {
+/// Entries at or below `snapshot_slot` are left out: the snapshot written with them covers them.
+fn checkpoint_records(state: &paxos::RecoveredState, snapshot_slot: u64) -> Vec<Vec<u8>> {
     let mut out = vec![encode_record(&Record::Promise(state.promised))];
-    for (slot, (ballot, value)) in &state.accepted {
+    for (slot, (ballot, value)) in state.accepted.range(snapshot_slot + 1..) {
         out.push(encode_record(&Record::Accepted {
             slot: *slot,
             ballot: *ballot,
             value: value.clone(),
         }));
     }
-    for (slot, value) in &state.chosen {
+    for (slot, value) in state.chosen.range(snapshot_slot + 1..) {
         out.push(encode_record(&Record::Chosen {
             slot: *slot,
             value: value.clone(),
@@ -503,6 +507,7 @@ impl Server {
             reads_waiting_apply: VecDeque::new(),
             next_id: 1,
             snapshot_in_progress: false,
+            wal_bytes_since_compaction: 0,
         };
         tokio::spawn(driver.run(inbound_rx, req_rx, done_rx));
         let router = crate::http::router(shared.clone());
@@ -526,6 +531,8 @@ struct Driver {
     reads_waiting_apply: VecDeque<(u64, oneshot::Sender<Result<(), Dropped>>)>,
     next_id: u64,
     snapshot_in_progress: bool,
+    /// WAL bytes appended since the last compaction.
+    wal_bytes_since_compaction: u64,
 }
 
 /// Inputs drained per wake-up before handling the Ready, so that one Ready (and one fsync)
@@ -646,6 +653,8 @@ impl Driver {
         // 1. Persist (group commit in the WAL thread), then the held-back messages.
         if !ready.persist.is_empty() || ready.persist_token.is_some() {
             let records: Vec<Vec<u8>> = ready.persist.iter().map(encode_record).collect();
+            self.wal_bytes_since_compaction +=
+                records.iter().map(|r| r.len() as u64 + 8).sum::<u64>();
             let after = ready.messages_after_persist;
             let token = ready.persist_token;
             if self
@@ -680,7 +689,8 @@ impl Driver {
                         .snapshots_installed
                         .fetch_add(1, Relaxed);
                     let snapshot = bincode::serialize(&snap).expect("serialise snapshot");
-                    let live = checkpoint_records(&self.node.checkpoint());
+                    let live = checkpoint_records(&self.node.checkpoint(), snap.slot);
+                    self.wal_bytes_since_compaction = 0;
                     if self
                         .wal
                         .send(WalJob::Compact {
@@ -775,8 +785,10 @@ impl Driver {
                 let _ = tx.send(Err(why));
             }
         }
-        // 7. Snapshots.
-        if let Some(due) = ready.snapshot_due {
+        // 7. Snapshots: when the core asks, or when the WAL has grown large (many big
+        // batches can make it long in bytes well before it is long in entries).
+        let wal_full = self.wal_bytes_since_compaction >= self.shared.config.wal_compact_bytes;
+        if let Some(due) = ready.snapshot_due.or(wal_full.then_some(0)) {
             if !self.snapshot_in_progress {
                 let (slot, data) = {
                     let kv = self.shared.kv.read().expect("lock poisoned");
@@ -789,7 +801,8 @@ impl Driver {
                         data: data.clone(),
                     })
                     .expect("serialise snapshot");
-                    let live = checkpoint_records(&self.node.checkpoint());
+                    let live = checkpoint_records(&self.node.checkpoint(), slot);
+                    self.wal_bytes_since_compaction = 0;
                     if self
                         .wal
                         .send(WalJob::Compact {

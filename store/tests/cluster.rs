@@ -434,6 +434,57 @@ async fn snapshots_compact_the_log_and_catch_up_a_far_behind_replica() {
     assert_eq!(st[0]["digest"], digest);
 }
 
+/// A WAL that grows large in bytes is compacted even when few entries were written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_is_compacted_by_size() {
+    let mut c = Cluster::start(
+        "walsize",
+        3,
+        &[
+            "--snapshot-interval-entries",
+            "1000000",
+            "--wal-compact-bytes",
+            "50000",
+        ],
+    );
+    let leader = c.wait_leader(Duration::from_secs(10), None).await;
+    let big = "z".repeat(2000);
+    for i in 0..100 {
+        let (code, body) = c
+            .put(leader, &format!("w{}", i % 10), &format!("{i}{big}"), "")
+            .await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let st = c.status(leader).await.unwrap();
+    assert!(
+        st["snapshot_index"].as_u64().unwrap() > 0,
+        "no size-triggered snapshot: {st}"
+    );
+    let wal_bytes: u64 = std::fs::read_dir(c.dir.join(format!("d{}", leader + 1)))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    // 100 writes of 2 KB were logged twice (accepted, chosen): 400 KB without compaction.
+    assert!(
+        wal_bytes < 200_000,
+        "WAL is {wal_bytes} bytes after compaction"
+    );
+    for i in 0..3 {
+        c.kill(i);
+    }
+    for i in 0..3 {
+        c.spawn(i);
+    }
+    let leader = c.wait_leader(Duration::from_secs(10), None).await;
+    let (code, body) = c.get(leader, "w9").await;
+    assert_eq!(
+        (code, body["value"].as_str().map(|v| v.starts_with("99z"))),
+        (200, Some(true))
+    );
+}
+
 /// kill -9 of every node in the middle of a write load loses no acknowledged write: each
 /// client writes 1, 2, 3, ... to its own key, so after the restart each key must hold at least
 /// the last value acknowledged (one more if a write in flight at the kill was applied).
