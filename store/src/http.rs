@@ -36,12 +36,39 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { (StatusCode::OK, "ok") }))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            time_request,
+        ))
         // Oversized bodies are refused while reading them; handlers turn the rejection into
         // a JSON error.
         .layer(axum::extract::DefaultBodyLimit::max(
             shared.config.body_max_bytes,
         ))
         .with_state(shared)
+}
+
+/// Upper bounds of the request latency histogram buckets, in seconds.
+pub const LATENCY_BUCKETS_S: [f64; 12] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+];
+
+/// Times client API requests (not /status, /metrics, /health) into `Metrics::latency`.
+async fn time_request(
+    State(s): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let api = {
+        let p = req.uri().path();
+        p.starts_with("/kv/") || p == "/txn" || p == "/keys"
+    };
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    if api {
+        s.metrics.latency.observe(start.elapsed().as_secs_f64());
+    }
+    resp
 }
 
 fn error(code: StatusCode, msg: impl Into<String>) -> Response {
@@ -799,6 +826,31 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         "frames received from peers",
         t.frames_received.load(Relaxed),
     );
+    let h = &m.latency;
+    let _ = writeln!(
+        out,
+        "# HELP paxos_kv_http_request_duration_seconds client API request latency\n\
+         # TYPE paxos_kv_http_request_duration_seconds histogram"
+    );
+    let mut cumulative = 0;
+    for (i, le) in LATENCY_BUCKETS_S.iter().enumerate() {
+        cumulative += h.buckets[i].load(Relaxed);
+        let _ = writeln!(
+            out,
+            "paxos_kv_http_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+        );
+    }
+    let count = h.count.load(Relaxed);
+    let _ = writeln!(
+        out,
+        "paxos_kv_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+    );
+    let _ = writeln!(
+        out,
+        "paxos_kv_http_request_duration_seconds_sum {}",
+        h.sum_us.load(Relaxed) as f64 / 1e6
+    );
+    let _ = writeln!(out, "paxos_kv_http_request_duration_seconds_count {count}");
     (
         StatusCode::OK,
         [("content-type", "text/plain; version=0.0.4")],

@@ -160,6 +160,28 @@ pub struct Metrics {
     pub snapshots_installed: AtomicU64,
     pub http_requests: AtomicU64,
     pub forwarded: AtomicU64,
+    pub latency: Histogram,
+}
+
+/// A fixed-bucket latency histogram (buckets: `http::LATENCY_BUCKETS_S`, plus +Inf).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    pub buckets: [AtomicU64; 12],
+    pub count: AtomicU64,
+    pub sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, secs: f64) {
+        if let Some(i) = crate::http::LATENCY_BUCKETS_S
+            .iter()
+            .position(|le| secs <= *le)
+        {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add((secs * 1e6) as u64, Relaxed);
+    }
 }
 
 /// State shared between the driver and the HTTP handlers.

@@ -322,6 +322,13 @@ async fn three_nodes_serve_and_survive_leader_kill() {
         .await
         .unwrap();
     assert!(metrics.contains("paxos_kv_is_leader 1"), "{metrics}");
+    let timed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("paxos_kv_http_request_duration_seconds_count "))
+        .expect("latency histogram in /metrics")
+        .parse()
+        .unwrap();
+    assert!(timed >= 5, "the leader timed only {timed} requests");
 
     // kill -9 the leader: writes through a survivor succeed again within the election timeout
     // (15-30 ticks of 10 ms) plus slack.
