@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod history;
+pub mod txn;
 pub mod value;
 
 pub use error::HistoryError;
