@@ -2,8 +2,10 @@
 //! transactional checker. Nothing here does network or process I/O; files are read and written
 //! only where a caller hands over a path.
 
+pub mod edn;
 pub mod error;
 pub mod history;
+pub mod read;
 pub mod txn;
 pub mod value;
 

@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ordeal", version, about = "Jepsen-style consistency testing on one machine")]
+#[command(
+    name = "ordeal",
+    version,
+    about = "Jepsen-style consistency testing on one machine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
