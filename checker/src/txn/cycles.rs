@@ -119,20 +119,28 @@ fn order_edges(log: &TxnLog, edges: &mut Vec<Edge>) -> usize {
         v.sort_by_key(|&t| log.txns[t as usize].invoke_pos);
         v
     };
+    // An info transaction may take effect at any time after its invocation, so nothing is
+    // ordered after it: only ok transactions start process and real-time edges.
     let mut last_of: FxHashMap<u64, u32> = FxHashMap::default();
     for &t in &live {
         let p = log.txns[t as usize].process;
-        if let Some(prev) = last_of.insert(p, t) {
+        if let Some(&prev) = last_of.get(&p) {
             edges.push(Edge {
                 from: prev,
                 to: t,
                 kind: PROCESS,
             });
         }
+        if log.txns[t as usize].outcome == Outcome::Ok {
+            last_of.insert(p, t);
+        }
     }
     let mut completions: Vec<(u32, u32)> = live
         .iter()
-        .filter(|&&t| log.txns[t as usize].complete_pos != NO_POS)
+        .filter(|&&t| {
+            let tx = &log.txns[t as usize];
+            tx.outcome == Outcome::Ok && tx.complete_pos != NO_POS
+        })
         .map(|&t| (log.txns[t as usize].complete_pos, t))
         .collect();
     completions.sort_unstable();
@@ -288,6 +296,49 @@ fn find_cycle(
     Ok(best)
 }
 
+/// A cycle with exactly one rw edge a -> b: the way back from b to a uses no rw edge. Unlike
+/// the classes above, a and b need not share a component of the rest-graph, only b must reach
+/// a in it. Kosaraju numbers components in reverse topological order, so b can reach a only if
+/// its component number is at least a's; other candidates are skipped without a search.
+fn find_single(
+    adj: &[Vec<(u32, u8)>],
+    rest: u8,
+    ids: &[u32],
+    deadline: Instant,
+) -> Result<Option<Cycle>, Timeout> {
+    let mut best: Option<Cycle> = None;
+    let mut tried = 0;
+    for (a, out) in adj.iter().enumerate() {
+        for &(b, k) in out {
+            if k != RW || ids[b as usize] < ids[a] {
+                continue;
+            }
+            if let Some(path) = bfs(adj, rest, b, a as u32, deadline)? {
+                let mut nodes = vec![a as u32];
+                let mut kinds = vec![k];
+                let mut prev = b;
+                for &(x, kx) in &path {
+                    nodes.push(prev);
+                    kinds.push(kx);
+                    prev = x;
+                }
+                if best.as_ref().is_none_or(|c| nodes.len() < c.nodes.len()) {
+                    best = Some(Cycle { nodes, kinds });
+                }
+                tried += 1;
+                if tried >= CANDIDATES || nodes_len(&best) == 2 {
+                    return Ok(best);
+                }
+            }
+        }
+    }
+    Ok(best)
+}
+
+fn nodes_len(c: &Option<Cycle>) -> usize {
+    c.as_ref().map(|c| c.nodes.len()).unwrap_or(0)
+}
+
 /// A cycle with at least one rw edge and no two rw edges adjacent (cyclically).
 fn find_nonadjacent(
     adj: &[Vec<(u32, u8)>],
@@ -382,7 +433,7 @@ fn search_scc(
             let cycle = match class {
                 0 => find_cycle(&local.adj, WW, WW | extra, &ww_ids, deadline),
                 1 => find_cycle(&local.adj, WR, WW | WR | extra, &wwr_ids, deadline),
-                2 => find_cycle(&local.adj, RW, WW | WR | extra, &wwr_ids, deadline),
+                2 => find_single(&local.adj, WW | WR | extra, &wwr_ids, deadline),
                 3 => find_nonadjacent(&local.adj, WW | WR | extra, deadline),
                 _ => find_cycle(&local.adj, RW, all, &all_ids, deadline),
             };

@@ -421,3 +421,46 @@ mod tests {
         );
     }
 }
+
+/// Whether finding anomaly `found` also shows anomaly class `expected`, following Elle's
+/// implied-anomalies graph: G0 is a G1c cycle; G-single-item is G-single and G-nonadjacent-item;
+/// those are G2-item and G2; lost update is G2-item; and a plain anomaly implies its `-process`
+/// variant, which implies its `-realtime` one.
+pub fn anomaly_implies(found: &str, expected: &str) -> bool {
+    fn split(s: &str) -> (&str, u8) {
+        if let Some(b) = s.strip_suffix("-realtime") {
+            (b, 2)
+        } else if let Some(b) = s.strip_suffix("-process") {
+            (b, 1)
+        } else {
+            (s, 0)
+        }
+    }
+    fn implied(base: &str) -> &'static [&'static str] {
+        match base {
+            "G0" => &["G0", "G1c", "G1"],
+            "G1a" => &["G1a", "G1"],
+            "G1b" => &["G1b", "G1"],
+            "G1c" => &["G1c", "G1"],
+            "G-single-item" => &[
+                "G-single-item",
+                "G-single",
+                "G-nonadjacent-item",
+                "G-nonadjacent",
+                "G2-item",
+                "G2",
+            ],
+            "G-nonadjacent-item" => &["G-nonadjacent-item", "G-nonadjacent", "G2-item", "G2"],
+            "G2-item" => &["G2-item", "G2"],
+            "lost-update" => &["lost-update", "G2-item", "G2"],
+            "incompatible-order" | "dirty-update" => &["G1a", "G1"],
+            "future-read" => &["future-read", "G1c", "G1"],
+            _ => &[],
+        }
+    }
+    if found == expected {
+        return true;
+    }
+    let ((fb, fl), (eb, el)) = (split(found), split(expected));
+    fl <= el && (fb == eb || implied(fb).contains(&eb))
+}
