@@ -146,50 +146,102 @@ impl TxnLog {
     /// micro-ops). Failed operations keep their writes (for aborted-read checks); reads of
     /// `info` operations are unknown.
     pub fn from_history(h: &History) -> Result<TxnLog, HistoryError> {
-        let ops = h.operations()?;
+        use crate::history::EventType;
+        // Pairs invocations with completions as `History::operations` does, but borrows the
+        // values instead of cloning them: for big histories the copy would cost more than
+        // the check.
         let mut log = TxnLog::default();
-        log.txns.reserve(ops.len());
-        for op in &ops {
-            let pos = op.complete_pos.unwrap_or(op.invoke_pos);
-            // An info completion usually repeats the invocation; prefer whichever carries
-            // micro-ops.
-            let value = match op.outcome {
-                Outcome::Ok => &op.output,
-                _ if matches!(op.output, Value::List(_)) => &op.output,
-                _ => &op.input,
+        log.txns.reserve(h.events.len() / 2 + 1);
+        let mut pending: FxHashMap<u64, usize> = FxHashMap::default();
+        let mut open: Vec<usize> = Vec::new();
+        for (pos, e) in h.events.iter().enumerate() {
+            let Process::Client(p) = e.process else {
+                continue;
             };
-            let Value::List(items) = value else {
-                return Err(h.error_at(
-                    pos,
-                    format!(
-                        "a transaction's value must be a list of micro-ops, got {}",
-                        value.to_edn()
-                    ),
-                ));
-            };
-            let process = match op.process {
-                Process::Client(p) => p,
-                Process::Nemesis => continue,
-            };
-            let mop_start = log.mops.len() as u32;
-            for item in items {
-                let mop = log
-                    .parse_mop(item, op.outcome)
-                    .map_err(|msg| h.error_at(pos, msg))?;
-                log.mops.push(mop);
+            match e.kind {
+                EventType::Invoke => {
+                    if let Some(&inv) = pending.get(&p) {
+                        return Err(h.error_at(
+                            pos,
+                            format!(
+                                "process {p} invoked {} while its {} (event {inv}) was still pending",
+                                e.f, h.events[inv].f
+                            ),
+                        ));
+                    }
+                    pending.insert(p, pos);
+                }
+                kind => {
+                    let Some(inv) = pending.remove(&p) else {
+                        return Err(h.error_at(
+                            pos,
+                            format!("{} of {} on process {p} has no pending invoke", kind.as_str(), e.f),
+                        ));
+                    };
+                    let outcome = match kind {
+                        EventType::Ok => Outcome::Ok,
+                        EventType::Fail => Outcome::Fail,
+                        _ => Outcome::Info,
+                    };
+                    log.push_op(h, p, outcome, inv, Some(pos))?;
+                }
             }
-            let index = h.events[pos].index;
-            log.txns.push(Txn {
-                process,
-                outcome: op.outcome,
-                invoke_pos: op.invoke_pos as u32,
-                complete_pos: op.complete_pos.map(|p| p as u32).unwrap_or(NO_POS),
-                index,
-                mop_start,
-                mop_len: log.mops.len() as u32 - mop_start,
-            });
         }
+        open.extend(pending.values().copied());
+        open.sort_unstable();
+        for inv in open {
+            let Process::Client(p) = h.events[inv].process else {
+                continue;
+            };
+            log.push_op(h, p, Outcome::Info, inv, None)?;
+        }
+        // Completion order above; the checker wants invocation order.
+        log.txns.sort_by_key(|t| t.invoke_pos);
         Ok(log)
+    }
+
+    fn push_op(
+        &mut self,
+        h: &History,
+        process: u64,
+        outcome: Outcome,
+        inv: usize,
+        complete: Option<usize>,
+    ) -> Result<(), HistoryError> {
+        let pos = complete.unwrap_or(inv);
+        let output = complete.map(|c| &h.events[c].value);
+        // An info completion usually repeats the invocation; prefer whichever carries micro-ops.
+        let value = match (outcome, output) {
+            (Outcome::Ok, Some(v)) => v,
+            (_, Some(v @ Value::List(_))) => v,
+            _ => &h.events[inv].value,
+        };
+        let Value::List(items) = value else {
+            return Err(h.error_at(
+                pos,
+                format!(
+                    "a transaction's value must be a list of micro-ops, got {}",
+                    value.to_edn()
+                ),
+            ));
+        };
+        let mop_start = self.mops.len() as u32;
+        for item in items {
+            let mop = self
+                .parse_mop(item, outcome)
+                .map_err(|msg| h.error_at(pos, msg))?;
+            self.mops.push(mop);
+        }
+        self.txns.push(Txn {
+            process,
+            outcome,
+            invoke_pos: inv as u32,
+            complete_pos: complete.map(|p| p as u32).unwrap_or(NO_POS),
+            index: h.events[pos].index,
+            mop_start,
+            mop_len: self.mops.len() as u32 - mop_start,
+        });
+        Ok(())
     }
 
     fn parse_mop(&mut self, item: &Value, outcome: Outcome) -> Result<Mop, String> {
