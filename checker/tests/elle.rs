@@ -14,7 +14,10 @@ use std::time::Duration;
 fn elle_dir() -> PathBuf {
     match std::env::var("ORDEAL_SHARED") {
         Ok(dir) => PathBuf::from(dir).join("testdata/elle"),
-        Err(_) => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata/elle")),
+        Err(_) => PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/testdata/elle"
+        )),
     }
 }
 
@@ -49,8 +52,8 @@ fn elle_verdicts_tsv() {
         let cols: Vec<&str> = line.split('\t').collect();
         let (file, workload, ser, strict, classes) = (cols[0], cols[1], cols[2], cols[3], cols[4]);
         let workload: Workload = workload.parse().unwrap();
-        let history = read_path(&dir.join(file), Format::Auto)
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let history =
+            read_path(&dir.join(file), Format::Auto).unwrap_or_else(|e| panic!("{file}: {e}"));
         rows += 1;
         let r_ser = check(&history, &opts(workload, Consistency::Serializable)).unwrap();
         let r_strict = check(&history, &opts(workload, Consistency::StrictSerializable)).unwrap();
@@ -62,7 +65,10 @@ fn elle_verdicts_tsv() {
             None => true,
         };
         if !ser_ok {
-            failures.push(format!("{file}: serializable {} (want {ser}) {:?}", r_ser.verdict, r_ser.anomaly_types));
+            failures.push(format!(
+                "{file}: serializable {} (want {ser}) {:?}",
+                r_ser.verdict, r_ser.anomaly_types
+            ));
         }
         let want_strict = verdict_of(strict).expect("strict column is yes or no");
         if r_strict.verdict != want_strict {
@@ -73,16 +79,29 @@ fn elle_verdicts_tsv() {
         }
         for class in classes.split(',').filter(|c| !c.is_empty()) {
             if !has_class(&r_strict, class) {
-                failures.push(format!("{file}: no anomaly of class {class} in {:?}", r_strict.anomaly_types));
+                failures.push(format!(
+                    "{file}: no anomaly of class {class} in {:?}",
+                    r_strict.anomaly_types
+                ));
             }
         }
         if classes.is_empty() && !r_strict.anomaly_types.is_empty() {
-            failures.push(format!("{file}: unexpected anomalies {:?}", r_strict.anomaly_types));
+            failures.push(format!(
+                "{file}: unexpected anomalies {:?}",
+                r_strict.anomaly_types
+            ));
         }
         // Every listed cycle anomaly carries an explanation and a picture.
         for a in r_strict.anomalies.iter().filter(|a| !a.steps.is_empty()) {
-            assert!(a.explanation.contains("contradiction"), "{file}: {}", a.explanation);
-            assert!(a.svg.as_deref().is_some_and(|s| s.starts_with("<svg")), "{file}");
+            assert!(
+                a.explanation.contains("contradiction"),
+                "{file}: {}",
+                a.explanation
+            );
+            assert!(
+                a.svg.as_deref().is_some_and(|s| s.starts_with("<svg")),
+                "{file}"
+            );
             assert_eq!(a.steps.len(), a.txns.len(), "{file}");
         }
     }
@@ -92,28 +111,68 @@ fn elle_verdicts_tsv() {
 
 #[test]
 fn g0_explanation_reads_like_elle() {
-    let history = read_path(&elle_dir().join("list-append-anomaly-g0-cycle.json"), Format::Auto).unwrap();
-    let r = check(&history, &opts(Workload::ListAppend, Consistency::StrictSerializable)).unwrap();
-    let g0 = r.anomalies.iter().find(|a| a.kind == "G0").expect("a G0 anomaly");
+    let history = read_path(
+        &elle_dir().join("list-append-anomaly-g0-cycle.json"),
+        Format::Auto,
+    )
+    .unwrap();
+    let r = check(
+        &history,
+        &opts(Workload::ListAppend, Consistency::StrictSerializable),
+    )
+    .unwrap();
+    let g0 = r
+        .anomalies
+        .iter()
+        .find(|a| a.kind == "G0")
+        .expect("a G0 anomaly");
     assert_eq!(g0.txns.len(), 2);
     assert!(g0.steps.iter().all(|s| s.kind == "ww"), "{:?}", g0.steps);
-    assert!(g0.explanation.contains("appended 2 after T1 appended 1 to key 1")
-        || g0.explanation.contains("appended 2 after T2 appended 1 to key 1"),
-        "{}", g0.explanation);
+    assert!(
+        g0.explanation
+            .contains("appended 2 after T1 appended 1 to key 1")
+            || g0
+                .explanation
+                .contains("appended 2 after T2 appended 1 to key 1"),
+        "{}",
+        g0.explanation
+    );
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["verdict"], "invalid");
     assert_eq!(json["anomalies"][0]["type"], "G0");
-    assert!(json["not"].as_array().unwrap().iter().any(|m| m == "read-committed"));
+    assert!(json["not"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m == "read-committed"));
 }
 
 #[test]
 fn stale_read_names_models() {
-    let history = read_path(&elle_dir().join("list-append-anomaly-g1b-intermediate-read.json"), Format::Auto).unwrap();
-    let r = check(&history, &opts(Workload::ListAppend, Consistency::StrictSerializable)).unwrap();
+    let history = read_path(
+        &elle_dir().join("list-append-anomaly-g1b-intermediate-read.json"),
+        Format::Auto,
+    )
+    .unwrap();
+    let r = check(
+        &history,
+        &opts(Workload::ListAppend, Consistency::StrictSerializable),
+    )
+    .unwrap();
     assert_eq!(r.not, vec![Consistency::StrictSerializable]);
-    let a = r.anomalies.iter().find(|a| a.kind == "G-single-item-realtime").unwrap();
+    let a = r
+        .anomalies
+        .iter()
+        .find(|a| a.kind == "G-single-item-realtime")
+        .unwrap();
     assert!(a.steps.iter().any(|s| s.kind == "realtime"));
-    assert!(a.steps.iter().any(|s| s.text.contains("which does not include")), "{}", a.explanation);
+    assert!(
+        a.steps
+            .iter()
+            .any(|s| s.text.contains("which does not include")),
+        "{}",
+        a.explanation
+    );
 }
 
 fn gen(workload: Workload, seed: u64, txns: usize) -> GenOptions {
@@ -123,8 +182,8 @@ fn gen(workload: Workload, seed: u64, txns: usize) -> GenOptions {
         clients: 1 + (seed as usize * 7) % 12,
         active_keys: 1 + (seed as usize * 3) % 6,
         max_writes_per_key: 4 + (seed as usize * 5) % 20,
-        info_fraction: if seed % 3 == 0 { 0.05 } else { 0.0 },
-        fail_fraction: if seed % 2 == 0 { 0.05 } else { 0.0 },
+        info_fraction: [0.05, 0.0, 0.0][seed as usize % 3],
+        fail_fraction: [0.05, 0.0][seed as usize % 2],
         seed,
         ..GenOptions::default()
     }
@@ -141,7 +200,10 @@ fn generated_serial_histories_are_strict_serializable() {
                 Verdict::Valid,
                 "{workload:?} seed {seed}: {:?}\n{}",
                 r.anomaly_types,
-                r.anomalies.first().map(|a| a.explanation.as_str()).unwrap_or("")
+                r.anomalies
+                    .first()
+                    .map(|a| a.explanation.as_str())
+                    .unwrap_or("")
             );
             assert!(r.anomaly_types.is_empty());
         }
@@ -169,16 +231,29 @@ fn injected_anomalies_are_found_and_named() {
             for seed in 0..6 {
                 let mut log = generate(&gen(workload, seed, 400));
                 inject(&mut log, workload, which, seed);
-                let strict = check_log(&log, &opts(workload, Consistency::StrictSerializable)).unwrap();
-                assert_eq!(strict.verdict, Verdict::Invalid, "{workload:?} {which:?} seed {seed}");
+                let strict =
+                    check_log(&log, &opts(workload, Consistency::StrictSerializable)).unwrap();
+                assert_eq!(
+                    strict.verdict,
+                    Verdict::Invalid,
+                    "{workload:?} {which:?} seed {seed}"
+                );
                 assert!(
                     strict.has_anomaly(which.expected_anomaly()),
                     "{workload:?} {which:?} seed {seed}: {:?}",
                     strict.anomaly_types
                 );
                 let ser = check_log(&log, &opts(workload, Consistency::Serializable)).unwrap();
-                let want = if which == Injection::StaleRead { Verdict::Valid } else { Verdict::Invalid };
-                assert_eq!(ser.verdict, want, "{workload:?} {which:?} seed {seed}: {:?}", ser.anomaly_types);
+                let want = if which == Injection::StaleRead {
+                    Verdict::Valid
+                } else {
+                    Verdict::Invalid
+                };
+                assert_eq!(
+                    ser.verdict, want,
+                    "{workload:?} {which:?} seed {seed}: {:?}",
+                    ser.anomaly_types
+                );
             }
         }
     }
@@ -188,15 +263,28 @@ fn injected_anomalies_are_found_and_named() {
 fn write_skew_is_snapshot_isolation_but_not_repeatable_read() {
     let mut log = generate(&gen(Workload::ListAppend, 1, 300));
     inject(&mut log, Workload::ListAppend, Injection::WriteSkew, 1);
-    let si = check_log(&log, &opts(Workload::ListAppend, Consistency::SnapshotIsolation)).unwrap();
+    let si = check_log(
+        &log,
+        &opts(Workload::ListAppend, Consistency::SnapshotIsolation),
+    )
+    .unwrap();
     assert_eq!(si.verdict, Verdict::Valid, "{:?}", si.anomaly_types);
-    let rr = check_log(&log, &opts(Workload::ListAppend, Consistency::RepeatableRead)).unwrap();
+    let rr = check_log(
+        &log,
+        &opts(Workload::ListAppend, Consistency::RepeatableRead),
+    )
+    .unwrap();
     assert_eq!(rr.verdict, Verdict::Invalid);
     assert!(rr.not.contains(&Consistency::RepeatableRead));
 }
 
 fn txn_event(p: u64, kind: EventType, value: &str) -> Event {
-    Event::new(Process::Client(p), kind, "txn", serde_json::from_str::<Value>(value).unwrap())
+    Event::new(
+        Process::Client(p),
+        kind,
+        "txn",
+        serde_json::from_str::<Value>(value).unwrap(),
+    )
 }
 
 #[test]
@@ -225,7 +313,11 @@ fn bad_input_is_a_clear_error() {
 #[test]
 fn internal_and_garbage_reads() {
     let h = History::new(vec![
-        txn_event(0, EventType::Invoke, r#"[["w","x",1],["r","x",null],["r","y",null]]"#),
+        txn_event(
+            0,
+            EventType::Invoke,
+            r#"[["w","x",1],["r","x",null],["r","y",null]]"#,
+        ),
         txn_event(0, EventType::Ok, r#"[["w","x",1],["r","x",2],["r","y",9]]"#),
     ]);
     let r = check(&h, &opts(Workload::RwRegister, Consistency::Serializable)).unwrap();
@@ -236,4 +328,41 @@ fn internal_and_garbage_reads() {
     // The garbage read breaks read committed; the internal one alone would not.
     assert_eq!(rc.verdict, Verdict::Invalid);
     assert!(Workload::detect(&h) == Some(Workload::RwRegister));
+}
+
+/// Four concurrent transactions whose only cycle alternates rw and wr edges:
+/// T1 -rw-> T2 -wr-> T3 -rw-> T4 -wr-> T1. Snapshot isolation forbids it (G-nonadjacent), and
+/// it is no G-single: every cycle has two rw edges.
+#[test]
+fn nonadjacent_rw_edges() {
+    let txns = [
+        (1, r#"[["r","x",[]],["r","v",[1]]]"#),
+        (2, r#"[["append","x",1],["append","z",1]]"#),
+        (3, r#"[["r","z",[1]],["r","w",[]]]"#),
+        (4, r#"[["append","w",1],["append","v",1]]"#),
+    ];
+    let mut events: Vec<Event> = txns
+        .iter()
+        .map(|(p, v)| txn_event(*p, EventType::Invoke, v))
+        .collect();
+    events.extend(txns.iter().map(|(p, v)| txn_event(*p, EventType::Ok, v)));
+    let h = History::new(events);
+    let r = check(
+        &h,
+        &opts(Workload::ListAppend, Consistency::StrictSerializable),
+    )
+    .unwrap();
+    assert_eq!(r.anomaly_types, vec!["G-nonadjacent-item".to_string()]);
+    let a = &r.anomalies[0];
+    assert_eq!(a.steps.len(), 4, "{}", a.explanation);
+    let kinds: Vec<&str> = a.steps.iter().map(|s| s.kind.as_str()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "rw").count(), 2, "{kinds:?}");
+    assert!(r.not.contains(&Consistency::RepeatableRead));
+    assert!(r.not.contains(&Consistency::SnapshotIsolation));
+    let si = check(
+        &h,
+        &opts(Workload::ListAppend, Consistency::SnapshotIsolation),
+    )
+    .unwrap();
+    assert_eq!(si.verdict, Verdict::Invalid);
 }

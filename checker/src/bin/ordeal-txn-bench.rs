@@ -9,7 +9,9 @@
 //!                                         check one history file and print results.json
 
 use ordeal_checker::read::{read_path, shared_testdata_dir, Format};
-use ordeal_checker::txn::{check, check_log, generate, Consistency, GenOptions, TxnOptions, Workload};
+use ordeal_checker::txn::{
+    check, check_log, generate, Consistency, GenOptions, TxnOptions, Workload,
+};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
@@ -59,7 +61,8 @@ fn run_case(name: &str) -> Result<(), String> {
             let log = generate(&gen_opts(n));
             let setup = t0.elapsed();
             let t1 = Instant::now();
-            let r = check_log(&log, &opts(Workload::ListAppend, strict)).map_err(|e| e.to_string())?;
+            let r =
+                check_log(&log, &opts(Workload::ListAppend, strict)).map_err(|e| e.to_string())?;
             (setup, r, t1.elapsed())
         }
         "100k-history" => {
@@ -116,7 +119,10 @@ fn check_file(args: &[String]) -> Result<ExitCode, String> {
         .or_else(|| Workload::detect(&h))
         .ok_or("cannot tell the workload; pass --workload list-append|rw-register")?;
     let r = check(&h, &opts(workload, consistency)).map_err(|e| e.to_string())?;
-    println!("{}", serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
+    );
     Ok(ExitCode::from(r.verdict.exit_code() as u8))
 }
 

@@ -58,7 +58,11 @@ pub(crate) fn search(
         g.add_node(());
     }
     for e in inferred.edges.iter().chain(&edges) {
-        g.add_edge(NodeIndex::new(e.from as usize), NodeIndex::new(e.to as usize), e.kind);
+        g.add_edge(
+            NodeIndex::new(e.from as usize),
+            NodeIndex::new(e.to as usize),
+            e.kind,
+        );
     }
     drop(edges);
     stats.edges = g.edge_count();
@@ -71,7 +75,11 @@ pub(crate) fn search(
     stats.cyclic_sccs = cyclic.len();
     stats.largest_scc = cyclic.last().map(|c| c.len()).unwrap_or(0);
     let levels: &[(u8, &str)] = if realtime {
-        &[(0, ""), (PROCESS, "-process"), (PROCESS | REALTIME, "-realtime")]
+        &[
+            (0, ""),
+            (PROCESS, "-process"),
+            (PROCESS | REALTIME, "-realtime"),
+        ]
     } else {
         &[(0, "")]
     };
@@ -100,7 +108,11 @@ pub(crate) fn search(
                  budget; searched: {}",
                 comp.len(),
                 budget,
-                if done.is_empty() { "nothing".to_string() } else { done.join(", ") }
+                if done.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    done.join(", ")
+                }
             ));
         }
     }
@@ -228,7 +240,7 @@ fn bfs(
     let mut pops = 0u32;
     while let Some(u) = queue.pop_front() {
         pops += 1;
-        if pops % 1024 == 0 && Instant::now() > deadline {
+        if pops & 1023 == 0 && Instant::now() > deadline {
             return Err(Timeout);
         }
         if u == to {
@@ -283,7 +295,7 @@ fn find_cycle(
                     kinds.push(kx);
                     prev = x;
                 }
-                if best.as_ref().is_none_or(|c| nodes.len() < c.nodes.len()) {
+                if shorter(&best, nodes.len()) {
                     best = Some(Cycle { nodes, kinds });
                 }
             }
@@ -322,7 +334,7 @@ fn find_single(
                     kinds.push(kx);
                     prev = x;
                 }
-                if best.as_ref().is_none_or(|c| nodes.len() < c.nodes.len()) {
+                if shorter(&best, nodes.len()) {
                     best = Some(Cycle { nodes, kinds });
                 }
                 tried += 1;
@@ -333,6 +345,14 @@ fn find_single(
         }
     }
     Ok(best)
+}
+
+/// Whether a cycle of `len` nodes beats the best so far.
+fn shorter(best: &Option<Cycle>, len: usize) -> bool {
+    match best {
+        Some(c) => len < c.nodes.len(),
+        None => true,
+    }
 }
 
 fn nodes_len(c: &Option<Cycle>) -> usize {
@@ -378,7 +398,7 @@ fn find_nonadjacent(
                     kinds.push(kx);
                     prev = x;
                 }
-                if best.as_ref().is_none_or(|c| nodes.len() < c.nodes.len()) {
+                if shorter(&best, nodes.len()) {
                     best = Some(Cycle { nodes, kinds });
                 }
             }
@@ -423,9 +443,15 @@ fn search_scc(
         }
         let (ww_ids, _) = scc_ids(&local.adj, WW | extra);
         let (wwr_ids, _) = scc_ids(&local.adj, WW | WR | extra);
-        for (class, name) in ["G0", "G1c", "G-single-item", "G-nonadjacent-item", "G2-item"]
-            .iter()
-            .enumerate()
+        for (class, name) in [
+            "G0",
+            "G1c",
+            "G-single-item",
+            "G-nonadjacent-item",
+            "G2-item",
+        ]
+        .iter()
+        .enumerate()
         {
             if have[class] {
                 continue;
@@ -468,7 +494,11 @@ fn render(
 ) -> Anomaly {
     // Map to global ids, rotate to start at a transaction, and fold real-time chain nodes into
     // single real-time steps between transactions.
-    let global: Vec<u32> = cycle.nodes.iter().map(|&l| local.nodes[l as usize]).collect();
+    let global: Vec<u32> = cycle
+        .nodes
+        .iter()
+        .map(|&l| local.nodes[l as usize])
+        .collect();
     let start = global.iter().position(|&g| (g as usize) < n).unwrap_or(0);
     let mut txns = Vec::new();
     let mut kinds = Vec::new();

@@ -75,12 +75,11 @@ pub(crate) fn explain_edge(
             None,
         ),
         _ => match index {
-            Index::List { order, writes } => {
-                list_edge(log, order, writes, a, b, kind, an, bn).map_or_else(
+            Index::List { order, writes } => list_edge(log, order, writes, a, b, kind, an, bn)
+                .map_or_else(
                     || because(format!("of a {} dependency", kind_name(kind)), None),
                     |(s, k)| because(s, Some(k)),
-                )
-            }
+                ),
             Index::Register { writes } => register_edge(log, writes, a, b, kind, an, bn)
                 .map_or_else(
                     || because(format!("of a {} dependency", kind_name(kind)), None),
@@ -224,7 +223,10 @@ fn register_edge(
                 if let Some(v) = ext_read(log, b, k) {
                     if v != NIL && writes.get(&(k, v)).map(|w| w.txn as usize) == Some(a) {
                         return Some((
-                            format!("{bn} read key {key} = {}, written by {an}", show_value(log, v)),
+                            format!(
+                                "{bn} read key {key} = {}, written by {an}",
+                                show_value(log, v)
+                            ),
                             key,
                         ));
                     }
@@ -287,7 +289,8 @@ pub(crate) fn render_cycle(
     let mut steps = Vec::with_capacity(txns.len());
     for i in 0..txns.len() {
         let j = (i + 1) % txns.len();
-        let (text, key) = explain_edge(log, index, txns[i], txns[j], kinds[i], &names[i], &names[j]);
+        let (text, key) =
+            explain_edge(log, index, txns[i], txns[j], kinds[i], &names[i], &names[j]);
         steps.push(Step {
             from: names[i].clone(),
             to: names[j].clone(),
@@ -337,7 +340,8 @@ fn cycle_svg(names: &[String], steps: &[Step]) -> String {
     let radius = size / 2.0 - 40.0;
     let pos: Vec<(f64, f64)> = (0..n)
         .map(|i| {
-            let ang = -std::f64::consts::FRAC_PI_2 + 2.0 * std::f64::consts::PI * i as f64 / n as f64;
+            let ang =
+                -std::f64::consts::FRAC_PI_2 + 2.0 * std::f64::consts::PI * i as f64 / n as f64;
             (cx + radius * ang.cos(), cy + radius * ang.sin())
         })
         .collect();

@@ -77,7 +77,9 @@ pub fn generate(o: &GenOptions) -> TxnLog {
     let clients = o.clients.max(1);
     let mut b = LogBuilder::new();
     b.log.txns.reserve(o.txns);
-    b.log.mops.reserve(o.txns * (o.min_txn_len + o.max_txn_len) / 2);
+    b.log
+        .mops
+        .reserve(o.txns * (o.min_txn_len + o.max_txn_len) / 2);
     let mut pool: Vec<u64> = (0..o.active_keys.max(1) as u64).collect();
     let mut next_key = pool.len() as u64;
     let mut writes: Vec<u32> = vec![0; pool.len()];
@@ -102,7 +104,8 @@ pub fn generate(o: &GenOptions) -> TxnLog {
             Slot::Idle => {
                 remaining -= 1;
                 busy.push(c);
-                let len = rng.gen_range(o.min_txn_len.max(1)..=o.max_txn_len.max(o.min_txn_len).max(1));
+                let len =
+                    rng.gen_range(o.min_txn_len.max(1)..=o.max_txn_len.max(o.min_txn_len).max(1));
                 let mut mops = Vec::with_capacity(len);
                 for _ in 0..len {
                     let slot_i = rng.gen_range(0..pool.len());
@@ -278,14 +281,44 @@ pub fn inject(log: &mut TxnLog, workload: Workload, which: Injection, seed: u64)
     let plan: Vec<(u64, Outcome, u32, u32, Vec<MopFn>)> = match which {
         Injection::LostUpdate => vec![
             (p(0), Outcome::Ok, 0, 1, vec![write(k1, 1)]),
-            (p(1), Outcome::Ok, 2, 4, vec![read(k1, vec![1]), write(k1, 2)]),
-            (p(2), Outcome::Ok, 3, 5, vec![read(k1, vec![1]), write(k1, 3)]),
+            (
+                p(1),
+                Outcome::Ok,
+                2,
+                4,
+                vec![read(k1, vec![1]), write(k1, 2)],
+            ),
+            (
+                p(2),
+                Outcome::Ok,
+                3,
+                5,
+                vec![read(k1, vec![1]), write(k1, 3)],
+            ),
             (p(3), Outcome::Ok, 6, 7, vec![read(k1, vec![1, 2, 3])]),
         ],
         Injection::WriteSkew => vec![
-            (p(0), Outcome::Ok, 0, 2, vec![read(k1, vec![]), read(k2, vec![]), write(k1, 1)]),
-            (p(1), Outcome::Ok, 1, 3, vec![read(k1, vec![]), read(k2, vec![]), write(k2, 1)]),
-            (p(2), Outcome::Ok, 4, 5, vec![read(k1, vec![1]), read(k2, vec![1])]),
+            (
+                p(0),
+                Outcome::Ok,
+                0,
+                2,
+                vec![read(k1, vec![]), read(k2, vec![]), write(k1, 1)],
+            ),
+            (
+                p(1),
+                Outcome::Ok,
+                1,
+                3,
+                vec![read(k1, vec![]), read(k2, vec![]), write(k2, 1)],
+            ),
+            (
+                p(2),
+                Outcome::Ok,
+                4,
+                5,
+                vec![read(k1, vec![1]), read(k2, vec![1])],
+            ),
         ],
         Injection::StaleRead => vec![
             (p(0), Outcome::Ok, 0, 1, vec![write(k1, 1)]),

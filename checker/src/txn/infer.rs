@@ -51,7 +51,12 @@ fn model_err(msg: String) -> HistoryError {
     HistoryError::Model(msg)
 }
 
-fn anomaly(kind: &str, txns: Vec<super::TxnRef>, key: Option<crate::Value>, text: String) -> Anomaly {
+fn anomaly(
+    kind: &str,
+    txns: Vec<super::TxnRef>,
+    key: Option<crate::Value>,
+    text: String,
+) -> Anomaly {
     Anomaly {
         kind: kind.to_string(),
         txns,
@@ -247,7 +252,16 @@ pub(crate) fn list_append(log: &TxnLog, found: &mut Found) -> Result<Inferred, H
                     };
                     let prefix = read.len() <= order[k].len() && order[k][..read.len()] == *read;
                     if !prefix {
-                        check_incompatible(log, found, t, k, read, &order, &mut incompatible_keys, &writes);
+                        check_incompatible(
+                            log,
+                            found,
+                            t,
+                            k,
+                            read,
+                            &order,
+                            &mut incompatible_keys,
+                            &writes,
+                        );
                     } else if fail_pos[k] != NO_POS && read.len() > fail_pos[k] as usize {
                         let e = order[k][fail_pos[k] as usize];
                         aborted_read(log, found, t, k, read, e, writes[&(k as u32, e)].txn);
@@ -400,7 +414,15 @@ fn check_incompatible(
     }
 }
 
-fn aborted_read(log: &TxnLog, found: &mut Found, t: usize, k: usize, read: &[Elem], e: Elem, w: u32) {
+fn aborted_read(
+    log: &TxnLog,
+    found: &mut Found,
+    t: usize,
+    k: usize,
+    read: &[Elem],
+    e: Elem,
+    w: u32,
+) {
     found.add("G1a", || {
         anomaly(
             "G1a",

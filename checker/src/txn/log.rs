@@ -175,7 +175,11 @@ impl TxnLog {
                     let Some(inv) = pending.remove(&p) else {
                         return Err(h.error_at(
                             pos,
-                            format!("{} of {} on process {p} has no pending invoke", kind.as_str(), e.f),
+                            format!(
+                                "{} of {} on process {p} has no pending invoke",
+                                kind.as_str(),
+                                e.f
+                            ),
                         ));
                     };
                     let outcome = match kind {

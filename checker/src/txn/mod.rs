@@ -357,7 +357,12 @@ pub fn violated_by(kind: &str) -> Vec<Consistency> {
         "G0" | "G1a" | "G1b" | "G1c" | "duplicate-elements" | "incompatible-order"
         | "future-read" | "dirty-update" | "garbage-read" => Consistency::ALL.to_vec(),
         "G-single-item" | "G-nonadjacent-item" | "lost-update" => {
-            vec![RepeatableRead, SnapshotIsolation, Serializable, StrictSerializable]
+            vec![
+                RepeatableRead,
+                SnapshotIsolation,
+                Serializable,
+                StrictSerializable,
+            ]
         }
         "G2-item" | "cycle-exists" => vec![RepeatableRead, Serializable, StrictSerializable],
         "internal" => vec![SnapshotIsolation, Serializable, StrictSerializable],
@@ -393,32 +398,6 @@ impl Found {
             self.list.push(render());
         }
         *self.counts.entry(kind.to_string()).or_insert(0) += 1;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn model_lattice() {
-        use Consistency::*;
-        assert!(StrictSerializable.implies(SnapshotIsolation));
-        assert!(Serializable.implies(RepeatableRead));
-        assert!(!SnapshotIsolation.implies(RepeatableRead));
-        assert!(!Serializable.implies(StrictSerializable));
-        assert!(RepeatableRead.implies(ReadCommitted));
-    }
-
-    #[test]
-    fn write_skew_is_allowed_by_si_only() {
-        let v = violated_by("G2-item");
-        assert!(!v.contains(&Consistency::SnapshotIsolation));
-        assert!(v.contains(&Consistency::RepeatableRead));
-        assert_eq!(
-            violated_by("G-single-item-realtime"),
-            vec![Consistency::StrictSerializable]
-        );
     }
 }
 
@@ -463,4 +442,30 @@ pub fn anomaly_implies(found: &str, expected: &str) -> bool {
     }
     let ((fb, fl), (eb, el)) = (split(found), split(expected));
     fl <= el && (fb == eb || implied(fb).contains(&eb))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_lattice() {
+        use Consistency::*;
+        assert!(StrictSerializable.implies(SnapshotIsolation));
+        assert!(Serializable.implies(RepeatableRead));
+        assert!(!SnapshotIsolation.implies(RepeatableRead));
+        assert!(!Serializable.implies(StrictSerializable));
+        assert!(RepeatableRead.implies(ReadCommitted));
+    }
+
+    #[test]
+    fn write_skew_is_allowed_by_si_only() {
+        let v = violated_by("G2-item");
+        assert!(!v.contains(&Consistency::SnapshotIsolation));
+        assert!(v.contains(&Consistency::RepeatableRead));
+        assert_eq!(
+            violated_by("G-single-item-realtime"),
+            vec![Consistency::StrictSerializable]
+        );
+    }
 }
