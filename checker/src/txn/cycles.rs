@@ -44,6 +44,7 @@ pub(crate) fn search(
     stats: &mut TxnStats,
     notes: &mut Vec<String>,
     proven: &mut Vec<Consistency>,
+    uncertain: &mut Vec<String>,
 ) {
     let n = log.txns.len();
     let mut edges: Vec<Edge> = Vec::new();
@@ -101,19 +102,56 @@ pub(crate) fn search(
             }
         }
         let deadline = Instant::now() + budget;
+        // The component is non-trivial in the graph of the strongest level searched: that alone
+        // proves the models forbidding any such cycle violated, named cycle or not.
+        let scc_proves: &[Consistency] = if levels.len() == 1 {
+            &[
+                Consistency::RepeatableRead,
+                Consistency::Serializable,
+                Consistency::StrictSerializable,
+            ]
+        } else {
+            &[Consistency::StrictSerializable]
+        };
+        proven.extend_from_slice(scc_proves);
         let outcome = search_scc(log, inferred, n, &local, levels, deadline, found, proven);
-        if let Err(done) = outcome {
+        if let Err(cut) = outcome {
             notes.push(format!(
                 "cycle search in a strongly connected component of {} nodes ran out of its {:?} \
-                 budget; searched: {}",
+                 budget; searched: {}; not searched: {}",
                 comp.len(),
                 budget,
-                if done.is_empty() {
+                if cut.done.is_empty() {
                     "nothing".to_string()
                 } else {
-                    done.join(", ")
-                }
+                    cut.done.join(", ")
+                },
+                cut.left.join(", ")
             ));
+            if !cut.named {
+                let (kind, graph) = if levels.len() == 1 {
+                    ("cycle-exists", "ww, wr and rw edges")
+                } else {
+                    (
+                        "realtime-cycle-exists",
+                        "ww, wr, rw, process and real-time edges",
+                    )
+                };
+                found.add(kind, || Anomaly {
+                    kind: kind.to_string(),
+                    txns: Vec::new(),
+                    steps: Vec::new(),
+                    key: None,
+                    explanation: format!(
+                        "A strongly connected component of {} nodes in the graph of {graph} \
+                         proves a cycle; the search for a shortest named cycle in it ran out of \
+                         time.",
+                        comp.len()
+                    ),
+                    svg: None,
+                });
+            }
+            uncertain.extend(cut.left);
         }
     }
     proven.sort();
@@ -199,6 +237,15 @@ fn order_edges(log: &TxnLog, edges: &mut Vec<Edge>) -> usize {
 }
 
 struct Timeout;
+
+/// What a timed-out component search did and did not get to.
+struct Cut {
+    done: Vec<String>,
+    /// Anomaly types (with level suffix) that were not searched and may be present.
+    left: Vec<String>,
+    /// Whether any cycle was found and named in the component.
+    named: bool,
+}
 
 /// SCC ids of the local graph restricted to edges whose kind is in `mask`.
 fn scc_ids(adj: &[Vec<(u32, u8)>], mask: u8) -> (Vec<u32>, bool) {
@@ -422,37 +469,34 @@ fn search_scc(
     deadline: Instant,
     found: &mut Found,
     proven: &mut Vec<Consistency>,
-) -> Result<(), Vec<String>> {
+) -> Result<(), Cut> {
+    const CLASSES: [&str; 5] = [
+        "G0",
+        "G1c",
+        "G-single-item",
+        "G-nonadjacent-item",
+        "G2-item",
+    ];
     // Classes found at a lower level (or implied by one found) are not searched again.
     let mut have = [false; 5];
     let mut done: Vec<String> = Vec::new();
-    for &(extra, suffix) in levels {
+    for (li, &(extra, suffix)) in levels.iter().enumerate() {
         let all = WW | WR | RW | extra;
         let (all_ids, cyclic) = scc_ids(&local.adj, all);
         if !cyclic {
             continue;
         }
         if extra == 0 {
+            // A cycle without process or real-time edges: not even serializable.
             proven.extend([
                 Consistency::RepeatableRead,
                 Consistency::Serializable,
                 Consistency::StrictSerializable,
             ]);
-        } else {
-            proven.push(Consistency::StrictSerializable);
         }
         let (ww_ids, _) = scc_ids(&local.adj, WW | extra);
         let (wwr_ids, _) = scc_ids(&local.adj, WW | WR | extra);
-        for (class, name) in [
-            "G0",
-            "G1c",
-            "G-single-item",
-            "G-nonadjacent-item",
-            "G2-item",
-        ]
-        .iter()
-        .enumerate()
-        {
+        for (class, name) in CLASSES.iter().enumerate() {
             if have[class] {
                 continue;
             }
@@ -465,7 +509,21 @@ fn search_scc(
             };
             let cycle = match cycle {
                 Ok(c) => c,
-                Err(Timeout) => return Err(done),
+                Err(Timeout) => {
+                    let mut left: Vec<String> = (class..5)
+                        .filter(|&c| !have[c])
+                        .map(|c| format!("{}{suffix}", CLASSES[c]))
+                        .collect();
+                    for &(_, later) in &levels[li + 1..] {
+                        left.extend(
+                            (0..5)
+                                .filter(|&c| !have[c])
+                                .map(|c| format!("{}{later}", CLASSES[c])),
+                        );
+                    }
+                    let named = have.iter().any(|&h| h);
+                    return Err(Cut { done, left, named });
+                }
             };
             done.push(format!("{name}{suffix}"));
             let Some(cycle) = cycle else { continue };
@@ -516,6 +574,6 @@ fn render(
         steps,
         key: None,
         explanation: text,
-        svg: Some(svg),
+        svg,
     }
 }

@@ -272,6 +272,8 @@ fn register_edge(
     None
 }
 
+const MAX_PICTURE_NODES: usize = 64;
+
 /// Renders a cycle (transaction indices, edge kinds; `kinds[i]` goes from `txns[i]` to
 /// `txns[i+1]`, the last back to `txns[0]`) as steps, text and a picture.
 pub(crate) fn render_cycle(
@@ -279,7 +281,7 @@ pub(crate) fn render_cycle(
     index: &Index,
     txns: &[usize],
     kinds: &[u8],
-) -> (Vec<TxnRef>, Vec<Step>, String, String) {
+) -> (Vec<TxnRef>, Vec<Step>, String, Option<String>) {
     let names: Vec<String> = (1..=txns.len()).map(|i| format!("T{i}")).collect();
     let refs: Vec<TxnRef> = txns
         .iter()
@@ -317,7 +319,12 @@ pub(crate) fn render_cycle(
             text.push_str(&format!("  - {};\n", s.text));
         }
     }
-    let svg = cycle_svg(&names, &steps);
+    // A picture of more than a few dozen nodes is unreadable and only bloats results.json.
+    let svg = if names.len() <= MAX_PICTURE_NODES {
+        Some(cycle_svg(&names, &steps))
+    } else {
+        None
+    };
     (refs, steps, text, svg)
 }
 

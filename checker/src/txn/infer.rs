@@ -580,14 +580,18 @@ fn lost_updates(
                     .map(|(j, &t)| txn_ref(log, t as usize, &format!("T{}", j + 1)))
                     .collect();
                 let names: Vec<String> = refs.iter().map(|r| r.name.clone()).collect();
+                let names = match names.split_last() {
+                    Some((last, rest)) if rest.len() == 1 => format!("{} and {last} both", rest[0]),
+                    Some((last, rest)) => format!("{} and {last} all", rest.join(", ")),
+                    None => String::new(),
+                };
                 anomaly(
                     "lost-update",
                     refs,
                     Some(log.key_value(k).clone()),
                     format!(
-                        "{} all read key {} = {} and then wrote it: in any serial order only \
+                        "{names} read key {} = {} and then wrote it: in any serial order only \
                          one of them could have read that version",
-                        names.join(", "),
                         log.key_value(k),
                         show_version(log, k, v)
                     ),

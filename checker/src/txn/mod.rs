@@ -294,6 +294,7 @@ pub fn check_log(log: &TxnLog, opts: &TxnOptions) -> Result<TxnResult, HistoryEr
     }
     let mut notes = Vec::new();
     let mut proven: Vec<Consistency> = Vec::new();
+    let mut uncertain: Vec<String> = Vec::new();
     cycles::search(
         log,
         &inferred,
@@ -303,6 +304,7 @@ pub fn check_log(log: &TxnLog, opts: &TxnOptions) -> Result<TxnResult, HistoryEr
         &mut stats,
         &mut notes,
         &mut proven,
+        &mut uncertain,
     );
 
     let mut violated: Vec<Consistency> = proven;
@@ -323,7 +325,12 @@ pub fn check_log(log: &TxnLog, opts: &TxnOptions) -> Result<TxnResult, HistoryEr
         .collect();
     let verdict = if violated.contains(&opts.consistency) {
         Verdict::Invalid
-    } else if !notes.is_empty() {
+    } else if uncertain
+        .iter()
+        .any(|kind| violated_by(kind).contains(&opts.consistency))
+    {
+        // A search that ran out of time left an anomaly class unsearched that this model
+        // forbids.
         Verdict::Unknown
     } else {
         Verdict::Valid
