@@ -389,9 +389,14 @@ fn cycle_svg(names: &[String], steps: &[Step]) -> String {
             Some(k) => format!("{} {}", s.kind, k),
             None => s.kind.clone(),
         };
-        let (lx, ly) = ((sx + ex) / 4.0 + mx / 2.0, (sy + ey) / 4.0 + my / 2.0);
+        // The label sits just outside the curve's midpoint, on a white halo.
+        let (lx, ly) = (
+            (sx + ex) / 4.0 + mx / 2.0 + uy * 14.0,
+            (sy + ey) / 4.0 + my / 2.0 - ux * 14.0 + 4.0,
+        );
         svg.push_str(&format!(
-            "<text x=\"{lx:.1}\" y=\"{ly:.1}\" fill=\"{color}\" text-anchor=\"middle\">{}</text>",
+            "<text x=\"{lx:.1}\" y=\"{ly:.1}\" fill=\"{color}\" text-anchor=\"middle\" \
+             stroke=\"white\" stroke-width=\"3\" paint-order=\"stroke\">{}</text>",
             xml_escape(&label)
         ));
     }
