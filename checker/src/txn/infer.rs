@@ -28,8 +28,17 @@ pub(crate) struct Edge {
 pub(crate) struct WInfo {
     pub txn: u32,
     pub pos: u32,
+    /// The micro-op's index in `TxnLog::mops`.
+    pub mop: u32,
     pub intermediate: bool,
 }
+
+const NO_WRITER: WInfo = WInfo {
+    txn: u32::MAX,
+    pos: NO_POS,
+    mop: u32::MAX,
+    intermediate: false,
+};
 
 pub(crate) enum Index {
     List {
@@ -98,6 +107,7 @@ pub(crate) fn list_append(log: &TxnLog, found: &mut Found) -> Result<Inferred, H
                     let info = WInfo {
                         txn: t as u32,
                         pos: NO_POS,
+                        mop: tx.mop_start + i as u32,
                         intermediate,
                     };
                     if let Some(prev) = writes.insert((m.key, m.value), info) {
@@ -136,6 +146,11 @@ pub(crate) fn list_append(log: &TxnLog, found: &mut Found) -> Result<Inferred, H
 
     // Version orders, duplicates, garbage.
     let mut order: Vec<Vec<Elem>> = vec![Vec::new(); nk];
+    // Who wrote each element of the order, and each append's position in it: the passes below
+    // then need no hash lookups for reads that are prefixes of the order (all of them, in a
+    // good history) nor for appends.
+    let mut order_w: Vec<Vec<WInfo>> = vec![Vec::new(); nk];
+    let mut append_pos: Vec<u32> = vec![NO_POS; log.mops.len()];
     let mut fail_pos: Vec<u32> = vec![NO_POS; nk];
     for k in 0..nk {
         let (lt, ls, ll) = longest[k];
@@ -171,15 +186,19 @@ pub(crate) fn list_append(log: &TxnLog, found: &mut Found) -> Result<Inferred, H
                 });
             }
         }
+        order_w[k].reserve_exact(order[k].len());
         for (p, &e) in order[k].iter().enumerate() {
             match writes.get_mut(&(k as u32, e)) {
                 Some(w) => {
                     w.pos = p as u32;
+                    append_pos[w.mop as usize] = p as u32;
+                    order_w[k].push(*w);
                     if txns[w.txn as usize].outcome == Outcome::Fail && fail_pos[k] == NO_POS {
                         fail_pos[k] = p as u32;
                     }
                 }
                 None => {
+                    order_w[k].push(NO_WRITER);
                     found.add("garbage-read", || {
                         anomaly(
                             "garbage-read",
@@ -278,7 +297,12 @@ pub(crate) fn list_append(log: &TxnLog, found: &mut Found) -> Result<Inferred, H
                         reads_at.push(((k as u64) << 32, t as u32));
                         continue;
                     };
-                    if let Some(w) = writes.get(&(m.key, last)) {
+                    let w = if prefix {
+                        Some(order_w[k][read.len() - 1]).filter(|w| w.txn != u32::MAX)
+                    } else {
+                        writes.get(&(m.key, last)).copied()
+                    };
+                    if let Some(w) = w {
                         let wt = w.txn as usize;
                         if wt != t {
                             if w.intermediate {
@@ -312,14 +336,15 @@ pub(crate) fn list_append(log: &TxnLog, found: &mut Found) -> Result<Inferred, H
                     }
                 }
                 MopKind::Append => {
-                    let w = writes[&(m.key, m.value)];
-                    let before = if w.pos != NO_POS {
-                        w.pos as usize
+                    let p = append_pos[(tx.mop_start as usize) + i];
+                    let before = if p != NO_POS {
+                        p as usize
                     } else {
                         order[k].len()
                     };
                     if before > 0 {
-                        if let Some(pw) = writes.get(&(m.key, order[k][before - 1])) {
+                        let pw = order_w[k][before - 1];
+                        if pw.txn != u32::MAX {
                             if pw.txn as usize != t
                                 && txns[pw.txn as usize].outcome != Outcome::Fail
                             {
@@ -642,6 +667,7 @@ pub(crate) fn rw_register(log: &TxnLog, found: &mut Found) -> Result<Inferred, H
                     let info = WInfo {
                         txn: t as u32,
                         pos: NO_POS,
+                        mop: tx.mop_start + i as u32,
                         intermediate,
                     };
                     if let Some(prev) = writes.insert((m.key, m.value), info) {
