@@ -344,16 +344,15 @@ pub(crate) fn list_append(log: &TxnLog, found: &mut Found) -> Result<Inferred, H
                     };
                     if before > 0 {
                         let pw = order_w[k][before - 1];
-                        if pw.txn != u32::MAX {
-                            if pw.txn as usize != t
-                                && txns[pw.txn as usize].outcome != Outcome::Fail
-                            {
-                                edges.push(Edge {
-                                    from: pw.txn,
-                                    to: t as u32,
-                                    kind: WW,
-                                });
-                            }
+                        if pw.txn != u32::MAX
+                            && pw.txn as usize != t
+                            && txns[pw.txn as usize].outcome != Outcome::Fail
+                        {
+                            edges.push(Edge {
+                                from: pw.txn,
+                                to: t as u32,
+                                kind: WW,
+                            });
                         }
                     }
                     appends_after.push((((k as u64) << 32) | before as u64, t as u32));
