@@ -401,3 +401,32 @@ fn time_budget_gives_unknown_unless_proven() {
     assert!(patient.has_anomaly("G1c"), "{:?}", patient.anomaly_types);
     assert_eq!(patient.anomalies[0].txns.len(), n as usize);
 }
+
+/// An append that never completes may still have happened: reading it is fine, and real time
+/// still orders the reads around it.
+#[test]
+fn incomplete_transactions_may_have_committed() {
+    let h = History::new(vec![
+        txn_event(1, EventType::Invoke, r#"[["append","x",1]]"#),
+        txn_event(2, EventType::Invoke, r#"[["r","x",null]]"#),
+        txn_event(2, EventType::Ok, r#"[["r","x",[1]]]"#),
+    ]);
+    let r = check(
+        &h,
+        &opts(Workload::ListAppend, Consistency::StrictSerializable),
+    )
+    .unwrap();
+    assert_eq!(r.verdict, Verdict::Valid, "{:?}", r.anomaly_types);
+    let mut events = h.events.clone();
+    events.push(txn_event(3, EventType::Invoke, r#"[["r","x",null]]"#));
+    events.push(txn_event(3, EventType::Ok, r#"[["r","x",[]]]"#));
+    let h = History::new(events);
+    let r = check(
+        &h,
+        &opts(Workload::ListAppend, Consistency::StrictSerializable),
+    )
+    .unwrap();
+    assert_eq!(r.anomaly_types, vec!["G-single-item-realtime".to_string()]);
+    let ser = check(&h, &opts(Workload::ListAppend, Consistency::Serializable)).unwrap();
+    assert_eq!(ser.verdict, Verdict::Valid);
+}

@@ -28,6 +28,16 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// CPU time of this (single-threaded) process so far, from the scheduler: unlike wall time it
+/// does not grow when other processes share the cores.
+fn cpu_secs() -> f64 {
+    std::fs::read_to_string("/proc/self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|ns| ns / 1e9)
+        .unwrap_or(f64::NAN)
+}
+
 fn gen_opts(txns: usize) -> GenOptions {
     GenOptions {
         workload: Workload::ListAppend,
@@ -54,6 +64,7 @@ fn opts(workload: Workload, consistency: Consistency) -> TxnOptions {
 
 fn run_case(name: &str) -> Result<(), String> {
     let strict = Consistency::StrictSerializable;
+    let cpu_start: f64;
     let (setup, result, check_time) = match name {
         "100k" | "1m" => {
             let n = if name == "100k" { 100_000 } else { 1_000_000 };
@@ -61,6 +72,7 @@ fn run_case(name: &str) -> Result<(), String> {
             let log = generate(&gen_opts(n));
             let setup = t0.elapsed();
             let t1 = Instant::now();
+            cpu_start = cpu_secs();
             let r =
                 check_log(&log, &opts(Workload::ListAppend, strict)).map_err(|e| e.to_string())?;
             (setup, r, t1.elapsed())
@@ -71,6 +83,7 @@ fn run_case(name: &str) -> Result<(), String> {
             let h = generate(&gen_opts(100_000)).to_history();
             let setup = t0.elapsed();
             let t1 = Instant::now();
+            cpu_start = cpu_secs();
             let r = check(&h, &opts(Workload::ListAppend, strict)).map_err(|e| e.to_string())?;
             (setup, r, t1.elapsed())
         }
@@ -80,17 +93,20 @@ fn run_case(name: &str) -> Result<(), String> {
             let h = read_path(&path, Format::Auto).map_err(|e| e.to_string())?;
             let setup = t0.elapsed();
             let t1 = Instant::now();
+            cpu_start = cpu_secs();
             let r = check(&h, &opts(Workload::ListAppend, strict)).map_err(|e| e.to_string())?;
             (setup, r, t1.elapsed())
         }
         other => return Err(format!("unknown case {other:?}; cases: {CASES:?}")),
     };
+    let cpu = cpu_secs() - cpu_start;
     println!(
-        "{name:>13}: {:>8} txns  setup {:>7.2} s  check {:>6.2} s  peak RSS {:>7.0} MB  \
-         edges {:>9}  verdict {}  anomalies {:?}",
+        "{name:>13}: {:>8} txns  setup {:>6.2} s  check {:>6.2} s (cpu {:>5.2} s)  peak RSS \
+         {:>5.0} MB  edges {:>9}  verdict {}  anomalies {:?}",
         result.stats.txns,
         setup.as_secs_f64(),
         check_time.as_secs_f64(),
+        cpu,
         peak_rss_mb(),
         result.stats.edges,
         result.verdict,
