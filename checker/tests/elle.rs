@@ -430,3 +430,44 @@ fn incomplete_transactions_may_have_committed() {
     let ser = check(&h, &opts(Workload::ListAppend, Consistency::Serializable)).unwrap();
     assert_eq!(ser.verdict, Verdict::Valid);
 }
+
+/// Real time reversed against the serial order: every transaction completes before the one it
+/// depends on is invoked, so the whole history is one strongly connected component. The search
+/// must stay bounded and name a real-time anomaly.
+#[test]
+fn one_giant_component_is_searched_in_bounded_time() {
+    let mut log = generate(&GenOptions {
+        txns: 20_000,
+        clients: 1,
+        ..gen(Workload::ListAppend, 3, 0)
+    });
+    let n = log.txns.len() as u32;
+    // With one client the history is serial in commit order; run it backwards in time.
+    log.txns.sort_by_key(|t| t.invoke_pos);
+    for (i, t) in log.txns.iter_mut().enumerate() {
+        let slot = n - 1 - i as u32;
+        // A process of its own each, so only real time orders them.
+        t.process = i as u64;
+        t.invoke_pos = 2 * slot;
+        if t.complete_pos != u32::MAX {
+            t.complete_pos = 2 * slot + 1;
+        }
+    }
+    log.txns.sort_by_key(|t| t.invoke_pos);
+    let start = std::time::Instant::now();
+    let r = check_log(
+        &log,
+        &opts(Workload::ListAppend, Consistency::StrictSerializable),
+    )
+    .unwrap();
+    assert_eq!(r.verdict, Verdict::Invalid);
+    assert!(r.stats.largest_scc > 1000, "{:?}", r.stats);
+    assert!(
+        r.anomaly_types.iter().any(|t| t.ends_with("-realtime")),
+        "{:?}",
+        r.anomaly_types
+    );
+    assert!(start.elapsed() < Duration::from_secs(60));
+    let ser = check_log(&log, &opts(Workload::ListAppend, Consistency::Serializable)).unwrap();
+    assert_eq!(ser.verdict, Verdict::Valid);
+}
