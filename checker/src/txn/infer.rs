@@ -248,7 +248,9 @@ pub(crate) fn list_append(log: &TxnLog, found: &mut Found) -> Result<Inferred, H
         }
     }
 
-    let mut edges: Vec<Edge> = Vec::with_capacity(log.mops.len() * 2);
+    // In generated histories about 2.3 edges per micro-op; reserving enough up front avoids a
+    // doubling copy of the largest vector.
+    let mut edges: Vec<Edge> = Vec::with_capacity(log.mops.len() * 5 / 2);
     // (key << 32 | version, txn): version v is the state after v elements; 0 is the empty list.
     let mut reads_at: Vec<(u64, u32)> = Vec::with_capacity(log.mops.len() / 2);
     let mut appends_after: Vec<(u64, u32)> = Vec::with_capacity(log.mops.len() / 2);

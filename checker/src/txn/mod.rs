@@ -276,7 +276,7 @@ pub fn check(history: &History, opts: &TxnOptions) -> Result<TxnResult, HistoryE
 pub fn check_log(log: &TxnLog, opts: &TxnOptions) -> Result<TxnResult, HistoryError> {
     let start = Instant::now();
     let mut found = Found::new(opts.max_anomalies_per_type);
-    let inferred = match opts.workload {
+    let mut inferred = match opts.workload {
         Workload::ListAppend => infer::list_append(log, &mut found)?,
         Workload::RwRegister => infer::rw_register(log, &mut found)?,
     };
@@ -297,7 +297,7 @@ pub fn check_log(log: &TxnLog, opts: &TxnOptions) -> Result<TxnResult, HistoryEr
     let mut uncertain: Vec<String> = Vec::new();
     cycles::search(
         log,
-        &inferred,
+        &mut inferred,
         realtime,
         opts.time_budget,
         &mut found,
