@@ -7,11 +7,18 @@
 //! A reaches B through the chain exactly when A completed before B was invoked: Elle's
 //! recently-completed buffer, with O(n) edges instead of one per buffered pair.
 //!
-//! Per strongly connected component (petgraph's iterative Kosaraju), each anomaly class is found
-//! exactly and cheaply: a cycle of class X exists through a candidate edge a -> b iff a and b lie
-//! in one SCC of the subgraph X allows for the rest of the cycle; then BFS finds the shortest
-//! such path, and the shortest of a few candidates is reported. G-nonadjacent uses a product
-//! graph that remembers whether the last edge was rw, so no two rw edges can be adjacent.
+//! The graph is kept in compressed sparse rows. A Kahn peel first drops every node that cannot
+//! lie on a cycle (in a valid history: all of them); petgraph's iterative Kosaraju then finds the
+//! strongly connected components of what is left.
+//!
+//! Per strongly connected component, level by level (data edges only, then with process order,
+//! then with real time), each anomaly class is searched. For G0, G1c and G2-item a cycle through
+//! a candidate edge a -> b exists iff a and b lie in one SCC of the subgraph the class allows, so
+//! candidates are filtered exactly before any search; for G-single (one rw edge a -> b, the way
+//! back without rw) b must reach a, which Kosaraju's topological numbering prunes. BFS finds the
+//! shortest way back; the shortest of a few candidates is reported. G-nonadjacent searches a
+//! product graph that remembers whether the last edge was rw, so no two rw edges are adjacent.
+//! Every search checks the component's deadline.
 
 use super::explain::render_cycle;
 use super::infer::{Edge, Inferred, PROCESS, REALTIME, RW, WR, WW};
