@@ -57,13 +57,12 @@ pub(crate) fn explain_edge(
     bn: &str,
 ) -> (String, Option<Value>) {
     let ta = &log.txns[a];
-    let tb = &log.txns[b];
     let because = |s: String, k: Option<Value>| (format!("{an} < {bn}, because {s}"), k);
     match kind {
         PROCESS => because(
             format!(
-                "process {} completed {an} (index {}) before invoking {bn} (index {})",
-                ta.process, ta.index, tb.index
+                "process {} completed {an} (index {}) before it invoked {bn}",
+                ta.process, ta.index
             ),
             None,
         ),
