@@ -235,15 +235,22 @@ impl Injection {
 }
 
 /// Plants `which` on fresh keys and fresh processes, at a random point of the history.
+///
+/// Panics if the history has more than 2^27 events (a programming error in a test or bench).
 pub fn inject(log: &mut TxnLog, workload: Workload, which: Injection, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // Make room: every existing position is multiplied by 32, leaving gaps for the new events.
     let mut max_pos = 0u32;
     let mut max_proc = 0u64;
+    let room = |p: u32| {
+        p.checked_mul(32)
+            .filter(|&q| q != NO_POS)
+            .expect("history too long to inject into (positions must stay below 2^27)")
+    };
     for t in &mut log.txns {
-        t.invoke_pos *= 32;
+        t.invoke_pos = room(t.invoke_pos);
         if t.complete_pos != NO_POS {
-            t.complete_pos *= 32;
+            t.complete_pos = room(t.complete_pos);
             max_pos = max_pos.max(t.complete_pos);
         }
         max_pos = max_pos.max(t.invoke_pos);
