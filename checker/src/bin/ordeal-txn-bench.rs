@@ -4,18 +4,18 @@
 //! (VmHWM) is its own.
 //!
 //! Usage: ordeal-txn-bench                 all cases
-//!        ordeal-txn-bench --case NAME     one case in this process (100k, 1m, 100k-history, huge-scc)
+//!        ordeal-txn-bench --case NAME     one case in this process (see CASES)
 //!        ordeal-txn-bench --file PATH [--workload W] [--consistency M]
 //!                                         check one history file and print results.json
 
 use ordeal_checker::read::{read_path, shared_testdata_dir, Format};
 use ordeal_checker::txn::{
-    check, check_log, generate, Consistency, GenOptions, TxnOptions, Workload,
+    check, check_log, generate, inject, Consistency, GenOptions, Injection, TxnOptions, Workload,
 };
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-const CASES: [&str; 4] = ["100k", "100k-history", "1m", "huge-scc"];
+const CASES: [&str; 5] = ["100k", "100k-history", "100k-anomalies", "1m", "huge-scc"];
 
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -70,6 +70,20 @@ fn run_case(name: &str) -> Result<(), String> {
             let n = if name == "100k" { 100_000 } else { 1_000_000 };
             let t0 = Instant::now();
             let log = generate(&gen_opts(n));
+            let setup = t0.elapsed();
+            let t1 = Instant::now();
+            cpu_start = cpu_secs();
+            let r =
+                check_log(&log, &opts(Workload::ListAppend, strict)).map_err(|e| e.to_string())?;
+            (setup, r, t1.elapsed())
+        }
+        "100k-anomalies" => {
+            // One of each planted anomaly, at random points.
+            let t0 = Instant::now();
+            let mut log = generate(&gen_opts(100_000));
+            for (i, which) in Injection::ALL.into_iter().enumerate() {
+                inject(&mut log, Workload::ListAppend, which, i as u64);
+            }
             let setup = t0.elapsed();
             let t1 = Instant::now();
             cpu_start = cpu_secs();

@@ -352,5 +352,31 @@ pub fn inject(log: &mut TxnLog, workload: Workload, which: Injection, seed: u64)
         b.finish(start, process, outcome, base + inv, base + comp);
     }
     *log = b.log;
+    compact_positions(log);
     sort_by_invocation(log);
+}
+
+/// Renumbers event positions 0, 1, 2, ... keeping their order, so that repeated injections
+/// do not grow them.
+fn compact_positions(log: &mut TxnLog) {
+    let mut all: Vec<u32> = Vec::with_capacity(log.txns.len() * 2);
+    for t in &log.txns {
+        all.push(t.invoke_pos);
+        if t.complete_pos != NO_POS {
+            all.push(t.complete_pos);
+        }
+    }
+    all.sort_unstable();
+    let rank = |p: u32| all.binary_search(&p).unwrap_or(0) as u32;
+    for t in &mut log.txns {
+        t.invoke_pos = rank(t.invoke_pos);
+        if t.complete_pos != NO_POS {
+            t.complete_pos = rank(t.complete_pos);
+        }
+        t.index = if t.complete_pos == NO_POS {
+            t.invoke_pos as u64
+        } else {
+            t.complete_pos as u64
+        };
+    }
 }
