@@ -6,6 +6,7 @@ pub mod edn;
 pub mod error;
 pub mod history;
 pub mod read;
+pub mod txn;
 pub mod value;
 
 pub use error::HistoryError;

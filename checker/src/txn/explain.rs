@@ -1,0 +1,420 @@
+//! Explanations a person can follow: why each edge of a cycle holds, in Elle's style of text,
+//! and a small SVG picture of the cycle.
+
+use super::infer::{Index, PROCESS, REALTIME, RW, WR, WW};
+use super::log::{Elem, MopKind, TxnLog, NIL, NO_POS};
+use super::{Step, TxnRef};
+use crate::value::Value;
+
+pub(crate) fn txn_ref(log: &TxnLog, t: usize, name: &str) -> TxnRef {
+    let tx = &log.txns[t];
+    TxnRef {
+        name: name.to_string(),
+        index: tx.index,
+        process: tx.process,
+        outcome: tx.outcome,
+        value: log.txn_value(t),
+    }
+}
+
+pub(crate) fn show_value(log: &TxnLog, e: Elem) -> String {
+    log.decode(e).to_edn()
+}
+
+/// A list as EDN, eliding the middle of long ones.
+pub(crate) fn show_list(log: &TxnLog, elems: &[Elem]) -> String {
+    let show = |es: &[Elem]| -> Vec<String> { es.iter().map(|&e| show_value(log, e)).collect() };
+    if elems.len() <= 12 {
+        format!("[{}]", show(elems).join(" "))
+    } else {
+        format!(
+            "[{} ... {}] ({} elements)",
+            show(&elems[..4]).join(" "),
+            show(&elems[elems.len() - 4..]).join(" "),
+            elems.len()
+        )
+    }
+}
+
+pub(crate) fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        WW => "ww",
+        WR => "wr",
+        RW => "rw",
+        PROCESS => "process",
+        _ => "realtime",
+    }
+}
+
+/// Why `a` precedes `b` by an edge of `kind`: the text (with `an`/`bn` as their names) and key.
+pub(crate) fn explain_edge(
+    log: &TxnLog,
+    index: &Index,
+    a: usize,
+    b: usize,
+    kind: u8,
+    an: &str,
+    bn: &str,
+) -> (String, Option<Value>) {
+    let ta = &log.txns[a];
+    let because = |s: String, k: Option<Value>| (format!("{an} < {bn}, because {s}"), k);
+    match kind {
+        PROCESS => because(
+            format!(
+                "process {} completed {an} (index {}) before it invoked {bn}",
+                ta.process, ta.index
+            ),
+            None,
+        ),
+        REALTIME => because(
+            format!(
+                "{an} completed (index {}) before {bn} was invoked (real-time order)",
+                ta.index
+            ),
+            None,
+        ),
+        _ => match index {
+            Index::List { order, writes } => list_edge(log, order, writes, a, b, kind, an, bn)
+                .map_or_else(
+                    || because(format!("of a {} dependency", kind_name(kind)), None),
+                    |(s, k)| because(s, Some(k)),
+                ),
+            Index::Register { writes } => register_edge(log, writes, a, b, kind, an, bn)
+                .map_or_else(
+                    || because(format!("of a {} dependency", kind_name(kind)), None),
+                    |(s, k)| because(s, Some(k)),
+                ),
+        },
+    }
+}
+
+type Writes = rustc_hash::FxHashMap<(u32, Elem), super::infer::WInfo>;
+
+#[allow(clippy::too_many_arguments)]
+fn list_edge(
+    log: &TxnLog,
+    order: &[Vec<Elem>],
+    writes: &Writes,
+    a: usize,
+    b: usize,
+    kind: u8,
+    an: &str,
+    bn: &str,
+) -> Option<(String, Value)> {
+    let before_of = |k: u32, v: Elem| -> usize {
+        let p = writes[&(k, v)].pos;
+        if p == NO_POS {
+            order[k as usize].len()
+        } else {
+            p as usize
+        }
+    };
+    let read_of = |m: &super::log::Mop| -> &[Elem] {
+        if m.read_len == u32::MAX {
+            &[]
+        } else {
+            log.read_elems(m)
+        }
+    };
+    match kind {
+        WR => log.mops_of(b).iter().find_map(|m| {
+            if m.kind != MopKind::Read || !m.known {
+                return None;
+            }
+            let read = read_of(m);
+            let last = *read.last()?;
+            (writes.get(&(m.key, last))?.txn as usize == a).then(|| {
+                (
+                    format!(
+                        "{bn} read key {} = {}, which includes {an}'s append of {}",
+                        log.key_value(m.key),
+                        show_list(log, read),
+                        show_value(log, last)
+                    ),
+                    log.key_value(m.key).clone(),
+                )
+            })
+        }),
+        WW => log.mops_of(b).iter().find_map(|m| {
+            if m.kind != MopKind::Append {
+                return None;
+            }
+            let before = before_of(m.key, m.value);
+            let prev = *order[m.key as usize].get(before.checked_sub(1)?)?;
+            (writes.get(&(m.key, prev))?.txn as usize == a).then(|| {
+                (
+                    format!(
+                        "{bn} appended {} after {an} appended {} to key {}",
+                        show_value(log, m.value),
+                        show_value(log, prev),
+                        log.key_value(m.key)
+                    ),
+                    log.key_value(m.key).clone(),
+                )
+            })
+        }),
+        RW => log.mops_of(b).iter().find_map(|m| {
+            if m.kind != MopKind::Append {
+                return None;
+            }
+            let before = before_of(m.key, m.value);
+            log.mops_of(a).iter().find_map(|r| {
+                if r.kind != MopKind::Read || !r.known || r.key != m.key {
+                    return None;
+                }
+                let read = read_of(r);
+                let version = match read.last() {
+                    None => 0,
+                    Some(&last) => writes.get(&(r.key, last))?.pos as usize + 1,
+                };
+                (version == before).then(|| {
+                    let what = if read.is_empty() {
+                        format!("key {} = [] (the initial state)", log.key_value(m.key))
+                    } else {
+                        format!("key {} = {}", log.key_value(m.key), show_list(log, read))
+                    };
+                    (
+                        format!(
+                            "{an} read {what}, which does not include {bn}'s append of {}",
+                            show_value(log, m.value)
+                        ),
+                        log.key_value(m.key).clone(),
+                    )
+                })
+            })
+        }),
+        _ => None,
+    }
+}
+
+/// The external read of `k` in `t` (first read before any write of k), if any.
+fn ext_read(log: &TxnLog, t: usize, k: u32) -> Option<Elem> {
+    for m in log.mops_of(t) {
+        if m.key == k {
+            return (m.kind == MopKind::Read && m.known).then_some(m.value);
+        }
+    }
+    None
+}
+
+fn final_write(log: &TxnLog, t: usize, k: u32) -> Option<Elem> {
+    log.mops_of(t)
+        .iter()
+        .rev()
+        .find(|m| m.key == k && m.kind == MopKind::Write)
+        .map(|m| m.value)
+}
+
+fn register_edge(
+    log: &TxnLog,
+    writes: &Writes,
+    a: usize,
+    b: usize,
+    kind: u8,
+    an: &str,
+    bn: &str,
+) -> Option<(String, Value)> {
+    let keys_of = |t: usize| log.mops_of(t).iter().map(|m| m.key).collect::<Vec<_>>();
+    for k in keys_of(b) {
+        let key = log.key_value(k).clone();
+        match kind {
+            WR => {
+                if let Some(v) = ext_read(log, b, k) {
+                    if v != NIL && writes.get(&(k, v)).map(|w| w.txn as usize) == Some(a) {
+                        return Some((
+                            format!(
+                                "{bn} read key {key} = {}, written by {an}",
+                                show_value(log, v)
+                            ),
+                            key,
+                        ));
+                    }
+                }
+            }
+            WW => {
+                if let (Some(r), Some(w)) = (ext_read(log, b, k), final_write(log, b, k)) {
+                    if r != NIL && writes.get(&(k, r)).map(|w| w.txn as usize) == Some(a) {
+                        return Some((
+                            format!(
+                                "{bn} read key {key} = {} (written by {an}) and then wrote {}, so \
+                                 {an}'s version precedes {bn}'s",
+                                show_value(log, r),
+                                show_value(log, w)
+                            ),
+                            key,
+                        ));
+                    }
+                }
+            }
+            RW => {
+                if let (Some(r), Some(w)) = (ext_read(log, a, k), final_write(log, b, k)) {
+                    let follows = r == NIL || ext_read(log, b, k) == Some(r);
+                    if follows {
+                        let what = if r == NIL {
+                            "nil (the initial state)".to_string()
+                        } else {
+                            show_value(log, r)
+                        };
+                        return Some((
+                            format!(
+                                "{an} read key {key} = {what}, which {bn} overwrote with {}",
+                                show_value(log, w)
+                            ),
+                            key,
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+const MAX_PICTURE_NODES: usize = 64;
+
+/// Renders a cycle (transaction indices, edge kinds; `kinds[i]` goes from `txns[i]` to
+/// `txns[i+1]`, the last back to `txns[0]`) as steps, text and a picture.
+pub(crate) fn render_cycle(
+    log: &TxnLog,
+    index: &Index,
+    txns: &[usize],
+    kinds: &[u8],
+) -> (Vec<TxnRef>, Vec<Step>, String, Option<String>) {
+    let names: Vec<String> = (1..=txns.len()).map(|i| format!("T{i}")).collect();
+    let refs: Vec<TxnRef> = txns
+        .iter()
+        .zip(&names)
+        .map(|(&t, n)| txn_ref(log, t, n))
+        .collect();
+    let mut steps = Vec::with_capacity(txns.len());
+    for i in 0..txns.len() {
+        let j = (i + 1) % txns.len();
+        let (text, key) =
+            explain_edge(log, index, txns[i], txns[j], kinds[i], &names[i], &names[j]);
+        steps.push(Step {
+            from: names[i].clone(),
+            to: names[j].clone(),
+            kind: kind_name(kinds[i]).to_string(),
+            key,
+            text,
+        });
+    }
+    let mut text = String::from("Let:\n");
+    for r in &refs {
+        text.push_str(&format!(
+            "  {} = index {}, process {}: {}\n",
+            r.name,
+            r.index,
+            r.process,
+            r.value.to_edn()
+        ));
+    }
+    text.push_str("Then:\n");
+    for (i, s) in steps.iter().enumerate() {
+        if i + 1 == steps.len() {
+            text.push_str(&format!("  - However, {}: a contradiction!", s.text));
+        } else {
+            text.push_str(&format!("  - {};\n", s.text));
+        }
+    }
+    // A picture of more than a few dozen nodes is unreadable and only bloats results.json.
+    let svg = if names.len() <= MAX_PICTURE_NODES {
+        Some(cycle_svg(&names, &steps))
+    } else {
+        None
+    };
+    (refs, steps, text, svg)
+}
+
+fn edge_color(kind: &str) -> &'static str {
+    match kind {
+        "ww" => "#1f77b4",
+        "wr" => "#2ca02c",
+        "rw" => "#d62728",
+        "process" => "#9467bd",
+        _ => "#ff7f0e",
+    }
+}
+
+/// Nodes on a circle, each edge a curved arrow labelled with its kind; curving keeps the two
+/// edges of a 2-cycle apart.
+fn cycle_svg(names: &[String], steps: &[Step]) -> String {
+    let n = names.len().max(1);
+    let size = 220.0 + 30.0 * n.min(12) as f64;
+    let (cx, cy) = (size / 2.0, size / 2.0);
+    let radius = size / 2.0 - 40.0;
+    let pos: Vec<(f64, f64)> = (0..n)
+        .map(|i| {
+            let ang =
+                -std::f64::consts::FRAC_PI_2 + 2.0 * std::f64::consts::PI * i as f64 / n as f64;
+            (cx + radius * ang.cos(), cy + radius * ang.sin())
+        })
+        .collect();
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{size:.0}\" height=\"{size:.0}\" \
+         viewBox=\"0 0 {size:.0} {size:.0}\" font-family=\"sans-serif\" font-size=\"12\">"
+    );
+    svg.push_str("<defs>");
+    for kind in ["ww", "wr", "rw", "process", "realtime"] {
+        svg.push_str(&format!(
+            "<marker id=\"arrow-{kind}\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" \
+             markerWidth=\"7\" markerHeight=\"7\" orient=\"auto-start-reverse\">\
+             <path d=\"M 0 0 L 10 5 L 0 10 z\" fill=\"{}\"/></marker>",
+            edge_color(kind)
+        ));
+    }
+    svg.push_str("</defs>");
+    let node_r = 18.0;
+    for (i, s) in steps.iter().enumerate() {
+        let j = (i + 1) % n;
+        let (x1, y1) = pos[i];
+        let (x2, y2) = pos[j];
+        let (dx, dy) = (x2 - x1, y2 - y1);
+        let len = (dx * dx + dy * dy).sqrt().max(1.0);
+        let (ux, uy) = (dx / len, dy / len);
+        // Start and end on the node circles; bend to the left of the direction of travel.
+        let (sx, sy) = (x1 + ux * node_r, y1 + uy * node_r);
+        let (ex, ey) = (x2 - ux * node_r, y2 - uy * node_r);
+        let bend = if n == 1 { 0.0 } else { 0.18 * len };
+        let (mx, my) = ((sx + ex) / 2.0 + uy * bend, (sy + ey) / 2.0 - ux * bend);
+        let color = edge_color(&s.kind);
+        svg.push_str(&format!(
+            "<path d=\"M {sx:.1} {sy:.1} Q {mx:.1} {my:.1} {ex:.1} {ey:.1}\" fill=\"none\" \
+             stroke=\"{color}\" stroke-width=\"2\" marker-end=\"url(#arrow-{})\"/>",
+            s.kind
+        ));
+        let label = match &s.key {
+            Some(k) => format!("{} {}", s.kind, k),
+            None => s.kind.clone(),
+        };
+        // The label sits just outside the curve's midpoint, on a white halo.
+        let (lx, ly) = (
+            (sx + ex) / 4.0 + mx / 2.0 + uy * 14.0,
+            (sy + ey) / 4.0 + my / 2.0 - ux * 14.0 + 4.0,
+        );
+        svg.push_str(&format!(
+            "<text x=\"{lx:.1}\" y=\"{ly:.1}\" fill=\"{color}\" text-anchor=\"middle\" \
+             stroke=\"white\" stroke-width=\"3\" paint-order=\"stroke\">{}</text>",
+            xml_escape(&label)
+        ));
+    }
+    for (i, name) in names.iter().enumerate() {
+        let (x, y) = pos[i];
+        svg.push_str(&format!(
+            "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"{node_r}\" fill=\"#f4f4f4\" stroke=\"#333\"/>\
+             <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-weight=\"bold\">{}</text>",
+            y + 4.0,
+            xml_escape(name)
+        ));
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
