@@ -17,7 +17,7 @@ use crate::value::Value;
 pub const JUNK: u32 = u32::MAX;
 const ROOT: u32 = 0;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KvOp {
     Get,
     Put(u32),
@@ -25,7 +25,7 @@ pub enum KvOp {
 }
 
 /// An input: the key (its index, always 0 when partitioned) and the operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct KvInput {
     pub key: u32,
     pub op: KvOp,
@@ -277,6 +277,10 @@ impl Model for Kv {
         prunable_kv(ctx, ops)
     }
 
+    fn read_only(&self, input: &KvInput, _output: Option<&KvOutput>) -> bool {
+        input.op == KvOp::Get
+    }
+
     fn describe_state(&self, ctx: &KvCtx, &s: &u32) -> String {
         describe_key(ctx, s)
     }
@@ -337,6 +341,10 @@ impl Model for KvUnpartitioned {
 
     fn prunable(&self, ctx: &KvCtx, ops: &[Prepared<Self>]) -> Vec<bool> {
         prunable_kv(ctx, ops)
+    }
+
+    fn read_only(&self, input: &KvInput, _output: Option<&KvOutput>) -> bool {
+        input.op == KvOp::Get
     }
 
     fn describe_state(&self, ctx: &KvCtx, s: &Box<[u32]>) -> String {

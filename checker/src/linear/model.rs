@@ -56,9 +56,9 @@ use std::hash::Hash;
 /// A sequential specification. See the module documentation for an example.
 pub trait Model: Send + Sync {
     /// An operation's argument, in compact form (values interned by `prepare`).
-    type Input: Clone + Debug + Send + Sync;
+    type Input: Clone + Eq + Hash + Debug + Send + Sync;
     /// An operation's observed result, in compact form.
-    type Output: Clone + Debug + Send + Sync;
+    type Output: Clone + Eq + Hash + Debug + Send + Sync;
     /// The object's state. Cloned and hashed on every step: keep it small.
     type State: Clone + Eq + Hash + Debug + Send + Sync;
     /// Per-partition tables filled by `prepare` and `finish` (interned values, ...), read by
@@ -113,6 +113,13 @@ pub trait Model: Send + Sync {
     /// entries for optional ops may be `true`. The default prunes nothing.
     fn prunable(&self, _ctx: &Self::Ctx, ops: &[Prepared<Self>]) -> Vec<bool> {
         vec![false; ops.len()]
+    }
+
+    /// Whether an operation never changes the state (a read): `step` returns the state it was
+    /// given, or `None`. The search places such an operation as soon as it is legal, without
+    /// trying alternatives, which is always allowed. Defaults to `false` (always safe).
+    fn read_only(&self, _input: &Self::Input, _output: Option<&Self::Output>) -> bool {
+        false
     }
 
     /// A person-readable state, for counterexamples.

@@ -136,6 +136,8 @@ struct Frame<S> {
     /// The list node that was lifted: a main-list call entry or an info-list node.
     node: u32,
     info: bool,
+    /// A read placed as soon as it was legal: no alternative needs trying.
+    forced: bool,
     /// For info frames: the return entry that bounded the info candidates.
     bound: u32,
     prev: S,
@@ -217,6 +219,36 @@ pub fn search<M: Model + ?Sized>(
         info_pos[j + 1] = pos;
     }
 
+    // --- Twins: identical ops, of which the earlier must be placed first. Among identical
+    // unknown ops, any linearization can use the earliest-invoked ones, in invocation order;
+    // among identical definite ops A, B with A invoked and completed no later than B, any
+    // linearization can put A first (swapping them keeps every real-time constraint). Placing
+    // B only after A is therefore always allowed, and it cuts symmetric orders. ---
+    let mut twin = vec![NIL; n];
+    {
+        let mut classes: std::collections::HashMap<(&M::Input, Option<&M::Output>), Vec<u32>> =
+            std::collections::HashMap::new();
+        for (i, op) in ops.iter().enumerate() {
+            if pruned.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            let members = classes.entry((&op.input, op.output.as_ref())).or_default();
+            let found = members.iter().rev().take(8).copied().find(|&a| {
+                let a_op = &ops[a as usize];
+                a_op.call <= op.call
+                    && match (a_op.ret, op.ret, op.output.is_some()) {
+                        (_, _, false) => true,
+                        (Some(ar), Some(br), true) => ar <= br,
+                        _ => false,
+                    }
+            });
+            if let Some(a) = found {
+                twin[i] = a;
+            }
+            members.push(i as u32);
+        }
+    }
+
     // --- Search state. ---
     let zob: Vec<u64> = (0..n as u64)
         .map(|i| splitmix(i ^ 0x6a09_e667_f3bc_c909))
@@ -282,130 +314,156 @@ pub fn search<M: Model + ?Sized>(
                 }
             }
         };
+        // Whether the current configuration is dead, and if so whether it is a genuine dead
+        // end (worth recording for the counterexample) or follows from a forced step.
+        let mut dead_end = None;
         match candidate {
             Some((op, node, info, bound)) => {
+                let advance = if info {
+                    Cursor::Info(inext[node as usize], bound)
+                } else {
+                    Cursor::Main(next[node as usize])
+                };
+                let t = twin[op as usize];
+                if t != NIL && bits[t as usize / 64] & (1u64 << (t % 64)) == 0 {
+                    // An identical op that must go first is not placed yet.
+                    cursor = advance;
+                    continue;
+                }
                 let o = &ops[op as usize];
-                let advanced = model
-                    .step(ctx, &state, &o.input, o.output.as_ref())
-                    .filter(|ns| {
-                        if memo.is_empty() {
-                            return true;
+                let Some(ns) = model.step(ctx, &state, &o.input, o.output.as_ref()) else {
+                    cursor = advance;
+                    continue;
+                };
+                let forced = !info && model.read_only(&o.input, o.output.as_ref());
+                if !memo.is_empty() {
+                    let h = (set_hash ^ zob[op as usize]) ^ hash_state(&ns);
+                    let w = op as usize / 64;
+                    let bit = 1u64 << (op % 64);
+                    bits[w] |= bit;
+                    let dead = memo_find(&memo, h, &bits, &ns);
+                    bits[w] &= !bit;
+                    if dead {
+                        if forced {
+                            // Placing a legal read now is always allowed, and that is dead.
+                            dead_end = Some(None);
+                        } else {
+                            cursor = advance;
+                            continue;
                         }
-                        let h = (set_hash ^ zob[op as usize]) ^ hash_state(ns);
-                        let w = op as usize / 64;
-                        let bit = 1u64 << (op % 64);
-                        bits[w] |= bit;
-                        let dead = memo_find(&memo, h, &bits, ns);
-                        bits[w] &= !bit;
-                        !dead
+                    }
+                }
+                if dead_end.is_none() {
+                    let old = std::mem::replace(&mut state, ns);
+                    frames.push(Frame {
+                        op,
+                        node,
+                        info,
+                        forced,
+                        bound,
+                        prev: old,
                     });
-                match advanced {
-                    Some(ns) => {
-                        let old = std::mem::replace(&mut state, ns);
-                        frames.push(Frame {
-                            op,
-                            node,
-                            info,
-                            bound,
-                            prev: old,
-                        });
-                        bits[op as usize / 64] |= 1u64 << (op % 64);
-                        set_hash ^= zob[op as usize];
-                        if info {
-                            let j = node as usize;
-                            inext[iprev[j] as usize] = inext[j];
-                            iprev[inext[j] as usize] = iprev[j];
-                        } else {
-                            let e = node as usize;
-                            let r = partner[e] as usize;
-                            next[prev[e] as usize] = next[e];
-                            prev[next[e] as usize] = prev[e];
-                            next[prev[r] as usize] = next[r];
-                            prev[next[r] as usize] = prev[r];
-                            remaining -= 1;
-                        }
-                        cursor = Cursor::Main(next[0]);
+                    bits[op as usize / 64] |= 1u64 << (op % 64);
+                    set_hash ^= zob[op as usize];
+                    if info {
+                        let j = node as usize;
+                        inext[iprev[j] as usize] = inext[j];
+                        iprev[inext[j] as usize] = iprev[j];
+                    } else {
+                        let e = node as usize;
+                        let r = partner[e] as usize;
+                        next[prev[e] as usize] = next[e];
+                        prev[next[e] as usize] = prev[e];
+                        next[prev[r] as usize] = next[r];
+                        prev[next[r] as usize] = prev[r];
+                        remaining -= 1;
                     }
-                    None => {
-                        cursor = if info {
-                            Cursor::Info(inext[node as usize], bound)
-                        } else {
-                            Cursor::Main(next[node as usize])
-                        };
-                    }
+                    cursor = Cursor::Main(next[0]);
+                    continue;
                 }
             }
             None => {
-                // Dead end: no candidate can go next in this configuration.
-                stats.backtracks += 1;
                 let Cursor::Info(_, bound) = cursor else {
                     unreachable!("dead ends are found in the info phase")
                 };
-                let depth = frames.len();
-                if bound != tail && (depth > best_depth || best.is_empty()) {
-                    best_depth = depth;
-                    best.clear();
-                }
-                if bound != tail
-                    && depth == best_depth
-                    && best.len() < max_prefixes
-                    && !best
-                        .iter()
-                        .any(|s| s.op == entry_op[bound as usize] as usize)
-                {
-                    best.push(Stuck {
-                        prefix: frames.iter().map(|f| f.op as usize).collect(),
-                        op: entry_op[bound as usize] as usize,
-                    });
-                }
-                let Some(frame) = frames.pop() else {
-                    stats.memo_entries = memo.len() as u64;
-                    return (SearchOutcome::Invalid(best), stats);
-                };
-                // Remember this configuration as dead.
-                let h = set_hash ^ hash_state(&state);
-                let (lo, hi) = compact_range(&bits);
-                let bytes = std::mem::size_of::<MemoEntry<M::State>>()
-                    + 8 * (hi - lo)
-                    + model.state_bytes(&state)
-                    + 8;
-                let used = budget.memo_used_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
-                stats.memo_bytes += bytes as u64;
-                if used > budget.memo_limit_bytes {
-                    budget.exhausted.store(true, Ordering::Relaxed);
-                    stats.memo_entries = memo.len() as u64;
-                    return (SearchOutcome::Unknown(GaveUp::Memory), stats);
-                }
-                let dead = std::mem::replace(&mut state, frame.prev);
-                memo.insert_unique(
-                    h,
-                    MemoEntry {
-                        hash: h,
-                        lo: lo as u32,
-                        words: bits[lo..hi].into(),
-                        state: dead,
-                    },
-                    |e| e.hash,
-                );
-                let op = frame.op;
-                bits[op as usize / 64] &= !(1u64 << (op % 64));
-                set_hash ^= zob[op as usize];
-                if frame.info {
-                    let j = frame.node as usize;
-                    inext[iprev[j] as usize] = j as u32;
-                    iprev[inext[j] as usize] = j as u32;
-                    cursor = Cursor::Info(inext[j], frame.bound);
-                } else {
-                    let e = frame.node as usize;
-                    let r = partner[e] as usize;
-                    next[prev[r] as usize] = r as u32;
-                    prev[next[r] as usize] = r as u32;
-                    next[prev[e] as usize] = e as u32;
-                    prev[next[e] as usize] = e as u32;
-                    remaining += 1;
-                    cursor = Cursor::Main(next[e]);
-                }
+                dead_end = Some(Some(bound));
             }
+        }
+        // Dead end: no candidate can go next in this configuration.
+        stats.backtracks += 1;
+        if let Some(Some(bound)) = dead_end {
+            let depth = frames.len();
+            if bound != tail && (depth > best_depth || best.is_empty()) {
+                best_depth = depth;
+                best.clear();
+            }
+            if bound != tail
+                && depth == best_depth
+                && best.len() < max_prefixes
+                && !best
+                    .iter()
+                    .any(|s| s.op == entry_op[bound as usize] as usize)
+            {
+                best.push(Stuck {
+                    prefix: frames.iter().map(|f| f.op as usize).collect(),
+                    op: entry_op[bound as usize] as usize,
+                });
+            }
+        }
+        // Pop back to the last configuration with a choice left, remembering every
+        // configuration on the way as dead.
+        loop {
+            let Some(frame) = frames.pop() else {
+                stats.memo_entries = memo.len() as u64;
+                return (SearchOutcome::Invalid(best), stats);
+            };
+            let h = set_hash ^ hash_state(&state);
+            let (lo, hi) = compact_range(&bits);
+            let bytes = std::mem::size_of::<MemoEntry<M::State>>()
+                + 8 * (hi - lo)
+                + model.state_bytes(&state)
+                + 8;
+            let used = budget.memo_used_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+            stats.memo_bytes += bytes as u64;
+            if used > budget.memo_limit_bytes {
+                budget.exhausted.store(true, Ordering::Relaxed);
+                stats.memo_entries = memo.len() as u64;
+                return (SearchOutcome::Unknown(GaveUp::Memory), stats);
+            }
+            let dead = std::mem::replace(&mut state, frame.prev);
+            memo.insert_unique(
+                h,
+                MemoEntry {
+                    hash: h,
+                    lo: lo as u32,
+                    words: bits[lo..hi].into(),
+                    state: dead,
+                },
+                |e| e.hash,
+            );
+            let op = frame.op;
+            bits[op as usize / 64] &= !(1u64 << (op % 64));
+            set_hash ^= zob[op as usize];
+            if frame.info {
+                let j = frame.node as usize;
+                inext[iprev[j] as usize] = j as u32;
+                iprev[inext[j] as usize] = j as u32;
+                cursor = Cursor::Info(inext[j], frame.bound);
+            } else {
+                let e = frame.node as usize;
+                let r = partner[e] as usize;
+                next[prev[r] as usize] = r as u32;
+                prev[next[r] as usize] = r as u32;
+                next[prev[e] as usize] = e as u32;
+                prev[next[e] as usize] = e as u32;
+                remaining += 1;
+                cursor = Cursor::Main(next[e]);
+            }
+            if !frame.forced {
+                break;
+            }
+            // A forced step was the only one worth trying here: this configuration is dead
+            // too.
         }
     }
 }
