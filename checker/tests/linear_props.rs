@@ -222,11 +222,22 @@ fn random_history(rng: &mut Rng, workload: Workload) -> History {
 }
 
 fn cross_check<M: Model>(model: &M, workload: Workload, cases: usize, seed: u64) -> (usize, usize) {
+    cross_check2(model, model, workload, cases, seed)
+}
+
+/// `reference` is the model the brute force uses (without lookahead shortcuts).
+fn cross_check2<M: Model>(
+    model: &M,
+    reference: &M,
+    workload: Workload,
+    cases: usize,
+    seed: u64,
+) -> (usize, usize) {
     let mut rng = Rng::new(seed);
     let (mut valid, mut invalid) = (0, 0);
     for case in 0..cases {
         let h = random_history(&mut rng, workload);
-        let expected = brute_force(model, &h).unwrap();
+        let expected = brute_force(reference, &h).unwrap();
         let got = check(model, &h, &options()).unwrap();
         assert_eq!(
             got.verdict,
@@ -256,8 +267,21 @@ fn fast_search_agrees_with_brute_force() {
         cross_check(&Register::plain(), Workload::Register, cases, 1),
         cross_check(&Register::cas(false), Workload::CasRegister, cases, 2),
         cross_check(&Register::cas(true), Workload::CasRegister, cases, 3),
-        cross_check(&Kv, Workload::Kv, cases, 4),
-        cross_check(&KvUnpartitioned, Workload::Kv, cases, 5),
+        cross_check2(
+            &Kv::default(),
+            &Kv { lookahead: false },
+            Workload::Kv,
+            cases,
+            4,
+        ),
+        cross_check2(
+            &KvUnpartitioned::default(),
+            &KvUnpartitioned { lookahead: false },
+            Workload::Kv,
+            cases,
+            5,
+        ),
+        cross_check(&Kv { lookahead: false }, Workload::Kv, cases, 7),
         cross_check(&Set, Workload::Set, cases, 6),
     ];
     for (valid, invalid) in results {

@@ -122,8 +122,8 @@ pub fn check_kind(
             history,
             options,
         ),
-        ModelKind::Kv => check(&Kv, history, options),
-        ModelKind::KvUnpartitioned => check(&KvUnpartitioned, history, options),
+        ModelKind::Kv => check(&Kv::default(), history, options),
+        ModelKind::KvUnpartitioned => check(&KvUnpartitioned::default(), history, options),
         ModelKind::Set => check(&Set, history, options),
     }
 }
@@ -173,6 +173,12 @@ pub struct Stats {
     pub backtracks: u64,
     pub memo_entries: u64,
     pub memo_bytes: u64,
+    /// For an unknown verdict: the longest linearizable prefix found in an undecided
+    /// partition (operations placed at once), and that partition's size.
+    #[serde(default)]
+    pub longest_prefix: u64,
+    #[serde(default)]
+    pub undecided_ops: u64,
     /// Wall-clock time of the check (not deterministic; everything else is, given no budget
     /// ran out).
     pub elapsed_ms: u64,
@@ -205,6 +211,8 @@ struct PartitionResult {
     key: Option<Value>,
     outcome: SearchOutcome,
     stats: search::SearchStats,
+    /// Operations the search considered (after dropping and pruning).
+    ops: usize,
     pruned: usize,
     counterexample: Option<Counterexample>,
 }
@@ -284,6 +292,10 @@ pub fn check_operations<M: Model>(
                 }
             }
             SearchOutcome::Unknown(why) => {
+                if stats.undecided_ops == 0 {
+                    stats.longest_prefix = p.stats.max_depth;
+                    stats.undecided_ops = p.ops as u64;
+                }
                 counts.unknown += 1;
                 verdict = verdict.worst(Verdict::Unknown);
                 gave_up = gave_up.or(Some(*why));
@@ -311,8 +323,14 @@ pub fn check_operations<M: Model>(
             ),
         };
         format!(
-            "{what}; {} of {} partitions proven linearizable, {} not, {} undecided",
-            counts.valid, counts.total, counts.invalid, counts.unknown
+            "{what}; {} of {} partitions proven linearizable, {} not, {} undecided (in the \
+             first undecided one, a linearizable prefix of {} of its {} operations was found)",
+            counts.valid,
+            counts.total,
+            counts.invalid,
+            counts.unknown,
+            stats.longest_prefix,
+            stats.undecided_ops
         )
     });
     let summary = match verdict {
@@ -415,6 +433,7 @@ fn check_partition<M: Model>(
         _ => None,
     };
     Ok(PartitionResult {
+        ops: prepared.len() - pruned,
         key,
         outcome,
         stats,

@@ -122,6 +122,22 @@ pub trait Model: Send + Sync {
         false
     }
 
+    /// For a model whose state is a product of independent parts (a map of keys checked as
+    /// one object): the part an operation reads and writes. When every operation names one,
+    /// the search uses that operations on different parts commute: at each point it only tries
+    /// operations on the part of the operation that must complete next, which leaves some
+    /// valid order whenever there is one. `None` (the default): the op may touch everything.
+    fn component(&self, _input: &Self::Input) -> Option<u32> {
+        None
+    }
+
+    /// The state with every component but `component` reset to its initial value, so that
+    /// per-component results can be shared. The default keeps the whole state (correct, shares
+    /// less).
+    fn project(&self, state: &Self::State, _component: u32) -> Self::State {
+        state.clone()
+    }
+
     /// A person-readable state, for counterexamples.
     fn describe_state(&self, _ctx: &Self::Ctx, state: &Self::State) -> String {
         format!("{state:?}")

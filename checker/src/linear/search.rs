@@ -70,6 +70,8 @@ pub struct SearchStats {
     pub backtracks: u64,
     pub memo_entries: u64,
     pub memo_bytes: u64,
+    /// The most operations placed at once (a linearizable prefix of that length exists).
+    pub max_depth: u64,
 }
 
 /// FxHash: fast, good enough for hashing small states.
@@ -138,15 +140,19 @@ struct Frame<S> {
     info: bool,
     /// A read placed as soon as it was legal: no alternative needs trying.
     forced: bool,
-    /// For info frames: the return entry that bounded the info candidates.
+    /// The return entry that bounded the candidates (`NIL` for forced reads).
     bound: u32,
     prev: S,
 }
 
 #[derive(Clone, Copy)]
 enum Cursor {
-    /// Scanning the main list at this entry.
-    Main(u32),
+    /// First pass over the main list's candidates: reads only. A legal read is placed at once
+    /// and for good (see `Model::read_only`).
+    Reads(u32),
+    /// Second pass: the other definite candidates; the second field is the first return entry
+    /// (which bounds the candidates).
+    Main(u32, u32),
     /// Scanning the info list at this node; candidates must be invoked before `bound`'s
     /// position (a main-list return entry, or the tail).
     Info(u32, u32),
@@ -161,6 +167,52 @@ pub fn search<M: Model + ?Sized>(
     pruned: &[bool],
     budget: &Budget,
     max_prefixes: usize,
+) -> (SearchOutcome, SearchStats) {
+    search_from(model, ctx, ops, pruned, budget, max_prefixes, None, true)
+}
+
+/// `search`, from a given initial state, with or without locality backjumping.
+#[allow(clippy::too_many_arguments)]
+fn search_from<M: Model + ?Sized>(
+    model: &M,
+    ctx: &M::Ctx,
+    ops: &[Prepared<M>],
+    pruned: &[bool],
+    budget: &Budget,
+    max_prefixes: usize,
+    init: Option<M::State>,
+    locality: bool,
+) -> (SearchOutcome, SearchStats) {
+    let (outcome, mut stats) = search_inner(
+        model,
+        ctx,
+        ops,
+        pruned,
+        budget,
+        max_prefixes,
+        init,
+        locality,
+    );
+    if outcome == SearchOutcome::Valid {
+        stats.max_depth = ops.len() as u64;
+    }
+    // The memo is gone: give its bytes back to the budget.
+    budget
+        .memo_used_bytes
+        .fetch_sub(stats.memo_bytes as usize, Ordering::Relaxed);
+    (outcome, stats)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn search_inner<M: Model + ?Sized>(
+    model: &M,
+    ctx: &M::Ctx,
+    ops: &[Prepared<M>],
+    pruned: &[bool],
+    budget: &Budget,
+    max_prefixes: usize,
+    init: Option<M::State>,
+    locality: bool,
 ) -> (SearchOutcome, SearchStats) {
     let n = ops.len();
     let mut stats = SearchStats::default();
@@ -255,12 +307,33 @@ pub fn search<M: Model + ?Sized>(
         .collect();
     let mut bits = vec![0u64; n.div_ceil(64).max(1)];
     let mut set_hash = 0u64;
-    let mut state = model.init(ctx);
+    let mut state = init.unwrap_or_else(|| model.init(ctx));
+    let mut max_depth = 0usize;
+    // Locality: whether each component, with these ops still to place, from this state (all
+    // other components reset), can be linearized on its own.
+    let mut proj_cache: std::collections::HashMap<(u32, Vec<u32>, M::State), bool> =
+        std::collections::HashMap::new();
     let mut frames: Vec<Frame<M::State>> = Vec::with_capacity(n.min(1 << 16));
     let mut memo: HashTable<MemoEntry<M::State>> = HashTable::new();
     let mut best: Vec<Stuck> = Vec::new();
     let mut best_depth = 0usize;
-    let mut cursor = Cursor::Main(next[0]);
+    let read_only: Vec<bool> = ops
+        .iter()
+        .map(|o| o.output.is_some() && model.read_only(&o.input, o.output.as_ref()))
+        .collect();
+    // Components (see `Model::component`): if every op names one, then at each configuration
+    // only ops on the component of the first pending completion need trying.
+    let comp: Vec<u32> = ops
+        .iter()
+        .map(|o| model.component(&o.input).unwrap_or(NIL))
+        .collect();
+    let by_component = !comp.is_empty() && comp.iter().all(|&c| c != NIL);
+    let same_component = |op: u32, bound: u32| {
+        !by_component
+            || bound == tail
+            || comp[op as usize] == comp[entry_op[bound as usize] as usize]
+    };
+    let mut cursor = Cursor::Reads(next[0]);
 
     let memo_find = |memo: &HashTable<MemoEntry<M::State>>,
                      hash: u64,
@@ -289,18 +362,44 @@ pub fn search<M: Model + ?Sized>(
         stats.steps += 1;
         if stats.steps & 1023 == 0 {
             if budget.exhausted.load(Ordering::Relaxed) {
-                return (SearchOutcome::Unknown(GaveUp::Time), stats);
+                {
+                    stats.max_depth = max_depth as u64;
+                    stats.memo_entries = memo.len() as u64;
+                    return (SearchOutcome::Unknown(GaveUp::Time), stats);
+                }
             }
             if budget.deadline.is_some_and(|d| Instant::now() >= d) {
                 budget.exhausted.store(true, Ordering::Relaxed);
-                return (SearchOutcome::Unknown(GaveUp::Time), stats);
+                {
+                    stats.max_depth = max_depth as u64;
+                    stats.memo_entries = memo.len() as u64;
+                    return (SearchOutcome::Unknown(GaveUp::Time), stats);
+                }
             }
         }
         // The candidate to try, if any: (op, list node, info?, bound).
         let candidate = match cursor {
-            Cursor::Main(e) => {
+            Cursor::Reads(e) => {
                 if e != tail && is_call[e as usize] {
+                    if !read_only[entry_op[e as usize] as usize] {
+                        cursor = Cursor::Reads(next[e as usize]);
+                        continue;
+                    }
                     Some((entry_op[e as usize], e, false, NIL))
+                } else {
+                    cursor = Cursor::Main(next[0], e);
+                    continue;
+                }
+            }
+            Cursor::Main(e, bound) => {
+                if e != tail && is_call[e as usize] {
+                    let op = entry_op[e as usize];
+                    if read_only[op as usize] || !same_component(op, bound) {
+                        // Reads were tried in the first pass: they cannot go here.
+                        cursor = Cursor::Main(next[e as usize], bound);
+                        continue;
+                    }
+                    Some((op, e, false, bound))
                 } else {
                     cursor = Cursor::Info(inext[0], e);
                     continue;
@@ -308,6 +407,10 @@ pub fn search<M: Model + ?Sized>(
             }
             Cursor::Info(j, bound) => {
                 if j != itail && info_pos[j as usize] < entry_pos[bound as usize] {
+                    if !same_component(info_op[j as usize], bound) {
+                        cursor = Cursor::Info(inext[j as usize], bound);
+                        continue;
+                    }
                     Some((info_op[j as usize], j, true, bound))
                 } else {
                     None
@@ -319,10 +422,10 @@ pub fn search<M: Model + ?Sized>(
         let mut dead_end = None;
         match candidate {
             Some((op, node, info, bound)) => {
-                let advance = if info {
-                    Cursor::Info(inext[node as usize], bound)
-                } else {
-                    Cursor::Main(next[node as usize])
+                let advance = match cursor {
+                    Cursor::Info(..) => Cursor::Info(inext[node as usize], bound),
+                    Cursor::Reads(_) => Cursor::Reads(next[node as usize]),
+                    Cursor::Main(..) => Cursor::Main(next[node as usize], bound),
                 };
                 let t = twin[op as usize];
                 if t != NIL && bits[t as usize / 64] & (1u64 << (t % 64)) == 0 {
@@ -335,7 +438,7 @@ pub fn search<M: Model + ?Sized>(
                     cursor = advance;
                     continue;
                 };
-                let forced = !info && model.read_only(&o.input, o.output.as_ref());
+                let forced = !info && read_only[op as usize];
                 if !memo.is_empty() {
                     let h = (set_hash ^ zob[op as usize]) ^ hash_state(&ns);
                     let w = op as usize / 64;
@@ -365,6 +468,7 @@ pub fn search<M: Model + ?Sized>(
                     });
                     bits[op as usize / 64] |= 1u64 << (op % 64);
                     set_hash ^= zob[op as usize];
+                    max_depth = max_depth.max(frames.len());
                     if info {
                         let j = node as usize;
                         inext[iprev[j] as usize] = inext[j];
@@ -378,7 +482,7 @@ pub fn search<M: Model + ?Sized>(
                         prev[next[r] as usize] = prev[r];
                         remaining -= 1;
                     }
-                    cursor = Cursor::Main(next[0]);
+                    cursor = Cursor::Reads(next[0]);
                     continue;
                 }
             }
@@ -391,6 +495,67 @@ pub fn search<M: Model + ?Sized>(
         }
         // Dead end: no candidate can go next in this configuration.
         stats.backtracks += 1;
+        // Locality: if the component of the op that must complete next cannot be linearized on
+        // its own from here, no configuration with the same placed ops of that component and
+        // the same state can be either: jump back past every step on other components.
+        let mut jump: Option<u32> = None;
+        if let (Some(Some(bound)), true, true) = (dead_end, locality, by_component) {
+            if bound != tail {
+                // The component that must move next first, then the others.
+                let k = comp[entry_op[bound as usize] as usize];
+                let mut unplaced: Vec<(u32, u32)> = (0..n)
+                    .filter(|&i| {
+                        bits[i / 64] & (1u64 << (i % 64)) == 0
+                            && !pruned.get(i).copied().unwrap_or(false)
+                    })
+                    .map(|i| (if comp[i] == k { 0 } else { comp[i] + 1 }, i as u32))
+                    .collect();
+                unplaced.sort_unstable();
+                for group in unplaced.chunk_by(|a, b| a.0 == b.0) {
+                    let c = comp[group[0].1 as usize];
+                    let members: Vec<u32> = group.iter().map(|x| x.1).collect();
+                    let projected = model.project(&state, c);
+                    let key = (c, members, projected);
+                    let dead = match proj_cache.get(&key) {
+                        Some(&dead) => dead,
+                        None => {
+                            let sub: Vec<Prepared<M>> =
+                                key.1.iter().map(|&i| ops[i as usize].clone()).collect();
+                            let (sub_outcome, sub_stats) = search_from(
+                                model,
+                                ctx,
+                                &sub,
+                                &[],
+                                budget,
+                                0,
+                                Some(key.2.clone()),
+                                false,
+                            );
+                            stats.steps += sub_stats.steps;
+                            stats.backtracks += sub_stats.backtracks;
+                            let dead = match sub_outcome {
+                                SearchOutcome::Invalid(_) => true,
+                                SearchOutcome::Valid => false,
+                                SearchOutcome::Unknown(why) => {
+                                    stats.max_depth = max_depth as u64;
+                                    stats.memo_entries = memo.len() as u64;
+                                    return (SearchOutcome::Unknown(why), stats);
+                                }
+                            };
+                            let bytes = 64 + 4 * key.1.len() + model.state_bytes(&key.2);
+                            budget.memo_used_bytes.fetch_add(bytes, Ordering::Relaxed);
+                            stats.memo_bytes += bytes as u64;
+                            proj_cache.insert(key, dead);
+                            dead
+                        }
+                    };
+                    if dead {
+                        jump = Some(c);
+                        break;
+                    }
+                }
+            }
+        }
         if let Some(Some(bound)) = dead_end {
             let depth = frames.len();
             if bound != tail && (depth > best_depth || best.is_empty()) {
@@ -415,6 +580,7 @@ pub fn search<M: Model + ?Sized>(
         loop {
             let Some(frame) = frames.pop() else {
                 stats.memo_entries = memo.len() as u64;
+                stats.max_depth = max_depth as u64;
                 return (SearchOutcome::Invalid(best), stats);
             };
             let h = set_hash ^ hash_state(&state);
@@ -428,6 +594,7 @@ pub fn search<M: Model + ?Sized>(
             if used > budget.memo_limit_bytes {
                 budget.exhausted.store(true, Ordering::Relaxed);
                 stats.memo_entries = memo.len() as u64;
+                stats.max_depth = max_depth as u64;
                 return (SearchOutcome::Unknown(GaveUp::Memory), stats);
             }
             let dead = std::mem::replace(&mut state, frame.prev);
@@ -457,9 +624,9 @@ pub fn search<M: Model + ?Sized>(
                 next[prev[e] as usize] = e as u32;
                 prev[next[e] as usize] = e as u32;
                 remaining += 1;
-                cursor = Cursor::Main(next[e]);
+                cursor = Cursor::Main(next[e], frame.bound);
             }
-            if !frame.forced {
+            if !frame.forced && jump.is_none_or(|k| comp[frame.op as usize] == k) {
                 break;
             }
             // A forced step was the only one worth trying here: this configuration is dead
