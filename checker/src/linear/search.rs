@@ -278,7 +278,8 @@ fn search_inner<M: Model + ?Sized>(
     // B only after A is therefore always allowed, and it cuts symmetric orders. ---
     let mut twin = vec![NIL; n];
     {
-        let mut classes: std::collections::HashMap<(&M::Input, Option<&M::Output>), Vec<u32>> =
+        type Class<'a, I, O> = (&'a I, Option<&'a O>);
+        let mut classes: std::collections::HashMap<Class<M::Input, M::Output>, Vec<u32>> =
             std::collections::HashMap::new();
         for (i, op) in ops.iter().enumerate() {
             if pruned.get(i).copied().unwrap_or(false) {
