@@ -363,11 +363,16 @@ fn search_inner<M: Model + ?Sized>(
         stats.steps += 1;
         if stats.steps & 1023 == 0 {
             if budget.exhausted.load(Ordering::Relaxed) {
-                {
-                    stats.max_depth = max_depth as u64;
-                    stats.memo_entries = memo.len() as u64;
-                    return (SearchOutcome::Unknown(GaveUp::Time), stats);
-                }
+                // Another partition ran out of the shared budget.
+                let why =
+                    if budget.memo_used_bytes.load(Ordering::Relaxed) > budget.memo_limit_bytes {
+                        GaveUp::Memory
+                    } else {
+                        GaveUp::Time
+                    };
+                stats.max_depth = max_depth as u64;
+                stats.memo_entries = memo.len() as u64;
+                return (SearchOutcome::Unknown(why), stats);
             }
             if budget.deadline.is_some_and(|d| Instant::now() >= d) {
                 budget.exhausted.store(true, Ordering::Relaxed);
