@@ -5,6 +5,7 @@
 pub mod edn;
 pub mod error;
 pub mod history;
+pub mod linear;
 pub mod read;
 pub mod txn;
 pub mod value;
