@@ -10,6 +10,9 @@ pub struct CheckArgs {
 
 /// Runs the check and returns the process exit code.
 pub fn run(args: CheckArgs) -> i32 {
-    eprintln!("ordeal check: {}: checking is not built yet", args.file.display());
+    eprintln!(
+        "ordeal check: {}: checking is not built yet",
+        args.file.display()
+    );
     255
 }
