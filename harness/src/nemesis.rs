@@ -59,6 +59,18 @@ pub enum Shape {
     Bridge,
 }
 
+impl Shape {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shape::IsolateOne => "isolate-one",
+            Shape::IsolateLeader => "isolate-leader",
+            Shape::Halves => "halves",
+            Shape::MajoritiesRing => "majorities-ring",
+            Shape::Bridge => "bridge",
+        }
+    }
+}
+
 /// The nodes (indices) a process fault hits.
 pub fn choose_targets(
     target: Target,
@@ -259,7 +271,7 @@ impl Nemesis {
                     .expect("shapes");
                     let cuts = partition_cuts(shape, n, leader, &mut rng);
                     self.net.cut(&cuts)?;
-                    let label = format!("{shape:?}");
+                    let label = shape.as_str().to_string();
                     let desc = describe_cuts(&cuts, n);
                     tracing::info!("partition {label}: {desc}");
                     self.record(

@@ -253,7 +253,9 @@ fn main() {
         id,
         leader_peer_url: format!("http://{leader_peer}"),
         leader,
+        // Dial from our own address, as paxos-kv does, so per-address partition rules apply.
         http: reqwest::Client::builder()
+            .local_address(listen.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
             .timeout(Duration::from_millis(1000))
             .connect_timeout(Duration::from_millis(300))
             .build()
