@@ -1,1 +1,35 @@
-//! paxos-kv: the system under test.
+//! paxos-kv: a multi-Paxos replicated key-value store, the system under test.
+//!
+//! Modules: `kv` (the state machine), `wal` (write-ahead log), `transport` (peer TCP),
+//! `server` (the tokio driver and HTTP API), and `paxos` (the pure consensus core).
+
+pub mod http;
+pub mod kv;
+pub mod paxos;
+pub mod server;
+pub mod transport;
+pub mod wal;
+
+/// Errors of the store library.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot bind {what} {addr}: {source}")]
+    Bind {
+        what: String,
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot decode {what}: {detail}")]
+    Decode { what: String, detail: String },
+    #[error("{what} is corrupt: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}

@@ -1,4 +1,162 @@
-fn main() {
-    eprintln!("paxos-kv: not built yet");
-    std::process::exit(255);
+//! paxos-kv: one replica of the multi-Paxos key-value store.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use paxos_kv::paxos::Bug;
+use paxos_kv::server::{Server, ServerConfig};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+fn bug_help() -> String {
+    let mut s =
+        String::from("Planted bugs (off by default; enable with --bug NAME, repeatable):\n");
+    for b in Bug::ALL {
+        s.push_str(&format!("  {:<20} {}\n", b.name(), b.description()));
+    }
+    s
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "paxos-kv", version, about = "A multi-Paxos replicated key-value store (the system under test of ordeal)", after_help = bug_help())]
+struct Cli {
+    /// This node's id (a positive integer, one of the ids in --peers).
+    #[arg(long)]
+    id: u64,
+    /// Peer (Paxos) address to listen on; outgoing peer connections also use its IP.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// HTTP address for clients.
+    #[arg(long)]
+    client: SocketAddr,
+    /// Every member as ID=HOST:PORT, comma-separated, this node included.
+    #[arg(long)]
+    peers: String,
+    /// Directory for the WAL and snapshots (created if missing).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Enable a planted bug (see the list below). Repeatable.
+    #[arg(long = "bug", value_name = "NAME")]
+    bugs: Vec<String>,
+    /// Do not fsync the WAL (fast, loses data on power failure; not on kill -9).
+    #[arg(long)]
+    no_fsync: bool,
+    /// Wall-clock milliseconds per logical tick of the consensus core.
+    #[arg(long, default_value_t = 10)]
+    tick_ms: u64,
+    /// Minimum election timeout in ticks (randomised in [min, 2*min)).
+    #[arg(long, default_value_t = 15)]
+    election_timeout_ticks: u64,
+    /// Leader heartbeat interval in ticks.
+    #[arg(long, default_value_t = 3)]
+    heartbeat_interval_ticks: u64,
+    /// How long a client request waits for its outcome before 504.
+    #[arg(long, default_value_t = 2000)]
+    request_timeout_ms: u64,
+    /// Largest key in bytes.
+    #[arg(long, default_value_t = 1024)]
+    key_max_bytes: usize,
+    /// Largest value in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    value_max_bytes: usize,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    body_max_bytes: usize,
+    /// Most micro-ops in one txn.
+    #[arg(long, default_value_t = 1000)]
+    txn_max_ops: usize,
+    /// Clients remembered by the exactly-once table.
+    #[arg(long, default_value_t = 100_000)]
+    dedup_clients: usize,
+    /// Snapshot the state machine and compact the WAL every this many slots.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_interval_entries: u64,
+}
+
+fn parse_peers(s: &str) -> Result<BTreeMap<u64, SocketAddr>> {
+    let mut peers = BTreeMap::new();
+    for (i, part) in s
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .enumerate()
+    {
+        let (id, addr) = part
+            .split_once('=')
+            .with_context(|| format!("--peers entry {} {part:?}: expected ID=HOST:PORT", i + 1))?;
+        let id: u64 = id.trim().parse().ok().filter(|&n| n > 0).with_context(|| {
+            format!(
+                "--peers entry {} {part:?}: id {id:?} is not a positive integer",
+                i + 1
+            )
+        })?;
+        let addr: SocketAddr = addr.trim().parse().with_context(|| {
+            format!(
+                "--peers entry {} {part:?}: {addr:?} is not an IP:PORT address",
+                i + 1
+            )
+        })?;
+        if !addr.ip().is_loopback() {
+            bail!(
+                "--peers entry {} {part:?}: only loopback (127.0.0.0/8) addresses are allowed",
+                i + 1
+            );
+        }
+        if peers.insert(id, addr).is_some() {
+            bail!("--peers lists node {id} twice");
+        }
+    }
+    if peers.is_empty() {
+        bail!("--peers is empty");
+    }
+    Ok(peers)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let peers = parse_peers(&cli.peers)?;
+    let mut bugs = Vec::new();
+    for name in &cli.bugs {
+        let b: Bug = name.parse().with_context(|| format!("--bug {name}"))?;
+        bugs.push(b);
+    }
+    if !bugs.is_empty() {
+        tracing::warn!(
+            ?bugs,
+            "planted bugs enabled: this node is deliberately incorrect"
+        );
+    }
+    let mut cfg = ServerConfig::new(cli.id, cli.listen, cli.client, peers, cli.data_dir);
+    cfg.bugs = bugs;
+    cfg.fsync = !cli.no_fsync;
+    cfg.tick_ms = cli.tick_ms;
+    cfg.election_timeout_ticks = cli.election_timeout_ticks;
+    cfg.heartbeat_interval_ticks = cli.heartbeat_interval_ticks;
+    cfg.request_timeout_ms = cli.request_timeout_ms;
+    cfg.key_max_bytes = cli.key_max_bytes;
+    cfg.value_max_bytes = cli.value_max_bytes;
+    cfg.body_max_bytes = cli.body_max_bytes;
+    cfg.txn_max_ops = cli.txn_max_ops;
+    cfg.dedup_clients = cli.dedup_clients;
+    cfg.snapshot_interval_entries = cli.snapshot_interval_entries;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?;
+    rt.block_on(async move {
+        let _server = Server::start(cfg)
+            .await
+            .context("paxos-kv failed to start")?;
+        tokio::signal::ctrl_c().await.context("wait for Ctrl-C")?;
+        tracing::info!("interrupted; exiting");
+        Ok(())
+    })
 }

@@ -1,0 +1,1 @@
+//! Deterministic simulator of a cluster of [`super::Node`]s (in progress).
