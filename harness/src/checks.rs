@@ -296,7 +296,7 @@ mod tests {
         let bad = dir.join("n2.log");
         std::fs::write(&clean, "started\nserving\n").unwrap();
         std::fs::write(&bad, "started\nthread 'main' panicked at src/x.rs:3:5:\n").unwrap();
-        assert_eq!(scan_logs(&[clean.clone()]).verdict, Verdict::Valid);
+        assert_eq!(scan_logs(std::slice::from_ref(&clean)).verdict, Verdict::Valid);
         assert_eq!(scan_logs(&[clean, bad]).verdict, Verdict::Invalid);
         std::fs::remove_dir_all(&dir).unwrap();
     }

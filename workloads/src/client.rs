@@ -55,6 +55,7 @@ fn value_to_store(v: &Value) -> String {
 }
 
 fn value_from_store(s: &str) -> Value {
+    // kv values end in a comma and stay strings; register values are integers.
     match s.parse::<i64>() {
         Ok(i) => Value::Int(i),
         Err(_) => Value::Str(s.to_string()),
@@ -169,6 +170,18 @@ impl StoreClient {
             return match parsed.ok().as_ref().and_then(|j| j.get("value")) {
                 Some(serde_json::Value::String(s)) => Completion::ok(value_from_store(s)),
                 Some(serde_json::Value::Null) | None => Completion::ok(Value::Null),
+                // A key built by appends is a list in the store; as the kv model sees it, the
+                // value is the concatenation of what was appended.
+                Some(serde_json::Value::Array(items)) => Completion::ok(Value::Str(
+                    items
+                        .iter()
+                        .map(|i| {
+                            i.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| i.to_string())
+                        })
+                        .collect(),
+                )),
                 Some(other) => Completion::ok(value_from_store(&other.to_string())),
             };
         }

@@ -156,13 +156,15 @@ impl Generator {
                     OpSpec {
                         f: "write",
                         key,
-                        value: Value::Int(slot.last_value),
+                        value: Value::Str(format!("{},", slot.last_value)),
                     }
                 } else {
+                    // Appends concatenate (the kv model's semantics); the trailing comma keeps
+                    // every value read back unambiguous.
                     OpSpec {
                         f: "append",
                         key,
-                        value: Value::Int(slot.last_value),
+                        value: Value::Str(format!("{},", slot.last_value)),
                     }
                 }
             }
