@@ -320,7 +320,8 @@ mod tests {
 
     #[test]
     fn event_json_round_trip() {
-        let line = r#"{"index":4,"time":100,"process":"nemesis","type":"info","f":"kill","value":["n1"]}"#;
+        let line =
+            r#"{"index":4,"time":100,"process":"nemesis","type":"info","f":"kill","value":["n1"]}"#;
         let e: Event = serde_json::from_str(line).unwrap();
         assert_eq!(e.process, Process::Nemesis);
         assert_eq!(serde_json::to_string(&e).unwrap(), line);

@@ -2,8 +2,11 @@
 //! transactional checker. Nothing here does network or process I/O; files are read and written
 //! only where a caller hands over a path.
 
+pub mod edn;
 pub mod error;
 pub mod history;
+pub mod linear;
+pub mod read;
 pub mod value;
 
 pub use error::HistoryError;

@@ -208,7 +208,9 @@ impl<'de> Visitor<'de> for ValueVisitor {
         if x.fract() == 0.0 && x.abs() < 9.0e15 {
             Ok(Value::Int(x as i64))
         } else {
-            Err(E::custom(format!("non-integer number {x} is not supported")))
+            Err(E::custom(format!(
+                "non-integer number {x} is not supported"
+            )))
         }
     }
 

@@ -30,16 +30,36 @@ pub fn check_workload(
     workload: WorkloadKind,
     time_budget_s: u64,
 ) -> CheckOutcome {
-    let _ = (history, time_budget_s);
-    CheckOutcome {
-        name: "linearizable".into(),
-        verdict: Verdict::Unknown,
-        summary: format!(
-            "the {} linearizability checker is not available in this build",
-            workload.model_name()
-        ),
-        details: serde_json::Value::Null,
-        html: None,
+    use ordeal_checker::linear::{check_kind, CheckOptions, ModelKind, ModelOptions};
+    let kind = match workload {
+        WorkloadKind::Register => ModelKind::CasRegister,
+        WorkloadKind::Kv => ModelKind::Kv,
+    };
+    let options = CheckOptions {
+        timeout: Some(std::time::Duration::from_secs(time_budget_s.max(1))),
+        ..CheckOptions::default()
+    };
+    // paxos-kv answers 409 only when the compare-and-set's condition did not hold, so a failed
+    // cas is an observation that the register held something else.
+    let model_options = ModelOptions {
+        failed_cas_observed: true,
+    };
+    match check_kind(kind, model_options, history, &options) {
+        Ok(report) => CheckOutcome {
+            name: "linearizable".into(),
+            verdict: report.verdict,
+            summary: format!("{} (model {}, per key)", report.summary, report.model),
+            html: (report.verdict == Verdict::Invalid)
+                .then(|| report.to_html(&format!("{} counterexample", report.model))),
+            details: serde_json::to_value(&report).unwrap_or_default(),
+        },
+        Err(e) => CheckOutcome {
+            name: "linearizable".into(),
+            verdict: Verdict::Unknown,
+            summary: format!("the history could not be checked: {e}"),
+            details: serde_json::Value::Null,
+            html: None,
+        },
     }
 }
 
@@ -296,7 +316,10 @@ mod tests {
         let bad = dir.join("n2.log");
         std::fs::write(&clean, "started\nserving\n").unwrap();
         std::fs::write(&bad, "started\nthread 'main' panicked at src/x.rs:3:5:\n").unwrap();
-        assert_eq!(scan_logs(std::slice::from_ref(&clean)).verdict, Verdict::Valid);
+        assert_eq!(
+            scan_logs(std::slice::from_ref(&clean)).verdict,
+            Verdict::Valid
+        );
         assert_eq!(scan_logs(&[clean, bad]).verdict, Verdict::Invalid);
         std::fs::remove_dir_all(&dir).unwrap();
     }

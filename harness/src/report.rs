@@ -128,7 +128,15 @@ h2{{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}}
     for c in checks.iter().filter(|c| c.verdict == Verdict::Invalid) {
         let _ = write!(h, "<h2>Counterexample: {}</h2>", esc(&c.name));
         match &c.html {
-            Some(fragment) => h.push_str(fragment),
+            // The checker's page is whole (its own styles); an iframe keeps it whole and the
+            // report still self-contained.
+            Some(page) => {
+                let _ = write!(
+                    h,
+                    "<iframe title=\"counterexample\" style=\"width:100%;height:640px;border:1px solid #ddd;background:#fff\" srcdoc=\"{}\"></iframe>",
+                    esc(page)
+                );
+            }
             None => {
                 let text = serde_json::to_string_pretty(&c.details).unwrap_or_default();
                 let _ = write!(

@@ -1,0 +1,396 @@
+//! A small EDN reader for Jepsen histories, which also reads JSON (JSON arrays of op objects from
+//! elle-cli), so that one parser reports line numbers for both.
+//!
+//! Supported: nil/true/false, integers, strings with escapes, keywords (become strings without
+//! the colon), symbols (become strings), vectors, lists and sets (become lists), maps, comments,
+//! commas as white space, `#_` discard, and tagged elements such as `#jepsen.history.Op{...}`
+//! (the tag is dropped). Floats are accepted only when integral; ratios and chars are errors.
+
+use crate::value::Value;
+
+/// A parse error at a 1-based line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdnError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Nesting bound: histories nest a few levels; anything deeper is hostile or corrupt input.
+const MAX_DEPTH: usize = 128;
+
+pub struct Parser<'a> {
+    text: &'a [u8],
+    pos: usize,
+    line: usize,
+    /// In JSON mode a `:` after a map key separates key from value, and `null` is nil.
+    json: bool,
+}
+
+impl<'a> Parser<'a> {
+    pub fn new(text: &'a str, first_line: usize) -> Parser<'a> {
+        Parser {
+            text: text.as_bytes(),
+            pos: 0,
+            line: first_line,
+            json: false,
+        }
+    }
+
+    pub fn json(mut self) -> Parser<'a> {
+        self.json = true;
+        self
+    }
+
+    pub fn line(&self) -> usize {
+        self.line
+    }
+
+    fn err<T>(&self, message: impl Into<String>) -> Result<T, EdnError> {
+        Err(EdnError {
+            line: self.line,
+            message: message.into(),
+        })
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.text.get(self.pos).copied()
+    }
+
+    fn bump(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        self.pos += 1;
+        if c == b'\n' {
+            self.line += 1;
+        }
+        Some(c)
+    }
+
+    /// Skips white space, commas and comments.
+    pub fn skip_ws(&mut self) {
+        while let Some(c) = self.peek() {
+            match c {
+                b' ' | b'\t' | b'\r' | b'\n' | b',' => {
+                    self.bump();
+                }
+                b';' => {
+                    while let Some(c) = self.peek() {
+                        if c == b'\n' {
+                            break;
+                        }
+                        self.pos += 1;
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+
+    pub fn at_end(&mut self) -> bool {
+        self.skip_ws();
+        self.pos >= self.text.len()
+    }
+
+    /// Reads the next value, which must be there.
+    pub fn value(&mut self) -> Result<Value, EdnError> {
+        self.value_at(0)
+    }
+
+    /// If the next form opens a vector, consumes the bracket and returns true.
+    pub fn open_vector(&mut self) -> bool {
+        self.skip_ws();
+        if self.peek() == Some(b'[') {
+            self.bump();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// If the next form closes a vector, consumes the bracket and returns true.
+    pub fn close_vector(&mut self) -> bool {
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.bump();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn value_at(&mut self, depth: usize) -> Result<Value, EdnError> {
+        if depth > MAX_DEPTH {
+            return self.err(format!("nested deeper than {MAX_DEPTH} levels"));
+        }
+        self.skip_ws();
+        let Some(c) = self.peek() else {
+            return self.err("unexpected end of input");
+        };
+        match c {
+            b'[' | b'(' => {
+                self.bump();
+                let close = if c == b'[' { b']' } else { b')' };
+                self.seq(close, depth).map(Value::List)
+            }
+            b'{' => {
+                self.bump();
+                self.map(depth)
+            }
+            b'"' => {
+                self.bump();
+                self.string().map(Value::Str)
+            }
+            b':' => {
+                self.bump();
+                let word = self.word();
+                if word.is_empty() {
+                    return self.err("a lone ':' is not a keyword");
+                }
+                Ok(Value::Str(word.to_string()))
+            }
+            b'#' => {
+                self.bump();
+                match self.peek() {
+                    Some(b'{') => {
+                        self.bump();
+                        self.seq(b'}', depth).map(Value::List)
+                    }
+                    Some(b'_') => {
+                        self.bump();
+                        self.value_at(depth + 1)?;
+                        self.value_at(depth)
+                    }
+                    _ => {
+                        // A tagged element: drop the tag, keep the value.
+                        let tag = self.word();
+                        if tag.is_empty() {
+                            return self.err("'#' must start a tag, a set or a discard");
+                        }
+                        self.value_at(depth + 1)
+                    }
+                }
+            }
+            b']' | b')' | b'}' => self.err(format!("unexpected '{}'", c as char)),
+            b'\\' => self.err("EDN characters are not supported in histories"),
+            _ => self.atom(),
+        }
+    }
+
+    fn seq(&mut self, close: u8, depth: usize) -> Result<Vec<Value>, EdnError> {
+        let start_line = self.line;
+        let mut items = Vec::new();
+        loop {
+            self.skip_ws();
+            match self.peek() {
+                None => {
+                    return Err(EdnError {
+                        line: start_line,
+                        message: format!("'{}' is never closed", open_of(close)),
+                    })
+                }
+                Some(c) if c == close => {
+                    self.bump();
+                    return Ok(items);
+                }
+                Some(_) => items.push(self.value_at(depth + 1)?),
+            }
+        }
+    }
+
+    fn map(&mut self, depth: usize) -> Result<Value, EdnError> {
+        let start_line = self.line;
+        let mut entries = Vec::new();
+        loop {
+            self.skip_ws();
+            match self.peek() {
+                None => {
+                    return Err(EdnError {
+                        line: start_line,
+                        message: "'{' is never closed".into(),
+                    })
+                }
+                Some(b'}') => {
+                    self.bump();
+                    return Ok(Value::Map(entries));
+                }
+                Some(_) => {
+                    let k = self.value_at(depth + 1)?;
+                    if self.json {
+                        self.skip_ws();
+                        if self.peek() == Some(b':') {
+                            self.bump();
+                        } else {
+                            return self.err(format!("expected ':' after key {k}"));
+                        }
+                    }
+                    self.skip_ws();
+                    if self.peek() == Some(b'}') {
+                        return self.err(format!("map key {k} has no value"));
+                    }
+                    let v = self.value_at(depth + 1)?;
+                    entries.push((k, v));
+                }
+            }
+        }
+    }
+
+    fn string(&mut self) -> Result<String, EdnError> {
+        let start_line = self.line;
+        let mut out = Vec::new();
+        loop {
+            let Some(c) = self.bump() else {
+                return Err(EdnError {
+                    line: start_line,
+                    message: "string is never closed".into(),
+                });
+            };
+            match c {
+                b'"' => break,
+                b'\\' => match self.bump() {
+                    Some(b'n') => out.push(b'\n'),
+                    Some(b't') => out.push(b'\t'),
+                    Some(b'r') => out.push(b'\r'),
+                    Some(b'"') => out.push(b'"'),
+                    Some(b'\\') => out.push(b'\\'),
+                    Some(b'/') => out.push(b'/'),
+                    Some(b'u') => {
+                        let hex = self.take(4);
+                        let code = u32::from_str_radix(&hex, 16)
+                            .ok()
+                            .and_then(char::from_u32)
+                            .map_or_else(|| self.err(format!("bad escape \\u{hex}")), Ok)?;
+                        let mut buf = [0u8; 4];
+                        out.extend_from_slice(code.encode_utf8(&mut buf).as_bytes());
+                    }
+                    other => {
+                        return self.err(format!(
+                            "bad escape '\\{}' in string",
+                            other.map(|c| c as char).unwrap_or(' ')
+                        ))
+                    }
+                },
+                c => out.push(c),
+            }
+        }
+        String::from_utf8(out).or_else(|_| self.err("string is not valid UTF-8"))
+    }
+
+    fn take(&mut self, n: usize) -> String {
+        let end = (self.pos + n).min(self.text.len());
+        let s = String::from_utf8_lossy(&self.text[self.pos..end]).into_owned();
+        self.pos = end;
+        s
+    }
+
+    /// A run of symbol characters.
+    fn word(&mut self) -> &'a str {
+        let start = self.pos;
+        while let Some(c) = self.peek() {
+            if c.is_ascii_whitespace()
+                || matches!(
+                    c,
+                    b',' | b'[' | b']' | b'(' | b')' | b'{' | b'}' | b'"' | b';'
+                )
+                || (self.json && c == b':')
+            {
+                break;
+            }
+            self.pos += 1;
+        }
+        // Only ASCII delimiters end a word, so the slice is on a char boundary of valid UTF-8.
+        std::str::from_utf8(&self.text[start..self.pos]).unwrap_or("")
+    }
+
+    fn atom(&mut self) -> Result<Value, EdnError> {
+        let word = self.word();
+        if word.is_empty() {
+            let c = self.peek().unwrap_or(b' ');
+            return self.err(format!("unexpected character '{}'", c as char));
+        }
+        match word {
+            "nil" | "null" => return Ok(Value::Null),
+            "true" => return Ok(Value::Bool(true)),
+            "false" => return Ok(Value::Bool(false)),
+            _ => {}
+        }
+        let first = word.as_bytes()[0];
+        let numeric = first.is_ascii_digit()
+            || ((first == b'-' || first == b'+')
+                && word.len() > 1
+                && word.as_bytes()[1].is_ascii_digit());
+        if !numeric {
+            return Ok(Value::Str(word.to_string()));
+        }
+        let digits = word.trim_end_matches(['N', 'M']);
+        if let Ok(i) = digits.parse::<i64>() {
+            return Ok(Value::Int(i));
+        }
+        match digits.parse::<f64>() {
+            Ok(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => Ok(Value::Int(x as i64)),
+            _ => self.err(format!("unsupported number '{word}'")),
+        }
+    }
+}
+
+fn open_of(close: u8) -> char {
+    match close {
+        b']' => '[',
+        b')' => '(',
+        _ => '{',
+    }
+}
+
+/// Parses one complete value from `text`.
+pub fn parse(text: &str) -> Result<Value, EdnError> {
+    let mut p = Parser::new(text, 1);
+    let v = p.value()?;
+    if !p.at_end() {
+        return p.err("unexpected text after the value");
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_jepsen_op_maps() {
+        let v = parse(r#"{:type :invoke, :f :txn, :value [[:append 11 1] [:r 11 nil]], :process 10, :time 145, :index 0}"#).unwrap();
+        assert_eq!(v.get("type"), Some(&Value::Str("invoke".into())));
+        assert_eq!(v.get("process"), Some(&Value::Int(10)));
+        assert_eq!(
+            v.get("value").unwrap().to_edn(),
+            r#"[["append" 11 1] ["r" 11 nil]]"#
+        );
+    }
+
+    #[test]
+    fn drops_tags_and_discards() {
+        let v = parse(r#"#jepsen.history.Op{:index 3 #_ :ignored :f :read}"#).unwrap();
+        assert_eq!(v.get("index"), Some(&Value::Int(3)));
+        assert_eq!(v.get("f"), Some(&Value::Str("read".into())));
+    }
+
+    #[test]
+    fn json_mode_reads_objects() {
+        let mut p = Parser::new(r#"{"a": [1, null, "x"], "b":-2}"#, 1).json();
+        let v = p.value().unwrap();
+        assert_eq!(v.get("b"), Some(&Value::Int(-2)));
+        assert_eq!(v.get("a").unwrap().to_edn(), r#"[1 nil "x"]"#);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let err = parse("{:a 1\n :b [1 2}").unwrap_err();
+        assert_eq!(err.line, 2, "{err:?}");
+        let err = parse("{:a 1\n\n :b [1 2]").unwrap_err();
+        assert_eq!(err.line, 1);
+        assert!(err.message.contains("never closed"));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let text = "[".repeat(10_000);
+        assert!(parse(&text).unwrap_err().message.contains("nested deeper"));
+    }
+}

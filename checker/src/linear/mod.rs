@@ -1,0 +1,438 @@
+//! Linearizability checking.
+//!
+//! `check(model, history, options)` splits the history into partitions by the model's key
+//! (linearizability is compositional: a history is linearizable iff each object's is), checks
+//! the partitions in parallel with a Wing-Gong-Lowe search (see `search`), and reports a verdict
+//! with a counterexample for the first failing partition: the longest linearizable prefixes and
+//! the operation that cannot be placed after them, as text and as an HTML timeline.
+//!
+//! Outcomes follow Jepsen and Knossos: an `info` operation may take effect at any point after
+//! its invocation, or never (an invocation with no completion is the same); a `fail` did not
+//! take effect and is dropped (a model may keep it as an observation, see
+//! `Register::failed_cas_observed`).
+
+pub mod brute;
+pub mod generate;
+pub mod kv;
+pub mod model;
+pub mod register;
+mod report;
+pub mod search;
+pub mod set;
+
+pub use kv::{Kv, KvUnpartitioned};
+pub use model::{Interner, Model, Prepared};
+pub use register::Register;
+pub use report::{timeline_html, CxOp, CxPrefix, CxStep};
+pub use set::Set;
+
+use crate::error::HistoryError;
+use crate::history::{History, Operation, Outcome};
+use crate::value::Value;
+use crate::Verdict;
+use rayon::prelude::*;
+use search::{Budget, GaveUp, SearchOutcome};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Limits and knobs of one check.
+#[derive(Clone, Debug)]
+pub struct CheckOptions {
+    /// Wall-clock budget for the whole check; `None` for no limit.
+    pub timeout: Option<Duration>,
+    /// Bytes the memos of all partitions may take together before the verdict is `unknown`.
+    pub memo_limit_bytes: usize,
+    /// How many longest prefixes (with different stuck operations) to report.
+    pub max_prefixes: usize,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        CheckOptions {
+            timeout: Some(Duration::from_secs(60)),
+            memo_limit_bytes: 1 << 30,
+            max_prefixes: 3,
+        }
+    }
+}
+
+/// The models `ordeal check --model` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    Register,
+    CasRegister,
+    Kv,
+    KvUnpartitioned,
+    Set,
+}
+
+impl ModelKind {
+    pub const ALL: [ModelKind; 5] = [
+        ModelKind::Register,
+        ModelKind::CasRegister,
+        ModelKind::Kv,
+        ModelKind::KvUnpartitioned,
+        ModelKind::Set,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Register => "register",
+            ModelKind::CasRegister => "cas-register",
+            ModelKind::Kv => "kv",
+            ModelKind::KvUnpartitioned => "kv-unpartitioned",
+            ModelKind::Set => "set",
+        }
+    }
+}
+
+impl std::str::FromStr for ModelKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ModelKind, String> {
+        ModelKind::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ModelKind::ALL.iter().map(|m| m.as_str()).collect();
+                format!("unknown model '{s}' (expected {})", names.join(", "))
+            })
+    }
+}
+
+/// Model options that are not the model's name.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ModelOptions {
+    /// `--failed-cas observed`: a failed cas says the register differed from the expected value.
+    pub failed_cas_observed: bool,
+}
+
+/// Checks `history` against a model named at run time.
+pub fn check_kind(
+    kind: ModelKind,
+    model_options: ModelOptions,
+    history: &History,
+    options: &CheckOptions,
+) -> Result<LinearReport, HistoryError> {
+    match kind {
+        ModelKind::Register => check(&Register::plain(), history, options),
+        ModelKind::CasRegister => check(
+            &Register::cas(model_options.failed_cas_observed),
+            history,
+            options,
+        ),
+        ModelKind::Kv => check(&Kv, history, options),
+        ModelKind::KvUnpartitioned => check(&KvUnpartitioned, history, options),
+        ModelKind::Set => check(&Set, history, options),
+    }
+}
+
+/// The result of a linearizability check, serialisable into results.json.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinearReport {
+    pub model: String,
+    pub verdict: Verdict,
+    /// One line a person reads first.
+    pub summary: String,
+    /// Client operations in the history.
+    pub operations: usize,
+    /// Of which unknown (`info` or never completed).
+    pub indeterminate: usize,
+    /// Of which failed (dropped unless the model keeps them).
+    pub failed: usize,
+    /// Unknown operations dropped up front because "never happened" is always allowed for them.
+    pub pruned: usize,
+    pub partitions: PartitionCounts,
+    /// Why the verdict is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown_reason: Option<String>,
+    /// Keys of partitions left unknown (at most 20 listed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown_partitions: Vec<String>,
+    /// Keys of partitions proven not linearizable (at most 20 listed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub invalid_partitions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counterexample: Option<Counterexample>,
+    pub stats: Stats,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionCounts {
+    pub total: usize,
+    pub valid: usize,
+    pub invalid: usize,
+    pub unknown: usize,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Candidate steps tried by the searches.
+    pub steps: u64,
+    pub backtracks: u64,
+    pub memo_entries: u64,
+    pub memo_bytes: u64,
+    /// Wall-clock time of the check (not deterministic; everything else is, given no budget
+    /// ran out).
+    pub elapsed_ms: u64,
+}
+
+/// Why one partition is not linearizable: its operations, and the longest linearizable
+/// prefixes, each followed by an operation that cannot be placed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Counterexample {
+    /// The partition's key (`null` for an unpartitioned model or keyless operations).
+    pub key: Value,
+    pub model: String,
+    /// Every operation of the partition, in invocation order.
+    pub ops: Vec<CxOp>,
+    /// Longest linearizable prefixes (all of the same length), each with its stuck operation.
+    pub prefixes: Vec<CxPrefix>,
+}
+
+/// Checks a history against a model.
+pub fn check<M: Model>(
+    model: &M,
+    history: &History,
+    options: &CheckOptions,
+) -> Result<LinearReport, HistoryError> {
+    let ops = history.operations()?;
+    check_operations(model, history, &ops, options)
+}
+
+struct PartitionResult {
+    key: Option<Value>,
+    outcome: SearchOutcome,
+    stats: search::SearchStats,
+    pruned: usize,
+    counterexample: Option<Counterexample>,
+}
+
+/// Checks operations already paired from `history` (used for line numbers in errors and
+/// counterexamples).
+pub fn check_operations<M: Model>(
+    model: &M,
+    history: &History,
+    ops: &[Operation],
+    options: &CheckOptions,
+) -> Result<LinearReport, HistoryError> {
+    let start = Instant::now();
+    let budget = Budget::new(options.timeout.map(|t| start + t), options.memo_limit_bytes);
+
+    // Partition by key, in order of first appearance.
+    let mut index: HashMap<Option<Value>, usize> = HashMap::new();
+    let mut groups: Vec<(Option<Value>, Vec<usize>)> = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        if op.outcome == Outcome::Fail && !model.keep_failed(op) {
+            continue;
+        }
+        let key = model.partition_key(op);
+        let g = match index.get(&key) {
+            Some(&g) => g,
+            None => {
+                index.insert(key.clone(), groups.len());
+                groups.push((key, Vec::new()));
+                groups.len() - 1
+            }
+        };
+        groups[g].1.push(i);
+    }
+
+    let results: Vec<Result<PartitionResult, HistoryError>> = groups
+        .into_par_iter()
+        .map(|(key, members)| check_partition(model, history, ops, key, &members, &budget, options))
+        .collect();
+
+    let mut parts = Vec::with_capacity(results.len());
+    for r in results {
+        parts.push(r?);
+    }
+
+    let mut counts = PartitionCounts {
+        total: parts.len(),
+        ..Default::default()
+    };
+    let mut stats = Stats::default();
+    let mut verdict = Verdict::Valid;
+    let mut unknown_partitions = Vec::new();
+    let mut invalid_partitions = Vec::new();
+    let mut gave_up = None;
+    let mut counterexample = None;
+    let mut pruned = 0;
+    for p in &mut parts {
+        stats.steps += p.stats.steps;
+        stats.backtracks += p.stats.backtracks;
+        stats.memo_entries += p.stats.memo_entries;
+        stats.memo_bytes += p.stats.memo_bytes;
+        pruned += p.pruned;
+        let key_name = || {
+            p.key
+                .as_ref()
+                .map_or("(no key)".to_string(), |k| k.to_edn())
+        };
+        match &p.outcome {
+            SearchOutcome::Valid => counts.valid += 1,
+            SearchOutcome::Invalid(_) => {
+                counts.invalid += 1;
+                verdict = Verdict::Invalid;
+                if invalid_partitions.len() < 20 {
+                    invalid_partitions.push(key_name());
+                }
+                if counterexample.is_none() {
+                    counterexample = p.counterexample.take();
+                }
+            }
+            SearchOutcome::Unknown(why) => {
+                counts.unknown += 1;
+                verdict = verdict.worst(Verdict::Unknown);
+                gave_up = gave_up.or(Some(*why));
+                if unknown_partitions.len() < 20 {
+                    unknown_partitions.push(key_name());
+                }
+            }
+        }
+    }
+    stats.elapsed_ms = start.elapsed().as_millis() as u64;
+
+    let indeterminate = ops.iter().filter(|o| o.outcome == Outcome::Info).count();
+    let failed = ops.iter().filter(|o| o.outcome == Outcome::Fail).count();
+    let unknown_reason = gave_up.map(|why| {
+        let what = match why {
+            GaveUp::Time => format!(
+                "time budget of {} ran out",
+                options
+                    .timeout
+                    .map_or("?".into(), |t| format!("{:.1}s", t.as_secs_f64()))
+            ),
+            GaveUp::Memory => format!(
+                "memory budget of {} MiB for the search memo ran out",
+                options.memo_limit_bytes >> 20
+            ),
+        };
+        format!(
+            "{what}; {} of {} partitions proven linearizable, {} not, {} undecided",
+            counts.valid, counts.total, counts.invalid, counts.unknown
+        )
+    });
+    let summary = match verdict {
+        Verdict::Valid if ops.is_empty() => "empty history: valid".to_string(),
+        Verdict::Valid => format!(
+            "valid: linearizable ({} operations, {} partition{})",
+            ops.len(),
+            counts.total,
+            if counts.total == 1 { "" } else { "s" }
+        ),
+        Verdict::Invalid => format!(
+            "invalid: not linearizable ({} of {} partitions fail{})",
+            counts.invalid,
+            counts.total,
+            counterexample
+                .as_ref()
+                .map(|c: &Counterexample| if c.key.is_null() {
+                    String::new()
+                } else {
+                    format!("; first: key {}", c.key.to_edn())
+                })
+                .unwrap_or_default()
+        ),
+        Verdict::Unknown => format!("unknown: {}", unknown_reason.clone().unwrap_or_default()),
+    };
+    Ok(LinearReport {
+        model: model.name().to_string(),
+        verdict,
+        summary,
+        operations: ops.len(),
+        indeterminate,
+        failed,
+        pruned,
+        partitions: counts,
+        unknown_reason,
+        unknown_partitions,
+        invalid_partitions,
+        counterexample,
+        stats,
+    })
+}
+
+fn check_partition<M: Model>(
+    model: &M,
+    history: &History,
+    ops: &[Operation],
+    key: Option<Value>,
+    members: &[usize],
+    budget: &Budget,
+    options: &CheckOptions,
+) -> Result<PartitionResult, HistoryError> {
+    let mut ctx = M::Ctx::default();
+    let mut prepared: Vec<Prepared<M>> = Vec::with_capacity(members.len());
+    for &i in members {
+        let op = &ops[i];
+        match model.prepare(op, &mut ctx) {
+            Err(message) => {
+                return Err(history.error_at(
+                    op.invoke_pos,
+                    format!("{} {}: {message}", op.f, op.input.to_edn()),
+                ))
+            }
+            Ok(None) => {}
+            Ok(Some((input, output))) => {
+                // A definite op needs a completion to bound it; anything else is optional.
+                let output = output.filter(|_| op.complete_pos.is_some());
+                prepared.push(Prepared {
+                    ret: if output.is_some() {
+                        op.complete_pos
+                    } else {
+                        None
+                    },
+                    input,
+                    output,
+                    op: i,
+                    call: op.invoke_pos,
+                });
+            }
+        }
+    }
+    model.finish(&mut ctx, &prepared);
+    let mut prune = model.prunable(&ctx, &prepared);
+    prune.resize(prepared.len(), false);
+    for (p, o) in prune.iter_mut().zip(&prepared) {
+        *p &= o.optional();
+    }
+    let pruned = prune.iter().filter(|&&p| p).count();
+    let (outcome, stats) = search::search(
+        model,
+        &ctx,
+        &prepared,
+        &prune,
+        budget,
+        options.max_prefixes.max(1),
+    );
+    let counterexample = match &outcome {
+        SearchOutcome::Invalid(stuck) => Some(report::build_counterexample(
+            model, &ctx, history, ops, &key, &prepared, &prune, stuck,
+        )),
+        _ => None,
+    };
+    Ok(PartitionResult {
+        key,
+        outcome,
+        stats,
+        pruned,
+        counterexample,
+    })
+}
+
+impl LinearReport {
+    /// The report as text a person can follow: the verdict, and for an invalid history the
+    /// counterexample.
+    pub fn to_text(&self) -> String {
+        report::text(self)
+    }
+
+    /// A self-contained HTML page with the verdict and, if invalid, the timeline of the first
+    /// failing partition.
+    pub fn to_html(&self, title: &str) -> String {
+        report::html_page(self, title)
+    }
+}
