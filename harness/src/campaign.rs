@@ -34,6 +34,8 @@ pub struct TestSpec {
     pub net: Option<String>,
     pub nemesis_interval_ms: Option<String>,
     pub nemesis_hold_ms: Option<String>,
+    pub nemesis_targets: Option<String>,
+    pub partition_shapes: Option<String>,
     pub op_timeout_ms: Option<u64>,
     pub recovery_s: Option<u64>,
     pub ops_per_key: Option<u64>,

@@ -41,7 +41,8 @@ pub fn parse_nemesis(s: &str) -> Result<Vec<FaultKind>> {
     Ok(kinds)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Target {
     One,
     Minority,
@@ -50,7 +51,8 @@ pub enum Target {
     Leader,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Shape {
     IsolateOne,
     IsolateLeader,
@@ -69,6 +71,55 @@ impl Shape {
             Shape::Bridge => "bridge",
         }
     }
+}
+
+pub const ALL_TARGETS: [Target; 5] = [
+    Target::One,
+    Target::Minority,
+    Target::Majority,
+    Target::All,
+    Target::Leader,
+];
+pub const ALL_SHAPES: [Shape; 5] = [
+    Shape::IsolateOne,
+    Shape::IsolateLeader,
+    Shape::Halves,
+    Shape::MajoritiesRing,
+    Shape::Bridge,
+];
+
+/// Parses `--nemesis-targets`: `all-kinds` or a comma list of one, minority, majority, all,
+/// leader.
+pub fn parse_targets(s: &str) -> Result<Vec<Target>> {
+    if s == "any" {
+        return Ok(ALL_TARGETS.to_vec());
+    }
+    s.split(',')
+        .map(|t| match t.trim() {
+            "one" => Ok(Target::One),
+            "minority" => Ok(Target::Minority),
+            "majority" => Ok(Target::Majority),
+            "all" => Ok(Target::All),
+            "leader" => Ok(Target::Leader),
+            other => bail!("--nemesis-targets: unknown target {other:?}; expected any or one, minority, majority, all, leader"),
+        })
+        .collect()
+}
+
+/// Parses `--partition-shapes`: `any` or a comma list of shape names.
+pub fn parse_shapes(s: &str) -> Result<Vec<Shape>> {
+    if s == "any" {
+        return Ok(ALL_SHAPES.to_vec());
+    }
+    s.split(',')
+        .map(|t| {
+            ALL_SHAPES.iter().copied().find(|sh| sh.as_str() == t.trim()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--partition-shapes: unknown shape {t:?}; expected any or isolate-one, isolate-leader, halves, majorities-ring, bridge"
+                )
+            })
+        })
+        .collect()
 }
 
 /// The nodes (indices) a process fault hits.
@@ -170,6 +221,10 @@ pub struct NemesisConfig {
     /// How long a fault is held, drawn uniformly from this range.
     pub hold_ms: (u64, u64),
     pub seed: u64,
+    /// Which nodes pause and kill may hit.
+    pub targets: Vec<Target>,
+    /// Which partition shapes may be used.
+    pub shapes: Vec<Shape>,
 }
 
 /// The fault being held now, for undoing it.
@@ -260,15 +315,11 @@ impl Nemesis {
                     }
                 }
                 FaultKind::Partition => {
-                    let shape = *[
-                        Shape::IsolateOne,
-                        Shape::IsolateLeader,
-                        Shape::Halves,
-                        Shape::MajoritiesRing,
-                        Shape::Bridge,
-                    ]
-                    .choose(&mut rng)
-                    .expect("shapes");
+                    let shape = *self
+                        .config
+                        .shapes
+                        .choose(&mut rng)
+                        .expect("shapes not empty");
                     let cuts = partition_cuts(shape, n, leader, &mut rng);
                     self.net.cut(&cuts)?;
                     let label = shape.as_str().to_string();
@@ -381,5 +432,16 @@ mod tests {
         );
         assert_eq!(parse_nemesis("all").unwrap().len(), 3);
         assert!(parse_nemesis("flood").is_err());
+        assert_eq!(
+            parse_targets("majority,all").unwrap(),
+            vec![Target::Majority, Target::All]
+        );
+        assert!(parse_targets("most").is_err());
+        assert_eq!(parse_shapes("any").unwrap().len(), 5);
+        assert_eq!(
+            parse_shapes("isolate-leader").unwrap(),
+            vec![Shape::IsolateLeader]
+        );
+        assert!(parse_shapes("ring").is_err());
     }
 }

@@ -64,6 +64,14 @@ pub struct TestArgs {
     /// How long each fault is held, `MIN-MAX` milliseconds.
     #[arg(long, default_value = "3000-8000")]
     pub nemesis_hold_ms: String,
+    /// Which nodes pause and kill hit: `any` or a comma list of one, minority, majority, all,
+    /// leader.
+    #[arg(long, default_value = "any")]
+    pub nemesis_targets: String,
+    /// Which partitions to use: `any` or a comma list of isolate-one, isolate-leader, halves,
+    /// majorities-ring, bridge.
+    #[arg(long, default_value = "any")]
+    pub partition_shapes: String,
     /// Quiet time after healing before the final reads.
     #[arg(long, default_value_t = 3)]
     pub recovery_s: u64,
@@ -130,6 +138,8 @@ impl TestArgs {
         if self.rate < 0.0 || !self.rate.is_finite() {
             bail!("--rate {}: expected a non-negative number", self.rate);
         }
+        nemesis::parse_targets(&self.nemesis_targets)?;
+        nemesis::parse_shapes(&self.partition_shapes)?;
         parse_range(&self.nemesis_interval_ms, "--nemesis-interval-ms")?;
         parse_range(&self.nemesis_hold_ms, "--nemesis-hold-ms")?;
         Ok(())
@@ -160,6 +170,12 @@ impl TestArgs {
         );
         if let Some(b) = &self.bug {
             c.push_str(&format!(" --bug {b}"));
+        }
+        if self.nemesis_targets != "any" {
+            c.push_str(&format!(" --nemesis-targets {}", self.nemesis_targets));
+        }
+        if self.partition_shapes != "any" {
+            c.push_str(&format!(" --partition-shapes {}", self.partition_shapes));
         }
         if let Some(k) = self.ops_per_key {
             c.push_str(&format!(" --ops-per-key {k}"));
@@ -560,7 +576,7 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
         (!args.no_history_file).then_some(history_path.as_path()),
         start,
     )?;
-    let mut gen_config = GeneratorConfig::for_workload(workload, seed);
+    let mut gen_config = GeneratorConfig::for_workload(workload, seed, args.concurrency);
     if let Some(k) = args.ops_per_key {
         gen_config.ops_per_key = k.max(1);
     }
@@ -595,6 +611,8 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
                 interval_ms: parse_range(&args.nemesis_interval_ms, "--nemesis-interval-ms")?,
                 hold_ms: parse_range(&args.nemesis_hold_ms, "--nemesis-hold-ms")?,
                 seed,
+                targets: nemesis::parse_targets(&args.nemesis_targets)?,
+                shapes: nemesis::parse_shapes(&args.partition_shapes)?,
             },
             cluster: cluster.clone(),
             net: net.clone(),

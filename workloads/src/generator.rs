@@ -31,20 +31,21 @@ pub struct GeneratorConfig {
 }
 
 impl GeneratorConfig {
-    /// Defaults per workload: a few hot keys for the register (contention is the point), many
-    /// keys for kv.
-    pub fn for_workload(workload: WorkloadKind, seed: u64) -> GeneratorConfig {
+    /// Defaults per workload: hot keys for the register (contention is the point), but about
+    /// three clients per key at once, so each key's history stays cheap to check; many keys for
+    /// kv.
+    pub fn for_workload(workload: WorkloadKind, seed: u64, concurrency: usize) -> GeneratorConfig {
         match workload {
             WorkloadKind::Register => GeneratorConfig {
                 workload,
                 seed,
-                active_keys: 4,
-                ops_per_key: 400,
+                active_keys: (concurrency / 3).max(4),
+                ops_per_key: 200,
             },
             WorkloadKind::Kv => GeneratorConfig {
                 workload,
                 seed,
-                active_keys: 64,
+                active_keys: concurrency.max(64),
                 ops_per_key: 100,
             },
         }
@@ -199,7 +200,7 @@ mod tests {
 
     #[test]
     fn register_writes_are_unique_per_key() {
-        let mut g = Generator::new(GeneratorConfig::for_workload(WorkloadKind::Register, 1));
+        let mut g = Generator::new(GeneratorConfig::for_workload(WorkloadKind::Register, 1, 16));
         let mut seen = std::collections::HashSet::new();
         for _ in 0..2000 {
             let op = g.next_op();
