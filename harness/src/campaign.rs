@@ -88,6 +88,8 @@ impl TestSpec {
         push("--net", pick!(self, d, net));
         push("--nemesis-interval-ms", pick!(self, d, nemesis_interval_ms));
         push("--nemesis-hold-ms", pick!(self, d, nemesis_hold_ms));
+        push("--nemesis-targets", pick!(self, d, nemesis_targets));
+        push("--partition-shapes", pick!(self, d, partition_shapes));
         push(
             "--op-timeout-ms",
             pick!(self, d, op_timeout_ms).map(|v| v.to_string()),
@@ -236,7 +238,7 @@ mod tests {
         let good = dir.join("good.toml");
         std::fs::write(
             &good,
-            "[defaults]\ntime_limit_s = 7\nexpect = \"valid\"\n[[test]]\nnemesis = \"kill\"\n[[test]]\nbug = \"x\"\nexpect = \"invalid\"\n",
+            "[defaults]\ntime_limit_s = 7\nexpect = \"valid\"\n[[test]]\nnemesis = \"kill\"\nnemesis_targets = \"leader\"\n[[test]]\nbug = \"x\"\nexpect = \"invalid\"\n",
         )
         .unwrap();
         let c = load(&good).unwrap();

@@ -96,12 +96,14 @@ fn fault_end_for(f: &str) -> Option<&'static str> {
     }
 }
 
-/// Pairs nemesis start and stop events into intervals (one fault at a time, as the nemesis runs
-/// them). An interval never stopped ends at the last event.
+/// Pairs nemesis start and stop events into intervals. Faults of different kinds may overlap
+/// (one nemesis per kind runs at once); each kind holds one fault at a time. An interval never
+/// stopped ends at the last event.
 pub fn fault_intervals(events: &[Event]) -> Vec<FaultInterval> {
     let end_time = events.last().map(|e| e.time).unwrap_or(0);
     let mut out = Vec::new();
-    let mut open: Option<(String, String, i64)> = None;
+    // Open fault per start-f.
+    let mut open: BTreeMap<String, (String, i64)> = BTreeMap::new();
     for e in events.iter().filter(|e| e.process == Process::Nemesis) {
         if fault_end_for(&e.f).is_some() {
             let label = match &e.value {
@@ -118,21 +120,22 @@ pub fn fault_intervals(events: &[Event]) -> Vec<FaultInterval> {
             } else {
                 format!("{} {label}", e.f)
             };
-            open = Some((e.f.clone(), label, e.time));
-        } else if let Some((f, label, start_ns)) = open.take() {
-            if fault_end_for(&f) == Some(e.f.as_str()) {
+            open.insert(e.f.clone(), (label, e.time));
+        } else if let Some(start_f) = ["pause", "kill", "start-partition"]
+            .into_iter()
+            .find(|f| fault_end_for(f) == Some(e.f.as_str()))
+        {
+            if let Some((label, start_ns)) = open.remove(start_f) {
                 out.push(FaultInterval {
-                    f,
+                    f: start_f.to_string(),
                     label,
                     start_ns,
                     end_ns: e.time,
                 });
-            } else {
-                open = Some((f, label, start_ns));
             }
         }
     }
-    if let Some((f, label, start_ns)) = open {
+    for (f, (label, start_ns)) in open {
         out.push(FaultInterval {
             f,
             label,
@@ -140,6 +143,7 @@ pub fn fault_intervals(events: &[Event]) -> Vec<FaultInterval> {
             end_ns: end_time,
         });
     }
+    out.sort_by_key(|f| f.start_ns);
     out
 }
 

@@ -239,8 +239,8 @@ pub struct Nemesis {
     pub cluster: Arc<Mutex<Cluster>>,
     pub net: Arc<Net>,
     pub recorder: Recorder,
-    /// What the progress bar shows as the current fault.
-    pub current: Arc<std::sync::Mutex<String>>,
+    /// What the progress bar shows as the current faults, one entry per nemesis.
+    pub current: Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
 }
 
 fn names(idx: &[usize]) -> Value {
@@ -258,7 +258,13 @@ impl Nemesis {
     }
 
     fn set_current(&self, s: &str) {
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = s.to_string();
+        let key = format!("{:?}", self.config.kinds);
+        let mut map = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if s == "none" {
+            map.remove(&key);
+        } else {
+            map.insert(key, s.to_string());
+        }
     }
 
     /// Runs faults until `stop` turns true; always leaves everything healed.

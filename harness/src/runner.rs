@@ -586,7 +586,7 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
         args.concurrency.max(8),
     )?;
     let counters = Arc::new(Counters::default());
-    let current_fault = Arc::new(std::sync::Mutex::new("none".to_string()));
+    let current_fault = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut clients = Vec::with_capacity(args.concurrency);
@@ -604,23 +604,35 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
             stop_rx.clone(),
         )));
     }
-    let nemesis_task = tokio::spawn(
-        Nemesis {
-            config: NemesisConfig {
-                kinds,
-                interval_ms: parse_range(&args.nemesis_interval_ms, "--nemesis-interval-ms")?,
-                hold_ms: parse_range(&args.nemesis_hold_ms, "--nemesis-hold-ms")?,
-                seed,
-                targets: nemesis::parse_targets(&args.nemesis_targets)?,
-                shapes: nemesis::parse_shapes(&args.partition_shapes)?,
-            },
-            cluster: cluster.clone(),
-            net: net.clone(),
-            recorder: recorder.clone(),
-            current: current_fault.clone(),
-        }
-        .run(stop_rx.clone()),
-    );
+    // One nemesis per fault kind, running at once, as Jepsen composes them: a kill can land
+    // in the middle of a partition, which is where leader changes go wrong.
+    let interval_ms = parse_range(&args.nemesis_interval_ms, "--nemesis-interval-ms")?;
+    let hold_ms = parse_range(&args.nemesis_hold_ms, "--nemesis-hold-ms")?;
+    let targets = nemesis::parse_targets(&args.nemesis_targets)?;
+    let shapes = nemesis::parse_shapes(&args.partition_shapes)?;
+    let nemesis_tasks: Vec<_> = kinds
+        .iter()
+        .enumerate()
+        .map(|(k, kind)| {
+            tokio::spawn(
+                Nemesis {
+                    config: NemesisConfig {
+                        kinds: vec![*kind],
+                        interval_ms,
+                        hold_ms,
+                        seed: seed.wrapping_add(k as u64 * 0x5851_f42d),
+                        targets: targets.clone(),
+                        shapes: shapes.clone(),
+                    },
+                    cluster: cluster.clone(),
+                    net: net.clone(),
+                    recorder: recorder.clone(),
+                    current: current_fault.clone(),
+                }
+                .run(stop_rx.clone()),
+            )
+        })
+        .collect();
 
     let progress = if args.no_progress {
         indicatif::ProgressBar::hidden()
@@ -641,7 +653,14 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
         tokio::spawn(async move {
             loop {
                 pb.set_position(start.elapsed().as_secs());
-                let fault = current.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let fault = {
+                    let map = current.lock().unwrap_or_else(|e| e.into_inner());
+                    if map.is_empty() {
+                        "none".to_string()
+                    } else {
+                        map.values().cloned().collect::<Vec<_>>().join(" + ")
+                    }
+                };
                 pb.set_message(format!(
                     "ok {} fail {} info {} | fault: {fault}",
                     counters.ok.load(Ordering::Relaxed),
@@ -669,7 +688,10 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
         + counters.fail.load(Ordering::Relaxed)
         + counters.info.load(Ordering::Relaxed);
     let throughput = ops_main as f64 / main_elapsed.as_secs_f64();
-    let nemesis_result = nemesis_task.await;
+    let mut nemesis_results = Vec::new();
+    for t in nemesis_tasks {
+        nemesis_results.push(t.await);
+    }
     let _ = ticker.await;
     progress.finish_and_clear();
     if interrupted {
@@ -679,8 +701,10 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
     // Heal everything, whatever the nemesis managed to do.
     let heal_result = net.heal();
     let proc_heal = cluster.lock().await.heal_processes();
-    if let Ok(Err(e)) | Err(e) = nemesis_result.map_err(anyhow::Error::from) {
-        tracing::error!("nemesis: {e:#}");
+    for r in nemesis_results {
+        if let Ok(Err(e)) | Err(e) = r.map_err(anyhow::Error::from) {
+            tracing::error!("nemesis: {e:#}");
+        }
     }
     if let Err(e) = &heal_result {
         tracing::error!("healing the network: {e:#}");

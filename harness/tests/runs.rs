@@ -1,5 +1,6 @@
-//! Interrupting `ordeal test` in the middle of a partition leaves nothing behind: no store
-//! process, no proxy listener, no iptables rule, no network namespace.
+//! Whole runs of `ordeal test` against the fake store: interrupting mid-partition leaves nothing
+//! behind (no store process, no proxy listener, no iptables rule, no network namespace), and the
+//! verdict pipeline tells a correct store from a lossy one.
 //!
 //! Runs against `ordeal-fake-kv` (built with this crate) so it needs no other crate's binary.
 
@@ -235,5 +236,89 @@ fn interrupt_mid_partition_with_netns_leaves_nothing() {
         !host_rules.status.success(),
         "host has an ORDEAL chain after the run"
     );
+    let _ = std::fs::remove_dir_all(&results);
+}
+
+/// Runs a short test against the fake store and returns (exit code, results.json).
+fn run_fake(results: &Path, bug: Option<&str>) -> (i32, serde_json::Value) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ordeal"));
+    cmd.args([
+        "test",
+        "--no-progress",
+        "--nemesis",
+        "kill",
+        "--nemesis-targets",
+        "leader",
+    ])
+    .args([
+        "--nemesis-interval-ms",
+        "400-700",
+        "--nemesis-hold-ms",
+        "300-500",
+    ])
+    .args([
+        "--time-limit",
+        "5",
+        "--rate",
+        "300",
+        "--concurrency",
+        "6",
+        "--seed",
+        "5",
+    ])
+    .args(["--net", "proxy", "--recovery-s", "1"])
+    .arg("--store-bin")
+    .arg(fake_store())
+    .arg("--results")
+    .arg(results)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    if let Some(b) = bug {
+        cmd.args(["--bug", b]);
+    }
+    let status = cmd.status().expect("run ordeal");
+    let latest = results.join("latest");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(latest.join("results.json")).unwrap())
+            .unwrap();
+    for f in [
+        "history.jsonl",
+        "config.json",
+        "report.html",
+        "latency-raw.png",
+        "latency-quantiles.png",
+        "rate.png",
+        "ordeal.log",
+        "nodes/n1.log",
+    ] {
+        assert!(
+            latest.join(f).is_file(),
+            "{f} missing from the run directory"
+        );
+    }
+    (status.code().unwrap_or(-1), r)
+}
+
+#[test]
+fn end_to_end_verdicts_against_the_fake_store() {
+    // The correct fake is linearizable under kills of its leader...
+    let results = temp_dir("e2e-valid");
+    let (code, r) = run_fake(&results, None);
+    assert_eq!(r["verdict"], "valid", "{r:#}");
+    assert_eq!(code, 0);
+    let _ = std::fs::remove_dir_all(&results);
+    // ...and the one that acks writes it never logs loses them on a kill, which the run finds.
+    let results = temp_dir("e2e-lost");
+    let (code, r) = run_fake(&results, Some("lost-writes"));
+    assert_eq!(r["verdict"], "invalid", "{r:#}");
+    assert_eq!(code, 1);
+    let lin = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "linearizable")
+        .unwrap();
+    assert_eq!(lin["verdict"], "invalid");
     let _ = std::fs::remove_dir_all(&results);
 }
