@@ -7,6 +7,7 @@ use clap::Args;
 use ordeal_checker::linear::{self, CheckOptions, LinearReport, ModelKind, ModelOptions};
 use ordeal_checker::read::{read_path, Format};
 use ordeal_checker::HistoryError;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -100,18 +101,20 @@ fn run_inner(args: &CheckArgs) -> Result<i32, String> {
             linear::check_kind(kind, model_options, &history, &options).map_err(in_file)?
         }
     };
+    // Write errors on stdout (a closed pipe, as in `| head`) are not the tool failing.
+    let mut out = std::io::stdout().lock();
     if args.json {
         let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        println!("{json}");
+        let _ = writeln!(out, "{json}");
     } else {
-        print!("{}: {}", display_name(&args.file), report.to_text());
+        let _ = write!(out, "{}: {}", display_name(&args.file), report.to_text());
     }
     if let Some(path) = &args.html {
         let title = format!("{} — {}", display_name(&args.file), report.model);
         std::fs::write(path, report.to_html(&title))
             .map_err(|e| format!("{}: {e}", path.display()))?;
         if !args.json {
-            println!("HTML timeline written to {}", path.display());
+            let _ = writeln!(out, "HTML timeline written to {}", path.display());
         }
     }
     Ok(report.verdict.exit_code())

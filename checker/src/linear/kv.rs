@@ -17,15 +17,16 @@ use crate::value::Value;
 pub const JUNK: u32 = u32::MAX;
 const ROOT: u32 = 0;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KvOp {
     Get,
     Put(u32),
-    Append(u32),
+    /// The string, and the op's index in its partition (for the junk lookahead).
+    Append(u32, u32),
 }
 
 /// An input: the key (its index, always 0 when partitioned) and the operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct KvInput {
     pub key: u32,
     pub op: KvOp,
@@ -37,6 +38,8 @@ pub type KvOutput = u32;
 /// Tables shared by the steps of one partition.
 #[derive(Debug, Default)]
 pub struct KvCtx {
+    /// Turns the junk lookahead off (for the brute-force reference in tests).
+    pub lookahead_off: bool,
     /// Every string seen, interned.
     pub strings: Interner,
     /// Keys (unpartitioned model only).
@@ -44,6 +47,10 @@ pub struct KvCtx {
     trie: Trie,
     /// Trie node of each interned string (`JUNK` if no get returned a string it begins).
     node_of: Vec<u32>,
+    /// Operations prepared so far (the index the next one gets).
+    prepared: u32,
+    /// Look ahead: by op index, appends after which an unobservable value is fatal.
+    junk_fatal: Vec<bool>,
 }
 
 /// A byte trie with first-child / next-sibling links.
@@ -145,16 +152,18 @@ fn prepare_kv(
                 return Ok(None);
             }
             let out = string(&op.output, ctx)?;
+            ctx.prepared += 1;
             return Ok(Some((KvInput { key, op: KvOp::Get }, Some(out))));
         }
         "put" | "write" => KvOp::Put(string(&op.input, ctx)?),
-        "append" => KvOp::Append(string(&op.input, ctx)?),
+        "append" => KvOp::Append(string(&op.input, ctx)?, ctx.prepared),
         f => {
             return Err(format!(
                 "the {name} model has no operation '{f}' (expected get, put or append)"
             ))
         }
     };
+    ctx.prepared += 1;
     Ok(Some((KvInput { key, op: kv }, known.then_some(u32::MAX))))
 }
 
@@ -176,6 +185,89 @@ fn finish_kv<M: Model<Input = KvInput, Output = KvOutput, Ctx = KvCtx>>(
         .map(|id| trie.walk(ROOT, &str_of(ctx, id)))
         .collect();
     ctx.trie = trie;
+    ctx.junk_fatal = if ctx.lookahead_off {
+        vec![false; ops.len()]
+    } else {
+        junk_fatal(ops)
+    };
+}
+
+/// For each definite append X: whether a value no get can return is fatal right after it,
+/// because some get on the same key must come after X (it was invoked after X completed) and
+/// no put on that key can come in between to overwrite the value. Appends keep such a value
+/// unobservable, so that get would fail: the search may reject X's step at once instead of
+/// discovering the failure much later (which, checking many keys as one object, costs an
+/// exponential number of interleavings of the other keys).
+fn junk_fatal<M: Model<Input = KvInput, Output = KvOutput, Ctx = KvCtx>>(
+    ops: &[Prepared<M>],
+) -> Vec<bool> {
+    use std::collections::HashMap;
+    // Per key: definite gets (call, ret) and puts (call, ret or MAX if unknown).
+    let mut gets: HashMap<u32, Vec<(usize, usize)>> = HashMap::new();
+    let mut puts: HashMap<u32, Vec<(usize, usize)>> = HashMap::new();
+    for o in ops {
+        match (o.input.op, o.ret) {
+            (KvOp::Get, Some(ret)) if o.output.is_some() => {
+                gets.entry(o.input.key).or_default().push((o.call, ret))
+            }
+            (KvOp::Put(_), ret) => puts
+                .entry(o.input.key)
+                .or_default()
+                .push((o.call, ret.unwrap_or(usize::MAX))),
+            _ => {}
+        }
+    }
+    // Gets by call with the suffix minimum of their completions; puts by call with the prefix
+    // maximum of theirs.
+    let gets: HashMap<u32, (Vec<usize>, Vec<usize>)> = gets
+        .into_iter()
+        .map(|(k, mut g)| {
+            g.sort_unstable();
+            let mut min_ret = vec![usize::MAX; g.len() + 1];
+            for i in (0..g.len()).rev() {
+                min_ret[i] = min_ret[i + 1].min(g[i].1);
+            }
+            (k, (g.iter().map(|x| x.0).collect(), min_ret))
+        })
+        .collect();
+    let puts: HashMap<u32, (Vec<usize>, Vec<usize>)> = puts
+        .into_iter()
+        .map(|(k, mut p)| {
+            p.sort_unstable();
+            let mut max_ret = Vec::with_capacity(p.len());
+            let mut m = 0;
+            for x in &p {
+                m = m.max(x.1);
+                max_ret.push(m);
+            }
+            (k, (p.iter().map(|x| x.0).collect(), max_ret))
+        })
+        .collect();
+    ops.iter()
+        .map(|o| {
+            let (KvOp::Append(..), Some(x_ret), Some(_)) = (o.input.op, o.ret, o.output) else {
+                return false;
+            };
+            let Some((calls, min_ret)) = gets.get(&o.input.key) else {
+                return false;
+            };
+            // The get invoked after X completed that must complete first.
+            let first = calls.partition_point(|&c| c <= x_ret);
+            let g_ret = min_ret[first];
+            if g_ret == usize::MAX {
+                return false;
+            }
+            // A put invoked before that get completed, and completing after X began, could
+            // go in between.
+            match puts.get(&o.input.key) {
+                None => true,
+                Some((p_calls, max_ret)) => {
+                    let n = p_calls.partition_point(|&c| c < g_ret);
+                    n == 0 || max_ret[n - 1] <= o.call
+                }
+            }
+        })
+        .collect()
 }
 
 fn step_key(ctx: &KvCtx, s: u32, op: KvOp, output: Option<&KvOutput>) -> Option<u32> {
@@ -185,13 +277,20 @@ fn step_key(ctx: &KvCtx, s: u32, op: KvOp, output: Option<&KvOutput>) -> Option<
             None => Some(s),
         },
         KvOp::Put(v) => Some(ctx.node_of[v as usize]),
-        KvOp::Append(v) => Some(if s == JUNK {
+        KvOp::Append(v, id) => Some(if s == JUNK {
+            if ctx.junk_fatal[id as usize] {
+                return None;
+            }
             JUNK
         } else {
-            match ctx.strings.value(v) {
+            let next = match ctx.strings.value(v) {
                 Value::Str(a) => ctx.trie.walk(s, a.as_bytes()),
                 _ => s,
+            };
+            if next == JUNK && ctx.junk_fatal[id as usize] {
+                return None;
             }
+            next
         }),
     }
 }
@@ -216,7 +315,7 @@ fn prunable_kv<M: Model<Input = KvInput, Output = KvOutput, Ctx = KvCtx>>(
                 && match o.input.op {
                     KvOp::Get => true,
                     KvOp::Put(v) => ctx.node_of[v as usize] == JUNK,
-                    KvOp::Append(v) => {
+                    KvOp::Append(v, _) => {
                         let a = ctx.strings.value(v).as_str().unwrap_or("");
                         !a.is_empty() && !gets.iter().any(|g| g.contains(a))
                     }
@@ -234,8 +333,18 @@ fn describe_key(ctx: &KvCtx, node: u32) -> String {
 }
 
 /// `kv`: get/put/append, each key checked on its own.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Kv;
+#[derive(Clone, Copy, Debug)]
+pub struct Kv {
+    /// Reject an append at once when it leaves a value no later get can see (see
+    /// `junk_fatal`). On by default; off only to cross-check against the plain model.
+    pub lookahead: bool,
+}
+
+impl Default for Kv {
+    fn default() -> Self {
+        Kv { lookahead: true }
+    }
+}
 
 impl Model for Kv {
     type Input = KvInput;
@@ -252,6 +361,7 @@ impl Model for Kv {
         op: &Operation,
         ctx: &mut KvCtx,
     ) -> Result<Option<(KvInput, Option<KvOutput>)>, String> {
+        ctx.lookahead_off = !self.lookahead;
         prepare_kv(op, ctx, 0, self.name())
     }
 
@@ -277,14 +387,28 @@ impl Model for Kv {
         prunable_kv(ctx, ops)
     }
 
+    fn read_only(&self, input: &KvInput, _output: Option<&KvOutput>) -> bool {
+        input.op == KvOp::Get
+    }
+
     fn describe_state(&self, ctx: &KvCtx, &s: &u32) -> String {
         describe_key(ctx, s)
     }
 }
 
 /// `kv-unpartitioned`: the same operations, checked as one map-valued object.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct KvUnpartitioned;
+#[derive(Clone, Copy, Debug)]
+pub struct KvUnpartitioned {
+    /// Reject an append at once when it leaves a value no later get can see (see
+    /// `junk_fatal`). On by default; off only to cross-check against the plain model.
+    pub lookahead: bool,
+}
+
+impl Default for KvUnpartitioned {
+    fn default() -> Self {
+        KvUnpartitioned { lookahead: true }
+    }
+}
 
 impl Model for KvUnpartitioned {
     type Input = KvInput;
@@ -306,6 +430,7 @@ impl Model for KvUnpartitioned {
         op: &Operation,
         ctx: &mut KvCtx,
     ) -> Result<Option<(KvInput, Option<KvOutput>)>, String> {
+        ctx.lookahead_off = !self.lookahead;
         let key = ctx.keys.intern(op.key.as_ref().unwrap_or(&Value::Null));
         prepare_kv(op, ctx, key, self.name())
     }
@@ -337,6 +462,21 @@ impl Model for KvUnpartitioned {
 
     fn prunable(&self, ctx: &KvCtx, ops: &[Prepared<Self>]) -> Vec<bool> {
         prunable_kv(ctx, ops)
+    }
+
+    fn component(&self, input: &KvInput) -> Option<u32> {
+        Some(input.key)
+    }
+
+    fn project(&self, s: &Box<[u32]>, component: u32) -> Box<[u32]> {
+        s.iter()
+            .enumerate()
+            .map(|(k, &n)| if k as u32 == component { n } else { ROOT })
+            .collect()
+    }
+
+    fn read_only(&self, input: &KvInput, _output: Option<&KvOutput>) -> bool {
+        input.op == KvOp::Get
     }
 
     fn describe_state(&self, ctx: &KvCtx, s: &Box<[u32]>) -> String {

@@ -122,8 +122,8 @@ pub fn check_kind(
             history,
             options,
         ),
-        ModelKind::Kv => check(&Kv, history, options),
-        ModelKind::KvUnpartitioned => check(&KvUnpartitioned, history, options),
+        ModelKind::Kv => check(&Kv::default(), history, options),
+        ModelKind::KvUnpartitioned => check(&KvUnpartitioned::default(), history, options),
         ModelKind::Set => check(&Set, history, options),
     }
 }
@@ -173,6 +173,12 @@ pub struct Stats {
     pub backtracks: u64,
     pub memo_entries: u64,
     pub memo_bytes: u64,
+    /// For an unknown verdict: the longest linearizable prefix found in an undecided
+    /// partition (operations placed at once), and that partition's size.
+    #[serde(default)]
+    pub longest_prefix: u64,
+    #[serde(default)]
+    pub undecided_ops: u64,
     /// Wall-clock time of the check (not deterministic; everything else is, given no budget
     /// ran out).
     pub elapsed_ms: u64,
@@ -205,6 +211,8 @@ struct PartitionResult {
     key: Option<Value>,
     outcome: SearchOutcome,
     stats: search::SearchStats,
+    /// Operations the search considered (after dropping and pruning).
+    ops: usize,
     pruned: usize,
     counterexample: Option<Counterexample>,
 }
@@ -284,6 +292,10 @@ pub fn check_operations<M: Model>(
                 }
             }
             SearchOutcome::Unknown(why) => {
+                if stats.undecided_ops == 0 {
+                    stats.longest_prefix = p.stats.max_depth;
+                    stats.undecided_ops = p.ops as u64;
+                }
                 counts.unknown += 1;
                 verdict = verdict.worst(Verdict::Unknown);
                 gave_up = gave_up.or(Some(*why));
@@ -311,8 +323,14 @@ pub fn check_operations<M: Model>(
             ),
         };
         format!(
-            "{what}; {} of {} partitions proven linearizable, {} not, {} undecided",
-            counts.valid, counts.total, counts.invalid, counts.unknown
+            "{what}; {} of {} partitions proven linearizable, {} not, {} undecided (in the \
+             first undecided one, a linearizable prefix of {} of its {} operations was found)",
+            counts.valid,
+            counts.total,
+            counts.invalid,
+            counts.unknown,
+            stats.longest_prefix,
+            stats.undecided_ops
         )
     });
     let summary = match verdict {
@@ -415,6 +433,7 @@ fn check_partition<M: Model>(
         _ => None,
     };
     Ok(PartitionResult {
+        ops: prepared.len() - pruned,
         key,
         outcome,
         stats,
@@ -434,5 +453,206 @@ impl LinearReport {
     /// failing partition.
     pub fn to_html(&self, title: &str) -> String {
         report::html_page(self, title)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{Event, EventType, Process};
+
+    fn ev(p: u64, kind: EventType, f: &str, v: Value) -> Event {
+        Event::new(Process::Client(p), kind, f, v)
+    }
+
+    fn cas(a: i64, b: i64) -> Value {
+        Value::List(vec![Value::Int(a), Value::Int(b)])
+    }
+
+    fn run(model: &impl Model, events: Vec<Event>) -> LinearReport {
+        check(model, &History::new(events), &CheckOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn empty_history_is_valid() {
+        let r = run(&Register::cas(false), vec![]);
+        assert_eq!(r.verdict, Verdict::Valid);
+        assert_eq!(r.summary, "empty history: valid");
+    }
+
+    #[test]
+    fn stale_read_is_invalid_with_a_counterexample() {
+        use EventType::*;
+        let r = run(
+            &Register::plain(),
+            vec![
+                ev(0, Invoke, "write", 1.into()),
+                ev(0, Ok, "write", 1.into()),
+                ev(1, Invoke, "write", 2.into()),
+                ev(1, Ok, "write", 2.into()),
+                ev(0, Invoke, "read", Value::Null),
+                ev(0, Ok, "read", 1.into()),
+            ],
+        );
+        assert_eq!(r.verdict, Verdict::Invalid);
+        let cx = r.counterexample.as_ref().unwrap();
+        let first = &cx.prefixes[0];
+        assert_eq!(first.steps.len(), 2);
+        assert_eq!(first.state, "2");
+        assert_eq!(cx.ops[first.stuck].description, "p0 read -> 1");
+        let text = r.to_text();
+        assert!(text.contains("cannot take effect"), "{text}");
+        let html = r.to_html("t");
+        assert!(html.contains("class=\"op stuck\""), "{html}");
+        let json = serde_json::to_string(&r).unwrap();
+        let back: LinearReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn unset_register_reads_nil_and_info_may_happen_late_or_never() {
+        use EventType::*;
+        // An info write invoked first may take effect after a later read of nil...
+        let r = run(
+            &Register::plain(),
+            vec![
+                ev(0, Invoke, "write", 1.into()),
+                ev(0, Info, "write", Value::Null),
+                ev(1, Invoke, "read", Value::Null),
+                ev(1, Ok, "read", Value::Null),
+                ev(1, Invoke, "read", Value::Null),
+                ev(1, Ok, "read", 1.into()),
+            ],
+        );
+        assert_eq!(r.verdict, Verdict::Valid, "{}", r.to_text());
+        // ... but a failed write never happened.
+        let r = run(
+            &Register::plain(),
+            vec![
+                ev(0, Invoke, "write", 1.into()),
+                ev(0, Fail, "write", 1.into()),
+                ev(1, Invoke, "read", Value::Null),
+                ev(1, Ok, "read", 1.into()),
+            ],
+        );
+        assert_eq!(r.verdict, Verdict::Invalid);
+    }
+
+    #[test]
+    fn failed_cas_is_an_observation_only_when_asked() {
+        use EventType::*;
+        // The register is 1 when the cas [1 2] fails: impossible if a failed cas says "not 1".
+        let events = vec![
+            ev(0, Invoke, "write", 1.into()),
+            ev(0, Ok, "write", 1.into()),
+            ev(1, Invoke, "cas", cas(1, 2)),
+            ev(1, Fail, "cas", cas(1, 2)),
+            ev(0, Invoke, "read", Value::Null),
+            ev(0, Ok, "read", 1.into()),
+        ];
+        assert_eq!(
+            run(&Register::cas(false), events.clone()).verdict,
+            Verdict::Valid
+        );
+        assert_eq!(run(&Register::cas(true), events).verdict, Verdict::Invalid);
+    }
+
+    #[test]
+    fn bad_operations_name_their_line() {
+        use EventType::*;
+        let mut h = History::new(vec![
+            ev(0, Invoke, "write", 1.into()),
+            ev(0, Ok, "write", 1.into()),
+            ev(0, Invoke, "cas", 3.into()),
+            ev(0, Ok, "cas", 3.into()),
+        ]);
+        h.source_lines = vec![10, 11, 12, 13];
+        let err = check(&Register::cas(false), &h, &CheckOptions::default()).unwrap_err();
+        let msg = err.in_file(std::path::Path::new("h.jsonl")).to_string();
+        assert!(msg.starts_with("h.jsonl:12:"), "{msg}");
+        let err = check(&Register::plain(), &h, &CheckOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("cas-register"), "{err}");
+        let err = check(&Set, &h, &CheckOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("no operation 'write'"), "{err}");
+    }
+
+    #[test]
+    fn budgets_give_unknown_with_what_was_established() {
+        let h = generate::generate(&generate::GenOptions {
+            ops: 20_000,
+            keys: 1,
+            clients: 4,
+            ..Default::default()
+        });
+        let opts = CheckOptions {
+            timeout: Some(Duration::ZERO),
+            ..CheckOptions::default()
+        };
+        let r = check(&Register::cas(false), &h, &opts).unwrap();
+        assert_eq!(r.verdict, Verdict::Unknown);
+        assert!(r.summary.contains("time budget"), "{}", r.summary);
+        // A memo budget of nothing: the first dead end already exceeds it.
+        let mut h = h;
+        generate::corrupt_read(&mut h, 5);
+        let opts = CheckOptions {
+            memo_limit_bytes: 0,
+            ..CheckOptions::default()
+        };
+        let r = check(&Register::cas(false), &h, &opts).unwrap();
+        assert_eq!(r.verdict, Verdict::Unknown, "{}", r.summary);
+        assert!(r.summary.contains("memory budget"), "{}", r.summary);
+    }
+
+    #[test]
+    fn kv_and_set_semantics() {
+        use EventType::*;
+        let kv = |events: Vec<Event>| run(&Kv::default(), events).verdict;
+        let s = |x: &str| Value::Str(x.into());
+        assert_eq!(
+            kv(vec![
+                ev(0, Invoke, "get", Value::Null).with_key("k"),
+                ev(0, Ok, "get", Value::Null).with_key("k"),
+                ev(0, Invoke, "append", s("a")).with_key("k"),
+                ev(0, Ok, "append", s("a")).with_key("k"),
+                ev(1, Invoke, "append", s("b")).with_key("k"),
+                ev(1, Ok, "append", s("b")).with_key("k"),
+                ev(0, Invoke, "get", Value::Null).with_key("k"),
+                ev(0, Ok, "get", s("ab")).with_key("k"),
+            ]),
+            Verdict::Valid
+        );
+        assert_eq!(
+            kv(vec![
+                ev(0, Invoke, "append", s("a")).with_key("k"),
+                ev(0, Ok, "append", s("a")).with_key("k"),
+                ev(1, Invoke, "append", s("b")).with_key("k"),
+                ev(1, Ok, "append", s("b")).with_key("k"),
+                ev(0, Invoke, "get", Value::Null).with_key("k"),
+                ev(0, Ok, "get", s("ba")).with_key("k"),
+            ]),
+            Verdict::Invalid
+        );
+        let set = |events: Vec<Event>| run(&Set, events).verdict;
+        let list = |v: &[i64]| Value::List(v.iter().map(|&i| Value::Int(i)).collect());
+        assert_eq!(
+            set(vec![
+                ev(0, Invoke, "add", 1.into()),
+                ev(1, Invoke, "read", Value::Null),
+                ev(1, Ok, "read", list(&[])),
+                ev(0, Info, "add", Value::Null),
+                ev(1, Invoke, "read", Value::Null),
+                ev(1, Ok, "read", list(&[1])),
+            ]),
+            Verdict::Valid
+        );
+        assert_eq!(
+            set(vec![
+                ev(0, Invoke, "add", 1.into()),
+                ev(0, Ok, "add", 1.into()),
+                ev(1, Invoke, "read", Value::Null),
+                ev(1, Ok, "read", list(&[])),
+            ]),
+            Verdict::Invalid
+        );
     }
 }

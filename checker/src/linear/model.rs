@@ -56,9 +56,9 @@ use std::hash::Hash;
 /// A sequential specification. See the module documentation for an example.
 pub trait Model: Send + Sync {
     /// An operation's argument, in compact form (values interned by `prepare`).
-    type Input: Clone + Debug + Send + Sync;
+    type Input: Clone + Eq + Hash + Debug + Send + Sync;
     /// An operation's observed result, in compact form.
-    type Output: Clone + Debug + Send + Sync;
+    type Output: Clone + Eq + Hash + Debug + Send + Sync;
     /// The object's state. Cloned and hashed on every step: keep it small.
     type State: Clone + Eq + Hash + Debug + Send + Sync;
     /// Per-partition tables filled by `prepare` and `finish` (interned values, ...), read by
@@ -113,6 +113,29 @@ pub trait Model: Send + Sync {
     /// entries for optional ops may be `true`. The default prunes nothing.
     fn prunable(&self, _ctx: &Self::Ctx, ops: &[Prepared<Self>]) -> Vec<bool> {
         vec![false; ops.len()]
+    }
+
+    /// Whether an operation never changes the state (a read): `step` returns the state it was
+    /// given, or `None`. The search places such an operation as soon as it is legal, without
+    /// trying alternatives, which is always allowed. Defaults to `false` (always safe).
+    fn read_only(&self, _input: &Self::Input, _output: Option<&Self::Output>) -> bool {
+        false
+    }
+
+    /// For a model whose state is a product of independent parts (a map of keys checked as
+    /// one object): the part an operation reads and writes. When every operation names one,
+    /// the search uses that operations on different parts commute: at each point it only tries
+    /// operations on the part of the operation that must complete next, which leaves some
+    /// valid order whenever there is one. `None` (the default): the op may touch everything.
+    fn component(&self, _input: &Self::Input) -> Option<u32> {
+        None
+    }
+
+    /// The state with every component but `component` reset to its initial value, so that
+    /// per-component results can be shared. The default keeps the whole state (correct, shares
+    /// less).
+    fn project(&self, state: &Self::State, _component: u32) -> Self::State {
+        state.clone()
     }
 
     /// A person-readable state, for counterexamples.

@@ -33,14 +33,14 @@ impl Register {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RegisterInput {
     Read,
     Write(u32),
     Cas(u32, u32),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RegisterOutput {
     /// What a read returned.
     Value(u32),
@@ -177,6 +177,13 @@ impl Model for Register {
             }
         }
         prune
+    }
+
+    fn read_only(&self, input: &RegisterInput, output: Option<&RegisterOutput>) -> bool {
+        matches!(
+            (input, output),
+            (RegisterInput::Read, _) | (RegisterInput::Cas(..), Some(RegisterOutput::CasFailed))
+        )
     }
 
     fn describe_state(&self, ctx: &Interner, &s: &u32) -> String {

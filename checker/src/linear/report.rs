@@ -123,6 +123,9 @@ pub(crate) fn build_counterexample<M: Model + ?Sized>(
             for &i in &s.prefix {
                 let p = &prepared[i];
                 match model.step(ctx, &state, &p.input, p.output.as_ref()) {
+                    // An unknown op that changed nothing is the same as one that never
+                    // happened: leave it out of the story.
+                    Some(next) if p.optional() && next == state => continue,
                     Some(next) => state = next,
                     None => break, // cannot happen: the search took this step
                 }
@@ -175,6 +178,21 @@ pub(crate) fn build_counterexample<M: Model + ?Sized>(
     }
 }
 
+/// The reason with any long state in it shortened.
+fn short_reason(reason: &str) -> String {
+    reason
+        .split(' ')
+        .map(|w| {
+            if w.chars().count() > TEXT_WIDTH {
+                short(w)
+            } else {
+                w.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn events_text(op: &CxOp) -> String {
     let events = match op.complete_index {
         Some(c) => format!("events {}-{}", op.invoke_index, c),
@@ -188,6 +206,21 @@ fn events_text(op: &CxOp) -> String {
 }
 
 const SHOWN_STEPS: usize = 15;
+/// Longer states and descriptions are cut in the middle in text output (JSON and HTML keep
+/// them whole).
+const TEXT_WIDTH: usize = 48;
+
+fn short(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    if chars.len() <= TEXT_WIDTH {
+        return s.to_string();
+    }
+    let head: String = chars[..TEXT_WIDTH / 3].iter().collect();
+    let tail: String = chars[chars.len() - (TEXT_WIDTH - TEXT_WIDTH / 3 - 1)..]
+        .iter()
+        .collect();
+    format!("{head}…{tail}")
+}
 const SHOWN_CANDIDATES: usize = 12;
 
 pub(crate) fn counterexample_text(cx: &Counterexample, out: &mut String) {
@@ -219,7 +252,7 @@ pub(crate) fn counterexample_text(cx: &Counterexample, out: &mut String) {
         .steps
         .iter()
         .skip(skip)
-        .map(|s| cx.ops[s.op].description.len())
+        .map(|s| short(&cx.ops[s.op].description).chars().count())
         .max()
         .unwrap_or(0);
     for (n, s) in first.steps.iter().enumerate().skip(skip) {
@@ -228,8 +261,8 @@ pub(crate) fn counterexample_text(cx: &Counterexample, out: &mut String) {
             out,
             "  {:>4}. {:<width$}  => {:<12} ({})",
             n + 1,
-            op.description,
-            s.state,
+            short(&op.description),
+            short(&s.state),
             events_text(op)
         );
     }
@@ -238,12 +271,12 @@ pub(crate) fn counterexample_text(cx: &Counterexample, out: &mut String) {
         out,
         "Then {} ({}) cannot take effect:\n  it completed at event {} without having taken \
          effect, and {}.",
-        stuck.description,
+        short(&stuck.description),
         events_text(stuck),
         stuck
             .complete_index
             .map_or("?".to_string(), |c| c.to_string()),
-        first.reason
+        short_reason(&first.reason)
     );
     if first.candidates.is_empty() {
         let _ = writeln!(out, "  No other operation could go first.");
@@ -256,10 +289,10 @@ pub(crate) fn counterexample_text(cx: &Counterexample, out: &mut String) {
         for c in first.candidates.iter().take(SHOWN_CANDIDATES) {
             let op = &cx.ops[c.op];
             let effect = match &c.state {
-                Some(s) => format!("=> {s}"),
-                None => format!("impossible in state {}", first.state),
+                Some(s) => format!("=> {}", short(s)),
+                None => format!("impossible in state {}", short(&first.state)),
             };
-            let _ = writeln!(out, "    {:<width$}  {effect}", op.description);
+            let _ = writeln!(out, "    {:<width$}  {effect}", short(&op.description));
         }
         if first.candidates.len() > SHOWN_CANDIDATES {
             let _ = writeln!(
@@ -274,8 +307,8 @@ pub(crate) fn counterexample_text(cx: &Counterexample, out: &mut String) {
         let _ = writeln!(
             out,
             "Another prefix of the same length ends in state {} with {} unplaceable ({}).",
-            other.state,
-            op.description,
+            short(&other.state),
+            short(&op.description),
             events_text(op)
         );
     }
@@ -303,10 +336,8 @@ pub(crate) fn text(r: &LinearReport) -> String {
             String::new()
         }
     );
-    if r.verdict == Verdict::Unknown {
-        if !r.unknown_partitions.is_empty() {
-            let _ = writeln!(out, "  undecided keys: {}", r.unknown_partitions.join(", "));
-        }
+    if r.verdict == Verdict::Unknown && !r.unknown_partitions.is_empty() {
+        let _ = writeln!(out, "  undecided keys: {}", r.unknown_partitions.join(", "));
     }
     if r.invalid_partitions.len() > 1 {
         let _ = writeln!(
@@ -491,7 +522,8 @@ pub fn timeline_html(cx: &Counterexample) -> String {
         r#"<div class="legend"><span class="sw lin"></span>linearized prefix (numbered in order)
 <span class="sw stuck"></span>cannot be placed <span class="sw cand"></span>could go first, leads nowhere
 <span class="sw other"></span>later <span class="sw pruned"></span>unknown, never observed: dropped
-&nbsp; hover a bar for details{}</div><div class="scroll">{svg}</div>"#,
+&nbsp; hover a bar for details{}</div><div class="scroll">{svg}</div>
+<script>document.querySelectorAll('.scroll').forEach(function (e) {{ e.scrollLeft = e.scrollWidth; }});</script>"#,
         if shown.len() < cx.ops.len() {
             format!(
                 " &nbsp; (showing {} of the partition's {} operations around the failure)",

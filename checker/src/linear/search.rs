@@ -70,6 +70,8 @@ pub struct SearchStats {
     pub backtracks: u64,
     pub memo_entries: u64,
     pub memo_bytes: u64,
+    /// The most operations placed at once (a linearizable prefix of that length exists).
+    pub max_depth: u64,
 }
 
 /// FxHash: fast, good enough for hashing small states.
@@ -136,15 +138,21 @@ struct Frame<S> {
     /// The list node that was lifted: a main-list call entry or an info-list node.
     node: u32,
     info: bool,
-    /// For info frames: the return entry that bounded the info candidates.
+    /// A read placed as soon as it was legal: no alternative needs trying.
+    forced: bool,
+    /// The return entry that bounded the candidates (`NIL` for forced reads).
     bound: u32,
     prev: S,
 }
 
 #[derive(Clone, Copy)]
 enum Cursor {
-    /// Scanning the main list at this entry.
-    Main(u32),
+    /// First pass over the main list's candidates: reads only. A legal read is placed at once
+    /// and for good (see `Model::read_only`).
+    Reads(u32),
+    /// Second pass: the other definite candidates; the second field is the first return entry
+    /// (which bounds the candidates).
+    Main(u32, u32),
     /// Scanning the info list at this node; candidates must be invoked before `bound`'s
     /// position (a main-list return entry, or the tail).
     Info(u32, u32),
@@ -159,6 +167,52 @@ pub fn search<M: Model + ?Sized>(
     pruned: &[bool],
     budget: &Budget,
     max_prefixes: usize,
+) -> (SearchOutcome, SearchStats) {
+    search_from(model, ctx, ops, pruned, budget, max_prefixes, None, true)
+}
+
+/// `search`, from a given initial state, with or without locality backjumping.
+#[allow(clippy::too_many_arguments)]
+fn search_from<M: Model + ?Sized>(
+    model: &M,
+    ctx: &M::Ctx,
+    ops: &[Prepared<M>],
+    pruned: &[bool],
+    budget: &Budget,
+    max_prefixes: usize,
+    init: Option<M::State>,
+    locality: bool,
+) -> (SearchOutcome, SearchStats) {
+    let (outcome, mut stats) = search_inner(
+        model,
+        ctx,
+        ops,
+        pruned,
+        budget,
+        max_prefixes,
+        init,
+        locality,
+    );
+    if outcome == SearchOutcome::Valid {
+        stats.max_depth = ops.len() as u64;
+    }
+    // The memo is gone: give its bytes back to the budget.
+    budget
+        .memo_used_bytes
+        .fetch_sub(stats.memo_bytes as usize, Ordering::Relaxed);
+    (outcome, stats)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn search_inner<M: Model + ?Sized>(
+    model: &M,
+    ctx: &M::Ctx,
+    ops: &[Prepared<M>],
+    pruned: &[bool],
+    budget: &Budget,
+    max_prefixes: usize,
+    init: Option<M::State>,
+    locality: bool,
 ) -> (SearchOutcome, SearchStats) {
     let n = ops.len();
     let mut stats = SearchStats::default();
@@ -217,18 +271,70 @@ pub fn search<M: Model + ?Sized>(
         info_pos[j + 1] = pos;
     }
 
+    // --- Twins: identical ops, of which the earlier must be placed first. Among identical
+    // unknown ops, any linearization can use the earliest-invoked ones, in invocation order;
+    // among identical definite ops A, B with A invoked and completed no later than B, any
+    // linearization can put A first (swapping them keeps every real-time constraint). Placing
+    // B only after A is therefore always allowed, and it cuts symmetric orders. ---
+    let mut twin = vec![NIL; n];
+    {
+        type Class<'a, I, O> = (&'a I, Option<&'a O>);
+        let mut classes: std::collections::HashMap<Class<M::Input, M::Output>, Vec<u32>> =
+            std::collections::HashMap::new();
+        for (i, op) in ops.iter().enumerate() {
+            if pruned.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            let members = classes.entry((&op.input, op.output.as_ref())).or_default();
+            let found = members.iter().rev().take(8).copied().find(|&a| {
+                let a_op = &ops[a as usize];
+                a_op.call <= op.call
+                    && match (a_op.ret, op.ret, op.output.is_some()) {
+                        (_, _, false) => true,
+                        (Some(ar), Some(br), true) => ar <= br,
+                        _ => false,
+                    }
+            });
+            if let Some(a) = found {
+                twin[i] = a;
+            }
+            members.push(i as u32);
+        }
+    }
+
     // --- Search state. ---
     let zob: Vec<u64> = (0..n as u64)
         .map(|i| splitmix(i ^ 0x6a09_e667_f3bc_c909))
         .collect();
     let mut bits = vec![0u64; n.div_ceil(64).max(1)];
     let mut set_hash = 0u64;
-    let mut state = model.init(ctx);
+    let mut state = init.unwrap_or_else(|| model.init(ctx));
+    let mut max_depth = 0usize;
+    // Locality: whether each component, with these ops still to place, from this state (all
+    // other components reset), can be linearized on its own.
+    let mut proj_cache: std::collections::HashMap<(u32, Vec<u32>, M::State), bool> =
+        std::collections::HashMap::new();
     let mut frames: Vec<Frame<M::State>> = Vec::with_capacity(n.min(1 << 16));
     let mut memo: HashTable<MemoEntry<M::State>> = HashTable::new();
     let mut best: Vec<Stuck> = Vec::new();
     let mut best_depth = 0usize;
-    let mut cursor = Cursor::Main(next[0]);
+    let read_only: Vec<bool> = ops
+        .iter()
+        .map(|o| o.output.is_some() && model.read_only(&o.input, o.output.as_ref()))
+        .collect();
+    // Components (see `Model::component`): if every op names one, then at each configuration
+    // only ops on the component of the first pending completion need trying.
+    let comp: Vec<u32> = ops
+        .iter()
+        .map(|o| model.component(&o.input).unwrap_or(NIL))
+        .collect();
+    let by_component = !comp.is_empty() && comp.iter().all(|&c| c != NIL);
+    let same_component = |op: u32, bound: u32| {
+        !by_component
+            || bound == tail
+            || comp[op as usize] == comp[entry_op[bound as usize] as usize]
+    };
+    let mut cursor = Cursor::Reads(next[0]);
 
     let memo_find = |memo: &HashTable<MemoEntry<M::State>>,
                      hash: u64,
@@ -257,18 +363,49 @@ pub fn search<M: Model + ?Sized>(
         stats.steps += 1;
         if stats.steps & 1023 == 0 {
             if budget.exhausted.load(Ordering::Relaxed) {
-                return (SearchOutcome::Unknown(GaveUp::Time), stats);
+                // Another partition ran out of the shared budget.
+                let why =
+                    if budget.memo_used_bytes.load(Ordering::Relaxed) > budget.memo_limit_bytes {
+                        GaveUp::Memory
+                    } else {
+                        GaveUp::Time
+                    };
+                stats.max_depth = max_depth as u64;
+                stats.memo_entries = memo.len() as u64;
+                return (SearchOutcome::Unknown(why), stats);
             }
             if budget.deadline.is_some_and(|d| Instant::now() >= d) {
                 budget.exhausted.store(true, Ordering::Relaxed);
-                return (SearchOutcome::Unknown(GaveUp::Time), stats);
+                {
+                    stats.max_depth = max_depth as u64;
+                    stats.memo_entries = memo.len() as u64;
+                    return (SearchOutcome::Unknown(GaveUp::Time), stats);
+                }
             }
         }
         // The candidate to try, if any: (op, list node, info?, bound).
         let candidate = match cursor {
-            Cursor::Main(e) => {
+            Cursor::Reads(e) => {
                 if e != tail && is_call[e as usize] {
+                    if !read_only[entry_op[e as usize] as usize] {
+                        cursor = Cursor::Reads(next[e as usize]);
+                        continue;
+                    }
                     Some((entry_op[e as usize], e, false, NIL))
+                } else {
+                    cursor = Cursor::Main(next[0], e);
+                    continue;
+                }
+            }
+            Cursor::Main(e, bound) => {
+                if e != tail && is_call[e as usize] {
+                    let op = entry_op[e as usize];
+                    if read_only[op as usize] || !same_component(op, bound) {
+                        // Reads were tried in the first pass: they cannot go here.
+                        cursor = Cursor::Main(next[e as usize], bound);
+                        continue;
+                    }
+                    Some((op, e, false, bound))
                 } else {
                     cursor = Cursor::Info(inext[0], e);
                     continue;
@@ -276,136 +413,230 @@ pub fn search<M: Model + ?Sized>(
             }
             Cursor::Info(j, bound) => {
                 if j != itail && info_pos[j as usize] < entry_pos[bound as usize] {
+                    if !same_component(info_op[j as usize], bound) {
+                        cursor = Cursor::Info(inext[j as usize], bound);
+                        continue;
+                    }
                     Some((info_op[j as usize], j, true, bound))
                 } else {
                     None
                 }
             }
         };
+        // Whether the current configuration is dead, and if so whether it is a genuine dead
+        // end (worth recording for the counterexample) or follows from a forced step.
+        let mut dead_end = None;
         match candidate {
             Some((op, node, info, bound)) => {
+                let advance = match cursor {
+                    Cursor::Info(..) => Cursor::Info(inext[node as usize], bound),
+                    Cursor::Reads(_) => Cursor::Reads(next[node as usize]),
+                    Cursor::Main(..) => Cursor::Main(next[node as usize], bound),
+                };
+                let t = twin[op as usize];
+                if t != NIL && bits[t as usize / 64] & (1u64 << (t % 64)) == 0 {
+                    // An identical op that must go first is not placed yet.
+                    cursor = advance;
+                    continue;
+                }
                 let o = &ops[op as usize];
-                let advanced = model
-                    .step(ctx, &state, &o.input, o.output.as_ref())
-                    .filter(|ns| {
-                        if memo.is_empty() {
-                            return true;
+                let Some(ns) = model.step(ctx, &state, &o.input, o.output.as_ref()) else {
+                    cursor = advance;
+                    continue;
+                };
+                let forced = !info && read_only[op as usize];
+                if !memo.is_empty() {
+                    let h = (set_hash ^ zob[op as usize]) ^ hash_state(&ns);
+                    let w = op as usize / 64;
+                    let bit = 1u64 << (op % 64);
+                    bits[w] |= bit;
+                    let dead = memo_find(&memo, h, &bits, &ns);
+                    bits[w] &= !bit;
+                    if dead {
+                        if forced {
+                            // Placing a legal read now is always allowed, and that is dead.
+                            dead_end = Some(None);
+                        } else {
+                            cursor = advance;
+                            continue;
                         }
-                        let h = (set_hash ^ zob[op as usize]) ^ hash_state(ns);
-                        let w = op as usize / 64;
-                        let bit = 1u64 << (op % 64);
-                        bits[w] |= bit;
-                        let dead = memo_find(&memo, h, &bits, ns);
-                        bits[w] &= !bit;
-                        !dead
+                    }
+                }
+                if dead_end.is_none() {
+                    let old = std::mem::replace(&mut state, ns);
+                    frames.push(Frame {
+                        op,
+                        node,
+                        info,
+                        forced,
+                        bound,
+                        prev: old,
                     });
-                match advanced {
-                    Some(ns) => {
-                        let old = std::mem::replace(&mut state, ns);
-                        frames.push(Frame {
-                            op,
-                            node,
-                            info,
-                            bound,
-                            prev: old,
-                        });
-                        bits[op as usize / 64] |= 1u64 << (op % 64);
-                        set_hash ^= zob[op as usize];
-                        if info {
-                            let j = node as usize;
-                            inext[iprev[j] as usize] = inext[j];
-                            iprev[inext[j] as usize] = iprev[j];
-                        } else {
-                            let e = node as usize;
-                            let r = partner[e] as usize;
-                            next[prev[e] as usize] = next[e];
-                            prev[next[e] as usize] = prev[e];
-                            next[prev[r] as usize] = next[r];
-                            prev[next[r] as usize] = prev[r];
-                            remaining -= 1;
-                        }
-                        cursor = Cursor::Main(next[0]);
+                    bits[op as usize / 64] |= 1u64 << (op % 64);
+                    set_hash ^= zob[op as usize];
+                    max_depth = max_depth.max(frames.len());
+                    if info {
+                        let j = node as usize;
+                        inext[iprev[j] as usize] = inext[j];
+                        iprev[inext[j] as usize] = iprev[j];
+                    } else {
+                        let e = node as usize;
+                        let r = partner[e] as usize;
+                        next[prev[e] as usize] = next[e];
+                        prev[next[e] as usize] = prev[e];
+                        next[prev[r] as usize] = next[r];
+                        prev[next[r] as usize] = prev[r];
+                        remaining -= 1;
                     }
-                    None => {
-                        cursor = if info {
-                            Cursor::Info(inext[node as usize], bound)
-                        } else {
-                            Cursor::Main(next[node as usize])
-                        };
-                    }
+                    cursor = Cursor::Reads(next[0]);
+                    continue;
                 }
             }
             None => {
-                // Dead end: no candidate can go next in this configuration.
-                stats.backtracks += 1;
                 let Cursor::Info(_, bound) = cursor else {
                     unreachable!("dead ends are found in the info phase")
                 };
-                let depth = frames.len();
-                if bound != tail && (depth > best_depth || best.is_empty()) {
-                    best_depth = depth;
-                    best.clear();
-                }
-                if bound != tail
-                    && depth == best_depth
-                    && best.len() < max_prefixes
-                    && !best
-                        .iter()
-                        .any(|s| s.op == entry_op[bound as usize] as usize)
-                {
-                    best.push(Stuck {
-                        prefix: frames.iter().map(|f| f.op as usize).collect(),
-                        op: entry_op[bound as usize] as usize,
-                    });
-                }
-                let Some(frame) = frames.pop() else {
-                    stats.memo_entries = memo.len() as u64;
-                    return (SearchOutcome::Invalid(best), stats);
-                };
-                // Remember this configuration as dead.
-                let h = set_hash ^ hash_state(&state);
-                let (lo, hi) = compact_range(&bits);
-                let bytes = std::mem::size_of::<MemoEntry<M::State>>()
-                    + 8 * (hi - lo)
-                    + model.state_bytes(&state)
-                    + 8;
-                let used = budget.memo_used_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
-                stats.memo_bytes += bytes as u64;
-                if used > budget.memo_limit_bytes {
-                    budget.exhausted.store(true, Ordering::Relaxed);
-                    stats.memo_entries = memo.len() as u64;
-                    return (SearchOutcome::Unknown(GaveUp::Memory), stats);
-                }
-                let dead = std::mem::replace(&mut state, frame.prev);
-                memo.insert_unique(
-                    h,
-                    MemoEntry {
-                        hash: h,
-                        lo: lo as u32,
-                        words: bits[lo..hi].into(),
-                        state: dead,
-                    },
-                    |e| e.hash,
-                );
-                let op = frame.op;
-                bits[op as usize / 64] &= !(1u64 << (op % 64));
-                set_hash ^= zob[op as usize];
-                if frame.info {
-                    let j = frame.node as usize;
-                    inext[iprev[j] as usize] = j as u32;
-                    iprev[inext[j] as usize] = j as u32;
-                    cursor = Cursor::Info(inext[j], frame.bound);
-                } else {
-                    let e = frame.node as usize;
-                    let r = partner[e] as usize;
-                    next[prev[r] as usize] = r as u32;
-                    prev[next[r] as usize] = r as u32;
-                    next[prev[e] as usize] = e as u32;
-                    prev[next[e] as usize] = e as u32;
-                    remaining += 1;
-                    cursor = Cursor::Main(next[e]);
+                dead_end = Some(Some(bound));
+            }
+        }
+        // Dead end: no candidate can go next in this configuration.
+        stats.backtracks += 1;
+        // Locality: if the component of the op that must complete next cannot be linearized on
+        // its own from here, no configuration with the same placed ops of that component and
+        // the same state can be either: jump back past every step on other components.
+        let mut jump: Option<u32> = None;
+        if let (Some(Some(bound)), true, true) = (dead_end, locality, by_component) {
+            if bound != tail {
+                // The component that must move next first, then the others.
+                let k = comp[entry_op[bound as usize] as usize];
+                let mut unplaced: Vec<(u32, u32)> = (0..n)
+                    .filter(|&i| {
+                        bits[i / 64] & (1u64 << (i % 64)) == 0
+                            && !pruned.get(i).copied().unwrap_or(false)
+                    })
+                    .map(|i| (if comp[i] == k { 0 } else { comp[i] + 1 }, i as u32))
+                    .collect();
+                unplaced.sort_unstable();
+                for group in unplaced.chunk_by(|a, b| a.0 == b.0) {
+                    let c = comp[group[0].1 as usize];
+                    let members: Vec<u32> = group.iter().map(|x| x.1).collect();
+                    let projected = model.project(&state, c);
+                    let key = (c, members, projected);
+                    let dead = match proj_cache.get(&key) {
+                        Some(&dead) => dead,
+                        None => {
+                            let sub: Vec<Prepared<M>> =
+                                key.1.iter().map(|&i| ops[i as usize].clone()).collect();
+                            let (sub_outcome, sub_stats) = search_from(
+                                model,
+                                ctx,
+                                &sub,
+                                &[],
+                                budget,
+                                0,
+                                Some(key.2.clone()),
+                                false,
+                            );
+                            stats.steps += sub_stats.steps;
+                            stats.backtracks += sub_stats.backtracks;
+                            let dead = match sub_outcome {
+                                SearchOutcome::Invalid(_) => true,
+                                SearchOutcome::Valid => false,
+                                SearchOutcome::Unknown(why) => {
+                                    stats.max_depth = max_depth as u64;
+                                    stats.memo_entries = memo.len() as u64;
+                                    return (SearchOutcome::Unknown(why), stats);
+                                }
+                            };
+                            let bytes = 64 + 4 * key.1.len() + model.state_bytes(&key.2);
+                            budget.memo_used_bytes.fetch_add(bytes, Ordering::Relaxed);
+                            stats.memo_bytes += bytes as u64;
+                            proj_cache.insert(key, dead);
+                            dead
+                        }
+                    };
+                    if dead {
+                        jump = Some(c);
+                        break;
+                    }
                 }
             }
+        }
+        if let Some(Some(bound)) = dead_end {
+            let depth = frames.len();
+            if bound != tail && (depth > best_depth || best.is_empty()) {
+                best_depth = depth;
+                best.clear();
+            }
+            if bound != tail
+                && depth == best_depth
+                && best.len() < max_prefixes
+                && !best
+                    .iter()
+                    .any(|s| s.op == entry_op[bound as usize] as usize)
+            {
+                best.push(Stuck {
+                    prefix: frames.iter().map(|f| f.op as usize).collect(),
+                    op: entry_op[bound as usize] as usize,
+                });
+            }
+        }
+        // Pop back to the last configuration with a choice left, remembering every
+        // configuration on the way as dead.
+        loop {
+            let Some(frame) = frames.pop() else {
+                stats.memo_entries = memo.len() as u64;
+                stats.max_depth = max_depth as u64;
+                return (SearchOutcome::Invalid(best), stats);
+            };
+            let h = set_hash ^ hash_state(&state);
+            let (lo, hi) = compact_range(&bits);
+            let bytes = std::mem::size_of::<MemoEntry<M::State>>()
+                + 8 * (hi - lo)
+                + model.state_bytes(&state)
+                + 8;
+            let used = budget.memo_used_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+            stats.memo_bytes += bytes as u64;
+            if used > budget.memo_limit_bytes {
+                budget.exhausted.store(true, Ordering::Relaxed);
+                stats.memo_entries = memo.len() as u64;
+                stats.max_depth = max_depth as u64;
+                return (SearchOutcome::Unknown(GaveUp::Memory), stats);
+            }
+            let dead = std::mem::replace(&mut state, frame.prev);
+            memo.insert_unique(
+                h,
+                MemoEntry {
+                    hash: h,
+                    lo: lo as u32,
+                    words: bits[lo..hi].into(),
+                    state: dead,
+                },
+                |e| e.hash,
+            );
+            let op = frame.op;
+            bits[op as usize / 64] &= !(1u64 << (op % 64));
+            set_hash ^= zob[op as usize];
+            if frame.info {
+                let j = frame.node as usize;
+                inext[iprev[j] as usize] = j as u32;
+                iprev[inext[j] as usize] = j as u32;
+                cursor = Cursor::Info(inext[j], frame.bound);
+            } else {
+                let e = frame.node as usize;
+                let r = partner[e] as usize;
+                next[prev[r] as usize] = r as u32;
+                prev[next[r] as usize] = r as u32;
+                next[prev[e] as usize] = e as u32;
+                prev[next[e] as usize] = e as u32;
+                remaining += 1;
+                cursor = Cursor::Main(next[e], frame.bound);
+            }
+            if !frame.forced && jump.is_none_or(|k| comp[frame.op as usize] == k) {
+                break;
+            }
+            // A forced step was the only one worth trying here: this configuration is dead
+            // too.
         }
     }
 }

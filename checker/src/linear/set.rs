@@ -8,7 +8,7 @@ use crate::value::Value;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Set;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SetInput {
     Add(u32),
     Read,
@@ -130,6 +130,10 @@ impl Model for Set {
                 SetInput::Read => o.optional(),
             })
             .collect()
+    }
+
+    fn read_only(&self, input: &SetInput, _output: Option<&SetOutput>) -> bool {
+        *input == SetInput::Read
     }
 
     fn describe_state(&self, ctx: &SetCtx, s: &SetState) -> String {

@@ -1,0 +1,310 @@
+//! `make bench`: times the linearizability checker on porcupine's test data and on a generated
+//! history, and prints a table (file, ops, verdict, median ms of 5 runs, peak RSS).
+//!
+//! Usage: ordeal-bench [TESTDATA_DIR] [--quick]
+
+use ordeal_checker::linear::generate::{generate, GenOptions, Workload};
+use ordeal_checker::linear::{check_kind, CheckOptions, ModelKind, ModelOptions};
+use ordeal_checker::read::{read_path, shared_testdata_dir, Format};
+use ordeal_checker::{History, Verdict};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Peak resident set size so far, in MiB (VmHWM).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// CPU time used by all threads of this process so far (from /proc/self/task/*/schedstat), so
+/// that a busy machine does not distort the comparison as much as wall-clock time.
+fn cpu_time() -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        let text = std::fs::read_to_string(path).ok()?;
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
+}
+
+/// Resets the peak RSS counter, so each row reports its own peak.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+struct Row {
+    name: String,
+    ops: usize,
+    verdict: String,
+    runs: Vec<Duration>,
+    cpu: Vec<Duration>,
+    peak_mib: Option<f64>,
+    note: String,
+}
+
+fn median(runs: &[Duration]) -> Duration {
+    let mut v = runs.to_vec();
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn measure(name: &str, runs: usize, note: &str, mut f: impl FnMut() -> (usize, Verdict)) -> Row {
+    reset_peak_rss();
+    let mut times = Vec::new();
+    let mut cpu = Vec::new();
+    let mut ops = 0;
+    let mut verdict = Verdict::Valid;
+    for _ in 0..runs {
+        let start = Instant::now();
+        let cpu_start = cpu_time();
+        let (n, v) = f();
+        times.push(start.elapsed());
+        if let (Some(a), Some(b)) = (cpu_start, cpu_time()) {
+            cpu.push(b.saturating_sub(a));
+        }
+        ops = n;
+        verdict = v;
+        // A run that took long (e.g. up to its budget) is not repeated.
+        if start.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+    }
+    let row = Row {
+        name: name.to_string(),
+        ops,
+        verdict: if name.contains("(all") {
+            "mixed".to_string()
+        } else {
+            verdict.to_string()
+        },
+        runs: times,
+        cpu,
+        peak_mib: peak_rss_mib(),
+        note: note.to_string(),
+    };
+    print_row(&row);
+    row
+}
+
+fn print_header() {
+    println!(
+        "{:<44} {:>9} {:>8} {:>11} {:>8} {:>5} {:>9}  note",
+        "history", "ops", "verdict", "median ms", "cpu ms", "runs", "peak MiB"
+    );
+    println!("{}", "-".repeat(110));
+}
+
+fn print_row(r: &Row) {
+    println!(
+        "{:<44} {:>9} {:>8} {:>11.1} {:>8.1} {:>5} {:>9}  {}",
+        r.name,
+        r.ops,
+        r.verdict,
+        median(&r.runs).as_secs_f64() * 1000.0,
+        if r.cpu.is_empty() {
+            f64::NAN
+        } else {
+            median(&r.cpu).as_secs_f64() * 1000.0
+        },
+        r.runs.len(),
+        r.peak_mib.map_or("?".into(), |m| format!("{m:.0}")),
+        r.note
+    );
+}
+
+fn check(kind: ModelKind, history: &History, timeout: Duration) -> (usize, Verdict) {
+    let options = CheckOptions {
+        timeout: Some(timeout),
+        ..CheckOptions::default()
+    };
+    let report = check_kind(kind, ModelOptions::default(), history, &options)
+        .unwrap_or_else(|e| panic!("{e}"));
+    (report.operations, report.verdict)
+}
+
+fn read(path: &Path) -> History {
+    read_path(path, Format::Auto).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut dir: Option<PathBuf> = None;
+    let mut quick = false;
+    for a in args.by_ref() {
+        if a == "--quick" {
+            quick = true;
+        } else {
+            dir = Some(PathBuf::from(a));
+        }
+    }
+    let dir = dir.unwrap_or_else(shared_testdata_dir);
+    // ORDEAL_BENCH_ONLY=etcd|kv|generated runs one group.
+    let only = std::env::var("ORDEAL_BENCH_ONLY").unwrap_or_default();
+    let want = |group: &str| only.is_empty() || only == group;
+    let timeout = Duration::from_secs(60);
+    let porcupine = dir.join("porcupine");
+    let runs = 5;
+    println!(
+        "ordeal-bench: linearizability checker, {} threads, median of {runs} runs",
+        rayon::current_num_threads()
+    );
+    print_header();
+
+    if want("etcd") {
+        // All etcd logs, checked one after the other, as porcupine's test suite does.
+        let mut etcd: Vec<(String, History)> = std::fs::read_dir(porcupine.join("jepsen"))
+            .unwrap_or_else(|e| panic!("{}: {e}", porcupine.display()))
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    read(&p),
+                )
+            })
+            .collect();
+        etcd.sort_by(|a, b| a.0.cmp(&b.0));
+        measure(
+            &format!("jepsen/etcd_*.log (all {})", etcd.len()),
+            runs,
+            "cas-register; porcupine ~900 ms; target <= 150",
+            || {
+                let mut ops = 0;
+                let mut worst = Verdict::Valid;
+                for (_, h) in &etcd {
+                    let (n, _v) = check(ModelKind::CasRegister, h, timeout);
+                    ops += n;
+                    worst = Verdict::Valid; // mixed verdicts: report the count below instead
+                }
+                (ops, worst)
+            },
+        );
+        let invalid = etcd
+            .iter()
+            .filter(|(_, h)| check(ModelKind::CasRegister, h, timeout).1 == Verdict::Invalid)
+            .count();
+        println!(
+            "  ({invalid} of {} etcd logs invalid, {} valid)",
+            etcd.len(),
+            etcd.len() - invalid
+        );
+        measure(
+            "jepsen/etcd_*.log (all, read + check)",
+            runs,
+            "including parsing",
+            || {
+                let mut ops = 0;
+                for (name, _) in &etcd {
+                    let h = read(&porcupine.join("jepsen").join(name));
+                    ops += check(ModelKind::CasRegister, &h, timeout).0;
+                }
+                (ops, Verdict::Valid)
+            },
+        );
+        let mut slowest: Vec<(Duration, &str)> = etcd
+            .iter()
+            .map(|(name, h)| {
+                let start = Instant::now();
+                check(ModelKind::CasRegister, h, timeout);
+                (start.elapsed(), name.as_str())
+            })
+            .collect();
+        slowest.sort_by(|a, b| b.cmp(a));
+        let mut singles: Vec<&str> = vec!["etcd_002.log"];
+        singles.extend(
+            slowest
+                .iter()
+                .take(3)
+                .map(|s| s.1)
+                .filter(|n| *n != "etcd_002.log"),
+        );
+        for name in singles {
+            let h = &etcd.iter().find(|(n, _)| n == name).expect("listed").1;
+            let note = if name == "etcd_002.log" {
+                "porcupine ~300 ms"
+            } else {
+                "one of the slowest"
+            };
+            measure(&format!("jepsen/{name}"), runs, note, || {
+                check(ModelKind::CasRegister, h, timeout)
+            });
+        }
+    }
+    if want("kv") {
+        for (file, kind, note) in [
+            ("c01-ok.txt", ModelKind::Kv, ""),
+            ("c01-bad.txt", ModelKind::Kv, ""),
+            ("c10-ok.txt", ModelKind::Kv, ""),
+            ("c10-bad.txt", ModelKind::Kv, ""),
+            (
+                "c50-ok.txt",
+                ModelKind::Kv,
+                "porcupine ~300 ms; target <= 50",
+            ),
+            (
+                "c50-bad.txt",
+                ModelKind::Kv,
+                "porcupine ~300 ms; target <= 50",
+            ),
+            (
+                "c10-ok.txt",
+                ModelKind::KvUnpartitioned,
+                "porcupine ~4.1 s; target <= 400 ms",
+            ),
+            (
+                "c10-bad.txt",
+                ModelKind::KvUnpartitioned,
+                "porcupine ~4.1 s; target <= 400 ms",
+            ),
+            (
+                "c50-ok.txt",
+                ModelKind::KvUnpartitioned,
+                "porcupine: none in 120 s; target a verdict <= 60 s",
+            ),
+            (
+                "c50-bad.txt",
+                ModelKind::KvUnpartitioned,
+                "porcupine: none in 120 s; target a verdict <= 60 s",
+            ),
+        ] {
+            let h = read(&porcupine.join("kv").join(file));
+            measure(
+                &format!("kv/{file} ({})", kind.as_str()),
+                runs,
+                note,
+                || check(kind, &h, timeout),
+            );
+        }
+    }
+    if want("generated") {
+        let (ops, keys, clients) = if quick {
+            (100_000, 100, 64)
+        } else {
+            (1_000_000, 1_000, 64)
+        };
+        let gen = GenOptions {
+            workload: Workload::CasRegister,
+            ops,
+            keys,
+            clients,
+            info_rate: 0.01,
+            seed: 7,
+        };
+        let start = Instant::now();
+        let history = generate(&gen);
+        println!(
+            "  (generated {ops} cas-register ops over {keys} keys from {clients} clients, 1% info, in {:.0} ms)",
+            start.elapsed().as_secs_f64() * 1000.0
+        );
+        measure(
+            &format!("generated {}k ops, {keys} keys", ops / 1000),
+            runs,
+            "cas-register; target <= 5000 ms, <= 2048 MiB",
+            || check(ModelKind::CasRegister, &history, timeout),
+        );
+    }
+}
