@@ -6,6 +6,7 @@
 //! forward that fails before the request was sent is 503, after it was sent 504.
 
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -35,9 +36,39 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { (StatusCode::OK, "ok") }))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
-        // Bodies are limited by hand (below) so the error is JSON and names the limit.
-        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            time_request,
+        ))
+        // Oversized bodies are refused while reading them; handlers turn the rejection into
+        // a JSON error.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            shared.config.body_max_bytes,
+        ))
         .with_state(shared)
+}
+
+/// Upper bounds of the request latency histogram buckets, in seconds.
+pub const LATENCY_BUCKETS_S: [f64; 12] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+];
+
+/// Times client API requests (not /status, /metrics, /health) into `Metrics::latency`.
+async fn time_request(
+    State(s): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let api = {
+        let p = req.uri().path();
+        p.starts_with("/kv/") || p == "/txn" || p == "/keys"
+    };
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    if api {
+        s.metrics.latency.observe(start.elapsed().as_secs_f64());
+    }
+    resp
 }
 
 fn error(code: StatusCode, msg: impl Into<String>) -> Response {
@@ -303,12 +334,16 @@ fn read_key(s: &Shared, key: &str) -> Response {
 async fn get_key(
     State(s): State<Arc<Shared>>,
     Path(key): Path<String>,
-    Query(params): Query<Params>,
+    params: Result<Query<Params>, QueryRejection>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     s.metrics.http_requests.fetch_add(1, Relaxed);
+    let params = match params {
+        Ok(Query(p)) => p,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     if let Err(b) = check_key(&s, &key) {
         return b.into();
     }
@@ -345,30 +380,44 @@ fn write_response(key: &str, outcome: Outcome) -> Response {
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PutBody {
-    value: String,
+    /// A string; a number is accepted and stored as its decimal text (as in txns).
+    value: Json,
 }
 
 async fn put_key(
     State(s): State<Arc<Shared>>,
     Path(key): Path<String>,
-    Query(params): Query<Params>,
+    params: Result<Query<Params>, QueryRejection>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     s.metrics.http_requests.fetch_add(1, Relaxed);
+    let params = match params {
+        Ok(Query(p)) => p,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     let cmd = (|| {
         check_key(&s, &key)?;
         check_body(&s, &body)?;
         let b: PutBody = serde_json::from_slice(&body)
             .map_err(|e| bad(format!("body must be {{\"value\": \"<string>\"}}: {e}")))?;
-        check_value(&s, &b.value)?;
+        let value = match b.value {
+            Json::String(v) => v,
+            Json::Number(n) => n.to_string(),
+            other => return Err(bad(format!("\"value\" must be a string, not {other}"))),
+        };
+        check_value(&s, &value)?;
         Ok::<_, BadRequest>(Command {
             dedup: dedup(&params)?,
             op: Op::Put {
                 key: key.clone(),
-                value: b.value,
+                value,
                 condition: condition(&params)?,
             },
         })
@@ -389,12 +438,16 @@ async fn put_key(
 async fn delete_key(
     State(s): State<Arc<Shared>>,
     Path(key): Path<String>,
-    Query(params): Query<Params>,
+    params: Result<Query<Params>, QueryRejection>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     s.metrics.http_requests.fetch_add(1, Relaxed);
+    let params = match params {
+        Ok(Query(p)) => p,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     let cmd = (|| {
         check_key(&s, &key)?;
         Ok::<_, BadRequest>(Command {
@@ -483,13 +536,21 @@ fn parse_micro_ops(s: &Shared, body: &Bytes) -> Result<Vec<MicroOp>, BadRequest>
 
 async fn txn(
     State(s): State<Arc<Shared>>,
-    Query(params): Query<Params>,
+    params: Result<Query<Params>, QueryRejection>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     s.metrics.http_requests.fetch_add(1, Relaxed);
+    let params = match params {
+        Ok(Query(p)) => p,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     let parsed = parse_micro_ops(&s, &body).and_then(|ops| Ok((ops, dedup(&params)?)));
     let (ops, dedup) = match parsed {
         Err(b) => return b.into(),
@@ -560,12 +621,16 @@ async fn txn(
 
 async fn keys(
     State(s): State<Arc<Shared>>,
-    Query(params): Query<Params>,
+    params: Result<Query<Params>, QueryRejection>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     s.metrics.http_requests.fetch_add(1, Relaxed);
+    let params = match params {
+        Ok(Query(p)) => p,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     let prefix = params.get("prefix").cloned().unwrap_or_default();
     let list = |s: &Shared| {
         let kv = s.kv.read().expect("lock poisoned");
@@ -761,6 +826,31 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         "frames received from peers",
         t.frames_received.load(Relaxed),
     );
+    let h = &m.latency;
+    let _ = writeln!(
+        out,
+        "# HELP paxos_kv_http_request_duration_seconds client API request latency\n\
+         # TYPE paxos_kv_http_request_duration_seconds histogram"
+    );
+    let mut cumulative = 0;
+    for (i, le) in LATENCY_BUCKETS_S.iter().enumerate() {
+        cumulative += h.buckets[i].load(Relaxed);
+        let _ = writeln!(
+            out,
+            "paxos_kv_http_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+        );
+    }
+    let count = h.count.load(Relaxed);
+    let _ = writeln!(
+        out,
+        "paxos_kv_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+    );
+    let _ = writeln!(
+        out,
+        "paxos_kv_http_request_duration_seconds_sum {}",
+        h.sum_us.load(Relaxed) as f64 / 1e6
+    );
+    let _ = writeln!(out, "paxos_kv_http_request_duration_seconds_count {count}");
     (
         StatusCode::OK,
         [("content-type", "text/plain; version=0.0.4")],

@@ -71,6 +71,17 @@ struct Cli {
     /// Snapshot the state machine and compact the WAL every this many slots.
     #[arg(long, default_value_t = 10_000)]
     snapshot_interval_entries: u64,
+    /// Chosen entries kept in the log behind a snapshot, so slightly lagging peers catch up
+    /// from the log instead of by snapshot.
+    #[arg(long, default_value_t = 1_000)]
+    compaction_retain_entries: u64,
+    /// Also snapshot and compact the WAL once this many bytes were appended since the last time.
+    #[arg(long, default_value_t = 128 << 20)]
+    wal_compact_bytes: u64,
+    /// With --bug ack-before-persist: how long WAL records sit in the user-space buffer before
+    /// they are written and fsynced.
+    #[arg(long, default_value_t = 2000)]
+    lazy_flush_ms: u64,
 }
 
 fn parse_peers(s: &str) -> Result<BTreeMap<u64, SocketAddr>> {
@@ -112,8 +123,19 @@ fn parse_peers(s: &str) -> Result<BTreeMap<u64, SocketAddr>> {
     Ok(peers)
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole cause chain on one line, without a backtrace: these are user errors.
+            eprintln!("paxos-kv: error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -147,6 +169,9 @@ fn main() -> Result<()> {
     cfg.txn_max_ops = cli.txn_max_ops;
     cfg.dedup_clients = cli.dedup_clients;
     cfg.snapshot_interval_entries = cli.snapshot_interval_entries;
+    cfg.compaction_retain_entries = cli.compaction_retain_entries;
+    cfg.lazy_flush_ms = cli.lazy_flush_ms;
+    cfg.wal_compact_bytes = cli.wal_compact_bytes;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

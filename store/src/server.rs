@@ -55,6 +55,10 @@ pub struct ServerConfig {
     pub dedup_clients: usize,
     /// Take a snapshot once this many slots follow the last one.
     pub snapshot_interval_entries: u64,
+    /// Chosen entries kept behind a snapshot for lagging peers.
+    pub compaction_retain_entries: u64,
+    /// Also snapshot and compact once this many WAL bytes were appended since the last time.
+    pub wal_compact_bytes: u64,
     /// With `ack-before-persist`: how long records sit in the user-space buffer.
     pub lazy_flush_ms: u64,
 }
@@ -88,6 +92,8 @@ impl ServerConfig {
             request_queue: 20_000,
             dedup_clients: 100_000,
             snapshot_interval_entries: 10_000,
+            compaction_retain_entries: 1_000,
+            wal_compact_bytes: 128 << 20,
             lazy_flush_ms: 2000,
         }
     }
@@ -105,12 +111,13 @@ impl ServerConfig {
                     self.id
                 ))
             }
-            Some(a) if *a != self.listen => {
-                return bad(format!(
-                    "--peers gives node {} the address {a}, but --listen is {}",
-                    self.id, self.listen
-                ))
-            }
+            // Allowed: a harness may route peer links through proxies, so the address peers
+            // dial need not be the one this node binds.
+            Some(a) if *a != self.listen => tracing::warn!(
+                "--peers gives node {} the address {a}, but --listen is {}; binding --listen",
+                self.id,
+                self.listen
+            ),
             _ => {}
         }
         if self.tick_ms == 0 {
@@ -153,6 +160,28 @@ pub struct Metrics {
     pub snapshots_installed: AtomicU64,
     pub http_requests: AtomicU64,
     pub forwarded: AtomicU64,
+    pub latency: Histogram,
+}
+
+/// A fixed-bucket latency histogram (buckets: `http::LATENCY_BUCKETS_S`, plus +Inf).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    pub buckets: [AtomicU64; 12],
+    pub count: AtomicU64,
+    pub sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, secs: f64) {
+        if let Some(i) = crate::http::LATENCY_BUCKETS_S
+            .iter()
+            .position(|le| secs <= *le)
+        {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add((secs * 1e6) as u64, Relaxed);
+    }
 }
 
 /// State shared between the driver and the HTTP handlers.
@@ -164,6 +193,37 @@ pub struct Shared {
     pub transport: Transport,
     pub metrics: Metrics,
     pub http: reqwest::Client,
+    /// Held for the life of the process: two processes on one data directory would corrupt it.
+    _data_dir_lock: std::fs::File,
+}
+
+/// Takes an exclusive lock on `dir/LOCK` (created if needed), or fails naming the directory.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StoreError> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
+        what: format!("create data directory {}", dir.display()),
+        source: e,
+    })?;
+    let path = dir.join("LOCK");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Io {
+            what: format!("open {}", path.display()),
+            source: e,
+        })?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(StoreError::Config(format!(
+            "data directory {} is in use by another paxos-kv process ({})",
+            dir.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(f)
 }
 
 enum WalJob {
@@ -197,16 +257,17 @@ fn encode_record(r: &Record) -> Vec<u8> {
 }
 
 /// The WAL records that rebuild `state` (written first in a compacted WAL).
-fn checkpoint_records(state: &paxos::RecoveredState) -> Vec<Vec<u8>> {
+/// Entries at or below `snapshot_slot` are left out: the snapshot written with them covers them.
+fn checkpoint_records(state: &paxos::RecoveredState, snapshot_slot: u64) -> Vec<Vec<u8>> {
     let mut out = vec![encode_record(&Record::Promise(state.promised))];
-    for (slot, (ballot, value)) in &state.accepted {
+    for (slot, (ballot, value)) in state.accepted.range(snapshot_slot + 1..) {
         out.push(encode_record(&Record::Accepted {
             slot: *slot,
             ballot: *ballot,
             value: value.clone(),
         }));
     }
-    for (slot, value) in &state.chosen {
+    for (slot, value) in state.chosen.range(snapshot_slot + 1..) {
         out.push(encode_record(&Record::Chosen {
             slot: *slot,
             value: value.clone(),
@@ -224,7 +285,7 @@ fn fatal(what: &str, e: impl std::fmt::Display) -> ! {
 fn wal_thread(
     mut wal: Wal,
     mut jobs: mpsc::Receiver<WalJob>,
-    done: mpsc::Sender<WalDone>,
+    done: mpsc::UnboundedSender<WalDone>,
     lazy_flush: Option<Duration>,
     metrics: Arc<Shared>,
 ) {
@@ -246,7 +307,7 @@ fn wal_thread(
                             if last_flush.elapsed() >= period && wal.buffered_bytes() > 0 {
                                 break None;
                             }
-                            std::thread::sleep(Duration::from_millis(5));
+                            std::thread::sleep(Duration::from_millis(1));
                         }
                     }
                 };
@@ -321,16 +382,13 @@ fn wal_thread(
                 .wal_bytes
                 .fetch_add(wal.appended_bytes - before, Relaxed);
         }
-        if token.is_some() || !after.is_empty() {
-            if done
-                .blocking_send(WalDone::Persisted { token, after })
-                .is_err()
-            {
-                return;
-            }
+        if (token.is_some() || !after.is_empty())
+            && done.send(WalDone::Persisted { token, after }).is_err()
+        {
+            return;
         }
         for c in compacted {
-            if done.blocking_send(c).is_err() {
+            if done.send(c).is_err() {
                 return;
             }
         }
@@ -349,6 +407,7 @@ fn core_config(cfg: &ServerConfig) -> paxos::Config {
     c.heartbeat_interval_ticks = cfg.heartbeat_interval_ticks;
     c.check_quorum_ticks = c.check_quorum_ticks.max(cfg.election_timeout_ticks * 4);
     c.snapshot_interval_entries = cfg.snapshot_interval_entries;
+    c.compaction_retain_entries = cfg.compaction_retain_entries;
     c.max_command_bytes = cfg.body_max_bytes + 1024;
     c.bugs = cfg.bugs.clone();
     c
@@ -362,6 +421,15 @@ impl Server {
         core_cfg
             .validate()
             .map_err(|e| StoreError::Config(e.to_string()))?;
+        // Bind the client address first, so a port in use fails before touching the disk.
+        let http_listener = tokio::net::TcpListener::bind(cfg.client)
+            .await
+            .map_err(|e| StoreError::Bind {
+                what: "client (HTTP) address".into(),
+                addr: cfg.client.to_string(),
+                source: e,
+            })?;
+        let data_dir_lock = lock_data_dir(&cfg.data_dir)?;
         // Recovery.
         let (wal, recovered) = Wal::open(
             &cfg.data_dir,
@@ -403,14 +471,6 @@ impl Server {
         let node = Node::restore(core_cfg, state, snapshot, seed)
             .map_err(|e| StoreError::Config(e.to_string()))?;
 
-        // Bind the client address before starting anything, so a port in use fails fast.
-        let http_listener = tokio::net::TcpListener::bind(cfg.client)
-            .await
-            .map_err(|e| StoreError::Bind {
-                what: "client (HTTP) address".into(),
-                addr: cfg.client.to_string(),
-                source: e,
-            })?;
         let (inbound_tx, inbound_rx) = mpsc::channel(8192);
         let transport = Transport::start(
             cfg.id,
@@ -426,6 +486,9 @@ impl Server {
             .timeout(Duration::from_millis(cfg.forward_timeout_ms))
             .connect_timeout(Duration::from_millis(500))
             .pool_max_idle_per_host(256)
+            // Forwarded requests leave from this node's own IP, like peer traffic, so that
+            // partitions between 127.0.0.N addresses also cut forwarding.
+            .local_address(Some(cfg.listen.ip()))
             .build()
             .map_err(|e| StoreError::Config(format!("http client: {e}")))?;
         let status = node.status();
@@ -437,9 +500,13 @@ impl Server {
             transport: transport.clone(),
             metrics: Metrics::default(),
             http,
+            _data_dir_lock: data_dir_lock,
         });
         let (wal_tx, wal_rx) = mpsc::channel(4096);
-        let (done_tx, done_rx) = mpsc::channel(4096);
+        // Unbounded on purpose: the WAL thread sends at most one message per job it took from
+        // the bounded job queue, and a bounded channel here could deadlock with the driver
+        // blocked on a full job queue.
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
         let lazy = cfg
             .has_bug(Bug::AckBeforePersist)
             .then(|| Duration::from_millis(cfg.lazy_flush_ms));
@@ -462,6 +529,7 @@ impl Server {
             reads_waiting_apply: VecDeque::new(),
             next_id: 1,
             snapshot_in_progress: false,
+            wal_bytes_since_compaction: 0,
         };
         tokio::spawn(driver.run(inbound_rx, req_rx, done_rx));
         let router = crate::http::router(shared.clone());
@@ -485,6 +553,8 @@ struct Driver {
     reads_waiting_apply: VecDeque<(u64, oneshot::Sender<Result<(), Dropped>>)>,
     next_id: u64,
     snapshot_in_progress: bool,
+    /// WAL bytes appended since the last compaction.
+    wal_bytes_since_compaction: u64,
 }
 
 /// Inputs drained per wake-up before handling the Ready, so that one Ready (and one fsync)
@@ -496,7 +566,7 @@ impl Driver {
         mut self,
         mut inbound: mpsc::Receiver<(u64, Bytes)>,
         mut requests: mpsc::Receiver<Request>,
-        mut done: mpsc::Receiver<WalDone>,
+        mut done: mpsc::UnboundedReceiver<WalDone>,
     ) {
         let mut ticker = tokio::time::interval(Duration::from_millis(self.shared.config.tick_ms));
         // After a pause (SIGSTOP) do not fire a burst of ticks: that would look like a long
@@ -515,7 +585,7 @@ impl Driver {
                 _ = ticker.tick() => {
                     self.node.tick();
                     ticks += 1;
-                    if ticks % 50 == 0 {
+                    if ticks.is_multiple_of(50) {
                         self.expire();
                     }
                 }
@@ -605,6 +675,8 @@ impl Driver {
         // 1. Persist (group commit in the WAL thread), then the held-back messages.
         if !ready.persist.is_empty() || ready.persist_token.is_some() {
             let records: Vec<Vec<u8>> = ready.persist.iter().map(encode_record).collect();
+            self.wal_bytes_since_compaction +=
+                records.iter().map(|r| r.len() as u64 + 8).sum::<u64>();
             let after = ready.messages_after_persist;
             let token = ready.persist_token;
             if self
@@ -639,7 +711,8 @@ impl Driver {
                         .snapshots_installed
                         .fetch_add(1, Relaxed);
                     let snapshot = bincode::serialize(&snap).expect("serialise snapshot");
-                    let live = checkpoint_records(&self.node.checkpoint());
+                    let live = checkpoint_records(&self.node.checkpoint(), snap.slot);
+                    self.wal_bytes_since_compaction = 0;
                     if self
                         .wal
                         .send(WalJob::Compact {
@@ -734,8 +807,10 @@ impl Driver {
                 let _ = tx.send(Err(why));
             }
         }
-        // 7. Snapshots.
-        if let Some(due) = ready.snapshot_due {
+        // 7. Snapshots: when the core asks, or when the WAL has grown large (many big
+        // batches can make it long in bytes well before it is long in entries).
+        let wal_full = self.wal_bytes_since_compaction >= self.shared.config.wal_compact_bytes;
+        if let Some(due) = ready.snapshot_due.or(wal_full.then_some(0)) {
             if !self.snapshot_in_progress {
                 let (slot, data) = {
                     let kv = self.shared.kv.read().expect("lock poisoned");
@@ -748,7 +823,8 @@ impl Driver {
                         data: data.clone(),
                     })
                     .expect("serialise snapshot");
-                    let live = checkpoint_records(&self.node.checkpoint());
+                    let live = checkpoint_records(&self.node.checkpoint(), slot);
+                    self.wal_bytes_since_compaction = 0;
                     if self
                         .wal
                         .send(WalJob::Compact {
@@ -764,6 +840,18 @@ impl Driver {
                 }
             }
         }
-        *self.shared.status.lock().expect("lock poisoned") = self.node.status();
+        let new = self.node.status();
+        let mut status = self.shared.status.lock().expect("lock poisoned");
+        if (status.role, status.leader, status.ballot) != (new.role, new.leader, new.ballot) {
+            // Leadership changes are what an operator looks for first in a node's log.
+            tracing::info!(
+                role = new.role.as_str(),
+                leader = ?new.leader,
+                ballot = %new.ballot,
+                commit_index = new.commit_index,
+                "role or leader changed"
+            );
+        }
+        *status = new;
     }
 }

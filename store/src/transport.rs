@@ -29,6 +29,8 @@ pub struct TransportOptions {
     /// Largest frame accepted from a peer (snapshots travel as one frame).
     pub frame_max_bytes: u32,
     pub connect_timeout_ms: u64,
+    /// Close a connection whose sent data is unacknowledged this long (TCP_USER_TIMEOUT).
+    pub user_timeout_ms: u64,
     pub backoff_min_ms: u64,
     pub backoff_max_ms: u64,
 }
@@ -39,6 +41,7 @@ impl Default for TransportOptions {
             send_queue_frames: 4096,
             frame_max_bytes: 512 << 20,
             connect_timeout_ms: 500,
+            user_timeout_ms: 1000,
             backoff_min_ms: 20,
             backoff_max_ms: 500,
         }
@@ -154,10 +157,59 @@ impl Transport {
     }
 }
 
+/// Makes the kernel drop the connection when sent data stays unacknowledged this long. Without
+/// it, a link cut by a partition (packets silently dropped) stays "up" while TCP retransmits
+/// with exponential backoff, and the link can take tens of seconds to recover after the heal.
+fn set_user_timeout(socket: &TcpSocket, ms: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ms = ms.min(i32::MAX as u64) as libc::c_int;
+    set_int_opt(
+        socket.as_raw_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_USER_TIMEOUT,
+        ms,
+    )
+}
+
+fn set_int_opt(
+    fd: i32,
+    level: libc::c_int,
+    opt: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
+    // SAFETY: a plain setsockopt on a socket the caller owns, with a pointer to a live c_int.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Keepalive probes on an inbound (read-only) connection, so that one whose peer vanished
+/// behind a partition is closed and its reader task ends, instead of waiting forever.
+fn set_keepalive(stream: &TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 2)?;
+    set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 1)?;
+    set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3)
+}
+
 async fn connect_from(
     local: SocketAddr,
     peer: SocketAddr,
     timeout_ms: u64,
+    user_timeout_ms: u64,
 ) -> std::io::Result<TcpStream> {
     let socket = if peer.is_ipv4() {
         TcpSocket::new_v4()?
@@ -166,6 +218,7 @@ async fn connect_from(
     };
     // Port 0: the kernel picks a port, but the source IP is this node's own address.
     socket.bind(SocketAddr::new(local.ip(), 0))?;
+    set_user_timeout(&socket, user_timeout_ms)?;
     let stream = tokio::time::timeout(Duration::from_millis(timeout_ms), socket.connect(peer))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
@@ -190,20 +243,21 @@ async fn dial_loop(
     use std::sync::atomic::Ordering::Relaxed;
     let mut backoff_ms = opts.backoff_min_ms;
     loop {
-        let stream = match connect_from(local, addr, opts.connect_timeout_ms).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(peer, %addr, error = %e, backoff_ms, "dial failed");
-                // Frames queued for an unreachable peer are stale by the time it returns;
-                // drop them rather than replay a burst of old messages.
-                while rx.try_recv().is_ok() {
-                    stats.frames_dropped.fetch_add(1, Relaxed);
+        let stream =
+            match connect_from(local, addr, opts.connect_timeout_ms, opts.user_timeout_ms).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(peer, %addr, error = %e, backoff_ms, "dial failed");
+                    // Frames queued for an unreachable peer are stale by the time it returns;
+                    // drop them rather than replay a burst of old messages.
+                    while rx.try_recv().is_ok() {
+                        stats.frames_dropped.fetch_add(1, Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                    backoff_ms = (backoff_ms * 2).min(opts.backoff_max_ms);
+                    continue;
                 }
-                tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-                backoff_ms = (backoff_ms * 2).min(opts.backoff_max_ms);
-                continue;
-            }
-        };
+            };
         tracing::debug!(peer, %addr, "connected");
         backoff_ms = opts.backoff_min_ms;
         let (mut read_half, write_half) = stream.into_split();
@@ -273,6 +327,9 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        if let Err(e) = set_keepalive(&stream) {
+            tracing::debug!(%from, error = %e, "cannot enable keepalive");
+        }
         let inbound = inbound.clone();
         let client_addrs = client_addrs.clone();
         let stats = stats.clone();

@@ -30,6 +30,9 @@ struct PendingRead {
 struct LeaderState {
     ballot: Ballot,
     next_slot: Slot,
+    /// The last slot phase 1 re-proposed: once the commit index reaches it, every value
+    /// chosen before this leadership is at or below the commit index.
+    phase1_last_slot: Slot,
     in_flight: BTreeMap<Slot, InFlight>,
     pending: VecDeque<(ProposalId, Vec<u8>)>,
     /// Heartbeat round last sent.
@@ -51,6 +54,8 @@ struct CandidateState {
     max_commit: Slot,
     max_commit_node: NodeId,
     last_catchup_tick: Option<u64>,
+    last_prepare_tick: u64,
+    from_slot: Slot,
 }
 
 #[derive(Debug)]
@@ -250,6 +255,7 @@ impl Node {
         self.flush_proposals();
         self.flush_read_round();
         self.drain_self_now();
+        self.assert_invariants();
         let mut ready = std::mem::take(&mut self.out);
         if !ready.persist.is_empty()
             || !ready.messages_after_persist.is_empty()
@@ -295,6 +301,7 @@ impl Node {
                     // Phase 1 did not finish in time: ask again before bumping further.
                     self.start_pre_vote();
                 } else {
+                    self.resend_prepare();
                     self.candidate_catch_up();
                 }
             }
@@ -338,9 +345,15 @@ impl Node {
         let commit = self.commit_index;
         match &mut self.role {
             RoleState::Leader(l) => {
-                // Every slot this leader has assigned: it covers every value chosen before
-                // the read began (phase 1 re-proposed all slots any quorum accepted).
-                let slot = l.next_slot - 1;
+                // A write acknowledged before the read began was chosen either by this leader
+                // (so it is at or below our commit index: acknowledging needs it applied) or
+                // before it (so at or below phase 1's last slot). Until phase 1's slots are
+                // chosen, wait for every slot assigned so far.
+                let slot = if commit >= l.phase1_last_slot {
+                    commit
+                } else {
+                    l.next_slot - 1
+                };
                 if stale {
                     // The planted bug: trust that we still lead, answer from local state.
                     self.out.reads.push(ReadReady { id, slot: commit });
@@ -394,6 +407,31 @@ impl Node {
     }
 
     // ---------------------------------------------------------------- internals
+
+    /// Cheap checks of what must always hold; a failure is a bug in this module.
+    fn assert_invariants(&self) {
+        assert!(self.emitted_index <= self.commit_index, "emitted <= commit");
+        assert!(
+            self.log_start <= self.commit_index,
+            "compacted only chosen slots"
+        );
+        if let Some((s, (b, _))) = self.accepted.iter().next_back() {
+            assert!(*b <= self.promised, "slot {s} accepted above the promise");
+        }
+        if let RoleState::Leader(l) = &self.role {
+            assert_eq!(l.ballot, self.promised, "a leader's ballot is its promise");
+            assert!(
+                l.next_slot > self.commit_index,
+                "leader assigns slots past commit"
+            );
+            if let Some(first) = l.in_flight.keys().next() {
+                assert!(
+                    *first > self.commit_index,
+                    "in-flight slot {first} already chosen"
+                );
+            }
+        }
+    }
 
     fn drain_self_now(&mut self) {
         // Bounded: each self message is handled once and handling never loops back into
@@ -473,10 +511,11 @@ impl Node {
 
     fn handle(&mut self, from: NodeId, msg: Message) {
         match msg {
-            Message::PreVote { round, commit: _ } => {
+            Message::PreVote { round, commit } => {
                 // Grant only if we, too, have lost the leader: a node returning from a
-                // partition cannot depose a healthy one.
-                let granted = !self.leader_alive();
+                // partition cannot depose a healthy one. Prefer a candidate that knows at
+                // least what we know chosen, so the new leader need not catch up first.
+                let granted = !self.leader_alive() && commit >= self.commit_index;
                 self.send(from, Message::PreVoteReply { round, granted });
             }
             Message::PreVoteReply { round, granted } => {
@@ -549,10 +588,27 @@ impl Node {
                 if self.is_leader() {
                     return;
                 }
+                let progressed = !entries.is_empty();
                 for e in entries {
                     self.learn_chosen(e.slot, e.value);
                 }
                 self.advance_commit();
+                // Still behind the leader: ask for the next chunk at once rather than at the
+                // next heartbeat, so a far-behind replica catches up at network speed.
+                if progressed
+                    && matches!(self.role, RoleState::Follower)
+                    && self.commit_index < self.leader_commit
+                {
+                    if let Some(l) = self.leader_hint.filter(|&l| l != self.id) {
+                        self.last_catchup_request_tick = Some(self.now);
+                        self.send(
+                            l,
+                            Message::CatchUpRequest {
+                                from_slot: self.commit_index + 1,
+                            },
+                        );
+                    }
+                }
                 self.candidate_maybe_finish();
             }
             Message::InstallSnapshot { slot, data } => self.on_install_snapshot(slot, data),
@@ -593,6 +649,8 @@ impl Node {
             max_commit: self.commit_index,
             max_commit_node: self.id,
             last_catchup_tick: None,
+            last_prepare_tick: self.now,
+            from_slot: self.commit_index + 1,
         });
         let from_slot = self.commit_index + 1;
         self.broadcast(Message::Prepare { ballot, from_slot });
@@ -698,6 +756,35 @@ impl Node {
         self.candidate_maybe_finish();
     }
 
+    /// Lost prepares or promises would otherwise cost a whole election timeout.
+    fn resend_prepare(&mut self) {
+        let now = self.now;
+        let retransmit = self.cfg.retransmit_ticks;
+        let RoleState::Candidate(c) = &mut self.role else {
+            return;
+        };
+        if now < c.last_prepare_tick + retransmit {
+            return;
+        }
+        c.last_prepare_tick = now;
+        let msg = Message::Prepare {
+            ballot: c.ballot,
+            from_slot: c.from_slot,
+        };
+        let missing: Vec<NodeId> = self
+            .peers
+            .iter()
+            .copied()
+            .filter(|p| !c.promises.contains_key(p))
+            .collect();
+        for p in missing {
+            self.out.messages.push(Envelope {
+                to: p,
+                msg: msg.clone(),
+            });
+        }
+    }
+
     fn candidate_catch_up(&mut self) {
         let commit = self.commit_index;
         let now = self.now;
@@ -784,6 +871,7 @@ impl Node {
         self.role = RoleState::Leader(LeaderState {
             ballot,
             next_slot: max_slot + 1,
+            phase1_last_slot: max_slot,
             in_flight,
             pending: VecDeque::new(),
             hb_seq: 0,
@@ -1272,5 +1360,335 @@ impl Node {
             l.ballot
         };
         self.send_accepts(ballot, entries, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(id: NodeId) -> Config {
+        Config::new(id, vec![1, 2, 3])
+    }
+
+    /// Drives node 1 to leadership by hand: returns it with its ballot.
+    fn leader() -> (Node, Ballot) {
+        let mut n = Node::new(cfg(1), 7).expect("valid");
+        for _ in 0..100 {
+            n.tick();
+            if n.role() == Role::PreCandidate {
+                break;
+            }
+        }
+        assert_eq!(n.role(), Role::PreCandidate);
+        let r = n.ready();
+        let round = r
+            .messages
+            .iter()
+            .find_map(|e| match e.msg {
+                Message::PreVote { round, .. } => Some(round),
+                _ => None,
+            })
+            .expect("a pre-vote was sent");
+        n.step(
+            2,
+            Message::PreVoteReply {
+                round,
+                granted: true,
+            },
+        )
+        .expect("peer");
+        assert_eq!(n.role(), Role::Candidate);
+        let r = n.ready();
+        let ballot = r
+            .messages
+            .iter()
+            .find_map(|e| match e.msg {
+                Message::Prepare { ballot, .. } => Some(ballot),
+                _ => None,
+            })
+            .expect("a prepare was sent");
+        assert_eq!(r.persist, vec![Record::Promise(ballot)]);
+        // Our own promise counts once durable.
+        n.persisted(r.persist_token.expect("a token"));
+        assert_eq!(
+            n.role(),
+            Role::Candidate,
+            "one promise of three is no quorum"
+        );
+        n.step(
+            2,
+            Message::Promise {
+                ballot,
+                entries: vec![],
+                commit: 0,
+                snapshot_slot: 0,
+            },
+        )
+        .expect("peer");
+        assert_eq!(n.role(), Role::Leader);
+        (n, ballot)
+    }
+
+    #[test]
+    fn promise_and_accepted_replies_wait_for_the_persist() {
+        let mut n = Node::new(cfg(2), 1).expect("valid");
+        let b = Ballot { round: 3, node: 1 };
+        n.step(
+            1,
+            Message::Prepare {
+                ballot: b,
+                from_slot: 1,
+            },
+        )
+        .expect("peer");
+        let r = n.ready();
+        assert_eq!(r.persist, vec![Record::Promise(b)]);
+        assert!(r.persist_token.is_some());
+        assert!(r
+            .messages
+            .iter()
+            .all(|e| !matches!(e.msg, Message::Promise { .. })));
+        assert!(matches!(
+            r.messages_after_persist.as_slice(),
+            [Envelope {
+                to: 1,
+                msg: Message::Promise { .. }
+            }]
+        ));
+        let value = Value::Batch(vec![Command {
+            origin: 1,
+            id: 9,
+            data: b"x".to_vec(),
+        }]);
+        n.step(
+            1,
+            Message::Accept {
+                ballot: b,
+                entries: vec![Entry {
+                    slot: 1,
+                    value: value.clone(),
+                }],
+                commit: 0,
+            },
+        )
+        .expect("peer");
+        let r = n.ready();
+        assert_eq!(
+            r.persist,
+            vec![Record::Accepted {
+                slot: 1,
+                ballot: b,
+                value
+            }]
+        );
+        assert!(r
+            .messages
+            .iter()
+            .all(|e| !matches!(e.msg, Message::Accepted { .. })));
+        assert_eq!(r.messages_after_persist.len(), 1);
+        // A lower ballot is refused and the promise does not go down.
+        n.step(
+            3,
+            Message::Prepare {
+                ballot: Ballot { round: 2, node: 3 },
+                from_slot: 1,
+            },
+        )
+        .expect("peer");
+        let r = n.ready();
+        assert!(r.persist.is_empty());
+        assert!(matches!(
+            r.messages.as_slice(),
+            [Envelope { to: 3, msg: Message::Nack { promised } }] if *promised == b
+        ));
+    }
+
+    #[test]
+    fn ack_before_persist_bug_sends_accepted_at_once() {
+        let mut c = cfg(2);
+        c.bugs = vec![Bug::AckBeforePersist];
+        let mut n = Node::new(c, 1).expect("valid");
+        let b = Ballot { round: 1, node: 1 };
+        n.step(
+            1,
+            Message::Accept {
+                ballot: b,
+                entries: vec![Entry {
+                    slot: 1,
+                    value: Value::Noop,
+                }],
+                commit: 0,
+            },
+        )
+        .expect("peer");
+        let r = n.ready();
+        assert!(r
+            .messages
+            .iter()
+            .any(|e| matches!(e.msg, Message::Accepted { .. })));
+    }
+
+    #[test]
+    fn leader_batches_proposals_and_commits_after_a_quorum() {
+        let (mut n, ballot) = leader();
+        let _ = n.ready();
+        for id in 0..10 {
+            n.propose(id, vec![id as u8]);
+        }
+        let r = n.ready();
+        let accepts: Vec<&Vec<Entry>> = r
+            .messages
+            .iter()
+            .filter(|e| e.to == 2)
+            .filter_map(|e| match &e.msg {
+                Message::Accept { entries, .. } => Some(entries),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(accepts.len(), 1, "one accept message carries the batch");
+        assert_eq!(accepts[0].len(), 1, "ten commands fit in one slot");
+        let slot = accepts[0][0].slot;
+        // The leader's own vote counts only after its persist; a peer's vote makes a quorum.
+        n.step(
+            2,
+            Message::Accepted {
+                ballot,
+                slots: vec![slot],
+            },
+        )
+        .expect("peer");
+        assert!(
+            n.ready().committed.is_empty(),
+            "one vote of three is no quorum"
+        );
+        n.persisted(r.persist_token.expect("records to persist"));
+        let r = n.ready();
+        assert_eq!(r.committed.len(), 1);
+        assert_eq!(r.committed[0].slot, slot);
+        assert!(matches!(&r.committed[0].value, Value::Batch(c) if c.len() == 10));
+    }
+
+    #[test]
+    fn reads_need_a_quorum_round() {
+        let (mut n, ballot) = leader();
+        let _ = n.ready();
+        n.read_index(5);
+        let r = n.ready();
+        assert!(r.reads.is_empty());
+        let seq = r
+            .messages
+            .iter()
+            .find_map(|e| match e.msg {
+                Message::Heartbeat { seq, .. } => Some(seq),
+                _ => None,
+            })
+            .expect("a confirmation round");
+        n.step(
+            3,
+            Message::HeartbeatReply {
+                ballot,
+                seq,
+                commit: 0,
+            },
+        )
+        .expect("peer");
+        let r = n.ready();
+        assert_eq!(r.reads.len(), 1);
+        assert_eq!(r.reads[0].id, 5);
+        // A follower refuses reads, naming the leader it knows.
+        let mut f = Node::new(cfg(2), 3).expect("valid");
+        f.read_index(1);
+        assert!(matches!(
+            f.ready().rejected_reads.as_slice(),
+            [(1, Dropped::NotLeader { .. })]
+        ));
+    }
+
+    #[test]
+    fn a_deposed_leader_reports_in_flight_commands_as_unknown() {
+        let (mut n, _) = leader();
+        let _ = n.ready();
+        n.propose(1, b"a".to_vec());
+        let _ = n.ready();
+        n.propose(2, b"b".to_vec());
+        n.step(
+            2,
+            Message::Nack {
+                promised: Ballot { round: 99, node: 2 },
+            },
+        )
+        .expect("peer");
+        let r = n.ready();
+        assert!(r.rejected.contains(&(1, Dropped::Unknown)));
+        assert!(r
+            .rejected
+            .iter()
+            .any(|(id, d)| *id == 2 && d.certainly_not_applied()));
+        assert_eq!(n.leader(), Some(2));
+    }
+
+    #[test]
+    fn recovered_state_folds_idempotently() {
+        let b1 = Ballot { round: 1, node: 1 };
+        let b2 = Ballot { round: 2, node: 2 };
+        let recs = [
+            Record::Promise(b1),
+            Record::Accepted {
+                slot: 1,
+                ballot: b2,
+                value: Value::Noop,
+            },
+            Record::Accepted {
+                slot: 1,
+                ballot: b1,
+                value: Value::Batch(vec![]),
+            },
+            Record::Chosen {
+                slot: 2,
+                value: Value::Noop,
+            },
+        ];
+        let mut s = RecoveredState::default();
+        for r in recs.iter().chain(recs.iter()) {
+            s.apply(r.clone());
+        }
+        assert_eq!(s.promised, b2);
+        assert_eq!(s.accepted.get(&1), Some(&(b2, Value::Noop)));
+        assert_eq!(s.chosen.len(), 1);
+        s.compact(2);
+        assert!(s.accepted.is_empty() && s.chosen.is_empty());
+    }
+
+    #[test]
+    fn bugs_parse_by_name_and_bad_input_is_an_error() {
+        for b in Bug::ALL {
+            assert_eq!(b.name().parse::<Bug>().expect("known"), b);
+            assert!(!b.description().is_empty());
+        }
+        let e = "nope".parse::<Bug>().expect_err("unknown");
+        assert!(e.to_string().contains("stale-leader-read"), "{e}");
+        let mut c = cfg(4);
+        assert!(c.validate().is_err(), "id outside members");
+        c.id = 1;
+        c.heartbeat_interval_ticks = 20;
+        assert!(
+            Node::new(c, 0).is_err(),
+            "heartbeat slower than election timeout"
+        );
+        let mut n = Node::new(cfg(1), 0).expect("valid");
+        assert!(n
+            .step(
+                9,
+                Message::PreVote {
+                    round: 1,
+                    commit: 0
+                }
+            )
+            .is_err());
+        assert!(
+            n.snapshot_taken(5, vec![]).is_err(),
+            "snapshot ahead of commit"
+        );
     }
 }
