@@ -1,0 +1,331 @@
+//! The checks a run's verdict is made of: the workload's own checker (linearizability per key),
+//! stats, availability, a scan of node logs for panics, and convergence of replica digests.
+//! The run's verdict is the worst of them.
+
+use ordeal_checker::{Event, EventType, History, Process, Value, Verdict};
+use ordeal_workloads::WorkloadKind;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One checker's answer, as results.json records it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckOutcome {
+    pub name: String,
+    pub verdict: Verdict,
+    /// One line a person reads first.
+    pub summary: String,
+    /// Machine-readable detail (counterexample, counts, ...).
+    #[serde(default)]
+    pub details: serde_json::Value,
+    /// An HTML fragment (the counterexample timeline), embedded in the report as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+}
+
+/// The workload's checker. This is the one place that calls into `ordeal_checker`'s
+/// linearizability API, so that API's shape is confined here.
+pub fn check_workload(
+    history: &History,
+    workload: WorkloadKind,
+    time_budget_s: u64,
+) -> CheckOutcome {
+    use ordeal_checker::linear::{check_kind, CheckOptions, ModelKind, ModelOptions};
+    let kind = match workload {
+        WorkloadKind::Register => ModelKind::CasRegister,
+        WorkloadKind::Kv => ModelKind::Kv,
+    };
+    let options = CheckOptions {
+        timeout: Some(std::time::Duration::from_secs(time_budget_s.max(1))),
+        ..CheckOptions::default()
+    };
+    // A failed cas is not taken as an observation of the register: a cas can fail with 503
+    // (no leader), which says nothing about the value, and the history does not tell the two
+    // apart by type.
+    let model_options = ModelOptions {
+        failed_cas_observed: false,
+    };
+    match check_kind(kind, model_options, history, &options) {
+        Ok(report) => CheckOutcome {
+            name: "linearizable".into(),
+            verdict: report.verdict,
+            summary: format!("{} (model {}, per key)", report.summary, report.model),
+            html: (report.verdict == Verdict::Invalid)
+                .then(|| report.to_html(&format!("{} counterexample", report.model))),
+            details: serde_json::to_value(&report).unwrap_or_default(),
+        },
+        Err(e) => CheckOutcome {
+            name: "linearizable".into(),
+            verdict: Verdict::Unknown,
+            summary: format!("the history could not be checked: {e}"),
+            details: serde_json::Value::Null,
+            html: None,
+        },
+    }
+}
+
+/// Counts per operation `f` and completion type.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Counts {
+    pub ok: u64,
+    pub fail: u64,
+    pub info: u64,
+}
+
+impl Counts {
+    pub fn total(&self) -> u64 {
+        self.ok + self.fail + self.info
+    }
+}
+
+/// A fault interval recovered from the history's nemesis events.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FaultInterval {
+    pub f: String,
+    pub label: String,
+    pub start_ns: i64,
+    pub end_ns: i64,
+}
+
+fn fault_end_for(f: &str) -> Option<&'static str> {
+    match f {
+        "pause" => Some("resume"),
+        "kill" => Some("start"),
+        "start-partition" => Some("stop-partition"),
+        _ => None,
+    }
+}
+
+/// Pairs nemesis start and stop events into intervals. Faults of different kinds may overlap
+/// (one nemesis per kind runs at once); each kind holds one fault at a time. An interval never
+/// stopped ends at the last event.
+pub fn fault_intervals(events: &[Event]) -> Vec<FaultInterval> {
+    let end_time = events.last().map(|e| e.time).unwrap_or(0);
+    let mut out = Vec::new();
+    // Open fault per start-f.
+    let mut open: BTreeMap<String, (String, i64)> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.process == Process::Nemesis) {
+        if fault_end_for(&e.f).is_some() {
+            let label = match &e.value {
+                Value::List(items) => items
+                    .iter()
+                    .take(2)
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                other => other.to_string(),
+            };
+            let label = if e.f == "start-partition" {
+                format!("partition {}", label.split(' ').next().unwrap_or(""))
+            } else {
+                format!("{} {label}", e.f)
+            };
+            open.insert(e.f.clone(), (label, e.time));
+        } else if let Some(start_f) = ["pause", "kill", "start-partition"]
+            .into_iter()
+            .find(|f| fault_end_for(f) == Some(e.f.as_str()))
+        {
+            if let Some((label, start_ns)) = open.remove(start_f) {
+                out.push(FaultInterval {
+                    f: start_f.to_string(),
+                    label,
+                    start_ns,
+                    end_ns: e.time,
+                });
+            }
+        }
+    }
+    for (f, (label, start_ns)) in open {
+        out.push(FaultInterval {
+            f,
+            label,
+            start_ns,
+            end_ns: end_time,
+        });
+    }
+    out.sort_by_key(|f| f.start_ns);
+    out
+}
+
+/// Stats: counts per f and type. Unknown when nothing at all succeeded (a test that did
+/// nothing proves nothing).
+pub fn stats(history: &History) -> (CheckOutcome, BTreeMap<String, Counts>) {
+    let mut by_f: BTreeMap<String, Counts> = BTreeMap::new();
+    for e in &history.events {
+        if e.process == Process::Nemesis {
+            continue;
+        }
+        let c = by_f.entry(e.f.clone()).or_default();
+        match e.kind {
+            EventType::Ok => c.ok += 1,
+            EventType::Fail => c.fail += 1,
+            EventType::Info => c.info += 1,
+            EventType::Invoke => {}
+        }
+    }
+    let ok: u64 = by_f.values().map(|c| c.ok).sum();
+    let total: u64 = by_f.values().map(|c| c.total()).sum();
+    let verdict = if ok > 0 {
+        Verdict::Valid
+    } else {
+        Verdict::Unknown
+    };
+    (
+        CheckOutcome {
+            name: "stats".into(),
+            verdict,
+            summary: format!("{total} operations, {ok} ok"),
+            details: serde_json::to_value(&by_f).unwrap_or_default(),
+            html: None,
+        },
+        by_f,
+    )
+}
+
+/// Availability: the fraction of operations that were ok, overall and for operations invoked
+/// while a fault was held. Informational: a store may refuse service during faults.
+pub fn availability(history: &History, faults: &[FaultInterval]) -> CheckOutcome {
+    let Ok(ops) = history.operations() else {
+        return CheckOutcome {
+            name: "availability".into(),
+            verdict: Verdict::Unknown,
+            summary: "history does not pair up".into(),
+            details: serde_json::Value::Null,
+            html: None,
+        };
+    };
+    let (mut all, mut all_ok, mut during, mut during_ok) = (0u64, 0u64, 0u64, 0u64);
+    for op in &ops {
+        let ok = op.outcome == ordeal_checker::Outcome::Ok;
+        all += 1;
+        all_ok += ok as u64;
+        if faults
+            .iter()
+            .any(|f| op.invoke_time >= f.start_ns && op.invoke_time < f.end_ns)
+        {
+            during += 1;
+            during_ok += ok as u64;
+        }
+    }
+    let frac = |a: u64, b: u64| {
+        if b == 0 {
+            None
+        } else {
+            Some(a as f64 / b as f64)
+        }
+    };
+    let overall = frac(all_ok, all);
+    let in_faults = frac(during_ok, during);
+    let pct = |x: Option<f64>| {
+        x.map(|v| format!("{:.1}%", v * 100.0))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    CheckOutcome {
+        name: "availability".into(),
+        verdict: Verdict::Valid,
+        summary: format!(
+            "{} ok overall, {} during faults",
+            pct(overall),
+            pct(in_faults)
+        ),
+        details: serde_json::json!({
+            "ops": all, "ok": all_ok, "fraction_ok": overall,
+            "ops_during_faults": during, "ok_during_faults": during_ok,
+            "fraction_ok_during_faults": in_faults,
+        }),
+        html: None,
+    }
+}
+
+/// Scans node logs for panics. A panic in the store is a bug, whatever the history says.
+pub fn scan_logs(logs: &[std::path::PathBuf]) -> CheckOutcome {
+    let mut hits = Vec::new();
+    for path in logs {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        for (i, line) in text.lines().enumerate() {
+            if line.contains("panicked at") || line.contains("RUST_BACKTRACE") {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                hits.push(serde_json::json!({"log": name, "line": i + 1, "text": line.chars().take(300).collect::<String>()}));
+                if hits.len() >= 20 {
+                    break;
+                }
+            }
+        }
+    }
+    CheckOutcome {
+        name: "log-scan".into(),
+        verdict: if hits.is_empty() {
+            Verdict::Valid
+        } else {
+            Verdict::Invalid
+        },
+        summary: if hits.is_empty() {
+            format!("no panics in {} node logs", logs.len())
+        } else {
+            format!(
+                "{} panic lines in node logs, first: {}",
+                hits.len(),
+                hits[0]["text"]
+            )
+        },
+        details: serde_json::Value::Array(hits),
+        html: None,
+    }
+}
+
+/// Writes `results.json`.
+pub fn write_results(path: &Path, results: &serde_json::Value) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(results)?;
+    std::fs::write(path, text).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(p: Process, kind: EventType, f: &str, t: i64) -> Event {
+        Event::new(p, kind, f, Value::Null).with_time(t)
+    }
+
+    #[test]
+    fn intervals_and_availability() {
+        let h = History::new(vec![
+            ev(Process::Client(0), EventType::Invoke, "read", 0),
+            ev(Process::Client(0), EventType::Ok, "read", 5),
+            ev(Process::Nemesis, EventType::Info, "kill", 10),
+            ev(Process::Client(0), EventType::Invoke, "write", 12),
+            ev(Process::Client(0), EventType::Fail, "write", 13),
+            ev(Process::Nemesis, EventType::Info, "start", 20),
+        ]);
+        let faults = fault_intervals(&h.events);
+        assert_eq!(faults.len(), 1);
+        assert_eq!((faults[0].start_ns, faults[0].end_ns), (10, 20));
+        let a = availability(&h, &faults);
+        assert_eq!(a.details["ok_during_faults"], 0);
+        assert_eq!(a.details["ok"], 1);
+        let (s, counts) = stats(&h);
+        assert_eq!(s.verdict, Verdict::Valid);
+        assert_eq!(counts["write"].fail, 1);
+    }
+
+    #[test]
+    fn log_scan_finds_panics() {
+        let dir = std::env::temp_dir().join(format!("ordeal-scan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let clean = dir.join("n1.log");
+        let bad = dir.join("n2.log");
+        std::fs::write(&clean, "started\nserving\n").unwrap();
+        std::fs::write(&bad, "started\nthread 'main' panicked at src/x.rs:3:5:\n").unwrap();
+        assert_eq!(
+            scan_logs(std::slice::from_ref(&clean)).verdict,
+            Verdict::Valid
+        );
+        assert_eq!(scan_logs(&[clean, bad]).verdict, Verdict::Invalid);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

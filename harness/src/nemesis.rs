@@ -1,0 +1,453 @@
+//! The nemesis: faults on a seeded schedule, each recorded in the history as a pair of nemesis
+//! events (start, then stop) and always undone.
+
+use crate::cluster::Cluster;
+use crate::net::Net;
+use crate::record::Recorder;
+use anyhow::{bail, Result};
+use ordeal_checker::{Event, EventType, Process, Value};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Mutex};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultKind {
+    Pause,
+    Kill,
+    Partition,
+}
+
+/// Parses `--nemesis`: `none`, `all`, or a comma list of pause, kill, partition.
+pub fn parse_nemesis(s: &str) -> Result<Vec<FaultKind>> {
+    let mut kinds = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part {
+            "none" => {}
+            "all" => kinds.extend([FaultKind::Pause, FaultKind::Kill, FaultKind::Partition]),
+            "pause" => kinds.push(FaultKind::Pause),
+            "kill" => kinds.push(FaultKind::Kill),
+            "partition" => kinds.push(FaultKind::Partition),
+            other => bail!(
+                "--nemesis: unknown fault {other:?}; expected none, all, pause, kill, partition"
+            ),
+        }
+    }
+    kinds.dedup();
+    Ok(kinds)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    One,
+    Minority,
+    Majority,
+    All,
+    Leader,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Shape {
+    IsolateOne,
+    IsolateLeader,
+    Halves,
+    MajoritiesRing,
+    Bridge,
+}
+
+impl Shape {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shape::IsolateOne => "isolate-one",
+            Shape::IsolateLeader => "isolate-leader",
+            Shape::Halves => "halves",
+            Shape::MajoritiesRing => "majorities-ring",
+            Shape::Bridge => "bridge",
+        }
+    }
+}
+
+pub const ALL_TARGETS: [Target; 5] = [
+    Target::One,
+    Target::Minority,
+    Target::Majority,
+    Target::All,
+    Target::Leader,
+];
+pub const ALL_SHAPES: [Shape; 5] = [
+    Shape::IsolateOne,
+    Shape::IsolateLeader,
+    Shape::Halves,
+    Shape::MajoritiesRing,
+    Shape::Bridge,
+];
+
+/// Parses `--nemesis-targets`: `all-kinds` or a comma list of one, minority, majority, all,
+/// leader.
+pub fn parse_targets(s: &str) -> Result<Vec<Target>> {
+    if s == "any" {
+        return Ok(ALL_TARGETS.to_vec());
+    }
+    s.split(',')
+        .map(|t| match t.trim() {
+            "one" => Ok(Target::One),
+            "minority" => Ok(Target::Minority),
+            "majority" => Ok(Target::Majority),
+            "all" => Ok(Target::All),
+            "leader" => Ok(Target::Leader),
+            other => bail!("--nemesis-targets: unknown target {other:?}; expected any or one, minority, majority, all, leader"),
+        })
+        .collect()
+}
+
+/// Parses `--partition-shapes`: `any` or a comma list of shape names.
+pub fn parse_shapes(s: &str) -> Result<Vec<Shape>> {
+    if s == "any" {
+        return Ok(ALL_SHAPES.to_vec());
+    }
+    s.split(',')
+        .map(|t| {
+            ALL_SHAPES.iter().copied().find(|sh| sh.as_str() == t.trim()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--partition-shapes: unknown shape {t:?}; expected any or isolate-one, isolate-leader, halves, majorities-ring, bridge"
+                )
+            })
+        })
+        .collect()
+}
+
+/// The nodes (indices) a process fault hits.
+pub fn choose_targets(
+    target: Target,
+    n: usize,
+    leader: Option<usize>,
+    rng: &mut ChaCha8Rng,
+) -> Vec<usize> {
+    let mut all: Vec<usize> = (0..n).collect();
+    all.shuffle(rng);
+    let count = match target {
+        Target::One => 1,
+        Target::Minority => (n - 1) / 2,
+        Target::Majority => n / 2 + 1,
+        Target::All => n,
+        Target::Leader => return vec![leader.unwrap_or(all[0])],
+    };
+    let mut chosen: Vec<usize> = all.into_iter().take(count.max(1)).collect();
+    chosen.sort_unstable();
+    chosen
+}
+
+/// The undirected links a partition cuts, and the groups as people read them.
+pub fn partition_cuts(
+    shape: Shape,
+    n: usize,
+    leader: Option<usize>,
+    rng: &mut ChaCha8Rng,
+) -> BTreeSet<(usize, usize)> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(rng);
+    let mut cuts = BTreeSet::new();
+    let mut cut_between = |a: &[usize], b: &[usize]| {
+        for &x in a {
+            for &y in b {
+                if x != y {
+                    cuts.insert((x.min(y), x.max(y)));
+                }
+            }
+        }
+    };
+    match shape {
+        Shape::IsolateOne | Shape::IsolateLeader => {
+            let lonely = if shape == Shape::IsolateLeader {
+                leader.unwrap_or(order[0])
+            } else {
+                order[0]
+            };
+            let rest: Vec<usize> = (0..n).filter(|&x| x != lonely).collect();
+            cut_between(&[lonely], &rest);
+        }
+        Shape::Halves => {
+            let (a, b) = order.split_at(n / 2);
+            cut_between(a, b);
+        }
+        Shape::Bridge => {
+            // Two halves that cannot see each other, and one node in the middle that sees both.
+            let (a, rest) = order.split_at(n / 2);
+            let b = &rest[1..];
+            cut_between(a, b);
+        }
+        Shape::MajoritiesRing => {
+            // Nodes on a ring each see their nearest neighbours, enough for a majority, but no
+            // two nodes see the same majority.
+            let majority = n / 2 + 1;
+            let reach = (majority - 1).div_ceil(2);
+            for p in 0..n {
+                for q in (p + 1)..n {
+                    let d = (q - p).min(n - (q - p));
+                    if d > reach || (n == 3 && d == 1 && p == 0 && q == 1) {
+                        cuts.insert((order[p].min(order[q]), order[p].max(order[q])));
+                    }
+                }
+            }
+        }
+    }
+    cuts
+}
+
+/// Describes a set of cuts as the components each node still sees, e.g. `n1,n2 | n3`.
+pub fn describe_cuts(cuts: &BTreeSet<(usize, usize)>, n: usize) -> String {
+    let mut parts = Vec::new();
+    for a in 0..n {
+        let sees: Vec<String> = (0..n)
+            .filter(|&b| !cuts.contains(&(a.min(b), a.max(b))))
+            .map(|b| format!("n{}", b + 1))
+            .collect();
+        parts.push(format!("n{} sees {}", a + 1, sees.join(",")));
+    }
+    parts.join("; ")
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NemesisConfig {
+    pub kinds: Vec<FaultKind>,
+    /// Quiet time between faults, drawn uniformly from this range.
+    pub interval_ms: (u64, u64),
+    /// How long a fault is held, drawn uniformly from this range.
+    pub hold_ms: (u64, u64),
+    pub seed: u64,
+    /// Which nodes pause and kill may hit.
+    pub targets: Vec<Target>,
+    /// Which partition shapes may be used.
+    pub shapes: Vec<Shape>,
+}
+
+/// The fault being held now, for undoing it.
+enum Active {
+    Paused(Vec<usize>),
+    Killed(Vec<usize>),
+    Partitioned,
+}
+
+pub struct Nemesis {
+    pub config: NemesisConfig,
+    pub cluster: Arc<Mutex<Cluster>>,
+    pub net: Arc<Net>,
+    pub recorder: Recorder,
+    /// What the progress bar shows as the current faults, one entry per nemesis.
+    pub current: Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
+}
+
+fn names(idx: &[usize]) -> Value {
+    Value::List(
+        idx.iter()
+            .map(|i| Value::Str(format!("n{}", i + 1)))
+            .collect(),
+    )
+}
+
+impl Nemesis {
+    fn record(&self, f: &str, value: Value) {
+        let e = Event::new(Process::Nemesis, EventType::Info, f, value);
+        self.recorder.record(e);
+    }
+
+    fn set_current(&self, s: &str) {
+        let key = format!("{:?}", self.config.kinds);
+        let mut map = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if s == "none" {
+            map.remove(&key);
+        } else {
+            map.insert(key, s.to_string());
+        }
+    }
+
+    /// Runs faults until `stop` turns true; always leaves everything healed.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        if self.config.kinds.is_empty() {
+            return Ok(());
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ 0x6e656d65_73697321);
+        let n = self.cluster.lock().await.len();
+        loop {
+            let wait_ms = rng.gen_range(self.config.interval_ms.0..=self.config.interval_ms.1);
+            if sleep_or_stop(&mut stop, wait_ms).await {
+                break;
+            }
+            let kind = *self.config.kinds.choose(&mut rng).expect("kinds not empty");
+            let hold_ms = rng.gen_range(self.config.hold_ms.0..=self.config.hold_ms.1);
+            let leader = self.cluster.lock().await.leader().await;
+            let active = match kind {
+                FaultKind::Pause | FaultKind::Kill => {
+                    let target = *[
+                        Target::One,
+                        Target::Minority,
+                        Target::Majority,
+                        Target::All,
+                        Target::Leader,
+                    ]
+                    .choose(&mut rng)
+                    .expect("targets");
+                    let nodes = choose_targets(target, n, leader, &mut rng);
+                    let mut cluster = self.cluster.lock().await;
+                    let label = format!("{target:?}").to_lowercase();
+                    if kind == FaultKind::Pause {
+                        for &i in &nodes {
+                            cluster.pause(i);
+                        }
+                        drop(cluster);
+                        self.record(
+                            "pause",
+                            Value::List(vec![Value::Str(label.clone()), names(&nodes)]),
+                        );
+                        self.set_current(&format!("pause {label} {}", names(&nodes)));
+                        Active::Paused(nodes)
+                    } else {
+                        for &i in &nodes {
+                            cluster.kill(i);
+                        }
+                        drop(cluster);
+                        self.record(
+                            "kill",
+                            Value::List(vec![Value::Str(label.clone()), names(&nodes)]),
+                        );
+                        self.set_current(&format!("kill {label} {}", names(&nodes)));
+                        Active::Killed(nodes)
+                    }
+                }
+                FaultKind::Partition => {
+                    let shape = *self
+                        .config
+                        .shapes
+                        .choose(&mut rng)
+                        .expect("shapes not empty");
+                    let cuts = partition_cuts(shape, n, leader, &mut rng);
+                    self.net.cut(&cuts)?;
+                    let label = shape.as_str().to_string();
+                    let desc = describe_cuts(&cuts, n);
+                    tracing::info!("partition {label}: {desc}");
+                    self.record(
+                        "start-partition",
+                        Value::List(vec![Value::Str(label.clone()), Value::Str(desc)]),
+                    );
+                    self.set_current(&format!("partition {label}"));
+                    Active::Partitioned
+                }
+            };
+            let stopped = sleep_or_stop(&mut stop, hold_ms).await;
+            self.undo(active).await?;
+            self.set_current("none");
+            if stopped {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn undo(&self, active: Active) -> Result<()> {
+        match active {
+            Active::Paused(nodes) => {
+                let mut cluster = self.cluster.lock().await;
+                for &i in &nodes {
+                    cluster.resume(i);
+                }
+                drop(cluster);
+                self.record("resume", names(&nodes));
+            }
+            Active::Killed(nodes) => {
+                let mut cluster = self.cluster.lock().await;
+                for &i in &nodes {
+                    cluster.start(i)?;
+                }
+                drop(cluster);
+                self.record("start", names(&nodes));
+            }
+            Active::Partitioned => {
+                self.net.heal()?;
+                self.record("stop-partition", Value::Null);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sleeps `ms`, returning early (true) when `stop` turns true.
+pub async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, ms: u64) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    let stopped = tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(ms)) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    };
+    stopped || *stop.borrow()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connected(cuts: &BTreeSet<(usize, usize)>, a: usize, b: usize) -> bool {
+        a == b || !cuts.contains(&(a.min(b), a.max(b)))
+    }
+
+    #[test]
+    fn shapes_cut_what_they_say() {
+        for n in [3usize, 5] {
+            for seed in 0..20 {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                let iso = partition_cuts(Shape::IsolateLeader, n, Some(1), &mut rng);
+                assert_eq!(iso.len(), n - 1);
+                assert!((0..n).all(|b| b == 1 || !connected(&iso, 1, b)));
+
+                let halves = partition_cuts(Shape::Halves, n, None, &mut rng);
+                assert_eq!(halves.len(), (n / 2) * (n - n / 2));
+
+                let ring = partition_cuts(Shape::MajoritiesRing, n, None, &mut rng);
+                let views: Vec<Vec<usize>> = (0..n)
+                    .map(|a| (0..n).filter(|&b| connected(&ring, a, b)).collect())
+                    .collect();
+                for v in &views {
+                    assert!(v.len() > n / 2, "{n} nodes, view {v:?} is not a majority");
+                }
+                assert!(!ring.is_empty());
+
+                let bridge = partition_cuts(Shape::Bridge, n, None, &mut rng);
+                let bridges: Vec<usize> = (0..n)
+                    .filter(|&a| (0..n).all(|b| connected(&bridge, a, b)))
+                    .collect();
+                assert_eq!(bridges.len(), 1, "{bridge:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn targets_have_the_right_sizes() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        assert_eq!(choose_targets(Target::Minority, 5, None, &mut rng).len(), 2);
+        assert_eq!(choose_targets(Target::Majority, 5, None, &mut rng).len(), 3);
+        assert_eq!(choose_targets(Target::All, 3, None, &mut rng).len(), 3);
+        assert_eq!(
+            choose_targets(Target::Leader, 3, Some(2), &mut rng),
+            vec![2]
+        );
+        assert_eq!(parse_nemesis("all").unwrap().len(), 3);
+        assert!(parse_nemesis("flood").is_err());
+        assert_eq!(
+            parse_targets("majority,all").unwrap(),
+            vec![Target::Majority, Target::All]
+        );
+        assert!(parse_targets("most").is_err());
+        assert_eq!(parse_shapes("any").unwrap().len(), 5);
+        assert_eq!(
+            parse_shapes("isolate-leader").unwrap(),
+            vec![Shape::IsolateLeader]
+        );
+        assert!(parse_shapes("ring").is_err());
+    }
+}

@@ -1,0 +1,314 @@
+//! report.html: one self-contained page (charts inlined as base64 PNG, no network), and
+//! `ordeal report DIR`, which re-checks a stored run and re-renders everything.
+
+use crate::checks::{CheckOutcome, Counts};
+use crate::runner::{analyse, RunConfig};
+use anyhow::{Context, Result};
+use base64::Engine;
+use clap::Args;
+use ordeal_checker::{Event, History, Verdict};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn verdict_colour(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Valid => "#2e7d32",
+        Verdict::Invalid => "#c62828",
+        Verdict::Unknown => "#ef6c00",
+    }
+}
+
+fn embed_png(run_dir: &Path, name: &str, alt: &str) -> String {
+    match std::fs::read(run_dir.join(name)) {
+        Ok(bytes) => format!(
+            "<figure><img alt=\"{}\" src=\"data:image/png;base64,{}\"><figcaption><a href=\"{name}\">{name}</a></figcaption></figure>",
+            esc(alt),
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        ),
+        Err(_) => format!("<p class=\"missing\">{name} was not drawn (see ordeal.log)</p>"),
+    }
+}
+
+pub fn write_report(
+    run_dir: &Path,
+    config: &RunConfig,
+    results: &serde_json::Value,
+    checks: &[CheckOutcome],
+    counts: &BTreeMap<String, Counts>,
+) -> Result<()> {
+    let verdict: Verdict =
+        serde_json::from_value(results["verdict"].clone()).unwrap_or(Verdict::Unknown);
+    let a = &config.args;
+    let mut h = String::with_capacity(1 << 20);
+    let title = format!("ordeal: {} — {}", a.test_name(), verdict);
+    let _ = write!(
+        h,
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body{{font-family:system-ui,-apple-system,"DejaVu Sans",sans-serif;margin:0;color:#222;background:#fafafa}}
+main{{max-width:1240px;margin:0 auto;padding:0 16px 40px}}
+.banner{{color:#fff;padding:18px 24px;font-size:28px;font-weight:600;background:{colour}}}
+.banner small{{display:block;font-size:15px;font-weight:400;opacity:.9}}
+table{{border-collapse:collapse;margin:8px 0 16px;background:#fff}}
+td,th{{border:1px solid #ddd;padding:4px 10px;text-align:left;font-size:14px;vertical-align:top}}
+th{{background:#f0f0f0}}
+code,pre{{font-family:"DejaVu Sans Mono",monospace;font-size:13px}}
+pre{{background:#fff;border:1px solid #ddd;padding:8px;overflow-x:auto;max-height:420px}}
+.v-valid{{color:#2e7d32;font-weight:600}} .v-invalid{{color:#c62828;font-weight:600}} .v-unknown{{color:#ef6c00;font-weight:600}}
+figure{{margin:12px 0}} figure img{{max-width:100%;border:1px solid #ddd;background:#fff}}
+h2{{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}}
+</style></head><body>
+<div class="banner">{verdict_upper}<small>{name} · {workload} workload · nemesis {nemesis} · {nodes} nodes · seed {seed}{bug}</small></div><main>
+"#,
+        colour = verdict_colour(verdict),
+        verdict_upper = verdict.as_str().to_uppercase(),
+        name = esc(&a.test_name()),
+        workload = esc(&a.workload),
+        nemesis = esc(&a.nemesis),
+        nodes = a.nodes,
+        seed = config.seed,
+        bug = a
+            .bug
+            .as_ref()
+            .map(|b| format!(" · planted bug <b>{}</b>", esc(b)))
+            .unwrap_or_default(),
+    );
+
+    // What ran.
+    let run = &results["run"];
+    let _ = write!(
+        h,
+        "<h2>What ran</h2><table>\
+<tr><th>workload</th><td>{}</td></tr><tr><th>nemesis</th><td>{}</td></tr>\
+<tr><th>nodes</th><td>{}</td></tr><tr><th>time limit</th><td>{} s</td></tr>\
+<tr><th>target rate / concurrency</th><td>{} ops/s / {} clients</td></tr>\
+<tr><th>seed</th><td>{}</td></tr><tr><th>network backend</th><td>{}</td></tr>\
+<tr><th>store</th><td><code>{}</code>{}</td></tr><tr><th>started</th><td>{}</td></tr>\
+<tr><th>throughput (main phase)</th><td>{:.0} ops/s</td></tr>\
+<tr><th>reproduce</th><td><code>{}</code><br><small>Same seed, same operations and fault schedule; the OS still schedules threads as it likes, so interleavings differ.</small></td></tr></table>",
+        esc(&a.workload),
+        esc(&a.nemesis),
+        a.nodes,
+        a.time_limit_s,
+        a.rate,
+        a.concurrency,
+        config.seed,
+        esc(&format!(
+            "{}{}",
+            config.net_note,
+            if config.net == "proxy" {
+                "; the proxy carries peer links only, so a node forwarding a client request to the leader's client port is not cut"
+            } else {
+                ""
+            }
+        )),
+        esc(&config.store_bin.display().to_string()),
+        a.bug.as_ref().map(|b| format!(" with <code>--bug {}</code>", esc(b))).unwrap_or_default(),
+        esc(&config.started_at),
+        run["throughput_ops_per_s"].as_f64().unwrap_or(0.0),
+        esc(&config.reproduce),
+    );
+
+    // Checks.
+    h.push_str("<h2>Checks</h2><table><tr><th>check</th><th>verdict</th><th>summary</th></tr>");
+    for c in checks {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td class=\"v-{}\">{}</td><td>{}</td></tr>",
+            esc(&c.name),
+            c.verdict,
+            c.verdict,
+            esc(&c.summary)
+        );
+    }
+    h.push_str("</table>");
+
+    // Counterexample.
+    for c in checks.iter().filter(|c| c.verdict == Verdict::Invalid) {
+        let _ = write!(h, "<h2>Counterexample: {}</h2>", esc(&c.name));
+        match &c.html {
+            // The checker's page is whole (its own styles); an iframe keeps it whole and the
+            // report still self-contained.
+            Some(page) => {
+                let _ = write!(
+                    h,
+                    "<iframe title=\"counterexample\" style=\"width:100%;height:640px;border:1px solid #ddd;background:#fff\" srcdoc=\"{}\"></iframe>",
+                    esc(page)
+                );
+            }
+            None => {
+                let text = serde_json::to_string_pretty(&c.details).unwrap_or_default();
+                let _ = write!(
+                    h,
+                    "<pre>{}</pre>",
+                    esc(&text.chars().take(20_000).collect::<String>())
+                );
+            }
+        }
+    }
+
+    // Charts.
+    h.push_str("<h2>Charts</h2>");
+    h.push_str(&embed_png(
+        run_dir,
+        "latency-raw.png",
+        "latency of each operation",
+    ));
+    h.push_str(&embed_png(
+        run_dir,
+        "latency-quantiles.png",
+        "latency quantiles",
+    ));
+    h.push_str(&embed_png(run_dir, "rate.png", "throughput"));
+
+    // Stats.
+    h.push_str("<h2>Operations</h2><table><tr><th>f</th><th>ok</th><th>fail</th><th>info</th><th>total</th></tr>");
+    for (f, c) in counts {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(f),
+            c.ok,
+            c.fail,
+            c.info,
+            c.total()
+        );
+    }
+    h.push_str("</table>");
+    if let Some(av) = checks.iter().find(|c| c.name == "availability") {
+        let d = &av.details;
+        let pct = |v: &serde_json::Value| {
+            v.as_f64()
+                .map(|x| format!("{:.1}%", x * 100.0))
+                .unwrap_or("n/a".into())
+        };
+        let _ = write!(
+            h,
+            "<h2>Availability</h2><table><tr><th></th><th>operations</th><th>ok</th><th>fraction ok</th></tr>\
+<tr><td>overall</td><td>{}</td><td>{}</td><td>{}</td></tr>\
+<tr><td>invoked during a fault</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+            d["ops"],
+            d["ok"],
+            pct(&d["fraction_ok"]),
+            d["ops_during_faults"],
+            d["ok_during_faults"],
+            pct(&d["fraction_ok_during_faults"])
+        );
+    }
+
+    // Faults.
+    if let Some(faults) = results["faults"].as_array() {
+        h.push_str("<h2>Faults</h2><table><tr><th>fault</th><th>from (s)</th><th>to (s)</th></tr>");
+        for f in faults {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{:.2}</td><td>{:.2}</td></tr>",
+                esc(f["label"].as_str().unwrap_or("")),
+                f["start_ns"].as_f64().unwrap_or(0.0) / 1e9,
+                f["end_ns"].as_f64().unwrap_or(0.0) / 1e9
+            );
+        }
+        if faults.is_empty() {
+            h.push_str("<tr><td colspan=3>none</td></tr>");
+        }
+        h.push_str("</table>");
+    }
+
+    // Files.
+    h.push_str("<h2>Files</h2><ul>");
+    for f in ["history.jsonl", "config.json", "results.json", "ordeal.log"] {
+        let _ = write!(h, "<li><a href=\"{f}\">{f}</a></li>");
+    }
+    for n in 1..=a.nodes {
+        let _ = write!(h, "<li><a href=\"nodes/n{n}.log\">nodes/n{n}.log</a></li>");
+    }
+    h.push_str("</ul></main></body></html>\n");
+    let path = run_dir.join("report.html");
+    std::fs::write(&path, h).with_context(|| format!("writing {}", path.display()))
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A run directory (results/<test>/<time>/ or results/latest).
+    pub dir: PathBuf,
+}
+
+/// Reads a `history.jsonl`, naming the file and line of anything it cannot parse.
+pub fn read_history_jsonl(path: &Path) -> Result<History> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut events = Vec::new();
+    let mut lines = Vec::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.with_context(|| format!("{}:{}: reading", path.display(), i + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let e: Event = serde_json::from_str(&line)
+            .with_context(|| format!("{}:{}: not a history event", path.display(), i + 1))?;
+        events.push(e);
+        lines.push(i + 1);
+    }
+    let mut h = History::new(events);
+    h.source_lines = lines;
+    Ok(h)
+}
+
+/// `ordeal report DIR`: re-check and re-render. Returns the exit code.
+pub fn run_report(args: ReportArgs) -> i32 {
+    match report_inner(&args.dir) {
+        Ok(v) => {
+            eprintln!("ordeal report: {}: verdict {v}", args.dir.display());
+            v.exit_code()
+        }
+        Err(e) => {
+            eprintln!("ordeal report: {e:#}");
+            255
+        }
+    }
+}
+
+fn report_inner(dir: &Path) -> Result<Verdict> {
+    let config_path = dir.join("config.json");
+    let config: RunConfig = serde_json::from_str(
+        &std::fs::read_to_string(&config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", config_path.display()))?;
+    let history = read_history_jsonl(&dir.join("history.jsonl"))?;
+    let old: serde_json::Value = std::fs::read_to_string(dir.join("results.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    // Convergence needs the live cluster; keep what the run found.
+    let convergence = old["checks"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == "convergence"))
+        .and_then(|c| serde_json::from_value::<CheckOutcome>(c.clone()).ok())
+        .unwrap_or(CheckOutcome {
+            name: "convergence".into(),
+            verdict: Verdict::Unknown,
+            summary: "not recorded by the run".into(),
+            details: serde_json::Value::Null,
+            html: None,
+        });
+    let logs: Vec<PathBuf> = (1..=config.args.nodes)
+        .map(|n| dir.join("nodes").join(format!("n{n}.log")))
+        .collect();
+    analyse(
+        dir,
+        &config,
+        &history,
+        &logs,
+        convergence,
+        old["run"].clone(),
+    )
+}

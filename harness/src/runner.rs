@@ -1,0 +1,943 @@
+//! `ordeal test`: one run, start to finish. Cluster up, clients and nemesis for the time limit,
+//! heal, recover, final reads, convergence, checks, results directory.
+
+use crate::checks::{self, CheckOutcome};
+use crate::cluster::{self, Cluster, Layout, NodeAddr};
+use crate::nemesis::{self, Nemesis, NemesisConfig};
+use crate::net::{self, Net, NetChoice, NetnsNet, ProxyNet};
+use crate::record::{self, Recorder};
+use crate::report;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use ordeal_checker::{Event, EventType, History, Process, Value, Verdict};
+use ordeal_workloads::{Generator, GeneratorConfig, OpSpec, StoreClient, WorkloadKind};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Mutex};
+
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
+pub struct TestArgs {
+    /// register | kv
+    #[arg(long, default_value = "register")]
+    pub workload: String,
+    /// none | all | a comma list of pause, kill, partition
+    #[arg(long, default_value = "none")]
+    pub nemesis: String,
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Length of the main phase, in seconds.
+    #[arg(long = "time-limit", default_value_t = 60)]
+    pub time_limit_s: u64,
+    /// Target operations per second over all clients; 0 means as fast as they can.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Number of concurrent clients.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Seed for the generator, the fault schedule and the proxy; random when absent.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// A planted store bug to switch on (`paxos-kv --bug NAME`).
+    #[arg(long)]
+    pub bug: Option<String>,
+    /// auto | netns | proxy
+    #[arg(long, default_value = "auto")]
+    pub net: String,
+    /// Where run directories go.
+    #[arg(long, default_value = "results")]
+    pub results: PathBuf,
+    /// The store binary; default: `paxos-kv` next to `ordeal`.
+    #[arg(long)]
+    pub store_bin: Option<PathBuf>,
+    /// Per-operation client timeout.
+    #[arg(long, default_value_t = 1000)]
+    pub op_timeout_ms: u64,
+    /// Quiet time between faults, `MIN-MAX` milliseconds.
+    #[arg(long, default_value = "5000-10000")]
+    pub nemesis_interval_ms: String,
+    /// How long each fault is held, `MIN-MAX` milliseconds.
+    #[arg(long, default_value = "3000-8000")]
+    pub nemesis_hold_ms: String,
+    /// Which nodes pause and kill hit: `any` or a comma list of one, minority, majority, all,
+    /// leader.
+    #[arg(long, default_value = "any")]
+    pub nemesis_targets: String,
+    /// Which partitions to use: `any` or a comma list of isolate-one, isolate-leader, halves,
+    /// majorities-ring, bridge.
+    #[arg(long, default_value = "any")]
+    pub partition_shapes: String,
+    /// Quiet time after healing before the final reads.
+    #[arg(long, default_value_t = 3)]
+    pub recovery_s: u64,
+    /// Operations per key before moving to a fresh key (default per workload).
+    #[arg(long)]
+    pub ops_per_key: Option<u64>,
+    /// Time budget of the workload checker.
+    #[arg(long, default_value_t = 60)]
+    pub check_time_limit_s: u64,
+    /// Keep the history in memory only (to measure what writing it costs).
+    #[arg(long)]
+    pub no_history_file: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Name of the test (the results sub-directory); default from workload, nemesis, nodes, bug.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// What `config.json` holds: every option, resolved.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub args: TestArgs,
+    pub seed: u64,
+    pub net: String,
+    pub net_note: String,
+    pub store_bin: PathBuf,
+    pub reproduce: String,
+    pub layout: serde_json::Value,
+    pub started_at: String,
+    pub ordeal_version: String,
+}
+
+fn parse_range(s: &str, what: &str) -> Result<(u64, u64)> {
+    let (a, b) = s
+        .split_once('-')
+        .with_context(|| format!("{what} {s:?}: expected MIN-MAX milliseconds"))?;
+    let (a, b): (u64, u64) = (
+        a.trim()
+            .parse()
+            .with_context(|| format!("{what} {s:?}: bad minimum"))?,
+        b.trim()
+            .parse()
+            .with_context(|| format!("{what} {s:?}: bad maximum"))?,
+    );
+    if a > b {
+        bail!("{what} {s:?}: minimum is above maximum");
+    }
+    Ok((a, b))
+}
+
+impl TestArgs {
+    pub fn validate(&self) -> Result<()> {
+        WorkloadKind::parse(&self.workload)?;
+        nemesis::parse_nemesis(&self.nemesis)?;
+        NetChoice::parse(&self.net)?;
+        if !(1..=9).contains(&self.nodes) {
+            bail!("--nodes {}: expected 1 to 9", self.nodes);
+        }
+        if self.concurrency == 0 || self.concurrency > 4096 {
+            bail!("--concurrency {}: expected 1 to 4096", self.concurrency);
+        }
+        if self.rate < 0.0 || !self.rate.is_finite() {
+            bail!("--rate {}: expected a non-negative number", self.rate);
+        }
+        nemesis::parse_targets(&self.nemesis_targets)?;
+        nemesis::parse_shapes(&self.partition_shapes)?;
+        parse_range(&self.nemesis_interval_ms, "--nemesis-interval-ms")?;
+        parse_range(&self.nemesis_hold_ms, "--nemesis-hold-ms")?;
+        Ok(())
+    }
+
+    pub fn test_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            let mut n = format!(
+                "{}-{}-{}n",
+                self.workload,
+                self.nemesis.replace(',', "+"),
+                self.nodes
+            );
+            if let Some(b) = &self.bug {
+                n.push('-');
+                n.push_str(b);
+            }
+            n
+        })
+    }
+
+    /// The command that repeats this run.
+    pub fn reproduce(&self, seed: u64, net: &str) -> String {
+        let mut c = format!(
+            "ordeal test --workload {} --nemesis {} --nodes {} --time-limit {} --rate {} --concurrency {} --seed {} --net {} --op-timeout-ms {} --nemesis-interval-ms {} --nemesis-hold-ms {} --recovery-s {}",
+            self.workload, self.nemesis, self.nodes, self.time_limit_s, self.rate, self.concurrency, seed, net,
+            self.op_timeout_ms, self.nemesis_interval_ms, self.nemesis_hold_ms, self.recovery_s
+        );
+        if let Some(b) = &self.bug {
+            c.push_str(&format!(" --bug {b}"));
+        }
+        if self.nemesis_targets != "any" {
+            c.push_str(&format!(" --nemesis-targets {}", self.nemesis_targets));
+        }
+        if self.partition_shapes != "any" {
+            c.push_str(&format!(" --partition-shapes {}", self.partition_shapes));
+        }
+        if let Some(k) = self.ops_per_key {
+            c.push_str(&format!(" --ops-per-key {k}"));
+        }
+        c
+    }
+}
+
+/// Decides the network backend before any thread exists: with `auto` or `netns`, unshare into a
+/// fresh namespace. Returns the backend name and a sentence saying why.
+pub fn choose_net(choice: NetChoice) -> Result<(&'static str, String)> {
+    match choice {
+        NetChoice::Proxy => Ok((
+            "proxy",
+            "userspace proxy (asked for with --net proxy)".into(),
+        )),
+        NetChoice::Netns => {
+            net::enter_netns().context("--net netns")?;
+            Ok((
+                "netns",
+                "network namespace with iptables (asked for with --net netns)".into(),
+            ))
+        }
+        NetChoice::Auto => match net::enter_netns() {
+            Ok(()) => Ok((
+                "netns",
+                "network namespace with iptables (auto: CAP_NET_ADMIN available)".into(),
+            )),
+            Err(e) => Ok((
+                "proxy",
+                format!("userspace proxy (auto: network namespace unavailable: {e:#})"),
+            )),
+        },
+    }
+}
+
+fn default_store_bin() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding the ordeal binary")?;
+    Ok(exe.with_file_name("paxos-kv"))
+}
+
+fn timestamp() -> String {
+    let t = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    t.chars().filter(|c| c.is_ascii_alphanumeric()).collect()
+}
+
+fn make_run_dir(results: &Path, name: &str) -> Result<PathBuf> {
+    let base = results.join(name);
+    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    let stamp = timestamp();
+    for attempt in 0..100 {
+        let dir = if attempt == 0 {
+            base.join(&stamp)
+        } else {
+            base.join(format!("{stamp}-{attempt}"))
+        };
+        if std::fs::create_dir(&dir).is_ok() {
+            return Ok(dir);
+        }
+    }
+    bail!(
+        "could not create a fresh run directory under {}",
+        base.display()
+    )
+}
+
+fn update_latest(results: &Path, run_dir: &Path) {
+    let latest = results.join("latest");
+    let target = run_dir.strip_prefix(results).unwrap_or(run_dir);
+    let _ = std::fs::remove_file(&latest);
+    if let Err(e) = std::os::unix::fs::symlink(target, &latest) {
+        tracing::warn!("could not point {} at the run: {e}", latest.display());
+    }
+}
+
+/// Picks addresses for every node (and every proxy link) that are free right now.
+fn plan_layout(n: usize, net: &str) -> Result<(Layout, Vec<Vec<SocketAddr>>)> {
+    let distinct = cluster::can_bind_distinct_loopback();
+    let pid = std::process::id() as u16;
+    for attempt in 0..40u16 {
+        let base: u16 = if net == "netns" && attempt == 0 {
+            7000
+        } else {
+            20000 + ((pid.wrapping_mul(37).wrapping_add(attempt * 13)) % 200) * 200
+        };
+        let nodes: Vec<NodeAddr> = (1..=n)
+            .map(|id| {
+                let ip = cluster::node_ip(id, distinct);
+                NodeAddr {
+                    id,
+                    name: format!("n{id}"),
+                    peer: SocketAddr::new(ip.into(), base + id as u16),
+                    client: SocketAddr::new(ip.into(), base + 20 + id as u16),
+                }
+            })
+            .collect();
+        let proxy_listen: Vec<Vec<SocketAddr>> = (1..=n)
+            .map(|i| {
+                (1..=n)
+                    .map(|j| {
+                        SocketAddr::new(
+                            std::net::Ipv4Addr::LOCALHOST.into(),
+                            base + 40 + (10 * i + j) as u16,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut all: Vec<SocketAddr> = nodes.iter().flat_map(|a| [a.peer, a.client]).collect();
+        if net == "proxy" {
+            for (i, row) in proxy_listen.iter().enumerate() {
+                all.extend(
+                    row.iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != i)
+                        .map(|(_, a)| *a),
+                );
+            }
+        }
+        if cluster::check_ports_free(&all).is_err() {
+            continue;
+        }
+        let peer_target: Vec<Vec<SocketAddr>> = (0..n)
+            .map(|i| {
+                (0..n)
+                    .map(|j| {
+                        if net == "proxy" && i != j {
+                            proxy_listen[i][j]
+                        } else {
+                            nodes[j].peer
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        return Ok((Layout { nodes, peer_target }, proxy_listen));
+    }
+    bail!("no free block of ports found for {n} nodes after 40 tries")
+}
+
+/// Live counters for the progress bar.
+#[derive(Default)]
+struct Counters {
+    ok: AtomicU64,
+    fail: AtomicU64,
+    info: AtomicU64,
+}
+
+/// Runs one logical client until `stop`. Returns how many operations it completed.
+#[allow(clippy::too_many_arguments)]
+async fn client_loop(
+    index: usize,
+    concurrency: usize,
+    rate: f64,
+    seed: u64,
+    node: NodeAddr,
+    gen: Arc<std::sync::Mutex<Generator>>,
+    client: StoreClient,
+    recorder: Recorder,
+    counters: Arc<Counters>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(
+        seed.wrapping_add(index as u64)
+            .wrapping_mul(0x9e3779b97f4a7c15),
+    );
+    let mut process = index as u64;
+    let url = node.client_url();
+    // Jepsen's stagger: each client waits uniformly in [0, 2 * concurrency / rate), so the
+    // total averages the target rate without synchronising clients.
+    let mean_gap_s = if rate > 0.0 {
+        concurrency as f64 / rate
+    } else {
+        0.0
+    };
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if mean_gap_s > 0.0 {
+            let gap_ms = (rng.gen_range(0.0..2.0 * mean_gap_s) * 1000.0) as u64;
+            if gap_ms > 0 && nemesis::sleep_or_stop(&mut stop, gap_ms).await {
+                return;
+            }
+        }
+        let op = gen.lock().unwrap_or_else(|e| e.into_inner()).next_op();
+        let info = run_one(
+            &client, &recorder, process, &url, &node.name, &op, &counters,
+        )
+        .await;
+        if info {
+            // An unknown outcome keeps that process's operation open forever; continue as a new
+            // process so the history stays well formed.
+            process += concurrency as u64;
+        }
+    }
+}
+
+/// Performs and records one operation. Returns true if it ended `info`.
+async fn run_one(
+    client: &StoreClient,
+    recorder: &Recorder,
+    process: u64,
+    url: &str,
+    node_name: &str,
+    op: &OpSpec,
+    counters: &Counters,
+) -> bool {
+    let mut invoke = Event::new(
+        Process::Client(process),
+        EventType::Invoke,
+        op.f,
+        op.value.clone(),
+    )
+    .with_key(op.key.as_str());
+    invoke.node = Some(node_name.to_string());
+    recorder.record_async(invoke).await;
+    let c = client.invoke(url, op).await;
+    let mut done =
+        Event::new(Process::Client(process), c.kind, op.f, c.value).with_key(op.key.as_str());
+    done.node = Some(node_name.to_string());
+    done.error = c.error.map(Value::Str);
+    recorder.record_async(done).await;
+    match c.kind {
+        EventType::Ok => counters.ok.fetch_add(1, Ordering::Relaxed),
+        EventType::Fail => counters.fail.fetch_add(1, Ordering::Relaxed),
+        _ => counters.info.fetch_add(1, Ordering::Relaxed),
+    };
+    c.kind == EventType::Info
+}
+
+/// The outcome of `ordeal test`: the run directory and the process exit code.
+pub struct RunOutcome {
+    pub run_dir: PathBuf,
+    pub verdict: Option<Verdict>,
+    pub interrupted: bool,
+}
+
+/// Entry point of `ordeal test`. Call from `main` before any runtime exists.
+pub fn run_test(args: TestArgs) -> i32 {
+    if let Err(e) = args.validate() {
+        eprintln!("ordeal test: {e:#}");
+        return 255;
+    }
+    install_panic_hook();
+    let choice = NetChoice::parse(&args.net).expect("validated");
+    let (net_name, net_note) = match choose_net(choice) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("ordeal test: {e:#}");
+            return 255;
+        }
+    };
+    eprintln!("ordeal test: network backend: {net_note}");
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ordeal test: starting the runtime: {e}");
+            return 255;
+        }
+    };
+    let result = rt.block_on(run_async(args, net_name, net_note));
+    // Belt and braces: whatever path we took, no store process outlives the run.
+    cluster::kill_all_registered();
+    rt.shutdown_timeout(Duration::from_secs(2));
+    match result {
+        Ok(out) => {
+            eprintln!("ordeal test: results in {}", out.run_dir.display());
+            if out.interrupted {
+                eprintln!(
+                    "ordeal test: interrupted; every fault was undone and every node stopped"
+                );
+                return 255;
+            }
+            match out.verdict {
+                Some(v) => {
+                    eprintln!("ordeal test: verdict {v}");
+                    v.exit_code()
+                }
+                None => 255,
+            }
+        }
+        Err(e) => {
+            eprintln!("ordeal test: {e:#}");
+            255
+        }
+    }
+}
+
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        cluster::kill_all_registered();
+        default(info);
+    }));
+}
+
+fn init_log(run_dir: &Path) -> Result<()> {
+    let file = std::fs::File::create(run_dir.join("ordeal.log")).context("creating ordeal.log")?;
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ORDEAL_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .try_init();
+    Ok(())
+}
+
+async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> Result<RunOutcome> {
+    let workload = WorkloadKind::parse(&args.workload)?;
+    let kinds = nemesis::parse_nemesis(&args.nemesis)?;
+    let seed = args
+        .seed
+        .unwrap_or_else(|| rand::thread_rng().gen_range(0..1_000_000));
+    let store_bin = match &args.store_bin {
+        Some(p) => p.clone(),
+        None => default_store_bin()?,
+    };
+    let run_dir = make_run_dir(&args.results, &args.test_name())?;
+    init_log(&run_dir)?;
+    update_latest(&args.results, &run_dir);
+    tracing::info!(
+        "run directory {}; network backend: {net_note}",
+        run_dir.display()
+    );
+
+    let (layout, proxy_listen) = plan_layout(args.nodes, net_name)?;
+    let config = RunConfig {
+        args: args.clone(),
+        seed,
+        net: net_name.to_string(),
+        net_note: net_note.clone(),
+        store_bin: store_bin.clone(),
+        reproduce: args.reproduce(seed, net_name),
+        layout: serde_json::to_value(&layout)?,
+        started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        ordeal_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    std::fs::write(
+        run_dir.join("config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )
+    .context("writing config.json")?;
+
+    let net = Arc::new(match net_name {
+        "netns" => Net::Netns(NetnsNet::new(
+            layout
+                .nodes
+                .iter()
+                .map(|a| match a.peer.ip() {
+                    std::net::IpAddr::V4(ip) => ip,
+                    std::net::IpAddr::V6(_) => std::net::Ipv4Addr::LOCALHOST,
+                })
+                .collect(),
+        )),
+        _ => Net::Proxy(
+            ProxyNet::start(
+                &proxy_listen,
+                &layout.nodes.iter().map(|a| a.peer).collect::<Vec<_>>(),
+            )
+            .await?,
+        ),
+    });
+
+    let mut cluster = Cluster::new(store_bin, args.bug.clone(), layout.clone(), &run_dir)?;
+    cluster.start_all()?;
+    let pids = cluster.pids();
+    tracing::info!("node pids: {pids:?}");
+    std::fs::write(
+        run_dir.join("nodes").join("pids"),
+        pids.iter().map(|p| format!("{p}\n")).collect::<String>(),
+    )
+    .context("writing nodes/pids")?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    tracing::info!("leader: {}", cluster.name(leader));
+    let cluster = Arc::new(Mutex::new(cluster));
+
+    // Interrupts (Ctrl-C, SIGTERM) turn into a stop of the main phase and a clean teardown.
+    let (interrupt_tx, mut interrupt_rx) = watch::channel(false);
+    let signal_task = tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        }
+        let _ = interrupt_tx.send(true);
+    });
+
+    let history_path = run_dir.join("history.jsonl");
+    let start = Instant::now();
+    let (recorder, writer) = record::start(
+        (!args.no_history_file).then_some(history_path.as_path()),
+        start,
+    )?;
+    let mut gen_config = GeneratorConfig::for_workload(workload, seed, args.concurrency);
+    if let Some(k) = args.ops_per_key {
+        gen_config.ops_per_key = k.max(1);
+    }
+    let gen = Arc::new(std::sync::Mutex::new(Generator::new(gen_config)));
+    let client = StoreClient::new(
+        Duration::from_millis(args.op_timeout_ms),
+        args.concurrency.max(8),
+    )?;
+    let counters = Arc::new(Counters::default());
+    let current_fault = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let mut clients = Vec::with_capacity(args.concurrency);
+    for i in 0..args.concurrency {
+        clients.push(tokio::spawn(client_loop(
+            i,
+            args.concurrency,
+            args.rate,
+            seed,
+            layout.nodes[i % layout.nodes.len()].clone(),
+            gen.clone(),
+            client.clone(),
+            recorder.clone(),
+            counters.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    // One nemesis per fault kind, running at once, as Jepsen composes them: a kill can land
+    // in the middle of a partition, which is where leader changes go wrong.
+    let interval_ms = parse_range(&args.nemesis_interval_ms, "--nemesis-interval-ms")?;
+    let hold_ms = parse_range(&args.nemesis_hold_ms, "--nemesis-hold-ms")?;
+    let targets = nemesis::parse_targets(&args.nemesis_targets)?;
+    let shapes = nemesis::parse_shapes(&args.partition_shapes)?;
+    let nemesis_tasks: Vec<_> = kinds
+        .iter()
+        .enumerate()
+        .map(|(k, kind)| {
+            tokio::spawn(
+                Nemesis {
+                    config: NemesisConfig {
+                        kinds: vec![*kind],
+                        interval_ms,
+                        hold_ms,
+                        seed: seed.wrapping_add(k as u64 * 0x5851_f42d),
+                        targets: targets.clone(),
+                        shapes: shapes.clone(),
+                    },
+                    cluster: cluster.clone(),
+                    net: net.clone(),
+                    recorder: recorder.clone(),
+                    current: current_fault.clone(),
+                }
+                .run(stop_rx.clone()),
+            )
+        })
+        .collect();
+
+    let progress = if args.no_progress {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let pb = indicatif::ProgressBar::new(args.time_limit_s);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{elapsed:>4} / {len}s [{bar:30}] {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        pb
+    };
+    let ticker = {
+        let pb = progress.clone();
+        let counters = counters.clone();
+        let current = current_fault.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                pb.set_position(start.elapsed().as_secs());
+                let fault = {
+                    let map = current.lock().unwrap_or_else(|e| e.into_inner());
+                    if map.is_empty() {
+                        "none".to_string()
+                    } else {
+                        map.values().cloned().collect::<Vec<_>>().join(" + ")
+                    }
+                };
+                pb.set_message(format!(
+                    "ok {} fail {} info {} | fault: {fault}",
+                    counters.ok.load(Ordering::Relaxed),
+                    counters.fail.load(Ordering::Relaxed),
+                    counters.info.load(Ordering::Relaxed)
+                ));
+                if nemesis::sleep_or_stop(&mut stop, 200).await {
+                    return;
+                }
+            }
+        })
+    };
+
+    // The main phase.
+    let interrupted = tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(args.time_limit_s)) => false,
+        _ = interrupt_rx.wait_for(|i| *i) => true,
+    };
+    let main_elapsed = start.elapsed();
+    let _ = stop_tx.send(true);
+    for c in clients {
+        let _ = c.await;
+    }
+    let ops_main = counters.ok.load(Ordering::Relaxed)
+        + counters.fail.load(Ordering::Relaxed)
+        + counters.info.load(Ordering::Relaxed);
+    let throughput = ops_main as f64 / main_elapsed.as_secs_f64();
+    let mut nemesis_results = Vec::new();
+    for t in nemesis_tasks {
+        nemesis_results.push(t.await);
+    }
+    let _ = ticker.await;
+    progress.finish_and_clear();
+    if interrupted {
+        eprintln!("ordeal test: interrupted: healing and stopping the cluster");
+    }
+
+    // Heal everything, whatever the nemesis managed to do.
+    let heal_result = net.heal();
+    let proc_heal = cluster.lock().await.heal_processes();
+    for r in nemesis_results {
+        if let Ok(Err(e)) | Err(e) = r.map_err(anyhow::Error::from) {
+            tracing::error!("nemesis: {e:#}");
+        }
+    }
+    if let Err(e) = &heal_result {
+        tracing::error!("healing the network: {e:#}");
+    }
+    if let Err(e) = &proc_heal {
+        tracing::error!("restarting nodes: {e:#}");
+    }
+
+    let mut convergence = CheckOutcome {
+        name: "convergence".into(),
+        verdict: Verdict::Unknown,
+        summary: "not checked (run interrupted)".into(),
+        details: serde_json::Value::Null,
+        html: None,
+    };
+    if !interrupted {
+        {
+            let mut c = cluster.lock().await;
+            match c.wait_for_leader(Duration::from_secs(30)).await {
+                Ok(l) => tracing::info!("after healing, leader: {}", c.name(l)),
+                Err(e) => tracing::warn!("after healing: {e:#}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(args.recovery_s)).await;
+        let keys: Vec<String> = gen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .to_vec();
+        final_reads(&keys, &layout.nodes, &client, &recorder, args.concurrency).await;
+        convergence = check_convergence(&cluster).await;
+    }
+    cluster.lock().await.stop_all();
+    signal_task.abort();
+    let log_paths = cluster.lock().await.log_paths();
+    drop(recorder);
+    let recorded = writer.await.context("history writer")??;
+    let write_bytes = recorded.bytes_written;
+    let history = History::new(recorded.events);
+
+    let extra = serde_json::json!({
+        "net": net_name,
+        "net_note": net_note,
+        "main_phase_s": main_elapsed.as_secs_f64(),
+        "ops_main_phase": ops_main,
+        "throughput_ops_per_s": throughput,
+        "history_bytes": write_bytes,
+        "history_file": !args.no_history_file,
+        "interrupted": interrupted,
+    });
+    tracing::info!(
+        "main phase: {ops_main} ops in {:.1}s = {throughput:.0} ops/s",
+        main_elapsed.as_secs_f64()
+    );
+    eprintln!(
+        "ordeal test: {ops_main} operations in {:.1} s ({throughput:.0} ops/s)",
+        main_elapsed.as_secs_f64()
+    );
+    let verdict = if interrupted {
+        None
+    } else {
+        Some(analyse(
+            &run_dir,
+            &config,
+            &history,
+            &log_paths,
+            convergence,
+            extra,
+        )?)
+    };
+    Ok(RunOutcome {
+        run_dir,
+        verdict,
+        interrupted,
+    })
+}
+
+/// Reads every key from every node after healing, under fresh process ids.
+async fn final_reads(
+    keys: &[String],
+    nodes: &[NodeAddr],
+    client: &StoreClient,
+    recorder: &Recorder,
+    concurrency: usize,
+) {
+    let jobs: Vec<(String, NodeAddr)> = keys
+        .iter()
+        .flat_map(|k| nodes.iter().map(move |n| (k.clone(), n.clone())))
+        .collect();
+    let jobs = Arc::new(std::sync::Mutex::new(jobs.into_iter()));
+    let counters = Arc::new(Counters::default());
+    let workers = concurrency.clamp(1, 64);
+    let mut tasks = Vec::with_capacity(workers);
+    for w in 0..workers {
+        let jobs = jobs.clone();
+        let client = client.clone();
+        let recorder = recorder.clone();
+        let counters = counters.clone();
+        tasks.push(tokio::spawn(async move {
+            // Process ids far above the main phase's, so they never collide.
+            let mut process = 1_000_000_000 + w as u64;
+            loop {
+                let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).next();
+                let Some((key, node)) = next else { return };
+                let op = OpSpec {
+                    f: "read",
+                    key,
+                    value: Value::Null,
+                };
+                if run_one(
+                    &client,
+                    &recorder,
+                    process,
+                    &node.client_url(),
+                    &node.name,
+                    &op,
+                    &counters,
+                )
+                .await
+                {
+                    process += workers as u64;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    tracing::info!(
+        "final reads: {} ok, {} fail, {} info",
+        counters.ok.load(Ordering::Relaxed),
+        counters.fail.load(Ordering::Relaxed),
+        counters.info.load(Ordering::Relaxed)
+    );
+}
+
+/// Every replica's `/status` digest must agree once they have applied the same prefix.
+async fn check_convergence(cluster: &Arc<Mutex<Cluster>>) -> CheckOutcome {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last;
+    loop {
+        let c = cluster.lock().await;
+        let statuses = futures::future::join_all((0..c.len()).map(|i| c.status(i))).await;
+        drop(c);
+        let reachable: Vec<_> = statuses.iter().flatten().collect();
+        let digests: Vec<Option<String>> = statuses
+            .iter()
+            .map(|s| {
+                s.as_ref()
+                    .and_then(|s| s.digest.as_ref())
+                    .map(|d| d.to_string())
+            })
+            .collect();
+        last = statuses.clone();
+        if reachable.len() == statuses.len() && digests.iter().all(|d| d.is_some()) {
+            let first = &digests[0];
+            if digests.iter().all(|d| d == first) {
+                return CheckOutcome {
+                    name: "convergence".into(),
+                    verdict: Verdict::Valid,
+                    summary: format!(
+                        "all {} replicas report digest {}",
+                        digests.len(),
+                        first.clone().unwrap_or_default()
+                    ),
+                    details: serde_json::to_value(&statuses).unwrap_or_default(),
+                    html: None,
+                };
+            }
+            let applied: Vec<Option<u64>> = statuses
+                .iter()
+                .map(|s| s.as_ref().and_then(|s| s.applied_index))
+                .collect();
+            if applied.iter().all(|a| a.is_some() && *a == applied[0]) && Instant::now() >= deadline
+            {
+                return CheckOutcome {
+                    name: "convergence".into(),
+                    verdict: Verdict::Invalid,
+                    summary: "replicas applied the same log prefix but report different digests"
+                        .into(),
+                    details: serde_json::to_value(&statuses).unwrap_or_default(),
+                    html: None,
+                };
+            }
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    CheckOutcome {
+        name: "convergence".into(),
+        verdict: Verdict::Unknown,
+        summary: "replicas did not report equal digests within 15 s".into(),
+        details: serde_json::to_value(&last).unwrap_or_default(),
+        html: None,
+    }
+}
+
+/// Runs every check over a history and writes results.json, the charts and report.html.
+/// Shared by `ordeal test` and `ordeal report`.
+pub fn analyse(
+    run_dir: &Path,
+    config: &RunConfig,
+    history: &History,
+    log_paths: &[PathBuf],
+    convergence: CheckOutcome,
+    extra: serde_json::Value,
+) -> Result<Verdict> {
+    let workload = WorkloadKind::parse(&config.args.workload)?;
+    let faults = checks::fault_intervals(&history.events);
+    let started = Instant::now();
+    let lin = checks::check_workload(history, workload, config.args.check_time_limit_s);
+    let check_s = started.elapsed().as_secs_f64();
+    let (stats, counts) = checks::stats(history);
+    let avail = checks::availability(history, &faults);
+    let logs = checks::scan_logs(log_paths);
+    let all = vec![lin, stats, avail, logs, convergence];
+    let verdict = all.iter().fold(Verdict::Valid, |v, c| v.worst(c.verdict));
+    let results = serde_json::json!({
+        "verdict": verdict,
+        "checks": all,
+        "counts": counts,
+        "faults": faults,
+        "check_seconds": check_s,
+        "run": extra,
+    });
+    checks::write_results(&run_dir.join("results.json"), &results)?;
+    if let Err(e) = crate::plots::draw_all(history, &faults, run_dir) {
+        tracing::error!("drawing charts: {e:#}");
+        eprintln!("ordeal: drawing charts failed: {e:#}");
+    }
+    report::write_report(run_dir, config, &results, &all, &counts)?;
+    tracing::info!("verdict: {verdict}");
+    Ok(verdict)
+}

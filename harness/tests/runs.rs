@@ -1,0 +1,324 @@
+//! Whole runs of `ordeal test` against the fake store: interrupting mid-partition leaves nothing
+//! behind (no store process, no proxy listener, no iptables rule, no network namespace), and the
+//! verdict pipeline tells a correct store from a lossy one.
+//!
+//! Runs against `ordeal-fake-kv` (built with this crate) so it needs no other crate's binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn fake_store() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ordeal-fake-kv"))
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ordeal-it-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn start_run(results: &Path, net: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ordeal"))
+        .args([
+            "test",
+            "--no-progress",
+            "--nemesis",
+            "partition",
+            "--time-limit",
+            "60",
+        ])
+        .args([
+            "--nemesis-interval-ms",
+            "300-300",
+            "--nemesis-hold-ms",
+            "60000-60000",
+        ])
+        .args([
+            "--rate",
+            "200",
+            "--concurrency",
+            "4",
+            "--seed",
+            "3",
+            "--net",
+            net,
+        ])
+        .arg("--store-bin")
+        .arg(fake_store())
+        .arg("--results")
+        .arg(results)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ordeal")
+}
+
+/// Waits (bounded) until the run's history shows a partition in force; returns the run dir.
+fn wait_for_partition(results: &Path, child: &mut Child) -> PathBuf {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ordeal exited before partitioning"
+        );
+        let latest = results.join("latest");
+        if let Ok(h) = std::fs::read_to_string(latest.join("history.jsonl")) {
+            if h.contains("start-partition") {
+                return std::fs::canonicalize(&latest).unwrap();
+            }
+        }
+        assert!(Instant::now() < deadline, "no partition within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie counts as gone: it holds no resources but its pid.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+fn interrupt_and_wait(child: &mut Child) -> i32 {
+    // SAFETY: signalling a child we started.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ordeal did not exit within 30 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn node_pids(run_dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(run_dir.join("nodes").join("pids"))
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect()
+}
+
+fn proxy_ports(run_dir: &Path) -> Vec<std::net::SocketAddr> {
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("config.json")).unwrap())
+            .unwrap();
+    let mut addrs = Vec::new();
+    for (i, row) in config["layout"]["peer_target"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        for (j, a) in row.as_array().unwrap().iter().enumerate() {
+            if i != j {
+                addrs.push(a.as_str().unwrap().parse().unwrap());
+            }
+        }
+    }
+    addrs
+}
+
+#[test]
+fn interrupt_mid_partition_with_proxy_leaves_nothing() {
+    let results = temp_dir("proxy");
+    let mut child = start_run(&results, "proxy");
+    let run_dir = wait_for_partition(&results, &mut child);
+    let pids = node_pids(&run_dir);
+    assert_eq!(pids.len(), 3);
+    assert!(
+        pids.iter().all(|&p| alive(p)),
+        "nodes should run before the interrupt"
+    );
+    let proxies = proxy_ports(&run_dir);
+    assert_eq!(proxies.len(), 6, "one proxy per directed link");
+    let code = interrupt_and_wait(&mut child);
+    assert_eq!(code, 255, "an interrupted run exits 255");
+    for p in &pids {
+        assert!(!alive(*p), "store process {p} survived the interrupt");
+    }
+    for a in &proxies {
+        std::net::TcpListener::bind(a).unwrap_or_else(|e| panic!("proxy {a} still bound: {e}"));
+    }
+    // The history was flushed, the partition recorded as started.
+    let h = std::fs::read_to_string(run_dir.join("history.jsonl")).unwrap();
+    assert!(h.contains("start-partition"));
+    let _ = std::fs::remove_dir_all(&results);
+}
+
+fn netns_inode(pid: u32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+fn any_process_in_netns(inode: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .any(|e| {
+            std::fs::metadata(e.path().join("ns/net"))
+                .map(|m| m.ino() == inode)
+                .unwrap_or(false)
+        })
+}
+
+#[test]
+fn interrupt_mid_partition_with_netns_leaves_nothing() {
+    let root = unsafe { libc::geteuid() } == 0;
+    let iptables = Command::new("iptables").arg("--version").output().is_ok();
+    if !root || !iptables {
+        // Without root or iptables the netns backend cannot run at all; the proxy test above
+        // covers the fallback. Say so rather than pretend.
+        eprintln!("skipping the netns interrupt test: needs root and iptables");
+        return;
+    }
+    let host_ns = netns_inode(std::process::id()).unwrap();
+    let results = temp_dir("netns");
+    let mut child = start_run(&results, "netns");
+    let run_dir = wait_for_partition(&results, &mut child);
+    let run_ns = netns_inode(child.id()).unwrap();
+    assert_ne!(
+        run_ns, host_ns,
+        "ordeal should run in a namespace of its own"
+    );
+    let pids = node_pids(&run_dir);
+    for &p in &pids {
+        assert_eq!(
+            netns_inode(p as u32),
+            Some(run_ns),
+            "node {p} should share ordeal's namespace"
+        );
+    }
+    // The rule is in ordeal's namespace, never the host's.
+    let host_rules = Command::new("iptables")
+        .args(["-S", "ORDEAL"])
+        .output()
+        .unwrap();
+    assert!(!host_rules.status.success(), "host has an ORDEAL chain");
+    let code = interrupt_and_wait(&mut child);
+    assert_eq!(code, 255);
+    for p in &pids {
+        assert!(!alive(*p), "store process {p} survived the interrupt");
+    }
+    assert!(
+        !any_process_in_netns(run_ns),
+        "a process still holds the run's namespace"
+    );
+    let host_rules = Command::new("iptables")
+        .args(["-S", "ORDEAL"])
+        .output()
+        .unwrap();
+    assert!(
+        !host_rules.status.success(),
+        "host has an ORDEAL chain after the run"
+    );
+    let _ = std::fs::remove_dir_all(&results);
+}
+
+/// Runs a short test against the fake store and returns (exit code, results.json).
+fn run_fake(results: &Path, bug: Option<&str>) -> (i32, serde_json::Value) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ordeal"));
+    cmd.args([
+        "test",
+        "--no-progress",
+        "--nemesis",
+        "kill",
+        "--nemesis-targets",
+        "leader",
+    ])
+    .args([
+        "--nemesis-interval-ms",
+        "400-700",
+        "--nemesis-hold-ms",
+        "300-500",
+    ])
+    .args([
+        "--time-limit",
+        "5",
+        "--rate",
+        "300",
+        "--concurrency",
+        "6",
+        "--seed",
+        "5",
+    ])
+    .args(["--net", "proxy", "--recovery-s", "1"])
+    .arg("--store-bin")
+    .arg(fake_store())
+    .arg("--results")
+    .arg(results)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    if let Some(b) = bug {
+        cmd.args(["--bug", b]);
+    }
+    let status = cmd.status().expect("run ordeal");
+    let latest = results.join("latest");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(latest.join("results.json")).unwrap())
+            .unwrap();
+    for f in [
+        "history.jsonl",
+        "config.json",
+        "report.html",
+        "latency-raw.png",
+        "latency-quantiles.png",
+        "rate.png",
+        "ordeal.log",
+        "nodes/n1.log",
+    ] {
+        assert!(
+            latest.join(f).is_file(),
+            "{f} missing from the run directory"
+        );
+    }
+    (status.code().unwrap_or(-1), r)
+}
+
+#[test]
+fn end_to_end_verdicts_against_the_fake_store() {
+    // The correct fake is linearizable under kills of its leader...
+    let results = temp_dir("e2e-valid");
+    let (code, r) = run_fake(&results, None);
+    assert_eq!(r["verdict"], "valid", "{r:#}");
+    assert_eq!(code, 0);
+    let _ = std::fs::remove_dir_all(&results);
+    // ...and the one that acks writes it never logs loses them on a kill, which the run finds.
+    let results = temp_dir("e2e-lost");
+    let (code, r) = run_fake(&results, Some("lost-writes"));
+    assert_eq!(r["verdict"], "invalid", "{r:#}");
+    assert_eq!(code, 1);
+    let lin = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "linearizable")
+        .unwrap();
+    assert_eq!(lin["verdict"], "invalid");
+    let _ = std::fs::remove_dir_all(&results);
+}

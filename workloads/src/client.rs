@@ -1,0 +1,264 @@
+//! The `paxos-kv` client: one operation in, one completion out, mapped exactly as DESIGN.md's
+//! status table says. The only way to call an operation `fail` is to be certain it did not take
+//! effect; everything uncertain is `info`.
+
+use crate::generator::OpSpec;
+use crate::WorkloadError;
+use ordeal_checker::{EventType, Value};
+use std::time::Duration;
+
+/// How an operation ended, as the completion event records it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    pub kind: EventType,
+    pub value: Value,
+    pub error: Option<String>,
+}
+
+impl Completion {
+    fn ok(value: Value) -> Completion {
+        Completion {
+            kind: EventType::Ok,
+            value,
+            error: None,
+        }
+    }
+    fn fail(value: Value, error: impl Into<String>) -> Completion {
+        Completion {
+            kind: EventType::Fail,
+            value,
+            error: Some(error.into()),
+        }
+    }
+    fn info(value: Value, error: impl Into<String>) -> Completion {
+        Completion {
+            kind: EventType::Info,
+            value,
+            error: Some(error.into()),
+        }
+    }
+}
+
+/// A shared HTTP client (one connection pool for all logical clients).
+#[derive(Clone)]
+pub struct StoreClient {
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+/// Register values are integers in the history and decimal strings in the store.
+fn value_to_store(v: &Value) -> String {
+    match v {
+        Value::Str(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn value_from_store(s: &str) -> Value {
+    // kv values end in a comma and stay strings; register values are integers.
+    match s.parse::<i64>() {
+        Ok(i) => Value::Int(i),
+        Err(_) => Value::Str(s.to_string()),
+    }
+}
+
+/// The HTTP status of a reply, mapped to an outcome. `ok_value` is the completion's value when
+/// the status is 2xx.
+pub fn outcome_for_status(status: u16, ok_value: Value, input: &Value, body: &str) -> Completion {
+    let short_body: String = body.chars().take(200).collect();
+    match status {
+        200..=299 => Completion::ok(ok_value),
+        409 => Completion::fail(input.clone(), "precondition-failed"),
+        503 => Completion::fail(input.clone(), format!("unavailable: {short_body}")),
+        504 => Completion::info(input.clone(), format!("timeout: {short_body}")),
+        400..=499 => Completion::fail(input.clone(), format!("http {status}: {short_body}")),
+        // Any other server error may have happened after the proposal: unknown.
+        _ => Completion::info(input.clone(), format!("http {status}: {short_body}")),
+    }
+}
+
+/// A transport error: a refused connection means the request never left; anything later
+/// (timeout, reset mid-reply) leaves the outcome unknown.
+pub fn outcome_for_error(err: &reqwest::Error, input: &Value) -> Completion {
+    if err.is_connect() {
+        Completion::fail(input.clone(), format!("connect: {}", root_cause(err)))
+    } else if err.is_timeout() {
+        Completion::info(input.clone(), "client-timeout")
+    } else {
+        Completion::info(input.clone(), format!("transport: {}", root_cause(err)))
+    }
+}
+
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = err;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+impl StoreClient {
+    pub fn new(timeout: Duration, max_idle_per_host: usize) -> Result<StoreClient, WorkloadError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500).min(timeout))
+            .pool_max_idle_per_host(max_idle_per_host)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(StoreClient { http, timeout })
+    }
+
+    /// Performs `op` against the node whose client API is at `base_url` (`http://host:port`).
+    pub async fn invoke(&self, base_url: &str, op: &OpSpec) -> Completion {
+        match op.f {
+            "read" => self.read(base_url, op, "linearizable").await,
+            "write" => {
+                let url = format!("{base_url}/kv/{}", op.key);
+                let body = serde_json::json!({ "value": value_to_store(&op.value) });
+                let req = self.http.put(url).json(&body);
+                self.send(req, op.value.clone(), &op.value).await
+            }
+            "cas" => {
+                let (Some(expected), Some(new)) = (
+                    op.value.as_list().and_then(|l| l.first()),
+                    op.value.as_list().and_then(|l| l.get(1)),
+                ) else {
+                    return Completion::fail(op.value.clone(), "cas needs [expected new]");
+                };
+                let url = format!("{base_url}/kv/{}", op.key);
+                let req = self
+                    .http
+                    .put(url)
+                    .query(&[("if_value", value_to_store(expected))])
+                    .json(&serde_json::json!({ "value": value_to_store(new) }));
+                self.send(req, op.value.clone(), &op.value).await
+            }
+            "append" => {
+                let body = serde_json::json!({
+                    "ops": [["append", op.key, value_to_store(&op.value)]]
+                });
+                let req = self.http.post(format!("{base_url}/txn")).json(&body);
+                self.send(req, op.value.clone(), &op.value).await
+            }
+            other => Completion::fail(op.value.clone(), format!("unknown operation {other}")),
+        }
+    }
+
+    async fn read(&self, base_url: &str, op: &OpSpec, consistency: &str) -> Completion {
+        let url = format!("{base_url}/kv/{}", op.key);
+        let resp = self
+            .http
+            .get(url)
+            .query(&[("consistency", consistency)])
+            .timeout(self.timeout)
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => return outcome_for_error(&e, &op.value),
+        };
+        let status = resp.status().as_u16();
+        let body = match resp.text().await {
+            Ok(b) => b,
+            // A read has no effect, but its result is lost: unknown is the honest answer.
+            Err(e) => return outcome_for_error(&e, &op.value),
+        };
+        if status == 404 {
+            return Completion::ok(Value::Null);
+        }
+        if (200..300).contains(&status) {
+            let parsed: Result<serde_json::Value, _> = serde_json::from_str(&body);
+            return match parsed.ok().as_ref().and_then(|j| j.get("value")) {
+                Some(serde_json::Value::String(s)) => Completion::ok(value_from_store(s)),
+                Some(serde_json::Value::Null) | None => Completion::ok(Value::Null),
+                // A key built by appends is a list in the store; as the kv model sees it, the
+                // value is the concatenation of what was appended.
+                Some(serde_json::Value::Array(items)) => Completion::ok(Value::Str(
+                    items
+                        .iter()
+                        .map(|i| {
+                            i.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| i.to_string())
+                        })
+                        .collect(),
+                )),
+                Some(other) => Completion::ok(value_from_store(&other.to_string())),
+            };
+        }
+        outcome_for_status(status, Value::Null, &op.value, &body)
+    }
+
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        ok_value: Value,
+        input: &Value,
+    ) -> Completion {
+        let resp = match req.timeout(self.timeout).send().await {
+            Ok(r) => r,
+            Err(e) => return outcome_for_error(&e, input),
+        };
+        let status = resp.status().as_u16();
+        let body = match resp.text().await {
+            Ok(b) => b,
+            Err(e) => {
+                if (200..300).contains(&status) {
+                    // The status line said applied; only the body was lost.
+                    return Completion::ok(ok_value);
+                }
+                return outcome_for_error(&e, input);
+            }
+        };
+        outcome_for_status(status, ok_value, input, &body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_as_design_says() {
+        let input = Value::Int(3);
+        let k = |s| outcome_for_status(s, Value::Int(3), &input, "").kind;
+        assert_eq!(k(200), EventType::Ok);
+        assert_eq!(k(204), EventType::Ok);
+        assert_eq!(k(409), EventType::Fail);
+        assert_eq!(k(503), EventType::Fail);
+        assert_eq!(k(504), EventType::Info);
+        assert_eq!(k(400), EventType::Fail);
+        assert_eq!(k(500), EventType::Info);
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_fail_and_silence_is_info() {
+        let client = StoreClient::new(Duration::from_millis(300), 4).unwrap();
+        // A port nobody listens on: refused before anything was sent.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = free.local_addr().unwrap().port();
+        drop(free);
+        let op = OpSpec {
+            f: "write",
+            key: "x".into(),
+            value: Value::Int(1),
+        };
+        let c = client
+            .invoke(&format!("http://127.0.0.1:{port}"), &op)
+            .await;
+        assert_eq!(c.kind, EventType::Fail, "{c:?}");
+        // A listener that accepts and never answers: the request went out, outcome unknown.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            for _ in 0..4 {
+                if let Ok((s, _)) = silent.accept().await {
+                    held.push(s);
+                }
+            }
+        });
+        let c = client.invoke(&format!("http://{addr}"), &op).await;
+        assert_eq!(c.kind, EventType::Info, "{c:?}");
+        hold.abort();
+    }
+}
