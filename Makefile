@@ -25,8 +25,10 @@ fix:
 	$(CARGO) fmt --all
 	$(CARGO) clippy --workspace --all-targets --release --fix --allow-dirty --allow-staged
 
+# Checker speed: linearizability (porcupine data, generated 1M ops), then transactions (Elle).
 bench:
 	$(CARGO) run --release -p ordeal-checker --bin ordeal-bench -- $(SHARED)/testdata
+	$(CARGO) run --release -p ordeal-checker --bin ordeal-txn-bench
 
 bench-store: build
 	$(CARGO) run --release -p paxos-kv --bin paxos-kv-bench
