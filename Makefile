@@ -3,13 +3,21 @@ CARGO ?= cargo
 SHARED ?= $(abspath ../shared)
 export ORDEAL_SHARED := $(SHARED)
 
-.PHONY: check test verify fix bench bench-store sim campaign nightly build
+.PHONY: check test verify fix bench bench-store sim campaign nightly build net-tools
+
+# As root, partitions run in a network namespace with iptables; without root (or without
+# iptables) the harness falls back to its userspace proxy and says so.
+net-tools:
+	@if [ "$$(id -u)" = 0 ] && ! command -v iptables >/dev/null 2>&1; then \
+	  (apt-get update -q && apt-get install -y -q iptables iproute2) >/dev/null 2>&1 \
+	  || echo "make: could not install iptables; partitions will use the userspace proxy"; \
+	fi
 
 build:
 	$(CARGO) build --release --workspace
 
 # The main job: the check campaign (campaigns/check.toml) against the bundled store.
-check: build
+check: build net-tools
 	./target/release/ordeal campaign campaigns/check.toml
 
 # All tests.
