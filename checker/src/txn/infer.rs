@@ -552,7 +552,7 @@ fn internal_list(log: &TxnLog, found: &mut Found, t: usize) {
 /// Read-write anti-dependencies: every transaction that read version v of a key precedes every
 /// transaction whose write created the version after v. Both lists hold (key, version) pairs;
 /// a sort and merge joins them without a hash map.
-fn join_rw(reads: &mut [(u64, u32)], writes: &mut [(u64, u32)], edges: &mut Vec<Edge>) {
+fn join_rw<K: Ord + Copy>(reads: &mut [(K, u32)], writes: &mut [(K, u32)], edges: &mut Vec<Edge>) {
     reads.sort_unstable();
     writes.sort_unstable();
     let (mut i, mut j) = (0, 0);
@@ -839,34 +839,9 @@ pub(crate) fn rw_register(log: &TxnLog, found: &mut Found) -> Result<Inferred, H
         }
     }
     // Join readers of each version with the writers that succeed it.
-    ext_reads.sort_unstable();
     succ.sort_unstable();
     succ.dedup();
-    let (mut i, mut j) = (0, 0);
-    while i < ext_reads.len() && j < succ.len() {
-        let (rk, wk) = (ext_reads[i].0, succ[j].0);
-        if rk < wk {
-            i += 1;
-        } else if wk < rk {
-            j += 1;
-        } else {
-            let ie = i + ext_reads[i..].iter().take_while(|r| r.0 == rk).count();
-            let je = j + succ[j..].iter().take_while(|w| w.0 == rk).count();
-            for r in &ext_reads[i..ie] {
-                for w in &succ[j..je] {
-                    if r.1 != w.1 {
-                        edges.push(Edge {
-                            from: r.1,
-                            to: w.1,
-                            kind: RW,
-                        });
-                    }
-                }
-            }
-            i = ie;
-            j = je;
-        }
-    }
+    join_rw(&mut ext_reads, &mut succ, &mut edges);
     lost_updates(log, found, &mut lost, |log, _, v| show_value(log, v));
     Ok(Inferred {
         edges,
