@@ -141,7 +141,10 @@ pub fn txn_html(r: &TxnResult) -> String {
     for (kind, n) in &r.anomaly_counts {
         h.push_str(&format!("<b>{}</b>: {n} &nbsp; ", esc(kind)));
     }
-    for a in &r.anomalies {
+    // Cycles (with pictures) first: they are the ones a person needs to follow.
+    let mut anomalies: Vec<_> = r.anomalies.iter().collect();
+    anomalies.sort_by_key(|a| a.svg.is_none());
+    for a in anomalies {
         h.push_str(&format!(
             "<div class=\"anomaly\"><h3>{}</h3><pre>{}</pre>",
             esc(&a.kind),
@@ -444,5 +447,37 @@ mod tests {
         );
         assert_eq!(scan_logs(&[clean, bad]).verdict, Verdict::Invalid);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn txn_outcome_carries_explanation_and_picture() {
+        let path = ordeal_checker::read::shared_testdata_dir()
+            .join("elle")
+            .join("list-append-anomaly-g0-cycle.json");
+        let h = ordeal_checker::read::read_path(&path, ordeal_checker::read::Format::Auto)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let c = check_txn(&h, Workload::ListAppend, Consistency::StrictSerializable, 5);
+        assert_eq!(c.verdict, Verdict::Invalid, "{}", c.summary);
+        assert!(c.summary.contains("G0"), "{}", c.summary);
+        let html = c.html.expect("an invalid txn check has a page");
+        assert!(
+            html.contains("<svg") && html.contains("a contradiction"),
+            "{html}"
+        );
+        assert_eq!(c.details["anomaly_types"][0], "G0");
+        // A valid history: no page, valid verdict.
+        let ok = ordeal_checker::read::read_path(
+            &path.with_file_name("list-append-valid-read-empty.json"),
+            ordeal_checker::read::Format::Auto,
+        )
+        .unwrap();
+        let c = check_txn(
+            &ok,
+            Workload::ListAppend,
+            Consistency::StrictSerializable,
+            5,
+        );
+        assert_eq!(c.verdict, Verdict::Valid, "{}", c.summary);
+        assert!(c.html.is_none());
     }
 }
