@@ -293,4 +293,31 @@ mod tests {
             .contains("expect must be"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn expected_anomaly_is_looked_up_in_results() {
+        let dir = std::env::temp_dir().join(format!("ordeal-camp-anom-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let report = dir.join("report.html").to_string_lossy().into_owned();
+        // No results.json: not named.
+        assert!(!results_name_anomaly(&report, "G1b"));
+        std::fs::write(
+            dir.join("results.json"),
+            r#"{"checks":[{"name":"stats","details":{}},{"name":"strict-serializable","details":{"anomaly_types":["G0","G1b"]}}]}"#,
+        )
+        .unwrap();
+        assert!(results_name_anomaly(&report, "G1b"));
+        assert!(!results_name_anomaly(&report, "G2-item"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        // The shipped campaign file parses, with its txn entries.
+        let shipped = load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../campaigns/check.toml"
+        )))
+        .unwrap();
+        assert!(shipped
+            .tests
+            .iter()
+            .any(|t| t.expect_anomaly.is_some() && t.bug.as_deref() == Some("non-atomic-txn")));
+    }
 }

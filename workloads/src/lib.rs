@@ -3,7 +3,9 @@
 //! A workload is three things: a seeded generator of operations, a client that turns one
 //! operation into HTTP requests against `paxos-kv` and maps the reply to ok / fail / info
 //! exactly as DESIGN.md's status table says, and the name of the model that judges the history.
-//! Transactional workloads (list-append, rw-register, bank) slot in as further `WorkloadKind`s.
+//! Transactional workloads (list-append, rw-register, bank) send each txn as one `POST /txn`
+//! (`f = "txn"`, the value a list of micro-ops) and are judged by `ordeal_checker::txn` (Elle
+//! style) or, for bank, by `bank::check` (see `bank` for how transfers stay atomic).
 
 pub mod bank;
 pub mod client;
