@@ -43,6 +43,10 @@ pub struct TestSpec {
     pub store_bin: Option<String>,
     /// valid | invalid | unknown
     pub expect: Option<String>,
+    /// Txn workloads: the isolation model to check against.
+    pub consistency: Option<String>,
+    /// An anomaly type (e.g. `G1b`) the run's results must name; checked with `expect`.
+    pub expect_anomaly: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +76,7 @@ impl TestSpec {
         };
         push("--name", pick!(self, d, name));
         push("--workload", pick!(self, d, workload));
+        push("--consistency", pick!(self, d, consistency));
         push("--nemesis", pick!(self, d, nemesis));
         push("--nodes", pick!(self, d, nodes).map(|v| v.to_string()));
         push(
@@ -152,6 +157,27 @@ fn verdict_of_exit(code: Option<i32>) -> &'static str {
     }
 }
 
+/// Whether the results.json next to `report` (a report.html path) lists `anomaly` among any
+/// check's `anomaly_types`.
+fn results_name_anomaly(report: &str, anomaly: &str) -> bool {
+    let Some(dir) = std::path::Path::new(report).parent() else {
+        return false;
+    };
+    let Ok(text) = std::fs::read_to_string(dir.join("results.json")) else {
+        return false;
+    };
+    let Ok(results) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return false;
+    };
+    results["checks"].as_array().is_some_and(|checks| {
+        checks.iter().any(|c| {
+            c["details"]["anomaly_types"]
+                .as_array()
+                .is_some_and(|ts| ts.iter().any(|t| t == anomaly))
+        })
+    })
+}
+
 pub fn run_campaign(args: CampaignArgs) -> i32 {
     match campaign_inner(&args) {
         Ok(true) => 0,
@@ -194,7 +220,14 @@ fn campaign_inner(args: &CampaignArgs) -> Result<bool> {
         if got == "error" {
             eprintln!("ordeal campaign: {name} failed:\n{stderr}");
         }
-        let ok = got == expect;
+        let mut ok = got == expect;
+        if let Some(anomaly) = pick!(t, c.defaults, expect_anomaly) {
+            let named = results_name_anomaly(&report, &anomaly);
+            if !named {
+                eprintln!("ordeal campaign: {name}: results do not name anomaly {anomaly}");
+            }
+            ok &= named;
+        }
         eprintln!(
             "ordeal campaign: {name}: expected {expect}, got {got} in {secs:.0} s{}",
             if ok { "" } else { "  <-- MISMATCH" }
@@ -259,5 +292,32 @@ mod tests {
             .to_string()
             .contains("expect must be"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn expected_anomaly_is_looked_up_in_results() {
+        let dir = std::env::temp_dir().join(format!("ordeal-camp-anom-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let report = dir.join("report.html").to_string_lossy().into_owned();
+        // No results.json: not named.
+        assert!(!results_name_anomaly(&report, "G1b"));
+        std::fs::write(
+            dir.join("results.json"),
+            r#"{"checks":[{"name":"stats","details":{}},{"name":"strict-serializable","details":{"anomaly_types":["G0","G1b"]}}]}"#,
+        )
+        .unwrap();
+        assert!(results_name_anomaly(&report, "G1b"));
+        assert!(!results_name_anomaly(&report, "G2-item"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        // The shipped campaign file parses, with its txn entries.
+        let shipped = load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../campaigns/check.toml"
+        )))
+        .unwrap();
+        assert!(shipped
+            .tests
+            .iter()
+            .any(|t| t.expect_anomaly.is_some() && t.bug.as_deref() == Some("non-atomic-txn")));
     }
 }

@@ -6,6 +6,7 @@
 use clap::Args;
 use ordeal_checker::linear::{self, CheckOptions, LinearReport, ModelKind, ModelOptions};
 use ordeal_checker::read::{read_path, Format};
+use ordeal_checker::txn;
 use ordeal_checker::HistoryError;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,9 +16,14 @@ use std::time::Duration;
 pub struct CheckArgs {
     /// The history file (JSONL, Jepsen EDN, Jepsen text log, JSON array; `.gz` too).
     pub file: PathBuf,
-    /// The model: register, cas-register, kv, kv-unpartitioned or set.
+    /// The model: register, cas-register, kv, kv-unpartitioned, set (linearizability), or
+    /// list-append, rw-register (transactional isolation, as Elle checks it).
     #[arg(long, value_name = "MODEL")]
     pub model: String,
+    /// For list-append and rw-register: read-committed, repeatable-read, snapshot-isolation,
+    /// serializable or strict-serializable.
+    #[arg(long, default_value = "strict-serializable", value_name = "MODEL")]
+    pub consistency: String,
     /// Input format: auto, jsonl, edn, jepsen-log or json.
     #[arg(long, default_value = "auto", value_name = "FORMAT")]
     pub format: String,
@@ -48,12 +54,21 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s}: {e} (e.g. 60s, 2m, 500ms)"))
 }
 
-/// The checkers `--model` can name. Transactional (Elle) models join here.
+/// The checkers `--model` can name.
 enum Checker {
     Linear(ModelKind, ModelOptions),
+    /// Elle-style: list-append or rw-register, against a consistency model.
+    Txn(txn::Workload, txn::Consistency),
 }
 
 fn checker(args: &CheckArgs) -> Result<Checker, String> {
+    if let Ok(workload) = args.model.parse::<txn::Workload>() {
+        let consistency: txn::Consistency = args
+            .consistency
+            .parse()
+            .map_err(|e| format!("--consistency: {e}"))?;
+        return Ok(Checker::Txn(workload, consistency));
+    }
     let failed_cas_observed = match args.failed_cas.as_str() {
         "dropped" => false,
         "observed" => true,
@@ -100,6 +115,16 @@ fn run_inner(args: &CheckArgs) -> Result<i32, String> {
         Checker::Linear(kind, model_options) => {
             linear::check_kind(kind, model_options, &history, &options).map_err(in_file)?
         }
+        Checker::Txn(workload, consistency) => {
+            let opts = txn::TxnOptions {
+                workload,
+                consistency,
+                time_budget: args.timeout,
+                ..txn::TxnOptions::default()
+            };
+            let result = txn::check(&history, &opts).map_err(in_file)?;
+            return print_txn(args, &result);
+        }
     };
     // Write errors on stdout (a closed pipe, as in `| head`) are not the tool failing.
     let mut out = std::io::stdout().lock();
@@ -118,6 +143,33 @@ fn run_inner(args: &CheckArgs) -> Result<i32, String> {
         }
     }
     Ok(report.verdict.exit_code())
+}
+
+fn print_txn(args: &CheckArgs, r: &txn::TxnResult) -> Result<i32, String> {
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let json = serde_json::to_string_pretty(r).map_err(|e| e.to_string())?;
+        let _ = writeln!(out, "{json}");
+    } else {
+        let _ = writeln!(
+            out,
+            "{}: {}: {}",
+            display_name(&args.file),
+            r.verdict,
+            crate::checks::txn_summary(r)
+        );
+        for a in &r.anomalies {
+            let _ = writeln!(out, "\n{}:\n{}", a.kind, a.explanation);
+        }
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, crate::checks::txn_html(r))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if !args.json {
+            let _ = writeln!(out, "HTML written to {}", path.display());
+        }
+    }
+    Ok(r.verdict.exit_code())
 }
 
 fn display_name(path: &Path) -> String {

@@ -2,8 +2,9 @@
 //! stats, availability, a scan of node logs for panics, and convergence of replica digests.
 //! The run's verdict is the worst of them.
 
+use ordeal_checker::txn::{self, Consistency, TxnOptions, TxnResult, Workload};
 use ordeal_checker::{Event, EventType, History, Process, Value, Verdict};
-use ordeal_workloads::WorkloadKind;
+use ordeal_workloads::{bank, WorkloadKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,11 +30,19 @@ pub fn check_workload(
     history: &History,
     workload: WorkloadKind,
     time_budget_s: u64,
+    consistency: Consistency,
 ) -> CheckOutcome {
     use ordeal_checker::linear::{check_kind, CheckOptions, ModelKind, ModelOptions};
     let kind = match workload {
         WorkloadKind::Register => ModelKind::CasRegister,
         WorkloadKind::Kv => ModelKind::Kv,
+        WorkloadKind::ListAppend => {
+            return check_txn(history, Workload::ListAppend, consistency, time_budget_s)
+        }
+        WorkloadKind::RwRegister => {
+            return check_txn(history, Workload::RwRegister, consistency, time_budget_s)
+        }
+        WorkloadKind::Bank => return check_bank(history),
     };
     let options = CheckOptions {
         timeout: Some(std::time::Duration::from_secs(time_budget_s.max(1))),
@@ -62,6 +71,117 @@ pub fn check_workload(
             html: None,
         },
     }
+}
+
+/// The Elle-style txn checker over the whole history.
+pub fn check_txn(
+    history: &History,
+    workload: Workload,
+    consistency: Consistency,
+    time_budget_s: u64,
+) -> CheckOutcome {
+    let options = TxnOptions {
+        workload,
+        consistency,
+        time_budget: std::time::Duration::from_secs(time_budget_s.max(1)),
+        ..TxnOptions::default()
+    };
+    let name = consistency.as_str().to_string();
+    match txn::check(history, &options) {
+        Ok(result) => {
+            let summary = txn_summary(&result);
+            CheckOutcome {
+                name,
+                verdict: result.verdict,
+                summary,
+                html: (!result.anomalies.is_empty()).then(|| txn_html(&result)),
+                details: serde_json::to_value(&result).unwrap_or_default(),
+            }
+        }
+        Err(e) => CheckOutcome {
+            name,
+            verdict: Verdict::Unknown,
+            summary: format!("the history could not be checked: {e}"),
+            details: serde_json::Value::Null,
+            html: None,
+        },
+    }
+}
+
+/// One line: verdict, anomaly types, which models are ruled out.
+pub fn txn_summary(r: &TxnResult) -> String {
+    let models = |ms: &[Consistency]| ms.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ");
+    let mut s = format!(
+        "{} ({} workload, {} txns: {} ok, {} info, {} fail)",
+        r.consistency,
+        r.workload.as_str(),
+        r.stats.txns,
+        r.stats.ok,
+        r.stats.info,
+        r.stats.fail
+    );
+    if !r.anomaly_types.is_empty() {
+        s.push_str(&format!("; anomalies: {}", r.anomaly_types.join(", ")));
+    }
+    if !r.not.is_empty() {
+        s.push_str(&format!("; not {}", models(&r.not)));
+    }
+    for n in &r.notes {
+        s.push_str(&format!("; {n}"));
+    }
+    s
+}
+
+/// A whole HTML page: each anomaly's explanation and its picture.
+pub fn txn_html(r: &TxnResult) -> String {
+    let mut h = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><style>body{font-family:system-ui,\"DejaVu Sans\",sans-serif;margin:12px;color:#222}.anomaly{border:1px solid #ddd;border-radius:6px;padding:10px;margin:10px 0}pre{white-space:pre-wrap;background:#f6f6f6;padding:8px}h3{margin:4px 0;color:#b00}</style></head><body>",
+    );
+    h.push_str(&format!("<p>{}</p>", esc(&txn_summary(r))));
+    for (kind, n) in &r.anomaly_counts {
+        h.push_str(&format!("<b>{}</b>: {n} &nbsp; ", esc(kind)));
+    }
+    // Cycles (with pictures) first: they are the ones a person needs to follow.
+    let mut anomalies: Vec<_> = r.anomalies.iter().collect();
+    anomalies.sort_by_key(|a| a.svg.is_none());
+    for a in anomalies {
+        h.push_str(&format!(
+            "<div class=\"anomaly\"><h3>{}</h3><pre>{}</pre>",
+            esc(&a.kind),
+            esc(&a.explanation)
+        ));
+        if let Some(svg) = &a.svg {
+            // The checker renders the SVG itself (escaped labels); inline as is.
+            h.push_str(svg);
+        }
+        h.push_str("</div>");
+    }
+    h.push_str("</body></html>");
+    h
+}
+
+/// The bank checker: every read of all accounts sums to the total.
+pub fn check_bank(history: &History) -> CheckOutcome {
+    let r = bank::check(history, bank::ACCOUNTS, bank::INITIAL_BALANCE);
+    CheckOutcome {
+        name: "bank".into(),
+        verdict: r.verdict,
+        summary: r.summary(),
+        html: (r.bad_read_count > 0).then(|| {
+            format!(
+                "<!doctype html><html><head><meta charset=\"utf-8\"><style>body{{font-family:system-ui,\"DejaVu Sans\",sans-serif;margin:12px}}td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px}}table{{border-collapse:collapse}}</style></head><body><h3>Reads of all accounts that do not sum to the total</h3>{}</body></html>",
+                r.to_html()
+            )
+        }),
+        details: serde_json::to_value(&r).unwrap_or_default(),
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Counts per operation `f` and completion type.
@@ -327,5 +447,37 @@ mod tests {
         );
         assert_eq!(scan_logs(&[clean, bad]).verdict, Verdict::Invalid);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn txn_outcome_carries_explanation_and_picture() {
+        let path = ordeal_checker::read::shared_testdata_dir()
+            .join("elle")
+            .join("list-append-anomaly-g0-cycle.json");
+        let h = ordeal_checker::read::read_path(&path, ordeal_checker::read::Format::Auto)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let c = check_txn(&h, Workload::ListAppend, Consistency::StrictSerializable, 5);
+        assert_eq!(c.verdict, Verdict::Invalid, "{}", c.summary);
+        assert!(c.summary.contains("G0"), "{}", c.summary);
+        let html = c.html.expect("an invalid txn check has a page");
+        assert!(
+            html.contains("<svg") && html.contains("a contradiction"),
+            "{html}"
+        );
+        assert_eq!(c.details["anomaly_types"][0], "G0");
+        // A valid history: no page, valid verdict.
+        let ok = ordeal_checker::read::read_path(
+            &path.with_file_name("list-append-valid-read-empty.json"),
+            ordeal_checker::read::Format::Auto,
+        )
+        .unwrap();
+        let c = check_txn(
+            &ok,
+            Workload::ListAppend,
+            Consistency::StrictSerializable,
+            5,
+        );
+        assert_eq!(c.verdict, Verdict::Valid, "{}", c.summary);
+        assert!(c.html.is_none());
     }
 }

@@ -141,7 +141,7 @@ h2{{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}}
             Some(page) => {
                 let _ = write!(
                     h,
-                    "<iframe title=\"counterexample\" style=\"width:100%;height:640px;border:1px solid #ddd;background:#fff\" srcdoc=\"{}\"></iframe>",
+                    "<iframe title=\"counterexample\" style=\"width:100%;height:900px;border:1px solid #ddd;background:#fff\" srcdoc=\"{}\"></iframe>",
                     esc(page)
                 );
             }

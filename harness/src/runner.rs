@@ -23,7 +23,7 @@ use tokio::sync::{watch, Mutex};
 
 #[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct TestArgs {
-    /// register | kv
+    /// register | kv | list-append | rw-register | bank
     #[arg(long, default_value = "register")]
     pub workload: String,
     /// none | all | a comma list of pause, kill, partition
@@ -78,6 +78,11 @@ pub struct TestArgs {
     /// Operations per key before moving to a fresh key (default per workload).
     #[arg(long)]
     pub ops_per_key: Option<u64>,
+    /// The isolation model txn workloads are checked against: read-committed, repeatable-read,
+    /// snapshot-isolation, serializable or strict-serializable.
+    #[arg(long, default_value = "strict-serializable")]
+    #[serde(default = "default_consistency")]
+    pub consistency: String,
     /// Time budget of the workload checker.
     #[arg(long, default_value_t = 60)]
     pub check_time_limit_s: u64,
@@ -106,6 +111,10 @@ pub struct RunConfig {
     pub ordeal_version: String,
 }
 
+fn default_consistency() -> String {
+    "strict-serializable".into()
+}
+
 fn parse_range(s: &str, what: &str) -> Result<(u64, u64)> {
     let (a, b) = s
         .split_once('-')
@@ -127,6 +136,9 @@ fn parse_range(s: &str, what: &str) -> Result<(u64, u64)> {
 impl TestArgs {
     pub fn validate(&self) -> Result<()> {
         WorkloadKind::parse(&self.workload)?;
+        self.consistency
+            .parse::<ordeal_checker::txn::Consistency>()
+            .map_err(|e| anyhow::anyhow!("--consistency: {e}"))?;
         nemesis::parse_nemesis(&self.nemesis)?;
         NetChoice::parse(&self.net)?;
         if !(1..=9).contains(&self.nodes) {
@@ -179,6 +191,9 @@ impl TestArgs {
         }
         if let Some(k) = self.ops_per_key {
             c.push_str(&format!(" --ops-per-key {k}"));
+        }
+        if self.consistency != "strict-serializable" {
+            c.push_str(&format!(" --consistency {}", self.consistency));
         }
         c
     }
@@ -389,13 +404,18 @@ async fn run_one(
         EventType::Invoke,
         op.f,
         op.value.clone(),
-    )
-    .with_key(op.key.as_str());
+    );
+    // Txns name their keys in their micro-ops.
+    if !op.key.is_empty() {
+        invoke = invoke.with_key(op.key.as_str());
+    }
     invoke.node = Some(node_name.to_string());
     recorder.record_async(invoke).await;
     let c = client.invoke(url, op).await;
-    let mut done =
-        Event::new(Process::Client(process), c.kind, op.f, c.value).with_key(op.key.as_str());
+    let mut done = Event::new(Process::Client(process), c.kind, op.f, c.value);
+    if !op.key.is_empty() {
+        done = done.with_key(op.key.as_str());
+    }
     done.node = Some(node_name.to_string());
     done.error = c.error.map(Value::Str);
     recorder.record_async(done).await;
@@ -729,11 +749,16 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
             }
         }
         tokio::time::sleep(Duration::from_secs(args.recovery_s)).await;
-        let keys: Vec<String> = gen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .to_vec();
+        // Txn workloads' checkers judge the txns themselves; final reads are per-key reads
+        // for the linearizability checker.
+        let keys: Vec<String> = if workload.is_txn() {
+            Vec::new()
+        } else {
+            gen.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .to_vec()
+        };
         final_reads(&keys, &layout.nodes, &client, &recorder, args.concurrency).await;
         convergence = check_convergence(&cluster).await;
     }
@@ -917,7 +942,17 @@ pub fn analyse(
     let workload = WorkloadKind::parse(&config.args.workload)?;
     let faults = checks::fault_intervals(&history.events);
     let started = Instant::now();
-    let lin = checks::check_workload(history, workload, config.args.check_time_limit_s);
+    let consistency = config
+        .args
+        .consistency
+        .parse::<ordeal_checker::txn::Consistency>()
+        .map_err(|e| anyhow::anyhow!("--consistency: {e}"))?;
+    let lin = checks::check_workload(
+        history,
+        workload,
+        config.args.check_time_limit_s,
+        consistency,
+    );
     let check_s = started.elapsed().as_secs_f64();
     let (stats, counts) = checks::stats(history);
     let avail = checks::availability(history, &faults);

@@ -139,8 +139,43 @@ impl StoreClient {
                 let req = self.http.post(format!("{base_url}/txn")).json(&body);
                 self.send(req, op.value.clone(), &op.value).await
             }
+            "txn" => self.txn(base_url, &op.value).await,
             other => Completion::fail(op.value.clone(), format!("unknown operation {other}")),
         }
+    }
+
+    /// One txn through `POST /txn`: the whole txn is one request (one log command on a correct
+    /// store). The completion carries the micro-ops with reads filled in.
+    async fn txn(&self, base_url: &str, value: &Value) -> Completion {
+        let body = match txn_body(value) {
+            Ok(b) => b,
+            Err(e) => return Completion::fail(value.clone(), e),
+        };
+        let resp = self
+            .http
+            .post(format!("{base_url}/txn"))
+            .json(&body)
+            .timeout(self.timeout)
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => return outcome_for_error(&e, value),
+        };
+        let status = resp.status().as_u16();
+        let text = match resp.text().await {
+            Ok(b) => b,
+            // Applied or not, the reads are lost: unknown.
+            Err(e) => return outcome_for_error(&e, value),
+        };
+        if (200..300).contains(&status) {
+            return match txn_reply(value, &text) {
+                Ok(v) => Completion::ok(v),
+                // It applied, but what it read is not known: unknown is the honest answer.
+                Err(e) => Completion::info(value.clone(), e),
+            };
+        }
+        outcome_for_status(status, Value::Null, value, &text)
     }
 
     async fn read(&self, base_url: &str, op: &OpSpec, consistency: &str) -> Completion {
@@ -213,6 +248,71 @@ impl StoreClient {
     }
 }
 
+/// The `POST /txn` body for a txn value `[[f, k, v], ...]`: values as decimal strings, reads
+/// with `null`.
+pub fn txn_body(value: &Value) -> Result<serde_json::Value, String> {
+    let ops = value
+        .as_list()
+        .ok_or_else(|| format!("txn value {value} is not a list of micro-ops"))?;
+    let mut out = Vec::with_capacity(ops.len());
+    for m in ops {
+        let parts = m.as_list().filter(|p| p.len() == 3);
+        let Some([f, k, v]) = parts else {
+            return Err(format!("micro-op {m} is not [f, key, value]"));
+        };
+        let f = f.to_string();
+        let arg = match (f.as_str(), v) {
+            ("r", _) => serde_json::Value::Null,
+            (_, v) => serde_json::Value::String(value_to_store(v)),
+        };
+        out.push(serde_json::json!([f, k.to_string(), arg]));
+    }
+    Ok(serde_json::json!({ "ops": out }))
+}
+
+/// A store value as the history records it: integers where the text is one, lists element by
+/// element (a list-append read), `null` for absent.
+fn json_to_value(j: &serde_json::Value) -> Value {
+    match j {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::String(s) => value_from_store(s),
+        serde_json::Value::Array(items) => Value::List(items.iter().map(json_to_value).collect()),
+        serde_json::Value::Number(n) => n.as_i64().map(Value::Int).unwrap_or(Value::Null),
+        other => Value::Str(other.to_string()),
+    }
+}
+
+/// Maps a 2xx `POST /txn` reply onto the invoked txn: reads take the value the store returned;
+/// writes and appends stay as invoked.
+pub fn txn_reply(invoked: &Value, body: &str) -> Result<Value, String> {
+    let short: String = body.chars().take(200).collect();
+    let parsed: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("unparsable txn reply {short:?}: {e}"))?;
+    let ops = parsed
+        .get("ops")
+        .and_then(|o| o.as_array())
+        .ok_or_else(|| format!("txn reply without ops: {short:?}"))?;
+    let invoked_ops = invoked.as_list().unwrap_or(&[]);
+    if ops.len() != invoked_ops.len() {
+        return Err(format!(
+            "txn reply has {} ops for {} invoked: {short:?}",
+            ops.len(),
+            invoked_ops.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(ops.len());
+    for (m, reply) in invoked_ops.iter().zip(ops) {
+        let parts = m.as_list().unwrap_or(&[]);
+        if parts.len() == 3 && parts[0] == Value::Str("r".into()) {
+            let read = reply.get(2).map(json_to_value).unwrap_or(Value::Null);
+            out.push(Value::List(vec![parts[0].clone(), parts[1].clone(), read]));
+        } else {
+            out.push(m.clone());
+        }
+    }
+    Ok(Value::List(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,5 +360,35 @@ mod tests {
         let c = client.invoke(&format!("http://{addr}"), &op).await;
         assert_eq!(c.kind, EventType::Info, "{c:?}");
         hold.abort();
+    }
+
+    #[test]
+    fn txn_body_and_reply_map_values() {
+        let m = |f: &str, k: &str, v: Value| {
+            Value::List(vec![Value::Str(f.into()), Value::Str(k.into()), v])
+        };
+        let txn = Value::List(vec![
+            m("r", "x", Value::Null),
+            m("append", "x", Value::Int(3)),
+            m("w", "y", Value::Int(-2)),
+            m("r", "y", Value::Null),
+        ]);
+        let body = txn_body(&txn).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"ops": [["r","x",null],["append","x","3"],["w","y","-2"],["r","y",null]]})
+        );
+        let reply = r#"{"ops":[["r","x",["1","2"]],["append","x","3"],["w","y","-2"],["r","y","-2"]],"revision":9}"#;
+        let v = txn_reply(&txn, reply).unwrap();
+        let ops = v.as_list().unwrap();
+        assert_eq!(
+            ops[0],
+            m("r", "x", Value::List(vec![Value::Int(1), Value::Int(2)]))
+        );
+        assert_eq!(ops[1], m("append", "x", Value::Int(3)));
+        assert_eq!(ops[3], m("r", "y", Value::Int(-2)));
+        assert!(txn_reply(&txn, "{}").is_err());
+        assert!(txn_reply(&txn, r#"{"ops":[]}"#).is_err());
+        assert!(txn_body(&Value::Int(1)).is_err());
     }
 }

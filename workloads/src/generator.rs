@@ -48,6 +48,21 @@ impl GeneratorConfig {
                 active_keys: concurrency.max(64),
                 ops_per_key: 100,
             },
+            // Enough keys in play for concurrent txns to overlap (that is where anomalies live),
+            // and lists short enough that reads stay small and the checker fast.
+            WorkloadKind::ListAppend | WorkloadKind::RwRegister => GeneratorConfig {
+                workload,
+                seed,
+                active_keys: (concurrency / 2).clamp(4, 16),
+                ops_per_key: 64,
+            },
+            // Accounts never rotate: the sum invariant is over a fixed set.
+            WorkloadKind::Bank => GeneratorConfig {
+                workload,
+                seed,
+                active_keys: crate::bank::ACCOUNTS,
+                ops_per_key: u64::MAX,
+            },
         }
     }
 }
@@ -91,6 +106,9 @@ impl Generator {
         let prefix = match self.config.workload {
             WorkloadKind::Register => "r",
             WorkloadKind::Kv => "k",
+            WorkloadKind::ListAppend => "la",
+            WorkloadKind::RwRegister => "rw",
+            WorkloadKind::Bank => crate::bank::ACCOUNT_PREFIX,
         };
         let key = format!("{prefix}{}", self.next_key_id);
         self.next_key_id += 1;
@@ -108,6 +126,11 @@ impl Generator {
     }
 
     pub fn next_op(&mut self) -> OpSpec {
+        match self.config.workload {
+            WorkloadKind::ListAppend | WorkloadKind::RwRegister => return self.next_txn(),
+            WorkloadKind::Bank => return self.next_bank(),
+            WorkloadKind::Register | WorkloadKind::Kv => {}
+        }
         let slot_index = self.rng.gen_range(0..self.slots.len());
         if self.slots[slot_index].ops_issued >= self.config.ops_per_key {
             self.slots[slot_index] = self.fresh_slot();
@@ -144,6 +167,9 @@ impl Generator {
                     }
                 }
             }
+            WorkloadKind::ListAppend | WorkloadKind::RwRegister | WorkloadKind::Bank => {
+                unreachable!("txn workloads return above")
+            }
             WorkloadKind::Kv => {
                 slot.last_value += 1;
                 if roll < 50 {
@@ -169,6 +195,71 @@ impl Generator {
                     }
                 }
             }
+        }
+    }
+}
+
+fn micro(f: &str, key: &str, value: Value) -> Value {
+    Value::List(vec![Value::Str(f.into()), Value::Str(key.into()), value])
+}
+
+impl Generator {
+    /// A list-append or rw-register txn: 1-4 micro-ops, each on a random active key (retired
+    /// after `ops_per_key` micro-ops), half reads; every appended or written value is unique
+    /// per key (1, 2, 3, ...), so a read names the writes it saw.
+    fn next_txn(&mut self) -> OpSpec {
+        let n = self.rng.gen_range(1..=4);
+        let write_f = if self.config.workload == WorkloadKind::ListAppend {
+            "append"
+        } else {
+            "w"
+        };
+        let mut ops = Vec::with_capacity(n);
+        for _ in 0..n {
+            let slot_index = self.rng.gen_range(0..self.slots.len());
+            if self.slots[slot_index].ops_issued >= self.config.ops_per_key {
+                self.slots[slot_index] = self.fresh_slot();
+            }
+            let read = self.rng.gen_bool(0.5);
+            let slot = &mut self.slots[slot_index];
+            slot.ops_issued += 1;
+            if read {
+                ops.push(micro("r", &slot.key, Value::Null));
+            } else {
+                slot.last_value += 1;
+                ops.push(micro(write_f, &slot.key, Value::Int(slot.last_value)));
+            }
+        }
+        OpSpec {
+            f: "txn",
+            key: String::new(),
+            value: Value::List(ops),
+        }
+    }
+
+    /// A bank op: half reads of every account in one txn, half transfers of 1-5 between two
+    /// distinct accounts, as one txn appending `-amount` to one and `+amount` to the other
+    /// (see `bank` for why deltas).
+    fn next_bank(&mut self) -> OpSpec {
+        let accounts: Vec<String> = self.slots.iter().map(|s| s.key.clone()).collect();
+        let ops = if self.rng.gen_bool(0.5) || accounts.len() < 2 {
+            accounts
+                .iter()
+                .map(|k| micro("r", k, Value::Null))
+                .collect()
+        } else {
+            let from = self.rng.gen_range(0..accounts.len());
+            let to = (from + self.rng.gen_range(1..accounts.len())) % accounts.len();
+            let amount = self.rng.gen_range(1..=5i64);
+            vec![
+                micro("append", &accounts[from], Value::Int(-amount)),
+                micro("append", &accounts[to], Value::Int(amount)),
+            ]
+        };
+        OpSpec {
+            f: "txn",
+            key: String::new(),
+            value: Value::List(ops),
         }
     }
 }
@@ -214,5 +305,54 @@ mod tests {
                 "{op:?} repeats"
             );
         }
+    }
+
+    #[test]
+    fn txns_have_one_to_four_ops_unique_values_and_rotate_keys() {
+        let mut config = GeneratorConfig::for_workload(WorkloadKind::ListAppend, 3, 12);
+        config.ops_per_key = 8;
+        let mut g = Generator::new(config);
+        let mut seen = std::collections::HashSet::new();
+        let mut per_key: std::collections::HashMap<String, u64> = Default::default();
+        for _ in 0..500 {
+            let op = g.next_op();
+            assert_eq!(op.f, "txn");
+            let ops = op.value.as_list().unwrap();
+            assert!((1..=4).contains(&ops.len()), "{op:?}");
+            for m in ops {
+                let m = m.as_list().unwrap();
+                let key = m[1].to_string();
+                *per_key.entry(key.clone()).or_default() += 1;
+                if m[0] == Value::Str("append".into()) {
+                    assert!(seen.insert((key, m[2].clone())), "{m:?} repeats");
+                }
+            }
+        }
+        assert!(per_key.values().all(|n| *n <= 8), "{per_key:?}");
+        assert!(per_key.len() > 20);
+    }
+
+    #[test]
+    fn bank_transfers_balance_out() {
+        let mut g = Generator::new(GeneratorConfig::for_workload(WorkloadKind::Bank, 5, 8));
+        let (mut reads, mut transfers) = (0, 0);
+        for _ in 0..200 {
+            let op = g.next_op();
+            let ops = op.value.as_list().unwrap();
+            if ops.len() == crate::bank::ACCOUNTS {
+                reads += 1;
+                continue;
+            }
+            transfers += 1;
+            let sum: i64 = ops
+                .iter()
+                .map(|m| match &m.as_list().unwrap()[2] {
+                    Value::Int(i) => *i,
+                    other => panic!("{other:?}"),
+                })
+                .sum();
+            assert_eq!(sum, 0, "{op:?}");
+        }
+        assert!(reads > 50 && transfers > 50);
     }
 }

@@ -3,8 +3,11 @@
 //! A workload is three things: a seeded generator of operations, a client that turns one
 //! operation into HTTP requests against `paxos-kv` and maps the reply to ok / fail / info
 //! exactly as DESIGN.md's status table says, and the name of the model that judges the history.
-//! Transactional workloads (list-append, rw-register, bank) slot in as further `WorkloadKind`s.
+//! Transactional workloads (list-append, rw-register, bank) send each txn as one `POST /txn`
+//! (`f = "txn"`, the value a list of micro-ops) and are judged by `ordeal_checker::txn` (Elle
+//! style) or, for bank, by `bank::check` (see `bank` for how transfers stay atomic).
 
+pub mod bank;
 pub mod client;
 pub mod generator;
 
@@ -15,7 +18,9 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
-    #[error("unknown workload {0:?}: expected one of register, kv")]
+    #[error(
+        "unknown workload {0:?}: expected one of register, kv, list-append, rw-register, bank"
+    )]
     UnknownWorkload(String),
     #[error("building the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
@@ -29,6 +34,12 @@ pub enum WorkloadKind {
     Register,
     /// get / put / append over many keys; each key checked on its own.
     Kv,
+    /// Transactions of 1-4 appends and reads over rotating keys; checked as Elle does.
+    ListAppend,
+    /// Transactions of 1-4 writes and reads over rotating keys; checked as Elle does.
+    RwRegister,
+    /// Transfers between accounts and reads of all accounts; every read must sum to the total.
+    Bank,
 }
 
 impl WorkloadKind {
@@ -36,6 +47,9 @@ impl WorkloadKind {
         match s {
             "register" => Ok(WorkloadKind::Register),
             "kv" => Ok(WorkloadKind::Kv),
+            "list-append" => Ok(WorkloadKind::ListAppend),
+            "rw-register" => Ok(WorkloadKind::RwRegister),
+            "bank" => Ok(WorkloadKind::Bank),
             other => Err(WorkloadError::UnknownWorkload(other.to_string())),
         }
     }
@@ -44,7 +58,18 @@ impl WorkloadKind {
         match self {
             WorkloadKind::Register => "register",
             WorkloadKind::Kv => "kv",
+            WorkloadKind::ListAppend => "list-append",
+            WorkloadKind::RwRegister => "rw-register",
+            WorkloadKind::Bank => "bank",
         }
+    }
+
+    /// Whether operations are transactions through `POST /txn` (no per-key final reads).
+    pub fn is_txn(self) -> bool {
+        matches!(
+            self,
+            WorkloadKind::ListAppend | WorkloadKind::RwRegister | WorkloadKind::Bank
+        )
     }
 
     /// The name of the `ordeal_checker` model that judges one key's history.
@@ -52,6 +77,9 @@ impl WorkloadKind {
         match self {
             WorkloadKind::Register => "cas-register",
             WorkloadKind::Kv => "kv",
+            WorkloadKind::ListAppend => "list-append",
+            WorkloadKind::RwRegister => "rw-register",
+            WorkloadKind::Bank => "bank",
         }
     }
 }
