@@ -824,7 +824,16 @@ impl Node {
         let ballot = c.ballot;
         // Adopt the highest-ballot accepted value of every unchosen slot.
         let mut adopt: BTreeMap<Slot, (Ballot, Value)> = BTreeMap::new();
-        for es in c.promises.values() {
+        // The forget-accepted bug: phase 1 is only used to win the ballot; every accepted
+        // value it reports (this node's own included) is dropped, and the new leader proposes
+        // its own commands from its first unchosen slot on, overwriting values that were
+        // chosen but not yet learned here.
+        let adopted = if self.cfg.has_bug(Bug::ForgetAccepted) {
+            None
+        } else {
+            Some(c.promises.values())
+        };
+        for es in adopted.into_iter().flatten() {
             for e in es {
                 if e.slot <= commit || self.chosen.contains_key(&e.slot) {
                     continue;
@@ -1251,8 +1260,10 @@ impl Node {
             }
             (heard < quorum, now >= l.last_heartbeat_tick + hb, resend)
         };
-        if lost_quorum {
+        if lost_quorum && !self.cfg.has_bug(Bug::StaleLeaderRead) {
             // Cut off from a majority: stop taking proposals so clients go elsewhere (503).
+            // The stale-leader-read bug imitates a store without this check-quorum step-down:
+            // a deposed leader behind a partition keeps believing it leads.
             self.step_down();
             return;
         }
