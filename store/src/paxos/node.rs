@@ -515,7 +515,11 @@ impl Node {
                 // Grant only if we, too, have lost the leader: a node returning from a
                 // partition cannot depose a healthy one. Prefer a candidate that knows at
                 // least what we know chosen, so the new leader need not catch up first.
-                let granted = !self.leader_alive() && commit >= self.commit_index;
+                // With the forget-accepted bug the store trusts ballots alone (Paxos lets any
+                // node lead), so a lagging node may win and, ignoring phase 1, overwrite.
+                let up_to_date =
+                    commit >= self.commit_index || self.cfg.has_bug(Bug::ForgetAccepted);
+                let granted = !self.leader_alive() && up_to_date;
                 self.send(from, Message::PreVoteReply { round, granted });
             }
             Message::PreVoteReply { round, granted } => {
