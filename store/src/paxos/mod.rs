@@ -416,16 +416,18 @@ impl Bug {
     pub fn description(&self) -> &'static str {
         match self {
             Bug::StaleLeaderRead => {
-                "the leader answers linearizable reads from local state without a quorum round \
-                 confirming it still leads: stale reads from a leader deposed behind a partition"
+                "the leader trusts that it still leads (no quorum round for linearizable reads, \
+                 no check-quorum step-down) and answers reads from local state: stale reads from \
+                 a leader deposed behind a partition"
             }
             Bug::AckBeforePersist => {
                 "acceptors acknowledge accepts before the WAL record is fsynced: acknowledged \
                  writes are lost when a majority crashes"
             }
             Bug::ForgetAccepted => {
-                "a new leader ignores values accepted under older ballots in phase-1 replies: \
-                 chosen entries are overwritten after a leader change"
+                "a new leader ignores values accepted under older ballots in phase-1 replies \
+                 (its own included) and fills those slots with its own proposals: chosen but \
+                 not yet learned entries are overwritten after a leader change"
             }
             Bug::NonAtomicTxn => {
                 "a transaction's micro-ops are proposed as separate log commands: \

@@ -515,7 +515,11 @@ impl Node {
                 // Grant only if we, too, have lost the leader: a node returning from a
                 // partition cannot depose a healthy one. Prefer a candidate that knows at
                 // least what we know chosen, so the new leader need not catch up first.
-                let granted = !self.leader_alive() && commit >= self.commit_index;
+                // With the forget-accepted bug the store trusts ballots alone (Paxos lets any
+                // node lead), so a lagging node may win and, ignoring phase 1, overwrite.
+                let up_to_date =
+                    commit >= self.commit_index || self.cfg.has_bug(Bug::ForgetAccepted);
+                let granted = !self.leader_alive() && up_to_date;
                 self.send(from, Message::PreVoteReply { round, granted });
             }
             Message::PreVoteReply { round, granted } => {
@@ -824,7 +828,16 @@ impl Node {
         let ballot = c.ballot;
         // Adopt the highest-ballot accepted value of every unchosen slot.
         let mut adopt: BTreeMap<Slot, (Ballot, Value)> = BTreeMap::new();
-        for es in c.promises.values() {
+        // The forget-accepted bug: phase 1 is only used to win the ballot; every accepted
+        // value it reports (this node's own included) is dropped, and the new leader proposes
+        // its own commands from its first unchosen slot on, overwriting values that were
+        // chosen but not yet learned here.
+        let adopted = if self.cfg.has_bug(Bug::ForgetAccepted) {
+            None
+        } else {
+            Some(c.promises.values())
+        };
+        for es in adopted.into_iter().flatten() {
             for e in es {
                 if e.slot <= commit || self.chosen.contains_key(&e.slot) {
                     continue;
@@ -1251,8 +1264,10 @@ impl Node {
             }
             (heard < quorum, now >= l.last_heartbeat_tick + hb, resend)
         };
-        if lost_quorum {
+        if lost_quorum && !self.cfg.has_bug(Bug::StaleLeaderRead) {
             // Cut off from a majority: stop taking proposals so clients go elsewhere (503).
+            // The stale-leader-read bug imitates a store without this check-quorum step-down:
+            // a deposed leader behind a partition keeps believing it leads.
             self.step_down();
             return;
         }
