@@ -13,6 +13,9 @@ pub mod wal;
 /// Errors of the store library.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The consensus core refused an input (a bad config, an unknown bug name, ...).
+    #[error(transparent)]
+    Paxos(#[from] paxos::PaxosError),
     #[error("{what}: {source}")]
     Io {
         what: String,
