@@ -362,11 +362,11 @@ impl Cluster {
     pub async fn leader(&self) -> Option<usize> {
         let statuses =
             futures::future::join_all((0..self.nodes.len()).map(|i| self.status(i))).await;
-        let mut best: Option<(usize, String)> = None;
+        let mut best: Option<(usize, (u64, u64))> = None;
         for (i, s) in statuses.into_iter().enumerate() {
             let Some(s) = s else { continue };
             if s.role.as_deref() == Some("leader") && !self.nodes[i].paused {
-                let ballot = s.ballot.map(|b| b.to_string()).unwrap_or_default();
+                let ballot = s.ballot.as_ref().map(ballot_order).unwrap_or_default();
                 if best.as_ref().map(|(_, b)| ballot > *b).unwrap_or(true) {
                     best = Some((i, ballot));
                 }
@@ -402,5 +402,35 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop_all();
+    }
+}
+
+/// Orders ballots as the store defines them, `(round, node)`: `/status` reports a ballot as
+/// the string `"round.node"` (a plain number is a round). Compared as text, round 10 would sort
+/// below round 9.
+fn ballot_order(ballot: &serde_json::Value) -> (u64, u64) {
+    match ballot {
+        serde_json::Value::Number(n) => (n.as_u64().unwrap_or(0), 0),
+        serde_json::Value::String(s) => {
+            let mut parts = s
+                .splitn(2, '.')
+                .map(|p| p.trim().parse::<u64>().unwrap_or(0));
+            (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+        }
+        _ => (0, 0),
+    }
+}
+
+#[cfg(test)]
+mod ballot_tests {
+    use super::ballot_order;
+    use serde_json::json;
+
+    #[test]
+    fn ballots_compare_by_round_then_node() {
+        assert!(ballot_order(&json!("10.1")) > ballot_order(&json!("9.3")));
+        assert!(ballot_order(&json!("4.2")) > ballot_order(&json!("4.1")));
+        assert_eq!(ballot_order(&json!(7)), (7, 0));
+        assert_eq!(ballot_order(&json!(null)), (0, 0));
     }
 }

@@ -284,15 +284,11 @@ impl Nemesis {
             let leader = self.cluster.lock().await.leader().await;
             let active = match kind {
                 FaultKind::Pause | FaultKind::Kill => {
-                    let target = *[
-                        Target::One,
-                        Target::Minority,
-                        Target::Majority,
-                        Target::All,
-                        Target::Leader,
-                    ]
-                    .choose(&mut rng)
-                    .expect("targets");
+                    let target = *self
+                        .config
+                        .targets
+                        .choose(&mut rng)
+                        .expect("--nemesis-targets parses to at least one target");
                     let nodes = choose_targets(target, n, leader, &mut rng);
                     let mut cluster = self.cluster.lock().await;
                     let label = format!("{target:?}").to_lowercase();
