@@ -92,49 +92,30 @@ fn bad(msg: impl Into<String>) -> BadRequest {
     BadRequest(StatusCode::BAD_REQUEST, msg.into())
 }
 
+/// A 413 naming what was too large, when `len` is over `max`.
+fn within_limit(what: &str, len: usize, max: usize) -> Result<(), BadRequest> {
+    if len > max {
+        return Err(BadRequest(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{what} of {len} bytes is over the limit of {max} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_key(s: &Shared, key: &str) -> Result<(), BadRequest> {
     if key.is_empty() {
         return Err(bad("empty key"));
     }
-    if key.len() > s.config.key_max_bytes {
-        return Err(BadRequest(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "key of {} bytes is over the limit of {} bytes",
-                key.len(),
-                s.config.key_max_bytes
-            ),
-        ));
-    }
-    Ok(())
+    within_limit("key", key.len(), s.config.key_max_bytes)
 }
 
 fn check_value(s: &Shared, value: &str) -> Result<(), BadRequest> {
-    if value.len() > s.config.value_max_bytes {
-        return Err(BadRequest(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "value of {} bytes is over the limit of {} bytes",
-                value.len(),
-                s.config.value_max_bytes
-            ),
-        ));
-    }
-    Ok(())
+    within_limit("value", value.len(), s.config.value_max_bytes)
 }
 
 fn check_body(s: &Shared, body: &Bytes) -> Result<(), BadRequest> {
-    if body.len() > s.config.body_max_bytes {
-        return Err(BadRequest(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "body of {} bytes is over the limit of {} bytes",
-                body.len(),
-                s.config.body_max_bytes
-            ),
-        ));
-    }
-    Ok(())
+    within_limit("body", body.len(), s.config.body_max_bytes)
 }
 
 fn parse_u64(params: &Params, name: &str) -> Result<Option<u64>, BadRequest> {
