@@ -257,17 +257,7 @@ pub fn latency_quantiles(history: &History, faults: &[FaultInterval], path: &Pat
             .label(format!("{f} {q}"))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", 12))
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
-    root.present()
-        .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
-    Ok(())
+    finish(&mut chart, &root, path)
 }
 
 /// Completions per second, per operation and outcome.
@@ -327,6 +317,15 @@ pub fn rate(history: &History, faults: &[FaultInterval], path: &Path) -> Result<
             .label(format!("{f} {o}"))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
     }
+    finish(&mut chart, &root, path)
+}
+
+/// Draws the legend in the upper right corner and writes the PNG: the last step of every chart.
+fn finish<'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    root: &DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>,
+    path: &Path,
+) -> Result<()> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
