@@ -6,8 +6,9 @@ use crate::edn::{EdnError, Parser};
 use crate::error::HistoryError;
 use crate::history::{Event, EventType, History, Process};
 use crate::value::Value;
+use rayon::prelude::*;
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// A history file format.
@@ -41,51 +42,179 @@ impl std::str::FromStr for Format {
     }
 }
 
-/// Reads a history file.
+/// Ops that name no process (the examples in Elle's paper) get synthetic processes while a file
+/// streams by, numbered from here up; once the whole input is seen, `Processes::renumber`
+/// moves them just above the highest real process, so they cannot collide with one.
+pub const SYNTHETIC_PROCESS_BASE: u64 = 1 << 62;
+
+/// What a streaming read learned about process numbers (see `SYNTHETIC_PROCESS_BASE`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Processes {
+    max_real: Option<u64>,
+}
+
+impl Processes {
+    fn saw(&mut self, p: &Process) -> Result<(), String> {
+        if let Process::Client(p) = *p {
+            if p >= SYNTHETIC_PROCESS_BASE {
+                return Err(format!(
+                    "process {p} is too large (processes must be below 2^62)"
+                ));
+            }
+            self.max_real = Some(self.max_real.map_or(p, |m| m.max(p)));
+        }
+        Ok(())
+    }
+
+    /// The final number of a process seen during the read.
+    pub fn renumber(&self, p: u64) -> u64 {
+        if p >= SYNTHETIC_PROCESS_BASE {
+            self.max_real.map_or(0, |m| m + 1) + (p - SYNTHETIC_PROCESS_BASE)
+        } else {
+            p
+        }
+    }
+}
+
+/// Receives the events of a streaming read in order, each with its 1-based source line; an
+/// `Err` stops the read and is reported at that line.
+pub type Sink<'a> = dyn FnMut(Event, usize) -> Result<(), String> + 'a;
+
+/// Reads a history file into memory.
 pub fn read_path(path: &Path, format: Format) -> Result<History, HistoryError> {
+    let mut history = History::default();
+    let processes = stream_path(path, format, &mut |e, line| {
+        history.events.push(e);
+        history.source_lines.push(line);
+        Ok(())
+    })?;
+    Ok(finish_history(history, &processes))
+}
+
+/// Reads a history file event by event without holding the history: JSONL is read a line at
+/// a time; the other formats are read as text and parsed one op at a time, so only the text
+/// and never the whole tree of values is in memory. Events reach `sink` in file order, with
+/// synthetic processes (see `SYNTHETIC_PROCESS_BASE`) that the caller renumbers at the end.
+pub fn stream_path(
+    path: &Path,
+    format: Format,
+    sink: &mut Sink,
+) -> Result<Processes, HistoryError> {
     let io_err = |source| HistoryError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let raw = std::fs::read(path).map_err(io_err)?;
+    let file = std::fs::File::open(path).map_err(io_err)?;
     let gz = path.extension().is_some_and(|e| e == "gz");
-    let bytes = if gz {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(io_err)?;
-        out
+    let raw: Box<dyn Read> = if gz {
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)))
     } else {
-        raw
+        Box::new(file)
     };
+    let name = path.to_string_lossy();
+    let name = Path::new(name.strip_suffix(".gz").unwrap_or(&name)).to_path_buf();
+    // The head decides the format; it is then read again, chained before the rest.
+    let mut head = Vec::with_capacity(DETECT_HEAD_BYTES);
+    let mut raw = raw;
+    raw.by_ref()
+        .take(DETECT_HEAD_BYTES as u64)
+        .read_to_end(&mut head)
+        .map_err(io_err)?;
+    let format = match format {
+        Format::Auto => {
+            let valid = match std::str::from_utf8(&head) {
+                Ok(s) => s,
+                Err(e) => std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or(""),
+            };
+            detect(valid, &name)
+        }
+        f => f,
+    };
+    let mut reader = BufReader::with_capacity(1 << 16, std::io::Cursor::new(head).chain(raw));
+    if format == Format::Jsonl {
+        let mut state = ReadState::default();
+        stream_jsonl(&mut reader, &name, &mut state, sink).map_err(|e| match e {
+            HistoryError::Io { source, .. } => io_err(source),
+            other => other,
+        })?;
+        return Ok(state.processes);
+    }
+    let mut bytes = Vec::new();
+    reader.read_to_end(&mut bytes).map_err(io_err)?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        HistoryError::Parse {
-            path: path.to_path_buf(),
-            line: valid.iter().filter(|&&b| b == b'\n').count() + 1,
-            message: "not valid UTF-8".into(),
-        }
+        parse_error(
+            &name,
+            valid.iter().filter(|&&b| b == b'\n').count() + 1,
+            "not valid UTF-8",
+        )
     })?;
-    let name = path.to_string_lossy();
-    let name = name.strip_suffix(".gz").unwrap_or(&name);
-    read_str(&text, format, Path::new(name))
+    stream_str(&text, format, &name, sink)
 }
+
+/// How much of a file `Format::Auto` looks at.
+const DETECT_HEAD_BYTES: usize = 64 * 1024;
 
 /// Reads a history from text. `name` is used for format detection and in error messages.
 pub fn read_str(text: &str, format: Format, name: &Path) -> Result<History, HistoryError> {
+    let mut history = History::default();
+    let processes = stream_str(text, format, name, &mut |e, line| {
+        history.events.push(e);
+        history.source_lines.push(line);
+        Ok(())
+    })?;
+    Ok(finish_history(history, &processes))
+}
+
+fn finish_history(mut history: History, processes: &Processes) -> History {
+    for e in &mut history.events {
+        if let Process::Client(p) = &mut e.process {
+            *p = processes.renumber(*p);
+        }
+    }
+    history.reindex();
+    history
+}
+
+/// `stream_path` for text in memory.
+pub fn stream_str(
+    text: &str,
+    format: Format,
+    name: &Path,
+    sink: &mut Sink,
+) -> Result<Processes, HistoryError> {
     let format = match format {
         Format::Auto => detect(text, name),
         f => f,
     };
-    let mut history = match format {
-        Format::Jsonl => read_jsonl(text, name)?,
-        Format::Edn => read_edn(text, name)?,
-        Format::JepsenLog => read_jepsen_log(text, name)?,
-        Format::JsonArray => read_json_array(text, name)?,
+    let mut state = ReadState::default();
+    match format {
+        Format::Jsonl => stream_jsonl(&mut text.as_bytes(), name, &mut state, sink)?,
+        Format::Edn => {
+            let mut parser = Parser::new(text, 1);
+            if parser.open_vector() {
+                stream_op_maps(parser, name, true, &mut state, sink)?;
+            } else {
+                stream_edn_chunks(text, name, &mut state, sink)?;
+            }
+        }
+        Format::JepsenLog => stream_jepsen_log(text, name, &mut state, sink)?,
+        Format::JsonArray => {
+            let mut parser = Parser::new(text, 1).json();
+            if !parser.at_end() {
+                if !parser.open_vector() {
+                    return Err(parse_error(
+                        name,
+                        parser.line(),
+                        "expected a JSON array of ops",
+                    ));
+                }
+                stream_op_maps(parser, name, true, &mut state, sink)?;
+            }
+        }
         Format::Auto => unreachable!("resolved above"),
-    };
-    history.reindex();
-    Ok(history)
+    }
+    Ok(state.processes)
 }
 
 /// Guesses the format from the file name, then from the first non-blank text.
@@ -129,20 +258,61 @@ fn from_edn_error(name: &Path, e: EdnError) -> HistoryError {
     parse_error(name, e.line, e.message)
 }
 
-fn read_jsonl(text: &str, name: &Path) -> Result<History, HistoryError> {
-    let mut history = History::default();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
+fn stream_jsonl(
+    reader: &mut impl BufRead,
+    name: &Path,
+    state: &mut ReadState,
+    sink: &mut Sink,
+) -> Result<(), HistoryError> {
+    let mut batch = String::new();
+    let mut next_line = 1;
+    let mut current: Parsed = Vec::new();
+    loop {
+        batch.clear();
+        let first_line = next_line;
+        let at_end = match read_lines(reader, &mut batch, name, &mut next_line) {
+            Ok(at_end) => at_end,
+            Err(e) => {
+                // Earlier lines' errors come first.
+                state.give_all(current, name, sink)?;
+                return Err(e);
+            }
+        };
+        let (next, given) = overlapped(
+            || parse_jsonl_lines(&batch, first_line),
+            || state.give_all(std::mem::take(&mut current), name, sink),
+        );
+        given?;
+        current = next;
+        if at_end {
+            return state.give_all(current, name, sink);
         }
-        let event: Event = serde_json::from_str(line).map_err(|e| {
-            let hint = if e.is_eof() { " (truncated line?)" } else { "" };
-            parse_error(name, i + 1, format!("{e}{hint}"))
-        })?;
-        history.events.push(event);
-        history.source_lines.push(i + 1);
     }
-    Ok(history)
+}
+
+/// Appends up to `JSONL_BATCH_LINES` lines to `batch`; true at the end of the input.
+fn read_lines(
+    reader: &mut impl BufRead,
+    batch: &mut String,
+    name: &Path,
+    next_line: &mut usize,
+) -> Result<bool, HistoryError> {
+    for _ in 0..JSONL_BATCH_LINES {
+        match reader.read_line(batch) {
+            Ok(0) => return Ok(true),
+            Ok(_) => *next_line += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(parse_error(name, *next_line, "not valid UTF-8"))
+            }
+            Err(source) => {
+                return Err(HistoryError::Io {
+                    path: name.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// Assigns processes to ops that have none (Elle's paper example): an invocation gets a fresh
@@ -156,7 +326,7 @@ struct ProcessFiller {
 impl ProcessFiller {
     fn fill(&mut self, kind: EventType, f: &str) -> Option<u64> {
         if kind == EventType::Invoke {
-            let p = self.next_synthetic;
+            let p = SYNTHETIC_PROCESS_BASE + self.next_synthetic;
             self.next_synthetic += 1;
             self.pending.push((f.to_string(), p));
             return Some(p);
@@ -164,15 +334,27 @@ impl ProcessFiller {
         let at = self.pending.iter().rposition(|(pf, _)| pf == f)?;
         Some(self.pending.remove(at).1)
     }
+
+    /// Gives an event that named no process its synthetic one.
+    fn assign(&mut self, mut event: Event, named: bool) -> Result<Event, String> {
+        if !named {
+            let p = self
+                .fill(event.kind, &event.f)
+                .ok_or("completion has no process and no pending invoke")?;
+            event.process = Process::Client(p);
+        }
+        Ok(event)
+    }
 }
 
-fn read_op_maps(
+/// Op maps one after another (one per line, or inside a vector), parsed in this thread.
+fn stream_op_maps(
     mut parser: Parser,
     name: &Path,
     wrapped_in_vector: bool,
-) -> Result<History, HistoryError> {
-    let mut maps = Vec::new();
-    let mut lines = Vec::new();
+    state: &mut ReadState,
+    sink: &mut Sink,
+) -> Result<(), HistoryError> {
     loop {
         if wrapped_in_vector && parser.close_vector() {
             if !parser.at_end() {
@@ -195,52 +377,181 @@ fn read_op_maps(
             break;
         }
         let line = parser.line();
-        let value = parser.value().map_err(|e| from_edn_error(name, e))?;
-        maps.push(value);
-        lines.push(line);
+        let map = parser.value().map_err(|e| from_edn_error(name, e))?;
+        state.give(line, event_from_map(map), name, sink)?;
     }
-    // Synthetic processes go above every real one so they cannot collide.
-    let max_process = maps
-        .iter()
-        .filter_map(|m| m.get("process").and_then(Value::as_int))
-        .max()
-        .unwrap_or(-1);
-    let mut filler = ProcessFiller {
-        next_synthetic: (max_process + 1) as u64,
-        ..Default::default()
+    Ok(())
+}
+
+/// What a streaming read carries from one event to the next.
+#[derive(Default)]
+struct ReadState {
+    processes: Processes,
+    filler: ProcessFiller,
+}
+
+impl ReadState {
+    /// Hands one parsed op (or its parse error) to the sink; errors are reported at `line`.
+    fn give(
+        &mut self,
+        line: usize,
+        parsed: Result<(Event, bool), String>,
+        name: &Path,
+        sink: &mut Sink,
+    ) -> Result<(), HistoryError> {
+        parsed
+            .and_then(|(event, named)| {
+                if named {
+                    self.processes.saw(&event.process)?;
+                }
+                let event = self.filler.assign(event, named)?;
+                sink(event, line)
+            })
+            .map_err(|m| parse_error(name, line, m))
+    }
+
+    fn give_all(
+        &mut self,
+        parsed: Parsed,
+        name: &Path,
+        sink: &mut Sink,
+    ) -> Result<(), HistoryError> {
+        for (line, op) in parsed {
+            self.give(line, op, name, sink)?;
+        }
+        Ok(())
+    }
+}
+
+/// Ops parsed ahead of the sink, each with its line: the event and whether it named its
+/// process, or the line's error.
+type Parsed = Vec<(usize, Result<(Event, bool), String>)>;
+
+/// JSONL lines parsed per batch: bounds the events held at once. A batch is parsed on the
+/// rayon pool while the previous one goes through the sink.
+const JSONL_BATCH_LINES: usize = 16 * 1024;
+
+/// EDN text per chunk that one thread parses, and chunks in flight at once.
+const EDN_CHUNK_BYTES: usize = 512 * 1024;
+const EDN_CHUNKS_IN_FLIGHT: usize = 8;
+
+/// Runs `parse` on another thread while `give` feeds the previous results to the sink; the
+/// sink is not `Send`, so it stays on this thread.
+fn overlapped<T: Send, R>(parse: impl FnOnce() -> T + Send, give: impl FnOnce() -> R) -> (T, R) {
+    std::thread::scope(|s| {
+        let parsing = s.spawn(parse);
+        let given = give();
+        let parsed = parsing
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (parsed, given)
+    })
+}
+
+fn parse_jsonl_lines(text: &str, first_line: usize) -> Parsed {
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| (first_line + i, l))
+        .collect();
+    lines
+        .par_iter()
+        .with_min_len(512)
+        .map(|&(line, text)| {
+            let event = serde_json::from_str::<Event>(text).map_err(|e| {
+                let hint = if e.is_eof() { " (truncated line?)" } else { "" };
+                format!("{e}{hint}")
+            });
+            (line, event.map(|e| (e, true)))
+        })
+        .collect()
+}
+
+/// Where EDN text can be cut into chunks: before a line that opens a map. A cut that falls
+/// inside a multi-line op leaves the chunk before it unparsable, and the reader then falls
+/// back to parsing the rest in one piece, so a wrong guess costs time, never correctness.
+/// Each chunk comes with its first line.
+fn edn_chunks(text: &str) -> Vec<(std::ops::Range<usize>, usize)> {
+    let bytes = text.as_bytes();
+    let mut chunks = Vec::with_capacity(text.len() / EDN_CHUNK_BYTES + 1);
+    let (mut start, mut line) = (0, 1);
+    while start < bytes.len() {
+        let mut end = (start + EDN_CHUNK_BYTES).min(bytes.len());
+        if end < bytes.len() {
+            end = match bytes[end - 1..].windows(2).position(|w| w == b"\n{") {
+                Some(at) => end + at,
+                None => bytes.len(),
+            };
+        }
+        chunks.push((start..end, line));
+        line += bytes[start..end].iter().filter(|&&b| b == b'\n').count();
+        start = end;
+    }
+    chunks
+}
+
+/// Parses one chunk whole; `None` when the chunk does not parse as a sequence of values.
+fn parse_edn_chunk(text: &str, first_line: usize) -> Option<Parsed> {
+    let mut parser = Parser::new(text, first_line);
+    let mut out = Vec::new();
+    while !parser.at_end() {
+        let line = parser.line();
+        let value = parser.value().ok()?;
+        out.push((line, event_from_map(value)));
+    }
+    Some(out)
+}
+
+/// EDN with one op map after another (Jepsen's `history.edn`), parsed in parallel chunks.
+fn stream_edn_chunks(
+    text: &str,
+    name: &Path,
+    state: &mut ReadState,
+    sink: &mut Sink,
+) -> Result<(), HistoryError> {
+    let chunks = edn_chunks(text);
+    let parse_group = |group: &[(std::ops::Range<usize>, usize)]| -> Vec<Option<Parsed>> {
+        group
+            .par_iter()
+            .map(|(range, line)| parse_edn_chunk(&text[range.clone()], *line))
+            .collect()
     };
-    let mut history = History::default();
-    for (map, line) in maps.into_iter().zip(lines) {
-        let event = event_from_map(map, &mut filler).map_err(|m| parse_error(name, line, m))?;
-        history.events.push(event);
-        history.source_lines.push(line);
+    let mut groups = chunks.chunks(EDN_CHUNKS_IN_FLIGHT);
+    let mut current: Vec<Option<Parsed>> = Vec::new();
+    let mut current_group: &[(std::ops::Range<usize>, usize)] = &[];
+    loop {
+        let next_group = groups.next().unwrap_or(&[]);
+        let (next, given) = overlapped(
+            || parse_group(next_group),
+            || -> Result<Option<usize>, HistoryError> {
+                for (i, parsed) in std::mem::take(&mut current).into_iter().enumerate() {
+                    match parsed {
+                        Some(ops) => state.give_all(ops, name, sink)?,
+                        None => return Ok(Some(i)),
+                    }
+                }
+                Ok(None)
+            },
+        );
+        if let Some(i) = given? {
+            // A chunk that does not parse on its own: the rest in one piece, which either
+            // parses (the cut was inside a multi-line op) or names the real error.
+            let (range, line) = &current_group[i];
+            let parser = Parser::new(&text[range.start..], *line);
+            return stream_op_maps(parser, name, false, state, sink);
+        }
+        if next_group.is_empty() {
+            return Ok(());
+        }
+        current = next;
+        current_group = next_group;
     }
-    Ok(history)
 }
 
-fn read_edn(text: &str, name: &Path) -> Result<History, HistoryError> {
-    let mut parser = Parser::new(text, 1);
-    let wrapped = parser.open_vector();
-    read_op_maps(parser, name, wrapped)
-}
-
-fn read_json_array(text: &str, name: &Path) -> Result<History, HistoryError> {
-    let mut parser = Parser::new(text, 1).json();
-    if parser.at_end() {
-        return Ok(History::default());
-    }
-    if !parser.open_vector() {
-        return Err(parse_error(
-            name,
-            parser.line(),
-            "expected a JSON array of ops",
-        ));
-    }
-    read_op_maps(parser, name, true)
-}
-
-/// Builds an event from an op map (EDN or JSON); the error message names the bad field.
-fn event_from_map(map: Value, filler: &mut ProcessFiller) -> Result<Event, String> {
+/// Builds an event from an op map (EDN or JSON); the error message names the bad field. The
+/// flag says whether the map named a process; if not, `ProcessFiller::assign` gives it one.
+fn event_from_map(map: Value) -> Result<(Event, bool), String> {
     let Value::Map(entries) = map else {
         return Err(format!("expected an op map, got {}", map.to_edn()));
     };
@@ -286,31 +597,28 @@ fn event_from_map(map: Value, filler: &mut ProcessFiller) -> Result<Event, Strin
         }
     }
     event.kind = kind.ok_or("op has no type")?;
-    event.process = match process {
-        Some(p) => p,
-        None => Process::Client(
-            filler
-                .fill(event.kind, &event.f)
-                .ok_or("completion has no process and no pending invoke")?,
-        ),
-    };
-    Ok(event)
+    if let Some(p) = process {
+        event.process = p;
+    }
+    Ok((event, process.is_some()))
 }
 
 /// Jepsen's text log: lines `... jepsen.util - <process> :<type> :<f> <value>` (tabs or
 /// spaces); other log lines are skipped.
-fn read_jepsen_log(text: &str, name: &Path) -> Result<History, HistoryError> {
-    let mut history = History::default();
+fn stream_jepsen_log(
+    text: &str,
+    name: &Path,
+    state: &mut ReadState,
+    sink: &mut Sink,
+) -> Result<(), HistoryError> {
     for (i, line) in text.lines().enumerate() {
         let Some(at) = line.find("jepsen.util - ") else {
             continue;
         };
         let rest = &line[at + "jepsen.util - ".len()..];
-        let event = parse_log_fields(rest).map_err(|m| parse_error(name, i + 1, m))?;
-        history.events.push(event);
-        history.source_lines.push(i + 1);
+        state.give(i + 1, parse_log_fields(rest).map(|e| (e, true)), name, sink)?;
     }
-    Ok(history)
+    Ok(())
 }
 
 fn parse_log_fields(rest: &str) -> Result<Event, String> {

@@ -103,29 +103,31 @@ pub fn run(args: CheckArgs) -> i32 {
 
 fn run_inner(args: &CheckArgs) -> Result<i32, String> {
     let format: Format = args.format.parse()?;
-    let checker = checker(args)?;
-    let history = read_path(&args.file, format).map_err(|e| e.to_string())?;
-    let options = CheckOptions {
-        timeout: Some(args.timeout),
-        memo_limit_bytes: args.memo_limit_mib.saturating_mul(1 << 20),
-        ..CheckOptions::default()
-    };
-    let in_file = |e: HistoryError| e.in_file(&args.file).to_string();
-    let report: LinearReport = match checker {
-        Checker::Linear(kind, model_options) => {
-            linear::check_kind(kind, model_options, &history, &options).map_err(in_file)?
-        }
+    let (kind, model_options) = match checker(args)? {
+        Checker::Linear(kind, model_options) => (kind, model_options),
         Checker::Txn(workload, consistency) => {
+            // Straight into the compact form: a million transactions as `Value` trees would
+            // take gigabytes.
+            let log = txn::read_log(&args.file, format).map_err(|e| e.to_string())?;
             let opts = txn::TxnOptions {
                 workload,
                 consistency,
                 time_budget: args.timeout,
                 ..txn::TxnOptions::default()
             };
-            let result = txn::check(&history, &opts).map_err(in_file)?;
+            let result =
+                txn::check_log(&log, &opts).map_err(|e| e.in_file(&args.file).to_string())?;
             return print_txn(args, &result);
         }
     };
+    let history = read_path(&args.file, format).map_err(|e| e.to_string())?;
+    let options = CheckOptions {
+        timeout: Some(args.timeout),
+        memo_limit_bytes: args.memo_limit_mib.saturating_mul(1 << 20),
+        ..CheckOptions::default()
+    };
+    let report: LinearReport = linear::check_kind(kind, model_options, &history, &options)
+        .map_err(|e: HistoryError| e.in_file(&args.file).to_string())?;
     // Write errors on stdout (a closed pipe, as in `| head`) are not the tool failing.
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -92,6 +92,20 @@ fn bad_input_is_255_with_file_and_line() {
     let (code, _, err) = ordeal(&["check", f, "--model", "register"]);
     assert_eq!(code, 255);
     assert!(err.contains("h.jsonl:1"), "{err}");
+    // The txn models read the file streaming; their errors name the line too.
+    std::fs::write(
+        &file,
+        "{\"index\":0,\"process\":0,\"type\":\"invoke\",\"f\":\"txn\",\"value\":[[\"append\",1,1]]}\n\
+         {\"index\":1,\"process\":0,\"type\":\"ok\",\"f\":\"txn\",\"value\":[[\"append\",1,1]]}\n\
+         {\"index\":2,\"process\":0,\"type\":\"ok\",\"f\":\"txn\",\"value\":[[\"append\",1,1]]}\n",
+    )
+    .unwrap();
+    let (code, _, err) = ordeal(&["check", f, "--model", "list-append"]);
+    assert_eq!(code, 255);
+    assert!(
+        err.contains("h.jsonl:3:") && err.contains("no pending invoke"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -3,19 +3,83 @@
 //! and Elle's huge-scc history. Each case runs in a child process so that its peak RSS
 //! (VmHWM) is its own.
 //!
+//! The `-jsonl` and `-edn` cases measure what a user of `ordeal check` sees: the same generated
+//! history written to a file (our JSONL, or Elle's EDN), then read from disk straight into
+//! the compact form and checked; peak RSS covers reading and checking. The files are written
+//! once, by a child process of their own, under `$TMPDIR/ordeal-txn-bench/`.
+//!
+//! `load` is generating, converting or reading the history; `check` is the checker alone.
+//!
 //! Usage: ordeal-txn-bench                 all cases
 //!        ordeal-txn-bench --case NAME     one case in this process (see CASES)
+//!        ordeal-txn-bench --write NAME    write the history file a file case reads
 //!        ordeal-txn-bench --file PATH [--workload W] [--consistency M]
 //!                                         check one history file and print results.json
 
-use ordeal_checker::read::{read_path, shared_testdata_dir, Format};
+use ordeal_checker::read::{event_to_edn, read_path, shared_testdata_dir, Format};
 use ordeal_checker::txn::{
-    check, check_log, generate, inject, Consistency, GenOptions, Injection, TxnOptions, Workload,
+    check, check_log, generate, inject, read_log, Consistency, GenOptions, Injection, TxnLog,
+    TxnOptions, Workload,
 };
+use ordeal_checker::History;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-const CASES: [&str; 5] = ["100k", "100k-history", "100k-anomalies", "1m", "huge-scc"];
+const CASES: [&str; 9] = [
+    "100k",
+    "100k-history",
+    "100k-anomalies",
+    "100k-jsonl",
+    "100k-edn",
+    "1m",
+    "1m-jsonl",
+    "1m-edn",
+    "huge-scc",
+];
+
+/// The history file a file case reads, and how many transactions it holds.
+fn file_case(name: &str) -> Option<(PathBuf, usize)> {
+    let (size, ext) = name.split_once('-')?;
+    let txns = match size {
+        "100k" => 100_000,
+        "1m" => 1_000_000,
+        _ => return None,
+    };
+    if ext != "jsonl" && ext != "edn" {
+        return None;
+    }
+    let dir = std::env::temp_dir().join("ordeal-txn-bench");
+    Some((dir.join(format!("list-append-{size}-seed42.{ext}")), txns))
+}
+
+/// Writes a file case's history (generated, then one event at a time).
+fn write_file(name: &str) -> Result<(), String> {
+    let (path, txns) = file_case(name).ok_or_else(|| format!("{name} is not a file case"))?;
+    let dir = path.parent().ok_or("no parent directory")?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let log = generate(&gen_opts(txns));
+    let partial = path.with_extension("partial");
+    let io = |e: std::io::Error| format!("{}: {e}", partial.display());
+    let mut out = BufWriter::new(File::create(&partial).map_err(io)?);
+    let edn = path.extension().is_some_and(|e| e == "edn");
+    log.for_each_event(|e| {
+        if edn {
+            out.write_all(event_to_edn(&e).as_bytes())?;
+        } else {
+            serde_json::to_writer(&mut out, &e)?;
+        }
+        out.write_all(b"\n")
+    })
+    .map_err(io)?;
+    out.flush().map_err(io)?;
+    drop(out);
+    // Renamed only when complete, so an interrupted write is never mistaken for a history.
+    std::fs::rename(&partial, &path).map_err(io)?;
+    Ok(())
+}
 
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -62,65 +126,56 @@ fn opts(workload: Workload, consistency: Consistency) -> TxnOptions {
     }
 }
 
+/// What a case checks: a compact log, or a history as `Value` trees.
+enum Input {
+    Log(TxnLog),
+    History(History),
+}
+
 fn run_case(name: &str) -> Result<(), String> {
-    let strict = Consistency::StrictSerializable;
-    let cpu_start: f64;
-    let (setup, result, check_time) = match name {
-        "100k" | "1m" => {
-            let n = if name == "100k" { 100_000 } else { 1_000_000 };
-            let t0 = Instant::now();
-            let log = generate(&gen_opts(n));
-            let setup = t0.elapsed();
-            let t1 = Instant::now();
-            cpu_start = cpu_secs();
-            let r =
-                check_log(&log, &opts(Workload::ListAppend, strict)).map_err(|e| e.to_string())?;
-            (setup, r, t1.elapsed())
-        }
+    let t0 = Instant::now();
+    let input = match name {
+        "100k" => Input::Log(generate(&gen_opts(100_000))),
+        "1m" => Input::Log(generate(&gen_opts(1_000_000))),
         "100k-anomalies" => {
             // One of each planted anomaly, at random points.
-            let t0 = Instant::now();
             let mut log = generate(&gen_opts(100_000));
             for (i, which) in Injection::ALL.into_iter().enumerate() {
                 inject(&mut log, Workload::ListAppend, which, i as u64);
             }
-            let setup = t0.elapsed();
-            let t1 = Instant::now();
-            cpu_start = cpu_secs();
-            let r =
-                check_log(&log, &opts(Workload::ListAppend, strict)).map_err(|e| e.to_string())?;
-            (setup, r, t1.elapsed())
+            Input::Log(log)
         }
-        "100k-history" => {
-            // The same history as Value trees (what a reader produces), checked from there.
-            let t0 = Instant::now();
-            let h = generate(&gen_opts(100_000)).to_history();
-            let setup = t0.elapsed();
-            let t1 = Instant::now();
-            cpu_start = cpu_secs();
-            let r = check(&h, &opts(Workload::ListAppend, strict)).map_err(|e| e.to_string())?;
-            (setup, r, t1.elapsed())
+        // The same history as Value trees (what `read_path` produces), checked from there.
+        "100k-history" => Input::History(generate(&gen_opts(100_000)).to_history()),
+        file if file_case(file).is_some() => {
+            let (path, _) = file_case(file).ok_or("not a file case")?;
+            Input::Log(read_log(&path, Format::Auto).map_err(|e| e.to_string())?)
         }
         "huge-scc" => {
             let path = shared_testdata_dir().join("elle/huge-scc.edn.gz");
-            let t0 = Instant::now();
-            let h = read_path(&path, Format::Auto).map_err(|e| e.to_string())?;
-            let setup = t0.elapsed();
-            let t1 = Instant::now();
-            cpu_start = cpu_secs();
-            let r = check(&h, &opts(Workload::ListAppend, strict)).map_err(|e| e.to_string())?;
-            (setup, r, t1.elapsed())
+            Input::History(read_path(&path, Format::Auto).map_err(|e| e.to_string())?)
         }
         other => return Err(format!("unknown case {other:?}; cases: {CASES:?}")),
     };
+    let setup = t0.elapsed();
+    let t1 = Instant::now();
+    let cpu_start = cpu_secs();
+    let o = opts(Workload::ListAppend, Consistency::StrictSerializable);
+    let result = match &input {
+        Input::Log(log) => check_log(log, &o),
+        Input::History(h) => check(h, &o),
+    }
+    .map_err(|e| e.to_string())?;
+    let check_time = t1.elapsed();
     let cpu = cpu_secs() - cpu_start;
     println!(
-        "{name:>13}: {:>8} txns  setup {:>6.2} s  check {:>6.2} s (cpu {:>5.2} s)  peak RSS \
-         {:>5.0} MB  edges {:>9}  verdict {}  anomalies {:?}",
+        "{name:>14}: {:>8} txns  load {:>6.2} s  check {:>6.2} s (cpu {:>5.2} s)  total {:>6.2} s  \
+         peak RSS {:>5.0} MB  edges {:>9}  verdict {}  anomalies {:?}",
         result.stats.txns,
         setup.as_secs_f64(),
         check_time.as_secs_f64(),
         cpu,
+        (setup + check_time).as_secs_f64(),
         peak_rss_mb(),
         result.stats.edges,
         result.verdict,
@@ -164,6 +219,10 @@ fn main() -> ExitCode {
             None => Err("--case needs a name".to_string()),
         },
         Some("--file") => check_file(&args),
+        Some("--write") => match args.get(1) {
+            Some(name) => write_file(name).map(|_| ExitCode::SUCCESS),
+            None => Err("--write needs a file case name".to_string()),
+        },
         Some(other) => Err(format!("unknown argument {other:?}")),
         None => {
             let exe = match std::env::current_exe() {
@@ -172,6 +231,20 @@ fn main() -> ExitCode {
             };
             let mut status = ExitCode::SUCCESS;
             for case in CASES {
+                if let Some((path, _)) = file_case(case) {
+                    if !path.exists() {
+                        eprintln!("writing {} ...", path.display());
+                        match Command::new(&exe).args(["--write", case]).status() {
+                            Ok(s) if s.success() => {}
+                            Ok(s) => {
+                                eprintln!("writing {case} failed: {s}");
+                                status = ExitCode::from(255);
+                                continue;
+                            }
+                            Err(e) => return fail(format!("cannot write {case}: {e}")),
+                        }
+                    }
+                }
                 match Command::new(&exe).args(["--case", case]).status() {
                     Ok(s) if s.success() => {}
                     Ok(s) => {

@@ -4,9 +4,11 @@
 //! where the same history as `Value` trees takes gigabytes.
 
 use crate::error::HistoryError;
-use crate::history::{History, Outcome, Process};
+use crate::history::{Event, History, Outcome, Process};
+use crate::read::{stream_path, Format};
 use crate::value::Value;
 use rustc_hash::FxHashMap;
+use std::path::Path;
 
 /// An element (appended value, written value, register read) packed into 64 bits: integers in
 /// ±2^62 as `i << 1`, anything else interned as `(id << 1) | 1`; `NIL` is the register's
@@ -146,102 +148,48 @@ impl TxnLog {
     /// micro-ops). Failed operations keep their writes (for aborted-read checks); reads of
     /// `info` operations are unknown.
     pub fn from_history(h: &History) -> Result<TxnLog, HistoryError> {
-        use crate::history::EventType;
-        // Pairs invocations with completions as `History::operations` does, but borrows the
-        // values instead of cloning them: for big histories the copy would cost more than
-        // the check.
-        let mut log = TxnLog::default();
-        log.txns.reserve(h.events.len() / 2 + 1);
-        let mut pending: FxHashMap<u64, usize> = FxHashMap::default();
-        let mut open: Vec<usize> = Vec::new();
+        let mut stream = TxnStream::with_capacity(h.events.len() / 2 + 1);
         for (pos, e) in h.events.iter().enumerate() {
-            let Process::Client(p) = e.process else {
-                continue;
-            };
-            match e.kind {
-                EventType::Invoke => {
-                    if let Some(&inv) = pending.get(&p) {
-                        return Err(h.error_at(
-                            pos,
-                            format!(
-                                "process {p} invoked {} while its {} (event {inv}) was still pending",
-                                e.f, h.events[inv].f
-                            ),
-                        ));
-                    }
-                    pending.insert(p, pos);
-                }
-                kind => {
-                    let Some(inv) = pending.remove(&p) else {
-                        return Err(h.error_at(
-                            pos,
-                            format!(
-                                "{} of {} on process {p} has no pending invoke",
-                                kind.as_str(),
-                                e.f
-                            ),
-                        ));
-                    };
-                    let outcome = match kind {
-                        EventType::Ok => Outcome::Ok,
-                        EventType::Fail => Outcome::Fail,
-                        _ => Outcome::Info,
-                    };
-                    log.push_op(h, p, outcome, inv, Some(pos))?;
-                }
-            }
+            let line = h.line_of(pos).unwrap_or(0);
+            stream.push(e, line).map_err(|m| h.error_at(pos, m))?;
         }
-        open.extend(pending.values().copied());
-        open.sort_unstable();
-        for inv in open {
-            let Process::Client(p) = h.events[inv].process else {
-                continue;
-            };
-            log.push_op(h, p, Outcome::Info, inv, None)?;
-        }
-        // Completion order above; the checker wants invocation order.
-        log.txns.sort_by_key(|t| t.invoke_pos);
-        Ok(log)
+        stream
+            .finish(|p| p)
+            .map_err(|e| h.error_at(e.pos as usize, e.message))
     }
 
     fn push_op(
         &mut self,
-        h: &History,
         process: u64,
         outcome: Outcome,
-        inv: usize,
-        complete: Option<usize>,
-    ) -> Result<(), HistoryError> {
-        let pos = complete.unwrap_or(inv);
-        let output = complete.map(|c| &h.events[c].value);
+        invoke: (&Event, u32),
+        complete: Option<(&Event, u32)>,
+    ) -> Result<(), String> {
+        let pos = complete.map_or(invoke.1, |c| c.1);
+        let output = complete.map(|c| &c.0.value);
         // An info completion usually repeats the invocation; prefer whichever carries micro-ops.
         let value = match (outcome, output) {
             (Outcome::Ok, Some(v)) => v,
             (_, Some(v @ Value::List(_))) => v,
-            _ => &h.events[inv].value,
+            _ => &invoke.0.value,
         };
         let Value::List(items) = value else {
-            return Err(h.error_at(
-                pos,
-                format!(
-                    "a transaction's value must be a list of micro-ops, got {}",
-                    value.to_edn()
-                ),
+            return Err(format!(
+                "a transaction's value must be a list of micro-ops, got {}",
+                value.to_edn()
             ));
         };
         let mop_start = self.mops.len() as u32;
         for item in items {
-            let mop = self
-                .parse_mop(item, outcome)
-                .map_err(|msg| h.error_at(pos, msg))?;
+            let mop = self.parse_mop(item, outcome)?;
             self.mops.push(mop);
         }
         self.txns.push(Txn {
             process,
             outcome,
-            invoke_pos: inv as u32,
-            complete_pos: complete.map(|p| p as u32).unwrap_or(NO_POS),
-            index: h.events[pos].index,
+            invoke_pos: invoke.1,
+            complete_pos: complete.map_or(NO_POS, |c| c.1),
+            index: pos as u64,
             mop_start,
             mop_len: self.mops.len() as u32 - mop_start,
         });
@@ -307,43 +255,183 @@ impl TxnLog {
 
     /// Rebuilds a `History` (invocations with unknown reads, then completions) in event order.
     pub fn to_history(&self) -> History {
-        use crate::history::{Event, EventType};
-        let mut slots: Vec<(u32, Event)> = Vec::with_capacity(self.txns.len() * 2);
-        for (t, tx) in self.txns.iter().enumerate() {
-            let full = self.txn_value(t);
-            let invoke_value = Value::List(
-                full.as_list()
-                    .unwrap_or(&[])
-                    .iter()
-                    .map(|m| match m.as_list() {
-                        Some([f, k, _]) if f.as_str() == Some("r") => {
-                            Value::List(vec![f.clone(), k.clone(), Value::Null])
-                        }
-                        _ => m.clone(),
-                    })
-                    .collect(),
-            );
-            let p = Process::Client(tx.process);
-            slots.push((
-                tx.invoke_pos,
-                Event::new(p, EventType::Invoke, "txn", invoke_value.clone()),
-            ));
-            if tx.complete_pos != NO_POS {
-                let (kind, value) = match tx.outcome {
-                    Outcome::Ok => (EventType::Ok, full),
-                    Outcome::Fail => (EventType::Fail, invoke_value),
-                    Outcome::Info => (EventType::Info, invoke_value),
-                };
-                slots.push((tx.complete_pos, Event::new(p, kind, "txn", value)));
-            }
-        }
-        slots.sort_by_key(|(pos, _)| *pos);
-        let events = slots
-            .into_iter()
-            .map(|(pos, e)| e.with_time(pos as i64 * 1000))
-            .collect();
+        let mut events = Vec::with_capacity(self.txns.len() * 2);
+        let Ok(()) = self.for_each_event(|e| {
+            events.push(e);
+            Ok::<(), std::convert::Infallible>(())
+        });
         History::new(events)
     }
+
+    /// The events of `to_history`, one at a time, so that a big history can be written out
+    /// without being held as `Value` trees. Times are event positions in microseconds.
+    pub fn for_each_event<E>(&self, mut sink: impl FnMut(Event) -> Result<(), E>) -> Result<(), E> {
+        use crate::history::EventType;
+        // (position, txn, is the completion)
+        let mut slots: Vec<(u32, u32, bool)> = Vec::with_capacity(self.txns.len() * 2);
+        for (t, tx) in self.txns.iter().enumerate() {
+            slots.push((tx.invoke_pos, t as u32, false));
+            if tx.complete_pos != NO_POS {
+                slots.push((tx.complete_pos, t as u32, true));
+            }
+        }
+        slots.sort_unstable_by_key(|s| s.0);
+        for (index, (pos, t, completion)) in slots.into_iter().enumerate() {
+            let tx = &self.txns[t as usize];
+            let full = self.txn_value(t as usize);
+            let (kind, value) = match (completion, tx.outcome) {
+                (true, Outcome::Ok) => (EventType::Ok, full),
+                (true, Outcome::Fail) => (EventType::Fail, invocation_of(full)),
+                (true, Outcome::Info) => (EventType::Info, invocation_of(full)),
+                (false, _) => (EventType::Invoke, invocation_of(full)),
+            };
+            let mut e = Event::new(Process::Client(tx.process), kind, "txn", value)
+                .with_time(pos as i64 * 1000);
+            e.index = index as u64;
+            sink(e)?;
+        }
+        Ok(())
+    }
+}
+
+/// A transaction as its invocation shows it: reads with unknown (nil) results.
+fn invocation_of(txn: Value) -> Value {
+    let Value::List(mops) = txn else {
+        return txn;
+    };
+    Value::List(
+        mops.into_iter()
+            .map(|m| match m {
+                Value::List(mut parts) if parts.len() == 3 && parts[0].as_str() == Some("r") => {
+                    parts[2] = Value::Null;
+                    Value::List(parts)
+                }
+                other => other,
+            })
+            .collect(),
+    )
+}
+
+/// Builds a `TxnLog` from events as they arrive, pairing each invocation with its completion
+/// (as `History::operations` does) and keeping only the pending invocations besides the compact
+/// log: a history file never has to be held as `Value` trees (see `read_log`).
+pub struct TxnStream {
+    log: TxnLog,
+    /// Per process, the pending invocation, its position and its source line.
+    pending: FxHashMap<u64, (Event, u32, usize)>,
+    /// Position of the next event (nemesis events count, as they do in `History::events`).
+    next_pos: u32,
+}
+
+/// An error about an invocation that `TxnStream::finish` closed.
+#[derive(Debug)]
+pub struct PendingError {
+    pub pos: u32,
+    /// The source line given to `TxnStream::push`.
+    pub line: usize,
+    pub message: String,
+}
+
+/// Positions are `u32`, with `NO_POS` reserved.
+const MAX_EVENTS: u32 = NO_POS - 1;
+
+impl Default for TxnStream {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+impl TxnStream {
+    pub fn with_capacity(txns: usize) -> TxnStream {
+        let mut log = TxnLog::default();
+        log.txns.reserve(txns);
+        TxnStream {
+            log,
+            pending: FxHashMap::default(),
+            next_pos: 0,
+        }
+    }
+
+    /// Takes the next event of the history and the line it came from (for later messages).
+    /// The error is a message about this event.
+    pub fn push(&mut self, e: &Event, line: usize) -> Result<(), String> {
+        use crate::history::EventType;
+        if self.next_pos >= MAX_EVENTS {
+            return Err(format!(
+                "more than {MAX_EVENTS} events; the transactional checker takes at most that many"
+            ));
+        }
+        let pos = self.next_pos;
+        self.next_pos += 1;
+        let Process::Client(p) = e.process else {
+            return Ok(());
+        };
+        match e.kind {
+            EventType::Invoke => {
+                if let Some((open, open_pos, _)) = self.pending.get(&p) {
+                    return Err(format!(
+                        "process {p} invoked {} while its {} (event {open_pos}) was still pending",
+                        e.f, open.f
+                    ));
+                }
+                self.pending.insert(p, (e.clone(), pos, line));
+            }
+            kind => {
+                let Some((invoke, invoke_pos, _)) = self.pending.remove(&p) else {
+                    return Err(format!(
+                        "{} of {} on process {p} has no pending invoke",
+                        kind.as_str(),
+                        e.f
+                    ));
+                };
+                let outcome = match kind {
+                    EventType::Ok => Outcome::Ok,
+                    EventType::Fail => Outcome::Fail,
+                    _ => Outcome::Info,
+                };
+                self.log
+                    .push_op(p, outcome, (&invoke, invoke_pos), Some((e, pos)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the history: invocations that never completed become `info` transactions.
+    /// `renumber` gives each process its final number (see `read::Processes`).
+    pub fn finish(mut self, renumber: impl Fn(u64) -> u64) -> Result<TxnLog, PendingError> {
+        let mut open: Vec<(u64, (Event, u32, usize))> = self.pending.drain().collect();
+        open.sort_unstable_by_key(|(_, (_, pos, _))| *pos);
+        for (p, (invoke, pos, line)) in open {
+            self.log
+                .push_op(p, Outcome::Info, (&invoke, pos), None)
+                .map_err(|message| PendingError { pos, line, message })?;
+        }
+        let mut log = self.log;
+        for t in &mut log.txns {
+            t.process = renumber(t.process);
+        }
+        // Completion order above; the checker wants invocation order.
+        log.txns.sort_by_key(|t| t.invoke_pos);
+        log.txns.shrink_to_fit();
+        log.mops.shrink_to_fit();
+        log.elems.shrink_to_fit();
+        Ok(log)
+    }
+}
+
+/// Reads a transactional history file straight into the compact form, streaming (see
+/// `read::stream_path`): memory is the compact log plus, for formats other than JSONL, the
+/// file's text.
+pub fn read_log(path: &Path, format: Format) -> Result<TxnLog, HistoryError> {
+    let mut stream = TxnStream::default();
+    let processes = stream_path(path, format, &mut |e, line| stream.push(&e, line))?;
+    stream
+        .finish(|p| processes.renumber(p))
+        .map_err(|e| HistoryError::Parse {
+            path: path.to_path_buf(),
+            line: e.line,
+            message: e.message,
+        })
 }
 
 /// Builds a `TxnLog` directly (the generator uses it): transactions are appended in any order

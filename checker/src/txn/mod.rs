@@ -19,7 +19,7 @@ mod infer;
 pub mod log;
 
 pub use generate::{generate, inject, GenOptions, Injection};
-pub use log::{LogBuilder, TxnLog};
+pub use log::{read_log, LogBuilder, TxnLog, TxnStream};
 
 use crate::error::HistoryError;
 use crate::history::{History, Outcome};
@@ -54,6 +54,19 @@ impl Workload {
                     },
                     _ => continue,
                 }
+            }
+        }
+        saw_list_read.then_some(Workload::ListAppend)
+    }
+
+    /// `detect` for a compact history.
+    pub fn detect_log(log: &TxnLog) -> Option<Workload> {
+        let mut saw_list_read = false;
+        for m in &log.mops {
+            match m.kind {
+                log::MopKind::Append => return Some(Workload::ListAppend),
+                log::MopKind::Write => return Some(Workload::RwRegister),
+                log::MopKind::Read => saw_list_read |= m.known && m.read_len != u32::MAX,
             }
         }
         saw_list_read.then_some(Workload::ListAppend)
