@@ -19,6 +19,7 @@ pub struct EdnError {
 const MAX_DEPTH: usize = 128;
 
 pub struct Parser<'a> {
+    src: &'a str,
     text: &'a [u8],
     pos: usize,
     line: usize,
@@ -29,6 +30,7 @@ pub struct Parser<'a> {
 impl<'a> Parser<'a> {
     pub fn new(text: &'a str, first_line: usize) -> Parser<'a> {
         Parser {
+            src: text,
             text: text.as_bytes(),
             pos: 0,
             line: first_line,
@@ -296,8 +298,8 @@ impl<'a> Parser<'a> {
             }
             self.pos += 1;
         }
-        // Only ASCII delimiters end a word, so the slice is on a char boundary of valid UTF-8.
-        std::str::from_utf8(&self.text[start..self.pos]).unwrap_or("")
+        // A word starts after and ends before ASCII, so both ends are char boundaries.
+        self.src.get(start..self.pos).unwrap_or("")
     }
 
     fn atom(&mut self) -> Result<Value, EdnError> {
