@@ -60,6 +60,42 @@ fn model_err(msg: String) -> HistoryError {
     HistoryError::Model(msg)
 }
 
+/// Records micro-op `i` of txn `t` (an append or a write) as the writer of its value; a later
+/// write of an element of the same kind to the same key in `t` makes it intermediate. Values
+/// must be unique per key: that is what lets a read name its writer.
+fn index_write(
+    log: &TxnLog,
+    writes: &mut FxHashMap<(u32, Elem), WInfo>,
+    t: usize,
+    i: usize,
+    verb: &str,
+    workload: &str,
+) -> Result<(), HistoryError> {
+    let tx = &log.txns[t];
+    let mops = log.mops_of(t);
+    let m = &mops[i];
+    let intermediate = mops[i + 1..]
+        .iter()
+        .any(|n| n.kind == m.kind && n.key == m.key);
+    let info = WInfo {
+        txn: t as u32,
+        pos: NO_POS,
+        mop: tx.mop_start + i as u32,
+        intermediate,
+    };
+    if let Some(prev) = writes.insert((m.key, m.value), info) {
+        return Err(model_err(format!(
+            "value {} {verb} key {} twice (history indices {} and {}); {workload} needs unique \
+             values per key",
+            log.decode(m.value),
+            log.key_value(m.key),
+            log.txns[prev.txn as usize].index,
+            tx.index
+        )));
+    }
+    Ok(())
+}
+
 fn anomaly(
     kind: &str,
     txns: Vec<super::TxnRef>,
@@ -101,25 +137,7 @@ pub(crate) fn list_append(log: &TxnLog, found: &mut Found) -> Result<Inferred, H
                     )))
                 }
                 MopKind::Append => {
-                    let intermediate = mops[i + 1..]
-                        .iter()
-                        .any(|n| n.kind == MopKind::Append && n.key == m.key);
-                    let info = WInfo {
-                        txn: t as u32,
-                        pos: NO_POS,
-                        mop: tx.mop_start + i as u32,
-                        intermediate,
-                    };
-                    if let Some(prev) = writes.insert((m.key, m.value), info) {
-                        return Err(model_err(format!(
-                            "value {} appended to key {} twice (history indices {} and {}); \
-                             list-append needs unique appended values",
-                            log.decode(m.value),
-                            log.key_value(m.key),
-                            txns[prev.txn as usize].index,
-                            tx.index
-                        )));
-                    }
+                    index_write(log, &mut writes, t, i, "appended to", "list-append")?;
                     if tx.outcome != Outcome::Fail {
                         appends_per_key[m.key as usize] += 1;
                         single_append[m.key as usize] = m.value;
@@ -662,25 +680,7 @@ pub(crate) fn rw_register(log: &TxnLog, found: &mut Found) -> Result<Inferred, H
                             log.key_value(m.key)
                         )));
                     }
-                    let intermediate = mops[i + 1..]
-                        .iter()
-                        .any(|n| n.kind == MopKind::Write && n.key == m.key);
-                    let info = WInfo {
-                        txn: t as u32,
-                        pos: NO_POS,
-                        mop: tx.mop_start + i as u32,
-                        intermediate,
-                    };
-                    if let Some(prev) = writes.insert((m.key, m.value), info) {
-                        return Err(model_err(format!(
-                            "value {} written to key {} twice (history indices {} and {}); \
-                             rw-register needs unique written values",
-                            log.decode(m.value),
-                            log.key_value(m.key),
-                            txns[prev.txn as usize].index,
-                            tx.index
-                        )));
-                    }
+                    index_write(log, &mut writes, t, i, "written to", "rw-register")?;
                 }
                 MopKind::Read => {}
             }
