@@ -5,17 +5,20 @@
 //! invalid with the anomaly (or the torn bank read) named in results.json.
 //!
 //! `paxos-kv` is another package's binary, so Cargo does not hand its path to this test: the test
-//! asks Cargo to build it (a no-op when it is fresh, as under `cargo test --workspace`) with the
-//! profile `ordeal` was built with, and runs it from beside `ordeal`.
+//! runs the one beside `ordeal`, and asks Cargo to build it first when it is missing or older
+//! than the store's sources (never under `cargo test --workspace`, which builds it anyway).
+//!
+//! A run that fails its assertions keeps its results directory (the path is printed) for a
+//! person to read; a passing one removes it.
 //!
 //! Network backend: most runs use `auto` (a network namespace as root, as CI runs; the userspace
 //! proxy otherwise); one pins `proxy` so the fallback is covered whoever runs the tests.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 /// The one check a txn workload's verdict comes from, by the name results.json gives it.
 const TXN_CHECK: &str = "strict-serializable";
@@ -200,7 +203,9 @@ fn run(spec: &Spec) -> Run {
     if let Some(b) = spec.bug {
         cmd.args(["--bug", b]);
     }
-    let status = cmd.status().expect("run ordeal");
+    eprintln!("{}: results in {}", spec.tag, dir.display());
+    let child = cmd.spawn().expect("start ordeal");
+    let status = wait_bounded(child);
     let latest = dir.join("latest");
     let read = |f: &str| {
         std::fs::read_to_string(latest.join(f)).unwrap_or_else(|e| {
@@ -224,6 +229,35 @@ fn run(spec: &Spec) -> Run {
         results,
         history,
         dir,
+    }
+}
+
+/// Waits for `ordeal test` to finish on its own (it bounds its own phases); past
+/// `RUN_DEADLINE_S` it is interrupted (so that it cleans up), then killed.
+fn wait_bounded(mut child: Child) -> ExitStatus {
+    const RUN_DEADLINE_S: u64 = 120;
+    const CLEANUP_GRACE_S: u64 = 30;
+    let started = Instant::now();
+    let mut interrupted = false;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for ordeal") {
+            assert!(!interrupted, "ordeal ran past {RUN_DEADLINE_S} s: {status}");
+            return status;
+        }
+        let elapsed = started.elapsed();
+        if !interrupted && elapsed > Duration::from_secs(RUN_DEADLINE_S) {
+            // SAFETY: signalling a child we started and have not yet reaped.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGINT);
+            }
+            interrupted = true;
+        }
+        if elapsed > Duration::from_secs(RUN_DEADLINE_S + CLEANUP_GRACE_S) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ordeal ignored SIGINT for {CLEANUP_GRACE_S} s past its deadline");
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
