@@ -212,6 +212,7 @@ fn fault_end_for(f: &str) -> Option<&'static str> {
         "pause" => Some("resume"),
         "kill" => Some("start"),
         "start-partition" => Some("stop-partition"),
+        "start-network" => Some("stop-network"),
         _ => None,
     }
 }
@@ -237,11 +238,17 @@ pub fn fault_intervals(events: &[Event]) -> Vec<FaultInterval> {
             };
             let label = if e.f == "start-partition" {
                 format!("partition {}", label.split(' ').next().unwrap_or(""))
+            } else if e.f == "start-network" {
+                // The first item says what and how: `delay 80ms ±16ms via proxy`.
+                match &e.value {
+                    Value::List(items) if !items.is_empty() => format!("network {}", items[0]),
+                    _ => "network".to_string(),
+                }
             } else {
                 format!("{} {label}", e.f)
             };
             open.insert(e.f.clone(), (label, e.time));
-        } else if let Some(start_f) = ["pause", "kill", "start-partition"]
+        } else if let Some(start_f) = ["pause", "kill", "start-partition", "start-network"]
             .into_iter()
             .find(|f| fault_end_for(f) == Some(e.f.as_str()))
         {

@@ -1,22 +1,36 @@
-//! The two network backends for partitions.
+//! The network backends for partitions and for the `network` fault (delay, loss, duplication).
 //!
 //! * `netns`: the whole `ordeal test` process has unshared into a fresh network namespace before
-//!   the runtime started; nodes sit on 127.0.0.(10+id) inside it and a cut is a pair of iptables
-//!   DROP rules in a chain of our own. Nothing leaks: the namespace, its rules and its loopback
-//!   die with the process.
+//!   the runtime started; nodes sit on 127.0.0.(10+id) inside it. A cut is a pair of iptables
+//!   DROP rules in the chain `ORDEAL`; packet loss is an iptables `statistic` rule in the chain
+//!   `ORDEAL-NET`; delay and duplication are a netem qdisc on `lo` behind u32 filters naming the
+//!   links, when the kernel has netem. When it has not, and the run has a `network` fault, every
+//!   peer link and every forwarded client request also passes through the userspace proxy below,
+//!   which applies delay and duplication instead (and says so). Nothing leaks: the namespace, its
+//!   rules, qdiscs and loopback die with the process.
 //! * `proxy`: every directed peer link i -> j goes through a TCP proxy the harness owns (node i's
-//!   `--peers` names the proxy for j). A cut blackholes the link: bytes are read and dropped, so
-//!   the store sees silence, not resets, as with a real partition. On heal, connections that
-//!   lost bytes are closed so that no stream resumes with a hole in it.
+//!   `--peers` names the proxy for j), and so does every client request node i forwards to node
+//!   j (`paxos-kv --peer-clients`). A cut blackholes the link: bytes are read and dropped, so the
+//!   store sees silence, not resets, as with a real partition. On heal, connections that lost
+//!   bytes are closed so that no stream resumes with a hole in it. Delay, loss and duplication
+//!   are applied per paxos-kv frame (see [`Framer`]).
+//!
+//! Partitions and network faults are healed separately (two nemeses may hold one of each at
+//! once); [`Net::heal`] undoes both at the end of a run.
 
 use anyhow::{bail, Context, Result};
+use bytes::{Bytes, BytesMut};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,7 +66,12 @@ fn run_cmd(program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Moves this process into a fresh network namespace with `lo` up and our iptables chain
+/// The iptables chain holding partition cuts.
+pub const CUT_CHAIN: &str = "ORDEAL";
+/// The iptables chain holding the network fault's packet loss.
+pub const LOSS_CHAIN: &str = "ORDEAL-NET";
+
+/// Moves this process into a fresh network namespace with `lo` up and our iptables chains
 /// installed. Must run before any thread is spawned (unshare affects the calling thread, and
 /// threads started later inherit it). Returns why it could not, so `auto` can fall back.
 pub fn enter_netns() -> Result<()> {
@@ -68,85 +87,332 @@ pub fn enter_netns() -> Result<()> {
         );
     }
     run_cmd("ip", &["link", "set", "lo", "up"])?;
-    run_cmd("iptables", &["-N", "ORDEAL"])?;
-    run_cmd("iptables", &["-I", "INPUT", "-j", "ORDEAL"])?;
+    for chain in [CUT_CHAIN, LOSS_CHAIN] {
+        run_cmd("iptables", &["-N", chain])?;
+        run_cmd("iptables", &["-I", "INPUT", "-j", chain])?;
+    }
     Ok(())
 }
 
-/// Shared state of one directed link's proxy.
+/// What the `network` fault does to the links it picks, as Jepsen's `:packet` behaviours.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "behaviour", rename_all = "lowercase")]
+pub enum Behaviour {
+    /// Every message waits `delay_ms`, give or take up to `jitter_ms` (uniformly).
+    Delay { delay_ms: u64, jitter_ms: u64 },
+    /// Each message is lost with this probability, in percent.
+    Loss { percent: u32 },
+    /// Each message is delivered twice with this probability, in percent.
+    Duplicate { percent: u32 },
+}
+
+impl Behaviour {
+    /// As the history and the report name it, e.g. `delay 80ms ±16ms`.
+    pub fn describe(&self) -> String {
+        match self {
+            Behaviour::Delay {
+                delay_ms,
+                jitter_ms,
+            } => format!("delay {delay_ms}ms ±{jitter_ms}ms"),
+            Behaviour::Loss { percent } => format!("loss {percent}%"),
+            Behaviour::Duplicate { percent } => format!("duplicate {percent}%"),
+        }
+    }
+}
+
+/// The state of one directed proxied link, shared by its accept loop and its connections.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct LinkState {
+    /// Cut by a partition.
     blocked: bool,
-    delay_ms: u64,
+    /// Shaped by a network fault.
+    shaping: Option<Behaviour>,
     /// Bumped on heal; connections from an older epoch that were blackholed close themselves.
     epoch: u64,
 }
 
+/// Frames the proxy buffers whole; a longer one (a big snapshot) passes through untouched.
+pub const PROXY_FRAME_MAX_BYTES: usize = 16 << 20;
+/// The first frame of a paxos-kv peer connection is a hello no longer than this (the store's own
+/// limit); a connection whose first four bytes announce more is not paxos-kv framing (an HTTP
+/// request, say) and is shaped as a raw byte stream.
+pub const PROXY_HELLO_MAX_BYTES: usize = 64 << 10;
+/// Units (frames or chunks) waiting for their delivery time, per direction of a connection.
+pub const PROXY_QUEUE_UNITS: usize = 4096;
+/// What one lost segment costs a TCP stream: the retransmission after about the minimum RTO.
+pub const PROXY_RETRANSMIT_STALL_MS: u64 = 200;
+/// How long a connection whose sender closed keeps delivering what it already delayed.
+pub const PROXY_DRAIN_MS: u64 = 2000;
+/// Bytes read from a socket at once.
+pub const PROXY_READ_CHUNK_BYTES: usize = 32 << 10;
+/// How long the proxy waits to connect to a node before giving up on the connection.
+pub const PROXY_CONNECT_TIMEOUT_MS: u64 = 2000;
+
+/// One piece of a stream the proxy decides about.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unit {
+    pub bytes: Bytes,
+    /// A whole paxos-kv frame (length prefix included), which may be dropped or repeated
+    /// without corrupting the stream.
+    pub whole_frame: bool,
+    /// The connection's first frame, the hello: never dropped or repeated, since the receiver
+    /// would read the next frame as a hello and close the connection.
+    pub hello: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum FramerMode {
+    /// Expecting a 4-byte little-endian length, then that many bytes.
+    Header,
+    /// Inside an oversized frame: this many bytes are left to pass through.
+    Passthrough(usize),
+    /// Not paxos-kv framing: every read is a unit.
+    Raw,
+}
+
+/// Cuts a byte stream into units: whole frames of paxos-kv's peer transport (a u32 LE length,
+/// then the body) when the stream is framed, raw chunks otherwise. Pure: bytes in, units out.
+pub struct Framer {
+    mode: FramerMode,
+    buf: BytesMut,
+    seen_hello: bool,
+}
+
+impl Framer {
+    /// `framed`: try paxos-kv framing (peer links); otherwise every chunk is raw (HTTP links).
+    pub fn new(framed: bool) -> Framer {
+        Framer {
+            mode: if framed {
+                FramerMode::Header
+            } else {
+                FramerMode::Raw
+            },
+            buf: BytesMut::new(),
+            seen_hello: false,
+        }
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next complete unit, if the bytes pushed so far hold one.
+    pub fn next_unit(&mut self) -> Option<Unit> {
+        loop {
+            match self.mode {
+                FramerMode::Raw => {
+                    if self.buf.is_empty() {
+                        return None;
+                    }
+                    return Some(Unit {
+                        bytes: self.buf.split().freeze(),
+                        whole_frame: false,
+                        hello: false,
+                    });
+                }
+                FramerMode::Passthrough(left) => {
+                    if self.buf.is_empty() {
+                        return None;
+                    }
+                    let n = left.min(self.buf.len());
+                    self.mode = if n == left {
+                        FramerMode::Header
+                    } else {
+                        FramerMode::Passthrough(left - n)
+                    };
+                    return Some(Unit {
+                        bytes: self.buf.split_to(n).freeze(),
+                        whole_frame: false,
+                        hello: false,
+                    });
+                }
+                FramerMode::Header => {
+                    if self.buf.len() < 4 {
+                        return None;
+                    }
+                    let len =
+                        u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
+                            as usize;
+                    if !self.seen_hello && len > PROXY_HELLO_MAX_BYTES {
+                        self.mode = FramerMode::Raw;
+                        continue;
+                    }
+                    let hello = !self.seen_hello;
+                    if len > PROXY_FRAME_MAX_BYTES {
+                        // Too big to hold: forward it as it comes, untouched.
+                        self.seen_hello = true;
+                        self.mode = FramerMode::Passthrough(len);
+                        return Some(Unit {
+                            bytes: self.buf.split_to(4).freeze(),
+                            whole_frame: false,
+                            hello,
+                        });
+                    }
+                    if self.buf.len() < 4 + len {
+                        return None;
+                    }
+                    self.seen_hello = true;
+                    return Some(Unit {
+                        bytes: self.buf.split_to(4 + len).freeze(),
+                        whole_frame: true,
+                        hello,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// What happens to one unit: how many copies go out, and how much later than now.
+///
+/// Over a TCP stream the proxy cannot lose or repeat bytes at random without corrupting it, so:
+/// * a whole paxos-kv frame is dropped or sent twice, exactly as a lossy, duplicating network
+///   would do to a datagram (the store must tolerate both);
+/// * a raw chunk (an HTTP request, or a frame too big to buffer) is never dropped or repeated.
+///   A lost chunk stalls the stream for [`PROXY_RETRANSMIT_STALL_MS`], which is what packet
+///   loss looks like to an application above TCP (the segment is retransmitted); duplication
+///   does nothing to it, since TCP discards duplicate segments before the application sees them.
+pub fn decide(shaping: Option<Behaviour>, unit: &Unit, rng: &mut ChaCha8Rng) -> (usize, u64) {
+    let droppable = unit.whole_frame && !unit.hello;
+    match shaping {
+        None => (1, 0),
+        Some(Behaviour::Delay {
+            delay_ms,
+            jitter_ms,
+        }) => {
+            let j = jitter_ms as i64;
+            let d = delay_ms as i64 + if j > 0 { rng.gen_range(-j..=j) } else { 0 };
+            (1, d.max(0) as u64)
+        }
+        Some(Behaviour::Loss { percent }) => {
+            let lost = rng.gen_bool((percent.min(100) as f64) / 100.0);
+            match (lost, droppable) {
+                (false, _) => (1, 0),
+                (true, true) => (0, 0),
+                (true, false) => (1, PROXY_RETRANSMIT_STALL_MS),
+            }
+        }
+        Some(Behaviour::Duplicate { percent }) => {
+            let dup = rng.gen_bool((percent.min(100) as f64) / 100.0);
+            (if dup && droppable { 2 } else { 1 }, 0)
+        }
+    }
+}
+
+/// Which stream a proxied link carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkKind {
+    /// paxos-kv peer traffic: framed.
+    Peer,
+    /// Client requests a node forwards to another node's HTTP address: raw.
+    Forward,
+}
+
+/// One directed link the proxy carries.
+#[derive(Clone, Debug)]
+pub struct ProxyLink {
+    pub from: usize,
+    pub to: usize,
+    pub kind: LinkKind,
+    /// Where the dialling node connects.
+    pub listen: SocketAddr,
+    /// Where the target node really listens.
+    pub target: SocketAddr,
+    /// The source address of the proxy's own connection to the target: the dialling node's IP,
+    /// so that iptables rules between node addresses see the real link.
+    pub source_ip: IpAddr,
+}
+
+struct LinkHandle {
+    from: usize,
+    to: usize,
+    tx: watch::Sender<LinkState>,
+}
+
 pub struct ProxyNet {
-    /// `links[i][j]` for i != j: the state of node i's link to node j.
-    links: Vec<Vec<Option<watch::Sender<LinkState>>>>,
+    links: Vec<LinkHandle>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl ProxyNet {
-    /// Starts one proxy per directed link. `listen[i][j]` is where node i dials to reach j,
-    /// `targets[j]` where node j really listens.
-    pub async fn start(listen: &[Vec<SocketAddr>], targets: &[SocketAddr]) -> Result<ProxyNet> {
-        let n = targets.len();
-        let mut links = Vec::with_capacity(n);
-        let mut tasks = Vec::new();
-        for (i, row) in listen.iter().enumerate() {
-            let mut link_row = Vec::with_capacity(n);
-            for (j, addr) in row.iter().enumerate() {
-                if i == j {
-                    link_row.push(None);
-                    continue;
-                }
-                let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-                    format!("proxy for link n{}->n{}: binding {addr}", i + 1, j + 1)
+    /// Starts one proxy per link; `seed` drives every decision the proxies make.
+    pub async fn start(plan: &[ProxyLink], seed: u64) -> Result<ProxyNet> {
+        let mut links = Vec::with_capacity(plan.len());
+        let mut tasks = Vec::with_capacity(plan.len());
+        for (index, link) in plan.iter().enumerate() {
+            assert_ne!(link.from, link.to, "a node has no link to itself");
+            let listener = tokio::net::TcpListener::bind(link.listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "proxy for {:?} link n{}->n{}: binding {}",
+                        link.kind,
+                        link.from + 1,
+                        link.to + 1,
+                        link.listen
+                    )
                 })?;
-                let (tx, rx) = watch::channel(LinkState::default());
-                let target = targets[j];
-                tasks.push(tokio::spawn(accept_loop(listener, target, rx)));
-                link_row.push(Some(tx));
-            }
-            links.push(link_row);
+            let (tx, rx) = watch::channel(LinkState::default());
+            let link_seed = seed ^ (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            tasks.push(tokio::spawn(accept_loop(
+                listener,
+                link.clone(),
+                rx,
+                link_seed,
+            )));
+            links.push(LinkHandle {
+                from: link.from,
+                to: link.to,
+                tx,
+            });
         }
         Ok(ProxyNet { links, tasks })
     }
 
-    fn set(&self, i: usize, j: usize, f: impl FnOnce(&mut LinkState)) {
-        if let Some(Some(tx)) = self.links.get(i).and_then(|r| r.get(j)) {
-            tx.send_modify(f);
+    /// Applies `f` to both directions of every pair, on every kind of link.
+    fn set_pairs(&self, pairs: &BTreeSet<(usize, usize)>, f: impl Fn(&mut LinkState)) {
+        for l in &self.links {
+            if pairs.contains(&(l.from.min(l.to), l.from.max(l.to))) {
+                l.tx.send_modify(&f);
+            }
         }
     }
 
     pub fn cut(&self, pairs: &BTreeSet<(usize, usize)>) {
-        for &(a, b) in pairs {
-            self.set(a, b, |s| s.blocked = true);
-            self.set(b, a, |s| s.blocked = true);
+        self.set_pairs(pairs, |s| s.blocked = true);
+    }
+
+    pub fn shape(&self, pairs: &BTreeSet<(usize, usize)>, behaviour: Behaviour) {
+        self.set_pairs(pairs, |s| s.shaping = Some(behaviour));
+    }
+
+    pub fn heal_partition(&self) {
+        for l in &self.links {
+            l.tx.send_modify(|s| {
+                if s.blocked {
+                    s.epoch += 1;
+                }
+                s.blocked = false;
+            });
         }
     }
 
-    pub fn delay(&self, pairs: &BTreeSet<(usize, usize)>, delay_ms: u64) {
-        for &(a, b) in pairs {
-            self.set(a, b, |s| s.delay_ms = delay_ms);
-            self.set(b, a, |s| s.delay_ms = delay_ms);
+    pub fn heal_network(&self) {
+        for l in &self.links {
+            l.tx.send_modify(|s| s.shaping = None);
         }
     }
 
-    pub fn heal(&self) {
-        for row in &self.links {
-            for tx in row.iter().flatten() {
-                tx.send_modify(|s| {
-                    if s.blocked {
-                        s.epoch += 1;
-                    }
-                    s.blocked = false;
-                    s.delay_ms = 0;
-                });
-            }
-        }
+    /// Links still cut or shaped, as `n1->n2`, for tests and the log.
+    pub fn faulty_links(&self) -> Vec<String> {
+        self.links
+            .iter()
+            .filter(|l| {
+                let s = *l.tx.borrow();
+                s.blocked || s.shaping.is_some()
+            })
+            .map(|l| format!("n{}->n{}", l.from + 1, l.to + 1))
+            .collect()
     }
 }
 
@@ -158,11 +424,36 @@ impl Drop for ProxyNet {
     }
 }
 
+async fn connect_from(source_ip: IpAddr, target: SocketAddr) -> Option<tokio::net::TcpStream> {
+    let socket = match target {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .ok()?;
+    if let Err(e) = socket.bind(SocketAddr::new(source_ip, 0)) {
+        tracing::debug!("proxy: cannot bind {source_ip}: {e}; dialling from any address");
+    }
+    match tokio::time::timeout(
+        Duration::from_millis(PROXY_CONNECT_TIMEOUT_MS),
+        socket.connect(target),
+    )
+    .await
+    {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Some(s)
+        }
+        _ => None,
+    }
+}
+
 async fn accept_loop(
     listener: tokio::net::TcpListener,
-    target: SocketAddr,
+    link: ProxyLink,
     rx: watch::Receiver<LinkState>,
+    seed: u64,
 ) {
+    let connections = AtomicU64::new(0);
     // Bounded: the loop ends when the task is aborted at the end of the run.
     loop {
         let Ok((inbound, _)) = listener.accept().await else {
@@ -171,6 +462,9 @@ async fn accept_loop(
         };
         let _ = inbound.set_nodelay(true);
         let rx = rx.clone();
+        let link = link.clone();
+        let conn = connections.fetch_add(1, Ordering::Relaxed);
+        let conn_seed = seed ^ (conn + 1).wrapping_mul(0xd1b5_4a32_d192_ed03);
         tokio::spawn(async move {
             let start_epoch = rx.borrow().epoch;
             let blocked_at_start = rx.borrow().blocked;
@@ -179,18 +473,10 @@ async fn accept_loop(
             let outbound = if blocked_at_start {
                 None
             } else {
-                match tokio::time::timeout(
-                    Duration::from_secs(2),
-                    tokio::net::TcpStream::connect(target),
-                )
-                .await
-                {
-                    Ok(Ok(s)) => {
-                        let _ = s.set_nodelay(true);
-                        Some(s)
-                    }
+                match connect_from(link.source_ip, link.target).await {
+                    Some(s) => Some(s),
                     // The node is down: refuse, as the node itself would.
-                    _ => return,
+                    None => return,
                 }
             };
             let (mut in_r, mut in_w) = inbound.into_split();
@@ -205,8 +491,24 @@ async fn accept_loop(
                 }
             };
             let (mut out_r, mut out_w) = outbound.into_split();
-            let up = pump(&mut in_r, &mut out_w, rx.clone(), start_epoch);
-            let down = pump(&mut out_r, &mut in_w, rx, start_epoch);
+            let framed = link.kind == LinkKind::Peer;
+            let up = pump(
+                &mut in_r,
+                &mut out_w,
+                rx.clone(),
+                start_epoch,
+                framed,
+                ChaCha8Rng::seed_from_u64(conn_seed),
+            );
+            // Replies flow back raw: paxos-kv's dialler only watches its read half for a close.
+            let down = pump(
+                &mut out_r,
+                &mut in_w,
+                rx,
+                start_epoch,
+                false,
+                ChaCha8Rng::seed_from_u64(!conn_seed),
+            );
             // Either direction ending closes both halves.
             tokio::select! { _ = up => {}, _ = down => {} }
             let _ = in_w.shutdown().await;
@@ -215,107 +517,398 @@ async fn accept_loop(
     }
 }
 
-/// Copies one direction, dropping bytes while the link is cut and closing on the heal that
-/// follows a cut.
-async fn pump<R, W>(from: &mut R, to: &mut W, mut rx: watch::Receiver<LinkState>, start_epoch: u64)
-where
+/// Why a pump's reader stopped.
+#[derive(PartialEq)]
+enum ReadEnd {
+    /// The sender closed: deliver what is delayed, then close.
+    Eof,
+    /// A heal followed a cut, or the writer failed: close now.
+    Abort,
+}
+
+/// Copies one direction: cuts it into units, drops them while the link is cut, shapes them as
+/// the link's network fault says, and writes each at its delivery time (never earlier than the
+/// one before, so a stream is never reordered), closing on the heal that follows a cut.
+async fn pump<R, W>(
+    from: &mut R,
+    to: &mut W,
+    mut rx: watch::Receiver<LinkState>,
+    start_epoch: u64,
+    framed: bool,
+    mut rng: ChaCha8Rng,
+) where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        tokio::select! {
-            r = from.read(&mut buf) => {
-                let n = match r { Ok(0) | Err(_) => return, Ok(n) => n };
-                let state = *rx.borrow();
-                if state.epoch != start_epoch {
-                    return;
-                }
-                if state.blocked {
-                    continue;
-                }
-                if state.delay_ms > 0 {
-                    tokio::time::sleep(Duration::from_millis(state.delay_ms)).await;
-                }
-                if to.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
+    let (tx, mut queue) = mpsc::channel::<(Instant, Bytes)>(PROXY_QUEUE_UNITS);
+    let writer = async move {
+        while let Some((at, bytes)) = queue.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&bytes).await.is_err() {
+                return;
             }
-            c = rx.changed() => {
-                if c.is_err() || rx.borrow().epoch != start_epoch {
-                    return;
+        }
+    };
+    let reader = async move {
+        let mut framer = Framer::new(framed);
+        let mut buf = vec![0u8; PROXY_READ_CHUNK_BYTES];
+        let mut last_at = Instant::now();
+        loop {
+            // Only cancel-safe futures in the select: a read either completed or read nothing.
+            tokio::select! {
+                r = from.read(&mut buf) => {
+                    let n = match r { Ok(0) | Err(_) => return ReadEnd::Eof, Ok(n) => n };
+                    framer.push(&buf[..n]);
+                    let state = *rx.borrow();
+                    if state.epoch != start_epoch {
+                        return ReadEnd::Abort;
+                    }
+                    while let Some(unit) = framer.next_unit() {
+                        if state.blocked {
+                            continue;
+                        }
+                        let (copies, delay_ms) = decide(state.shaping, &unit, &mut rng);
+                        let at = (Instant::now() + Duration::from_millis(delay_ms)).max(last_at);
+                        last_at = at;
+                        for _ in 0..copies {
+                            if tx.send((at, unit.bytes.clone())).await.is_err() {
+                                return ReadEnd::Abort;
+                            }
+                        }
+                    }
+                }
+                c = rx.changed() => {
+                    if c.is_err() || rx.borrow().epoch != start_epoch {
+                        return ReadEnd::Abort;
+                    }
                 }
             }
         }
+    };
+    tokio::pin!(writer);
+    let end = tokio::select! {
+        e = reader => e,
+        _ = &mut writer => return,
+    };
+    if end == ReadEnd::Eof {
+        let _ = tokio::time::timeout(Duration::from_millis(PROXY_DRAIN_MS), writer).await;
     }
 }
 
-/// iptables rules inside our own namespace.
+/// Checks that this kernel can do what [`NetnsNet::netem`] does, by doing it once on a link no
+/// node uses and undoing it. Inside our own namespace only.
+pub fn probe_netem() -> Result<()> {
+    let r = (|| {
+        run_cmd(
+            "tc",
+            &[
+                "qdisc", "add", "dev", "lo", "root", "handle", "1:", "prio", "bands", "4",
+            ],
+        )?;
+        run_cmd(
+            "tc",
+            &[
+                "qdisc",
+                "add",
+                "dev",
+                "lo",
+                "parent",
+                "1:4",
+                "handle",
+                "40:",
+                "netem",
+                "delay",
+                "1ms",
+                "1ms",
+                "duplicate",
+                "1%",
+            ],
+        )?;
+        let filter =
+            netem_filter_args(Ipv4Addr::new(127, 0, 0, 250), Ipv4Addr::new(127, 0, 0, 251));
+        let args: Vec<&str> = filter.iter().map(String::as_str).collect();
+        run_cmd("tc", &args)
+    })();
+    let _ = run_cmd("tc", &["qdisc", "del", "dev", "lo", "root"]);
+    r
+}
+
+fn netem_filter_args(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<String> {
+    [
+        "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+        "match", "ip", "src",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        format!("{src}/32"),
+        "match".into(),
+        "ip".into(),
+        "dst".into(),
+    ])
+    .chain([format!("{dst}/32"), "flowid".into(), "1:4".into()])
+    .collect()
+}
+
+/// iptables rules and tc qdiscs inside our own namespace.
 pub struct NetnsNet {
-    ips: Vec<std::net::Ipv4Addr>,
+    ips: Vec<Ipv4Addr>,
+    /// Whether a netem qdisc is installed on `lo` now.
+    netem_installed: Mutex<bool>,
 }
 
 impl NetnsNet {
-    pub fn new(ips: Vec<std::net::Ipv4Addr>) -> NetnsNet {
-        NetnsNet { ips }
+    pub fn new(ips: Vec<Ipv4Addr>) -> NetnsNet {
+        NetnsNet {
+            ips,
+            netem_installed: Mutex::new(false),
+        }
+    }
+
+    fn directed(&self, pairs: &BTreeSet<(usize, usize)>) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .flat_map(|&(a, b)| [(a, b), (b, a)])
+            .map(|(s, d)| (self.ips[s].to_string(), self.ips[d].to_string()))
+            .collect()
     }
 
     pub fn cut(&self, pairs: &BTreeSet<(usize, usize)>) -> Result<()> {
+        for (src, dst) in self.directed(pairs) {
+            run_cmd(
+                "iptables",
+                &["-A", CUT_CHAIN, "-s", &src, "-d", &dst, "-j", "DROP"],
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn heal_partition(&self) -> Result<()> {
+        run_cmd("iptables", &["-F", CUT_CHAIN])
+    }
+
+    /// Drops each packet between the pairs with probability `percent` / 100 (the kernel's own
+    /// random choice, so not replayable from the seed). TCP retransmits what is lost.
+    pub fn loss(&self, pairs: &BTreeSet<(usize, usize)>, percent: u32) -> Result<()> {
+        let p = format!("{:.4}", percent.min(100) as f64 / 100.0);
+        for (src, dst) in self.directed(pairs) {
+            run_cmd(
+                "iptables",
+                &[
+                    "-A",
+                    LOSS_CHAIN,
+                    "-s",
+                    &src,
+                    "-d",
+                    &dst,
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &p,
+                    "-j",
+                    "DROP",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Delay or duplication by netem, on the packets between the pairs only: a prio qdisc on
+    /// `lo` whose fourth band (unused by the default priomap) holds netem, and u32 filters that
+    /// send the chosen links' packets there.
+    pub fn netem(&self, pairs: &BTreeSet<(usize, usize)>, behaviour: Behaviour) -> Result<()> {
+        let netem: Vec<String> = match behaviour {
+            Behaviour::Delay {
+                delay_ms,
+                jitter_ms,
+            } => vec![
+                "delay".into(),
+                format!("{delay_ms}ms"),
+                format!("{jitter_ms}ms"),
+            ],
+            Behaviour::Duplicate { percent } => vec!["duplicate".into(), format!("{percent}%")],
+            Behaviour::Loss { percent } => vec!["loss".into(), format!("{percent}%")],
+        };
+        *self
+            .netem_installed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = true;
+        run_cmd(
+            "tc",
+            &[
+                "qdisc", "add", "dev", "lo", "root", "handle", "1:", "prio", "bands", "4",
+            ],
+        )?;
+        let mut args: Vec<String> = [
+            "qdisc", "add", "dev", "lo", "parent", "1:4", "handle", "40:", "netem",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(netem);
+        run_cmd("tc", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
         for &(a, b) in pairs {
             for (s, d) in [(a, b), (b, a)] {
-                let (src, dst) = (self.ips[s].to_string(), self.ips[d].to_string());
-                run_cmd(
-                    "iptables",
-                    &["-A", "ORDEAL", "-s", &src, "-d", &dst, "-j", "DROP"],
-                )?;
+                let f = netem_filter_args(self.ips[s], self.ips[d]);
+                run_cmd("tc", &f.iter().map(String::as_str).collect::<Vec<_>>())?;
             }
         }
         Ok(())
     }
 
-    pub fn heal(&self) -> Result<()> {
-        run_cmd("iptables", &["-F", "ORDEAL"])
+    pub fn heal_network(&self) -> Result<()> {
+        let flushed = run_cmd("iptables", &["-F", LOSS_CHAIN]);
+        let mut installed = self
+            .netem_installed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *installed {
+            run_cmd("tc", &["qdisc", "del", "dev", "lo", "root"])?;
+            *installed = false;
+        }
+        flushed
     }
 
-    /// The rules now in force, for tests and the log.
+    /// The rules now in force in both chains, for tests and the log.
     pub fn rules() -> Result<String> {
-        let out = Command::new("iptables").args(["-S", "ORDEAL"]).output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let mut s = String::new();
+        for chain in [CUT_CHAIN, LOSS_CHAIN] {
+            let out = Command::new("iptables").args(["-S", chain]).output()?;
+            s.push_str(&String::from_utf8_lossy(&out.stdout));
+        }
+        Ok(s)
     }
 }
 
-/// The backend in use.
-pub enum Net {
-    Netns(NetnsNet),
-    Proxy(ProxyNet),
+/// The network in use: kernel rules in our namespace, a userspace proxy, or both (netns without
+/// netem, for a run with network faults).
+pub struct Net {
+    pub kernel: Option<NetnsNet>,
+    pub proxy: Option<ProxyNet>,
+    /// Why netem cannot be used, if it cannot (None: it can, or the backend is the proxy).
+    pub netem_unavailable: Option<String>,
 }
 
 impl Net {
     pub fn name(&self) -> &'static str {
-        match self {
-            Net::Netns(_) => "netns",
-            Net::Proxy(_) => "proxy",
+        if self.kernel.is_some() {
+            "netns"
+        } else {
+            "proxy"
+        }
+    }
+
+    /// One sentence on how each network behaviour is applied in this run, for the run log and
+    /// the report.
+    pub fn network_note(&self) -> String {
+        match (&self.kernel, &self.netem_unavailable, &self.proxy) {
+            (Some(_), None, _) => {
+                "network faults: loss by iptables statistic, delay and duplication by netem on lo (kernel)".into()
+            }
+            (Some(_), Some(why), Some(_)) => format!(
+                "network faults: loss by iptables statistic (kernel); netem unavailable ({why}): delay and duplication applied by the userspace proxy, which also carries peer links and forwarded requests"
+            ),
+            (Some(_), Some(why), None) => format!(
+                "network faults: loss by iptables statistic (kernel); netem unavailable ({why}): delay and duplication skipped"
+            ),
+            (None, _, _) => {
+                "network faults: by the userspace proxy, per paxos-kv frame on peer links (lost frames dropped, duplicated frames sent twice); forwarded HTTP requests stall on loss and ignore duplication, as over TCP".into()
+            }
         }
     }
 
     pub fn cut(&self, pairs: &BTreeSet<(usize, usize)>) -> Result<()> {
-        match self {
-            Net::Netns(n) => n.cut(pairs),
-            Net::Proxy(p) => {
+        match (&self.kernel, &self.proxy) {
+            // The proxy dials from the node's own address, so the kernel rules cut it too.
+            (Some(k), _) => k.cut(pairs),
+            (None, Some(p)) => {
                 p.cut(pairs);
                 Ok(())
+            }
+            (None, None) => bail!("no network backend to cut links with"),
+        }
+    }
+
+    pub fn heal_partition(&self) -> Result<()> {
+        if let Some(p) = &self.proxy {
+            p.heal_partition();
+        }
+        match &self.kernel {
+            Some(k) => k.heal_partition(),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies a network fault to the pairs. Returns which mechanism applied it (`netem`,
+    /// `iptables`, `proxy`, or `skipped`) and a sentence saying how, for the log and history.
+    pub fn start_network(
+        &self,
+        pairs: &BTreeSet<(usize, usize)>,
+        behaviour: Behaviour,
+    ) -> Result<(&'static str, String)> {
+        let proxy_note = "applied by the userspace proxy";
+        match &self.kernel {
+            None => {
+                let p = self.proxy.as_ref().context("no network backend")?;
+                p.shape(pairs, behaviour);
+                Ok(("proxy", proxy_note.into()))
+            }
+            Some(k) => {
+                if let Behaviour::Loss { percent } = behaviour {
+                    k.loss(pairs, percent)?;
+                    return Ok((
+                        "iptables",
+                        "applied by iptables statistic (kernel; TCP retransmits lost packets)"
+                            .into(),
+                    ));
+                }
+                let netem_err = match &self.netem_unavailable {
+                    None => match k.netem(pairs, behaviour) {
+                        Ok(()) => return Ok(("netem", "applied by netem on lo (kernel)".into())),
+                        Err(e) => {
+                            // Leave nothing half-installed before falling back.
+                            let _ = k.heal_network();
+                            format!("{e:#}")
+                        }
+                    },
+                    Some(why) => why.clone(),
+                };
+                match &self.proxy {
+                    Some(p) => {
+                        p.shape(pairs, behaviour);
+                        Ok((
+                            "proxy",
+                            format!("netem unavailable ({netem_err}): {proxy_note}"),
+                        ))
+                    }
+                    None => Ok((
+                        "skipped",
+                        format!(
+                            "skipped: netem unavailable ({netem_err}) and peer links do not pass through the proxy"
+                        ),
+                    )),
+                }
             }
         }
     }
 
-    pub fn heal(&self) -> Result<()> {
-        match self {
-            Net::Netns(n) => n.heal(),
-            Net::Proxy(p) => {
-                p.heal();
-                Ok(())
-            }
+    pub fn heal_network(&self) -> Result<()> {
+        if let Some(p) = &self.proxy {
+            p.heal_network();
         }
+        match &self.kernel {
+            Some(k) => k.heal_network(),
+            None => Ok(()),
+        }
+    }
+
+    /// Undoes every fault, partitions and network faults both.
+    pub fn heal(&self) -> Result<()> {
+        let a = self.heal_partition();
+        let b = self.heal_network();
+        a.and(b)
     }
 }
 
