@@ -575,7 +575,11 @@ mod tests {
             choose_targets(Target::Leader, 3, Some(2), &mut rng),
             vec![2]
         );
-        assert_eq!(parse_nemesis("all").unwrap().len(), 3);
+        assert_eq!(parse_nemesis("all").unwrap().len(), 4);
+        assert_eq!(
+            parse_nemesis("partition,network").unwrap(),
+            vec![FaultKind::Partition, FaultKind::Network]
+        );
         assert!(parse_nemesis("flood").is_err());
         assert_eq!(
             parse_targets("majority,all").unwrap(),
@@ -588,5 +592,81 @@ mod tests {
             vec![Shape::IsolateLeader]
         );
         assert!(parse_shapes("ring").is_err());
+    }
+
+    #[test]
+    fn network_faults_pick_links_and_behaviours_from_the_seed() {
+        // One node's links, a minority's, everyone's.
+        assert_eq!(describe_links(&network_links(&[1], 3)), "n1-n2 n2-n3");
+        assert_eq!(network_links(&[0], 5).len(), 4);
+        assert_eq!(network_links(&[0, 3], 5).len(), 4 + 3);
+        assert_eq!(network_links(&[0, 1, 2, 3, 4], 5).len(), 10);
+        assert!(network_links(&[0], 1).is_empty(), "one node has no links");
+        for n in [3usize, 5] {
+            for seed in 0..20 {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                for t in ALL_TARGETS {
+                    let nodes = choose_targets(t, n, Some(0), &mut rng);
+                    let links = network_links(&nodes, n);
+                    assert!(links.iter().all(|&(a, b)| a < b && b < n));
+                    assert!(links
+                        .iter()
+                        .all(|(a, b)| nodes.contains(a) || nodes.contains(b)));
+                    // Every link touching a target is in.
+                    for &x in &nodes {
+                        assert_eq!(
+                            links.iter().filter(|(a, b)| *a == x || *b == x).count(),
+                            n - 1
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(parse_behaviours("any").unwrap().len(), 3);
+        assert_eq!(
+            parse_behaviours("loss, duplicate").unwrap(),
+            vec![BehaviourKind::Loss, BehaviourKind::Duplicate]
+        );
+        assert!(parse_behaviours("reorder").is_err());
+        let draw = |seed, kinds: &[BehaviourKind]| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            (0..50)
+                .map(|_| choose_behaviour(kinds, &mut rng))
+                .collect::<Vec<_>>()
+        };
+        let a = draw(4, &ALL_BEHAVIOURS);
+        assert_eq!(a, draw(4, &ALL_BEHAVIOURS), "same seed, same schedule");
+        assert_ne!(a, draw(5, &ALL_BEHAVIOURS));
+        for b in &a {
+            match *b {
+                Behaviour::Delay {
+                    delay_ms,
+                    jitter_ms,
+                } => {
+                    assert!((NETWORK_DELAY_MS.0..=NETWORK_DELAY_MS.1).contains(&delay_ms));
+                    assert!(jitter_ms <= delay_ms);
+                }
+                Behaviour::Loss { percent } => {
+                    assert!((NETWORK_LOSS_PERCENT.0..=NETWORK_LOSS_PERCENT.1).contains(&percent))
+                }
+                Behaviour::Duplicate { percent } => assert!((NETWORK_DUPLICATE_PERCENT.0
+                    ..=NETWORK_DUPLICATE_PERCENT.1)
+                    .contains(&percent)),
+            }
+        }
+        for kind in ALL_BEHAVIOURS {
+            assert!(
+                a.iter().any(|b| matches!(
+                    (kind, b),
+                    (BehaviourKind::Delay, Behaviour::Delay { .. })
+                        | (BehaviourKind::Loss, Behaviour::Loss { .. })
+                        | (BehaviourKind::Duplicate, Behaviour::Duplicate { .. })
+                )),
+                "{kind:?} never drawn in 50"
+            );
+        }
+        assert!(draw(1, &[BehaviourKind::Loss])
+            .iter()
+            .all(|b| matches!(b, Behaviour::Loss { .. })));
     }
 }

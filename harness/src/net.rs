@@ -326,12 +326,38 @@ pub struct ProxyLink {
 struct LinkHandle {
     from: usize,
     to: usize,
+    kind: LinkKind,
+    /// Where the proxy really listens (the plan may say port 0).
+    listen: SocketAddr,
     tx: watch::Sender<LinkState>,
+}
+
+/// What the proxy did to traffic, over the whole run, for the run log and tests.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    pub units_delayed: AtomicU64,
+    pub frames_dropped: AtomicU64,
+    pub frames_duplicated: AtomicU64,
+    /// Raw chunks held back as a lost TCP segment would be.
+    pub chunks_stalled: AtomicU64,
+}
+
+impl ProxyStats {
+    pub fn summary(&self) -> String {
+        format!(
+            "{} units delayed, {} frames dropped, {} frames duplicated, {} raw chunks stalled",
+            self.units_delayed.load(Ordering::Relaxed),
+            self.frames_dropped.load(Ordering::Relaxed),
+            self.frames_duplicated.load(Ordering::Relaxed),
+            self.chunks_stalled.load(Ordering::Relaxed)
+        )
+    }
 }
 
 pub struct ProxyNet {
     links: Vec<LinkHandle>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub stats: Arc<ProxyStats>,
 }
 
 impl ProxyNet {
@@ -339,6 +365,7 @@ impl ProxyNet {
     pub async fn start(plan: &[ProxyLink], seed: u64) -> Result<ProxyNet> {
         let mut links = Vec::with_capacity(plan.len());
         let mut tasks = Vec::with_capacity(plan.len());
+        let stats = Arc::new(ProxyStats::default());
         for (index, link) in plan.iter().enumerate() {
             assert_ne!(link.from, link.to, "a node has no link to itself");
             let listener = tokio::net::TcpListener::bind(link.listen)
@@ -352,6 +379,7 @@ impl ProxyNet {
                         link.listen
                     )
                 })?;
+            let listen = listener.local_addr().context("proxy listener address")?;
             let (tx, rx) = watch::channel(LinkState::default());
             let link_seed = seed ^ (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             tasks.push(tokio::spawn(accept_loop(
@@ -359,14 +387,21 @@ impl ProxyNet {
                 link.clone(),
                 rx,
                 link_seed,
+                stats.clone(),
             )));
             links.push(LinkHandle {
                 from: link.from,
                 to: link.to,
+                kind: link.kind,
+                listen,
                 tx,
             });
         }
-        Ok(ProxyNet { links, tasks })
+        Ok(ProxyNet {
+            links,
+            tasks,
+            stats,
+        })
     }
 
     /// Applies `f` to both directions of every pair, on every kind of link.
@@ -401,6 +436,14 @@ impl ProxyNet {
         for l in &self.links {
             l.tx.send_modify(|s| s.shaping = None);
         }
+    }
+
+    /// Where the proxy for one directed link listens.
+    pub fn listen_addr(&self, from: usize, to: usize, kind: LinkKind) -> Option<SocketAddr> {
+        self.links
+            .iter()
+            .find(|l| l.from == from && l.to == to && l.kind == kind)
+            .map(|l| l.listen)
     }
 
     /// Links still cut or shaped, as `n1->n2`, for tests and the log.
@@ -452,6 +495,7 @@ async fn accept_loop(
     link: ProxyLink,
     rx: watch::Receiver<LinkState>,
     seed: u64,
+    stats: Arc<ProxyStats>,
 ) {
     let connections = AtomicU64::new(0);
     // Bounded: the loop ends when the task is aborted at the end of the run.
@@ -465,6 +509,7 @@ async fn accept_loop(
         let link = link.clone();
         let conn = connections.fetch_add(1, Ordering::Relaxed);
         let conn_seed = seed ^ (conn + 1).wrapping_mul(0xd1b5_4a32_d192_ed03);
+        let stats = stats.clone();
         tokio::spawn(async move {
             let start_epoch = rx.borrow().epoch;
             let blocked_at_start = rx.borrow().blocked;
@@ -499,6 +544,7 @@ async fn accept_loop(
                 start_epoch,
                 framed,
                 ChaCha8Rng::seed_from_u64(conn_seed),
+                &stats,
             );
             // Replies flow back raw: paxos-kv's dialler only watches its read half for a close.
             let down = pump(
@@ -508,6 +554,7 @@ async fn accept_loop(
                 start_epoch,
                 false,
                 ChaCha8Rng::seed_from_u64(!conn_seed),
+                &stats,
             );
             // Either direction ending closes both halves.
             tokio::select! { _ = up => {}, _ = down => {} }
@@ -536,6 +583,7 @@ async fn pump<R, W>(
     start_epoch: u64,
     framed: bool,
     mut rng: ChaCha8Rng,
+    stats: &ProxyStats,
 ) where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
@@ -568,6 +616,16 @@ async fn pump<R, W>(
                             continue;
                         }
                         let (copies, delay_ms) = decide(state.shaping, &unit, &mut rng);
+                        let counter = match (copies, &state.shaping) {
+                            (0, _) => Some(&stats.frames_dropped),
+                            (2, _) => Some(&stats.frames_duplicated),
+                            (_, Some(Behaviour::Loss { .. })) if delay_ms > 0 => Some(&stats.chunks_stalled),
+                            (_, Some(Behaviour::Delay { .. })) => Some(&stats.units_delayed),
+                            _ => None,
+                        };
+                        if let Some(c) = counter {
+                            c.fetch_add(1, Ordering::Relaxed);
+                        }
                         let at = (Instant::now() + Duration::from_millis(delay_ms)).max(last_at);
                         last_at = at;
                         for _ in 0..copies {
@@ -913,3 +971,261 @@ impl Net {
 }
 
 pub type SharedNet = Arc<Net>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::{TcpListener, TcpStream};
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut f = (body.len() as u32).to_le_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    }
+
+    fn units(framer: &mut Framer) -> Vec<Unit> {
+        std::iter::from_fn(|| framer.next_unit())
+            .take(1000)
+            .collect()
+    }
+
+    #[test]
+    fn framer_cuts_whole_frames_across_reads_and_marks_the_hello() {
+        let mut bytes = frame(b"hello");
+        bytes.extend(frame(b"one"));
+        bytes.extend(frame(b""));
+        bytes.extend(frame(b"three"));
+        let mut f = Framer::new(true);
+        let mut got = Vec::new();
+        // One byte at a time: every split point inside a header or a body.
+        for b in &bytes {
+            f.push(std::slice::from_ref(b));
+            got.extend(units(&mut f));
+        }
+        let bodies: Vec<&[u8]> = got.iter().map(|u| &u.bytes[4..]).collect();
+        assert_eq!(bodies, vec![&b"hello"[..], b"one", b"", b"three"]);
+        assert!(got.iter().all(|u| u.whole_frame));
+        assert_eq!(
+            got.iter().map(|u| u.hello).collect::<Vec<_>>(),
+            vec![true, false, false, false]
+        );
+        let rejoined: Vec<u8> = got.iter().flat_map(|u| u.bytes.to_vec()).collect();
+        assert_eq!(rejoined, bytes);
+    }
+
+    #[test]
+    fn framer_treats_http_as_raw_and_passes_huge_frames_through() {
+        let mut f = Framer::new(true);
+        f.push(b"GET /kv/x HTTP/1.1\r\n\r\n");
+        let got = units(&mut f);
+        assert_eq!(got.len(), 1);
+        assert!(!got[0].whole_frame && !got[0].hello);
+        assert_eq!(&got[0].bytes[..], b"GET /kv/x HTTP/1.1\r\n\r\n");
+
+        let mut f = Framer::new(true);
+        f.push(&frame(b"hi"));
+        let big = PROXY_FRAME_MAX_BYTES + 10;
+        f.push(&(big as u32).to_le_bytes());
+        f.push(&vec![7u8; 1000]);
+        let got = units(&mut f);
+        assert_eq!(
+            got.len(),
+            3,
+            "hello, the big frame's header, its first bytes"
+        );
+        assert!(got[0].whole_frame && got[0].hello);
+        assert!(got[1..].iter().all(|u| !u.whole_frame));
+        f.push(&vec![7u8; big - 1000]);
+        f.push(&frame(b"after"));
+        let got = units(&mut f);
+        let passed: usize = got[..got.len() - 1].iter().map(|u| u.bytes.len()).sum();
+        assert_eq!(passed, big - 1000);
+        let last = got.last().unwrap();
+        assert!(last.whole_frame && !last.hello);
+        assert_eq!(&last.bytes[4..], b"after");
+
+        let mut f = Framer::new(false);
+        f.push(&frame(b"x"));
+        assert!(
+            !units(&mut f)[0].whole_frame,
+            "forward links are never framed"
+        );
+    }
+
+    #[test]
+    fn decisions_follow_the_behaviour() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let frame_unit = Unit {
+            bytes: Bytes::from_static(b"\x01\0\0\0x"),
+            whole_frame: true,
+            hello: false,
+        };
+        let hello = Unit {
+            hello: true,
+            ..frame_unit.clone()
+        };
+        let raw = Unit {
+            whole_frame: false,
+            ..frame_unit.clone()
+        };
+        let all_lost = Some(Behaviour::Loss { percent: 100 });
+        let all_dup = Some(Behaviour::Duplicate { percent: 100 });
+        assert_eq!(decide(all_lost, &frame_unit, &mut rng), (0, 0));
+        // Never dropped, the hello is held back as a retransmitted segment would be.
+        assert_eq!(
+            decide(all_lost, &hello, &mut rng),
+            (1, PROXY_RETRANSMIT_STALL_MS)
+        );
+        assert_eq!(
+            decide(all_lost, &raw, &mut rng),
+            (1, PROXY_RETRANSMIT_STALL_MS)
+        );
+        assert_eq!(decide(all_dup, &frame_unit, &mut rng), (2, 0));
+        assert_eq!(decide(all_dup, &hello, &mut rng), (1, 0));
+        assert_eq!(decide(all_dup, &raw, &mut rng), (1, 0));
+        assert_eq!(decide(None, &frame_unit, &mut rng), (1, 0));
+        let delay = Some(Behaviour::Delay {
+            delay_ms: 100,
+            jitter_ms: 20,
+        });
+        let delays: Vec<u64> = (0..500)
+            .map(|_| decide(delay, &frame_unit, &mut rng).1)
+            .collect();
+        assert!(delays.iter().all(|d| (80..=120).contains(d)), "{delays:?}");
+        assert!(delays.iter().any(|&d| d < 95) && delays.iter().any(|&d| d > 105));
+        // Partial loss: some frames go, some do not, and the seed decides which.
+        let half = Some(Behaviour::Loss { percent: 50 });
+        let run = |seed| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            (0..200)
+                .map(|_| decide(half, &frame_unit, &mut rng).0)
+                .collect::<Vec<_>>()
+        };
+        let a = run(9);
+        assert_eq!(a, run(9), "same seed, same decisions");
+        let lost = a.iter().filter(|&&c| c == 0).count();
+        assert!((50..150).contains(&lost), "{lost} of 200 lost at 50%");
+    }
+
+    /// A proxy for two links, 0 -> 1 and 2 -> 1, both to one receiver; returns the proxy, the
+    /// receiver's listener and the two proxy addresses.
+    async fn two_links() -> (ProxyNet, TcpListener, SocketAddr, SocketAddr) {
+        let receiver = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = receiver.local_addr().unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let link = |from| ProxyLink {
+            from,
+            to: 1,
+            kind: LinkKind::Peer,
+            listen: any,
+            target,
+            source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        };
+        let proxy = ProxyNet::start(&[link(0), link(2)], 5).await.unwrap();
+        let a = proxy.listen_addr(0, 1, LinkKind::Peer).unwrap();
+        let b = proxy.listen_addr(2, 1, LinkKind::Peer).unwrap();
+        (proxy, receiver, a, b)
+    }
+
+    async fn read_frame(s: &mut TcpStream) -> Vec<u8> {
+        let mut len = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut len))
+            .await
+            .expect("a frame within 10 s")
+            .unwrap();
+        let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+        s.read_exact(&mut body).await.unwrap();
+        body
+    }
+
+    #[tokio::test]
+    async fn a_delayed_link_delivers_after_an_undelayed_one() {
+        let (proxy, receiver, a, b) = two_links().await;
+        let delay_ms = 300;
+        proxy.shape(
+            &[(0, 1)].into_iter().collect(),
+            Behaviour::Delay {
+                delay_ms,
+                jitter_ms: 0,
+            },
+        );
+        let mut slow = TcpStream::connect(a).await.unwrap();
+        let (mut slow_in, _) = receiver.accept().await.unwrap();
+        let mut fast = TcpStream::connect(b).await.unwrap();
+        let (mut fast_in, _) = receiver.accept().await.unwrap();
+        let sent = Instant::now();
+        slow.write_all(&frame(b"slow")).await.unwrap();
+        fast.write_all(&frame(b"fast")).await.unwrap();
+        // Whichever arrives first: the undelayed frame must, and the delayed one not before
+        // its delay has passed.
+        let first = tokio::select! {
+            f = read_frame(&mut slow_in) => f,
+            f = read_frame(&mut fast_in) => f,
+        };
+        assert_eq!(first, b"fast");
+        assert_eq!(read_frame(&mut slow_in).await, b"slow");
+        assert!(sent.elapsed() >= Duration::from_millis(delay_ms));
+        // Healed, it delivers at once again: a later frame overtakes nothing and arrives.
+        proxy.heal_network();
+        assert!(proxy.faulty_links().is_empty());
+        slow.write_all(&frame(b"again")).await.unwrap();
+        assert_eq!(read_frame(&mut slow_in).await, b"again");
+    }
+
+    #[tokio::test]
+    async fn full_loss_delivers_no_frame_and_duplication_delivers_twice() {
+        let (proxy, receiver, a, _) = two_links().await;
+        let link: BTreeSet<(usize, usize)> = [(0, 1)].into_iter().collect();
+        let mut out = TcpStream::connect(a).await.unwrap();
+        let (mut inn, _) = receiver.accept().await.unwrap();
+        proxy.shape(&link, Behaviour::Loss { percent: 100 });
+        out.write_all(&frame(b"hello")).await.unwrap();
+        for i in 0..50u32 {
+            out.write_all(&frame(&i.to_le_bytes())).await.unwrap();
+        }
+        // The hello survives (it is never dropped); wait for it so the losses were decided
+        // under the lossy state before the heal.
+        assert_eq!(read_frame(&mut inn).await, b"hello");
+        // Heal only once the proxy has decided about all 50 (bounded wait).
+        for _ in 0..500 {
+            if proxy.stats.frames_dropped.load(Ordering::Relaxed) >= 50 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(proxy.stats.frames_dropped.load(Ordering::Relaxed), 50);
+        proxy.heal_network();
+        out.write_all(&frame(b"marker")).await.unwrap();
+        // The stream is in order, so anything not lost would arrive before the marker.
+        assert_eq!(read_frame(&mut inn).await, b"marker");
+
+        proxy.shape(&link, Behaviour::Duplicate { percent: 100 });
+        out.write_all(&frame(b"twice")).await.unwrap();
+        assert_eq!(read_frame(&mut inn).await, b"twice");
+        assert_eq!(read_frame(&mut inn).await, b"twice");
+        assert_eq!(proxy.stats.frames_duplicated.load(Ordering::Relaxed), 1);
+        proxy.heal_network();
+        out.write_all(&frame(b"once")).await.unwrap();
+        assert_eq!(read_frame(&mut inn).await, b"once");
+    }
+
+    #[tokio::test]
+    async fn partition_and_network_heal_separately() {
+        let (proxy, _receiver, _, _) = two_links().await;
+        let both: BTreeSet<(usize, usize)> = [(0, 1), (1, 2)].into_iter().collect();
+        proxy.cut(&[(0, 1)].into_iter().collect());
+        proxy.shape(&both, Behaviour::Loss { percent: 10 });
+        assert_eq!(proxy.faulty_links(), vec!["n1->n2", "n3->n2"]);
+        proxy.heal_network();
+        assert_eq!(proxy.faulty_links(), vec!["n1->n2"], "the cut stays");
+        proxy.shape(&both, Behaviour::Loss { percent: 10 });
+        proxy.heal_partition();
+        assert_eq!(
+            proxy.faulty_links(),
+            vec!["n1->n2", "n3->n2"],
+            "the loss stays"
+        );
+        proxy.heal_network();
+        assert!(proxy.faulty_links().is_empty());
+    }
+}

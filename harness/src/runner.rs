@@ -789,6 +789,10 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
     if let Err(e) = &heal_result {
         tracing::error!("healing the network: {e:#}");
     }
+    let proxy_stats = net.proxy.as_ref().map(|p| p.stats.summary());
+    if let Some(s) = &proxy_stats {
+        tracing::info!("userspace proxy: {s}");
+    }
     if let Err(e) = &proc_heal {
         tracing::error!("restarting nodes: {e:#}");
     }
@@ -839,6 +843,7 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
         "history_bytes": write_bytes,
         "history_file": !args.no_history_file,
         "interrupted": interrupted,
+        "proxy_stats": proxy_stats,
     });
     tracing::info!(
         "main phase: {ops_main} ops in {:.1}s = {throughput:.0} ops/s",
