@@ -343,6 +343,16 @@ pub struct ProxyStats {
 }
 
 impl ProxyStats {
+    /// The counters by name, for results.json.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "units_delayed": self.units_delayed.load(Ordering::Relaxed),
+            "frames_dropped": self.frames_dropped.load(Ordering::Relaxed),
+            "frames_duplicated": self.frames_duplicated.load(Ordering::Relaxed),
+            "chunks_stalled": self.chunks_stalled.load(Ordering::Relaxed),
+        })
+    }
+
     pub fn summary(&self) -> String {
         format!(
             "{} units delayed, {} frames dropped, {} frames duplicated, {} raw chunks stalled",

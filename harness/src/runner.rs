@@ -789,10 +789,10 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
     if let Err(e) = &heal_result {
         tracing::error!("healing the network: {e:#}");
     }
-    let proxy_stats = net.proxy.as_ref().map(|p| p.stats.summary());
-    if let Some(s) = &proxy_stats {
-        tracing::info!("userspace proxy: {s}");
-    }
+    let proxy_stats = net.proxy.as_ref().map(|p| {
+        tracing::info!("userspace proxy: {}", p.stats.summary());
+        p.stats.to_json()
+    });
     if let Err(e) = &proc_heal {
         tracing::error!("restarting nodes: {e:#}");
     }

@@ -426,3 +426,62 @@ fn end_to_end_verdicts_against_the_fake_store() {
     assert_eq!(lin["verdict"], "invalid");
     let _ = std::fs::remove_dir_all(&results);
 }
+
+/// The real store, built next to `ordeal` by `cargo test --workspace` / `make test`.
+fn real_store() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_BIN_EXE_ordeal")).with_file_name("paxos-kv");
+    p.is_file().then_some(p)
+}
+
+#[test]
+fn network_faults_against_the_real_store_are_valid() {
+    let Some(store) = real_store() else {
+        // `cargo test -p ordeal` alone does not build the store; `make test` does.
+        eprintln!("skipping: no paxos-kv next to ordeal (run cargo test --workspace)");
+        return;
+    };
+    let results = temp_dir("net-real");
+    // The proxy backend on any machine: whole paxos-kv frames dropped and repeated. Seed 2's
+    // schedule: duplication on one node's links, then loss on a majority's.
+    let status = Command::new(env!("CARGO_BIN_EXE_ordeal"))
+        .args(["test", "--no-progress", "--workload", "register"])
+        .args(["--nemesis", "network", "--net", "proxy", "--seed", "2"])
+        .args(["--nemesis-interval-ms", "500-800"])
+        .args(["--nemesis-hold-ms", "1500-2000"])
+        .args(["--time-limit", "8", "--rate", "300", "--concurrency", "8"])
+        .args(["--recovery-s", "1"])
+        .arg("--store-bin")
+        .arg(&store)
+        .arg("--results")
+        .arg(&results)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run ordeal");
+    let latest = results.join("latest");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(latest.join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(r["verdict"], "valid", "{r:#}");
+    assert_eq!(status.code(), Some(0));
+    let faults: Vec<&str> = r["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["label"].as_str().unwrap())
+        .collect();
+    assert!(
+        faults.iter().any(|l| l.starts_with("network duplicate"))
+            && faults.iter().any(|l| l.starts_with("network loss")),
+        "{faults:?}"
+    );
+    // The proxy really dropped and repeated frames.
+    let stats = &r["run"]["proxy_stats"];
+    assert!(
+        stats["frames_dropped"].as_u64().unwrap() > 0
+            && stats["frames_duplicated"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+    let _ = std::fs::remove_dir_all(&results);
+}
