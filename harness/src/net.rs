@@ -147,6 +147,8 @@ pub const PROXY_DRAIN_MS: u64 = 2000;
 pub const PROXY_READ_CHUNK_BYTES: usize = 32 << 10;
 /// How long the proxy waits to connect to a node before giving up on the connection.
 pub const PROXY_CONNECT_TIMEOUT_MS: u64 = 2000;
+/// How long data the proxy sent may stay unacknowledged before its connection fails.
+pub const PROXY_USER_TIMEOUT_MS: u64 = 1000;
 
 /// One piece of a stream the proxy decides about.
 #[derive(Clone, Debug, PartialEq)]
@@ -485,6 +487,26 @@ async fn connect_from(source_ip: IpAddr, target: SocketAddr) -> Option<tokio::ne
     .ok()?;
     if let Err(e) = socket.bind(SocketAddr::new(source_ip, 0)) {
         tracing::debug!("proxy: cannot bind {source_ip}: {e}; dialling from any address");
+    }
+    // As paxos-kv does on its own links: when kernel rules cut this connection (netns backend),
+    // fail it after a second of unacknowledged data instead of retransmitting for minutes, so
+    // that both ends redial promptly after the heal.
+    let ms = PROXY_USER_TIMEOUT_MS as libc::c_int;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            &ms as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(
+            "proxy: TCP_USER_TIMEOUT: {}",
+            std::io::Error::last_os_error()
+        );
     }
     match tokio::time::timeout(
         Duration::from_millis(PROXY_CONNECT_TIMEOUT_MS),
