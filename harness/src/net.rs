@@ -139,6 +139,9 @@ pub const PROXY_FRAME_MAX_BYTES: usize = 16 << 20;
 pub const PROXY_HELLO_MAX_BYTES: usize = 64 << 10;
 /// Units (frames or chunks) waiting for their delivery time, per direction of a connection.
 pub const PROXY_QUEUE_UNITS: usize = 4096;
+/// Bytes waiting for their delivery time, per direction of a connection; the reader waits (and
+/// TCP pushes back on the sender) beyond that. A larger unit waits for the whole budget.
+pub const PROXY_QUEUE_BYTES: usize = 32 << 20;
 /// What one lost segment costs a TCP stream: the retransmission after about the minimum RTO.
 pub const PROXY_RETRANSMIT_STALL_MS: u64 = 200;
 /// How long a connection whose sender closed keeps delivering what it already delayed.
@@ -620,13 +623,16 @@ async fn pump<R, W>(
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
-    let (tx, mut queue) = mpsc::channel::<(Instant, Bytes)>(PROXY_QUEUE_UNITS);
+    type Queued = (Instant, Bytes, tokio::sync::OwnedSemaphorePermit);
+    let (tx, mut queue) = mpsc::channel::<Queued>(PROXY_QUEUE_UNITS);
+    let budget = Arc::new(tokio::sync::Semaphore::new(PROXY_QUEUE_BYTES));
     let writer = async move {
-        while let Some((at, bytes)) = queue.recv().await {
+        while let Some((at, bytes, permit)) = queue.recv().await {
             tokio::time::sleep_until(at).await;
             if to.write_all(&bytes).await.is_err() {
                 return;
             }
+            drop(permit);
         }
     };
     let reader = async move {
@@ -661,7 +667,11 @@ async fn pump<R, W>(
                         let at = (Instant::now() + Duration::from_millis(delay_ms)).max(last_at);
                         last_at = at;
                         for _ in 0..copies {
-                            if tx.send((at, unit.bytes.clone())).await.is_err() {
+                            let cost = unit.bytes.len().clamp(1, PROXY_QUEUE_BYTES) as u32;
+                            let Ok(permit) = budget.clone().acquire_many_owned(cost).await else {
+                                return ReadEnd::Abort;
+                            };
+                            if tx.send((at, unit.bytes.clone(), permit)).await.is_err() {
                                 return ReadEnd::Abort;
                             }
                         }
