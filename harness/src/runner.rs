@@ -600,7 +600,10 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
         },
         netem_unavailable,
     });
-    let net_note = if kinds.contains(&nemesis::FaultKind::Network) {
+    let net_note = if kinds.contains(&nemesis::FaultKind::Network) && args.nodes < 2 {
+        eprintln!("ordeal test: one node has no links: the network fault will inject nothing");
+        format!("{net_note}; network faults: none (one node has no links)")
+    } else if kinds.contains(&nemesis::FaultKind::Network) {
         format!("{net_note}; {}", net.network_note())
     } else {
         net_note
