@@ -36,6 +36,8 @@ pub struct TestSpec {
     pub nemesis_hold_ms: Option<String>,
     pub nemesis_targets: Option<String>,
     pub partition_shapes: Option<String>,
+    /// The network fault's behaviours: `any` or a comma list of delay, loss, duplicate.
+    pub network_behaviours: Option<String>,
     pub op_timeout_ms: Option<u64>,
     pub recovery_s: Option<u64>,
     pub ops_per_key: Option<u64>,
@@ -95,6 +97,7 @@ impl TestSpec {
         push("--nemesis-hold-ms", pick!(self, d, nemesis_hold_ms));
         push("--nemesis-targets", pick!(self, d, nemesis_targets));
         push("--partition-shapes", pick!(self, d, partition_shapes));
+        push("--network-behaviours", pick!(self, d, network_behaviours));
         push(
             "--op-timeout-ms",
             pick!(self, d, op_timeout_ms).map(|v| v.to_string()),

@@ -212,6 +212,7 @@ fn fault_end_for(f: &str) -> Option<&'static str> {
         "pause" => Some("resume"),
         "kill" => Some("start"),
         "start-partition" => Some("stop-partition"),
+        "start-network" => Some("stop-network"),
         _ => None,
     }
 }
@@ -237,11 +238,17 @@ pub fn fault_intervals(events: &[Event]) -> Vec<FaultInterval> {
             };
             let label = if e.f == "start-partition" {
                 format!("partition {}", label.split(' ').next().unwrap_or(""))
+            } else if e.f == "start-network" {
+                // The first item says what and how: `delay 80ms ±16ms via proxy`.
+                match &e.value {
+                    Value::List(items) if !items.is_empty() => format!("network {}", items[0]),
+                    _ => "network".to_string(),
+                }
             } else {
                 format!("{} {label}", e.f)
             };
             open.insert(e.f.clone(), (label, e.time));
-        } else if let Some(start_f) = ["pause", "kill", "start-partition"]
+        } else if let Some(start_f) = ["pause", "kill", "start-partition", "start-network"]
             .into_iter()
             .find(|f| fault_end_for(f) == Some(e.f.as_str()))
         {
@@ -431,6 +438,24 @@ mod tests {
         let (s, counts) = stats(&h);
         assert_eq!(s.verdict, Verdict::Valid);
         assert_eq!(counts["write"].fail, 1);
+
+        // A network fault overlapping a kill: two intervals, labelled by what and how.
+        let mut start_net = ev(Process::Nemesis, EventType::Info, "start-network", 15);
+        start_net.value = Value::List(vec![
+            Value::Str("loss 20% via iptables".into()),
+            Value::Str("n1-n2".into()),
+        ]);
+        let h = History::new(vec![
+            ev(Process::Nemesis, EventType::Info, "kill", 10),
+            start_net,
+            ev(Process::Nemesis, EventType::Info, "start", 20),
+            ev(Process::Nemesis, EventType::Info, "stop-network", 30),
+        ]);
+        let faults = fault_intervals(&h.events);
+        assert_eq!(faults.len(), 2);
+        assert_eq!(faults[1].f, "start-network");
+        assert_eq!(faults[1].label, "network loss 20% via iptables");
+        assert_eq!((faults[1].start_ns, faults[1].end_ns), (15, 30));
     }
 
     #[test]

@@ -73,6 +73,10 @@ impl NodeAddr {
 pub struct Layout {
     pub nodes: Vec<NodeAddr>,
     pub peer_target: Vec<Vec<SocketAddr>>,
+    /// With the userspace proxy: `forward_target[i][j]` is where node `i` sends the client
+    /// requests it forwards to node `j` (`paxos-kv --peer-clients`), a proxy too, so that cuts
+    /// and network faults apply to forwarding as well. None: nodes forward directly.
+    pub forward_target: Option<Vec<Vec<SocketAddr>>>,
 }
 
 /// The IP of node `id` (1-based): 127.0.0.(10+id), so that the harness itself (127.0.0.1) is
@@ -217,6 +221,20 @@ impl Cluster {
             "--data-dir".into(),
             n.data_dir.display().to_string(),
         ];
+        if let Some(forward) = &self.layout.forward_target {
+            let targets: Vec<String> = self
+                .layout
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(j, other)| format!("{}={}", other.id, forward[i][j]))
+                .collect();
+            if !targets.is_empty() {
+                args.push("--peer-clients".into());
+                args.push(targets.join(","));
+            }
+        }
         if let Some(bug) = &self.bug {
             args.push("--bug".into());
             args.push(bug.clone());

@@ -2,7 +2,7 @@
 //! events (start, then stop) and always undone.
 
 use crate::cluster::Cluster;
-use crate::net::Net;
+use crate::net::{Behaviour, Net};
 use crate::record::Recorder;
 use anyhow::{bail, Result};
 use ordeal_checker::{Event, EventType, Process, Value};
@@ -20,20 +20,28 @@ pub enum FaultKind {
     Pause,
     Kill,
     Partition,
+    /// Packet delay, loss or duplication on chosen links.
+    Network,
 }
 
-/// Parses `--nemesis`: `none`, `all`, or a comma list of pause, kill, partition.
+/// Parses `--nemesis`: `none`, `all`, or a comma list of pause, kill, partition, network.
 pub fn parse_nemesis(s: &str) -> Result<Vec<FaultKind>> {
     let mut kinds = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part {
             "none" => {}
-            "all" => kinds.extend([FaultKind::Pause, FaultKind::Kill, FaultKind::Partition]),
+            "all" => kinds.extend([
+                FaultKind::Pause,
+                FaultKind::Kill,
+                FaultKind::Partition,
+                FaultKind::Network,
+            ]),
             "pause" => kinds.push(FaultKind::Pause),
             "kill" => kinds.push(FaultKind::Kill),
             "partition" => kinds.push(FaultKind::Partition),
+            "network" => kinds.push(FaultKind::Network),
             other => bail!(
-                "--nemesis: unknown fault {other:?}; expected none, all, pause, kill, partition"
+                "--nemesis: unknown fault {other:?}; expected none, all, pause, kill, partition, network"
             ),
         }
     }
@@ -120,6 +128,93 @@ pub fn parse_shapes(s: &str) -> Result<Vec<Shape>> {
             })
         })
         .collect()
+}
+
+/// The behaviours the `network` fault may pick from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BehaviourKind {
+    Delay,
+    Loss,
+    Duplicate,
+}
+
+pub const ALL_BEHAVIOURS: [BehaviourKind; 3] = [
+    BehaviourKind::Delay,
+    BehaviourKind::Loss,
+    BehaviourKind::Duplicate,
+];
+
+/// Parses `--network-behaviours`: `any` or a comma list of delay, loss, duplicate.
+pub fn parse_behaviours(s: &str) -> Result<Vec<BehaviourKind>> {
+    if s == "any" {
+        return Ok(ALL_BEHAVIOURS.to_vec());
+    }
+    s.split(',')
+        .map(|t| match t.trim() {
+            "delay" => Ok(BehaviourKind::Delay),
+            "loss" => Ok(BehaviourKind::Loss),
+            "duplicate" => Ok(BehaviourKind::Duplicate),
+            other => bail!(
+                "--network-behaviours: unknown behaviour {other:?}; expected any or delay, loss, duplicate"
+            ),
+        })
+        .collect()
+}
+
+/// Mean one-way delay of a `delay` fault, drawn uniformly from this range. Around the store's
+/// election timeout (150-300 ms), so that some delays cost leadership and some do not.
+pub const NETWORK_DELAY_MS: (u64, u64) = (20, 200);
+/// Jitter of a `delay` fault, as a fraction of its mean (Jepsen's default is 10 ms on 50 ms).
+pub const NETWORK_JITTER_FRACTION: f64 = 0.2;
+/// Probability of losing a message, in percent.
+pub const NETWORK_LOSS_PERCENT: (u32, u32) = (10, 50);
+/// Probability of duplicating a message, in percent.
+pub const NETWORK_DUPLICATE_PERCENT: (u32, u32) = (10, 50);
+
+/// Draws one behaviour and its parameters.
+pub fn choose_behaviour(kinds: &[BehaviourKind], rng: &mut ChaCha8Rng) -> Behaviour {
+    match *kinds
+        .choose(rng)
+        .expect("--network-behaviours parses to at least one")
+    {
+        BehaviourKind::Delay => {
+            let delay_ms = rng.gen_range(NETWORK_DELAY_MS.0..=NETWORK_DELAY_MS.1);
+            Behaviour::Delay {
+                delay_ms,
+                jitter_ms: (delay_ms as f64 * NETWORK_JITTER_FRACTION).round() as u64,
+            }
+        }
+        BehaviourKind::Loss => Behaviour::Loss {
+            percent: rng.gen_range(NETWORK_LOSS_PERCENT.0..=NETWORK_LOSS_PERCENT.1),
+        },
+        BehaviourKind::Duplicate => Behaviour::Duplicate {
+            percent: rng.gen_range(NETWORK_DUPLICATE_PERCENT.0..=NETWORK_DUPLICATE_PERCENT.1),
+        },
+    }
+}
+
+/// The undirected links a network fault on `nodes` affects: every link with at least one end
+/// among them (all links when every node is targeted).
+pub fn network_links(nodes: &[usize], n: usize) -> BTreeSet<(usize, usize)> {
+    let mut links = BTreeSet::new();
+    for a in 0..n {
+        for b in (a + 1)..n {
+            if nodes.contains(&a) || nodes.contains(&b) {
+                links.insert((a, b));
+            }
+        }
+    }
+    links
+}
+
+/// Names links as people read them: `n1-n2 n1-n3`.
+pub fn describe_links(links: &BTreeSet<(usize, usize)>) -> String {
+    links
+        .iter()
+        .map(|(a, b)| format!("n{}-n{}", a + 1, b + 1))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The nodes (indices) a process fault hits.
@@ -225,6 +320,8 @@ pub struct NemesisConfig {
     pub targets: Vec<Target>,
     /// Which partition shapes may be used.
     pub shapes: Vec<Shape>,
+    /// Which behaviours the network fault may use.
+    pub behaviours: Vec<BehaviourKind>,
 }
 
 /// The fault being held now, for undoing it.
@@ -232,6 +329,9 @@ enum Active {
     Paused(Vec<usize>),
     Killed(Vec<usize>),
     Partitioned,
+    Network,
+    /// Nothing was done (a network fault on a one-node cluster).
+    Nothing,
 }
 
 pub struct Nemesis {
@@ -334,6 +434,44 @@ impl Nemesis {
                     self.set_current(&format!("partition {label}"));
                     Active::Partitioned
                 }
+                FaultKind::Network => {
+                    let target = *self
+                        .config
+                        .targets
+                        .choose(&mut rng)
+                        .expect("--nemesis-targets parses to at least one target");
+                    let nodes = choose_targets(target, n, leader, &mut rng);
+                    let links = network_links(&nodes, n);
+                    let behaviour = choose_behaviour(&self.config.behaviours, &mut rng);
+                    if links.is_empty() {
+                        // One node has no links; say so instead of recording a fault that is not.
+                        tracing::info!(
+                            "network {}: no links to shape among {n} node(s)",
+                            behaviour.describe()
+                        );
+                        Active::Nothing
+                    } else {
+                        let (via, how) = self.net.start_network(&links, behaviour)?;
+                        let desc = behaviour.describe();
+                        let link_text = describe_links(&links);
+                        tracing::info!(
+                            "network {desc} on {link_text} ({target:?} {}): {how}",
+                            names(&nodes)
+                        );
+                        self.record(
+                            "start-network",
+                            Value::List(vec![
+                                Value::Str(format!("{desc} via {via}")),
+                                Value::Str(link_text),
+                                Value::Str(format!("{target:?}").to_lowercase()),
+                                names(&nodes),
+                                Value::Str(how),
+                            ]),
+                        );
+                        self.set_current(&format!("network {desc} via {via}"));
+                        Active::Network
+                    }
+                }
             };
             let stopped = sleep_or_stop(&mut stop, hold_ms).await;
             self.undo(active).await?;
@@ -364,9 +502,14 @@ impl Nemesis {
                 self.record("start", names(&nodes));
             }
             Active::Partitioned => {
-                self.net.heal()?;
+                self.net.heal_partition()?;
                 self.record("stop-partition", Value::Null);
             }
+            Active::Network => {
+                self.net.heal_network()?;
+                self.record("stop-network", Value::Null);
+            }
+            Active::Nothing => {}
         }
         Ok(())
     }
@@ -432,7 +575,11 @@ mod tests {
             choose_targets(Target::Leader, 3, Some(2), &mut rng),
             vec![2]
         );
-        assert_eq!(parse_nemesis("all").unwrap().len(), 3);
+        assert_eq!(parse_nemesis("all").unwrap().len(), 4);
+        assert_eq!(
+            parse_nemesis("partition,network").unwrap(),
+            vec![FaultKind::Partition, FaultKind::Network]
+        );
         assert!(parse_nemesis("flood").is_err());
         assert_eq!(
             parse_targets("majority,all").unwrap(),
@@ -445,5 +592,81 @@ mod tests {
             vec![Shape::IsolateLeader]
         );
         assert!(parse_shapes("ring").is_err());
+    }
+
+    #[test]
+    fn network_faults_pick_links_and_behaviours_from_the_seed() {
+        // One node's links, a minority's, everyone's.
+        assert_eq!(describe_links(&network_links(&[1], 3)), "n1-n2 n2-n3");
+        assert_eq!(network_links(&[0], 5).len(), 4);
+        assert_eq!(network_links(&[0, 3], 5).len(), 4 + 3);
+        assert_eq!(network_links(&[0, 1, 2, 3, 4], 5).len(), 10);
+        assert!(network_links(&[0], 1).is_empty(), "one node has no links");
+        for n in [3usize, 5] {
+            for seed in 0..20 {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                for t in ALL_TARGETS {
+                    let nodes = choose_targets(t, n, Some(0), &mut rng);
+                    let links = network_links(&nodes, n);
+                    assert!(links.iter().all(|&(a, b)| a < b && b < n));
+                    assert!(links
+                        .iter()
+                        .all(|(a, b)| nodes.contains(a) || nodes.contains(b)));
+                    // Every link touching a target is in.
+                    for &x in &nodes {
+                        assert_eq!(
+                            links.iter().filter(|(a, b)| *a == x || *b == x).count(),
+                            n - 1
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(parse_behaviours("any").unwrap().len(), 3);
+        assert_eq!(
+            parse_behaviours("loss, duplicate").unwrap(),
+            vec![BehaviourKind::Loss, BehaviourKind::Duplicate]
+        );
+        assert!(parse_behaviours("reorder").is_err());
+        let draw = |seed, kinds: &[BehaviourKind]| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            (0..50)
+                .map(|_| choose_behaviour(kinds, &mut rng))
+                .collect::<Vec<_>>()
+        };
+        let a = draw(4, &ALL_BEHAVIOURS);
+        assert_eq!(a, draw(4, &ALL_BEHAVIOURS), "same seed, same schedule");
+        assert_ne!(a, draw(5, &ALL_BEHAVIOURS));
+        for b in &a {
+            match *b {
+                Behaviour::Delay {
+                    delay_ms,
+                    jitter_ms,
+                } => {
+                    assert!((NETWORK_DELAY_MS.0..=NETWORK_DELAY_MS.1).contains(&delay_ms));
+                    assert!(jitter_ms <= delay_ms);
+                }
+                Behaviour::Loss { percent } => {
+                    assert!((NETWORK_LOSS_PERCENT.0..=NETWORK_LOSS_PERCENT.1).contains(&percent))
+                }
+                Behaviour::Duplicate { percent } => assert!((NETWORK_DUPLICATE_PERCENT.0
+                    ..=NETWORK_DUPLICATE_PERCENT.1)
+                    .contains(&percent)),
+            }
+        }
+        for kind in ALL_BEHAVIOURS {
+            assert!(
+                a.iter().any(|b| matches!(
+                    (kind, b),
+                    (BehaviourKind::Delay, Behaviour::Delay { .. })
+                        | (BehaviourKind::Loss, Behaviour::Loss { .. })
+                        | (BehaviourKind::Duplicate, Behaviour::Duplicate { .. })
+                )),
+                "{kind:?} never drawn in 50"
+            );
+        }
+        assert!(draw(1, &[BehaviourKind::Loss])
+            .iter()
+            .all(|b| matches!(b, Behaviour::Loss { .. })));
     }
 }

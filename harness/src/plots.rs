@@ -60,6 +60,7 @@ fn fault_colour(f: &str) -> RGBAColor {
     match f {
         "pause" => RGBColor(255, 215, 0).mix(0.18),
         "kill" => RGBColor(214, 39, 40).mix(0.15),
+        "start-network" => RGBColor(31, 119, 180).mix(0.15),
         _ => RGBColor(44, 160, 44).mix(0.15),
     }
 }

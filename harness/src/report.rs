@@ -102,15 +102,7 @@ h2{{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}}
         a.rate,
         a.concurrency,
         config.seed,
-        esc(&format!(
-            "{}{}",
-            config.net_note,
-            if config.net == "proxy" {
-                "; the proxy carries peer links only, so a node forwarding a client request to the leader's client port is not cut"
-            } else {
-                ""
-            }
-        )),
+        esc(&config.net_note),
         esc(&config.store_bin.display().to_string()),
         a.bug.as_ref().map(|b| format!(" with <code>--bug {}</code>", esc(b))).unwrap_or_default(),
         esc(&config.started_at),

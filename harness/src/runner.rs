@@ -4,7 +4,7 @@
 use crate::checks::{self, CheckOutcome};
 use crate::cluster::{self, Cluster, Layout, NodeAddr};
 use crate::nemesis::{self, Nemesis, NemesisConfig};
-use crate::net::{self, Net, NetChoice, NetnsNet, ProxyNet};
+use crate::net::{self, LinkKind, Net, NetChoice, NetnsNet, ProxyLink, ProxyNet};
 use crate::record::{self, Recorder};
 use crate::report;
 use anyhow::{bail, Context, Result};
@@ -26,7 +26,7 @@ pub struct TestArgs {
     /// register | kv | list-append | rw-register | bank
     #[arg(long, default_value = "register")]
     pub workload: String,
-    /// none | all | a comma list of pause, kill, partition
+    /// none | all | a comma list of pause, kill, partition, network
     #[arg(long, default_value = "none")]
     pub nemesis: String,
     #[arg(long, default_value_t = 3)]
@@ -72,6 +72,10 @@ pub struct TestArgs {
     /// majorities-ring, bridge.
     #[arg(long, default_value = "any")]
     pub partition_shapes: String,
+    /// What the network fault does: `any` or a comma list of delay, loss, duplicate.
+    #[arg(long, default_value = "any")]
+    #[serde(default = "default_any")]
+    pub network_behaviours: String,
     /// Quiet time after healing before the final reads.
     #[arg(long, default_value_t = 3)]
     pub recovery_s: u64,
@@ -109,6 +113,10 @@ pub struct RunConfig {
     pub layout: serde_json::Value,
     pub started_at: String,
     pub ordeal_version: String,
+}
+
+fn default_any() -> String {
+    "any".into()
 }
 
 fn default_consistency() -> String {
@@ -152,6 +160,7 @@ impl TestArgs {
         }
         nemesis::parse_targets(&self.nemesis_targets)?;
         nemesis::parse_shapes(&self.partition_shapes)?;
+        nemesis::parse_behaviours(&self.network_behaviours)?;
         parse_range(&self.nemesis_interval_ms, "--nemesis-interval-ms")?;
         parse_range(&self.nemesis_hold_ms, "--nemesis-hold-ms")?;
         Ok(())
@@ -188,6 +197,12 @@ impl TestArgs {
         }
         if self.partition_shapes != "any" {
             c.push_str(&format!(" --partition-shapes {}", self.partition_shapes));
+        }
+        if self.network_behaviours != "any" {
+            c.push_str(&format!(
+                " --network-behaviours {}",
+                self.network_behaviours
+            ));
         }
         if let Some(k) = self.ops_per_key {
             c.push_str(&format!(" --ops-per-key {k}"));
@@ -266,15 +281,21 @@ fn update_latest(results: &Path, run_dir: &Path) {
     }
 }
 
-/// Picks addresses for every node (and every proxy link) that are free right now.
-fn plan_layout(n: usize, net: &str) -> Result<(Layout, Vec<Vec<SocketAddr>>)> {
+/// Ports one run uses, from its base port: nodes' peer and client ports, then one proxy port per
+/// directed peer link, then one per directed forwarding link (at most 9 nodes: 9 x 9 each).
+pub const LAYOUT_BLOCK_PORTS: u16 = 256;
+
+/// Picks addresses for every node (and, with `use_proxy`, every proxied link) that are free
+/// right now.
+fn plan_layout(n: usize, use_proxy: bool, kernel: bool) -> Result<(Layout, Vec<ProxyLink>)> {
+    assert!((1..=9).contains(&n), "validated: 1 to 9 nodes");
     let distinct = cluster::can_bind_distinct_loopback();
     let pid = std::process::id() as u16;
     for attempt in 0..40u16 {
-        let base: u16 = if net == "netns" && attempt == 0 {
+        let base: u16 = if kernel && attempt == 0 {
             7000
         } else {
-            20000 + ((pid.wrapping_mul(37).wrapping_add(attempt * 13)) % 200) * 200
+            20000 + ((pid.wrapping_mul(37).wrapping_add(attempt * 13)) % 170) * LAYOUT_BLOCK_PORTS
         };
         let nodes: Vec<NodeAddr> = (1..=n)
             .map(|id| {
@@ -287,46 +308,68 @@ fn plan_layout(n: usize, net: &str) -> Result<(Layout, Vec<Vec<SocketAddr>>)> {
                 }
             })
             .collect();
-        let proxy_listen: Vec<Vec<SocketAddr>> = (1..=n)
-            .map(|i| {
-                (1..=n)
-                    .map(|j| {
-                        SocketAddr::new(
-                            std::net::Ipv4Addr::LOCALHOST.into(),
-                            base + 40 + (10 * i + j) as u16,
-                        )
-                    })
-                    .collect()
-            })
-            .collect();
-        let mut all: Vec<SocketAddr> = nodes.iter().flat_map(|a| [a.peer, a.client]).collect();
-        if net == "proxy" {
-            for (i, row) in proxy_listen.iter().enumerate() {
-                all.extend(
-                    row.iter()
-                        .enumerate()
-                        .filter(|(j, _)| *j != i)
-                        .map(|(_, a)| *a),
-                );
+        let proxy_addr = |offset: u16, i: usize, j: usize| {
+            SocketAddr::new(
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                base + offset + (9 * i + j) as u16,
+            )
+        };
+        let mut links = Vec::new();
+        if use_proxy {
+            for i in 0..n {
+                for j in (0..n).filter(|&j| j != i) {
+                    for (kind, offset, target) in [
+                        (LinkKind::Peer, 40, nodes[j].peer),
+                        (LinkKind::Forward, 40 + 81, nodes[j].client),
+                    ] {
+                        links.push(ProxyLink {
+                            from: i,
+                            to: j,
+                            kind,
+                            listen: proxy_addr(offset, i, j),
+                            target,
+                            source_ip: nodes[i].peer.ip(),
+                        });
+                    }
+                }
             }
         }
+        let mut all: Vec<SocketAddr> = nodes.iter().flat_map(|a| [a.peer, a.client]).collect();
+        all.extend(links.iter().map(|l| l.listen));
         if cluster::check_ports_free(&all).is_err() {
             continue;
         }
+        let target_of = |kind: LinkKind, i: usize, j: usize, direct: SocketAddr| {
+            links
+                .iter()
+                .find(|l| l.kind == kind && l.from == i && l.to == j)
+                .map(|l| l.listen)
+                .unwrap_or(direct)
+        };
         let peer_target: Vec<Vec<SocketAddr>> = (0..n)
             .map(|i| {
                 (0..n)
-                    .map(|j| {
-                        if net == "proxy" && i != j {
-                            proxy_listen[i][j]
-                        } else {
-                            nodes[j].peer
-                        }
-                    })
+                    .map(|j| target_of(LinkKind::Peer, i, j, nodes[j].peer))
                     .collect()
             })
             .collect();
-        return Ok((Layout { nodes, peer_target }, proxy_listen));
+        let forward_target = use_proxy.then(|| {
+            (0..n)
+                .map(|i| {
+                    (0..n)
+                        .map(|j| target_of(LinkKind::Forward, i, j, nodes[j].client))
+                        .collect()
+                })
+                .collect()
+        });
+        return Ok((
+            Layout {
+                nodes,
+                peer_target,
+                forward_target,
+            },
+            links,
+        ));
     }
     bail!("no free block of ports found for {n} nodes after 40 tries")
 }
@@ -527,7 +570,45 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
         run_dir.display()
     );
 
-    let (layout, proxy_listen) = plan_layout(args.nodes, net_name)?;
+    // With the kernel backend, a run with network faults needs netem for delay and duplication;
+    // without it, links also pass through the userspace proxy, which applies them instead.
+    let kernel = net_name == "netns";
+    let netem_unavailable = if kernel && kinds.contains(&nemesis::FaultKind::Network) {
+        net::probe_netem().err().map(|e| format!("{e:#}"))
+    } else {
+        None
+    };
+    let use_proxy = !kernel || netem_unavailable.is_some();
+    let (layout, proxy_links) = plan_layout(args.nodes, use_proxy, kernel)?;
+    let net = Arc::new(Net {
+        kernel: kernel.then(|| {
+            NetnsNet::new(
+                layout
+                    .nodes
+                    .iter()
+                    .map(|a| match a.peer.ip() {
+                        std::net::IpAddr::V4(ip) => ip,
+                        std::net::IpAddr::V6(_) => std::net::Ipv4Addr::LOCALHOST,
+                    })
+                    .collect(),
+            )
+        }),
+        proxy: if use_proxy {
+            Some(ProxyNet::start(&proxy_links, seed).await?)
+        } else {
+            None
+        },
+        netem_unavailable,
+    });
+    let net_note = if kinds.contains(&nemesis::FaultKind::Network) && args.nodes < 2 {
+        eprintln!("ordeal test: one node has no links: the network fault will inject nothing");
+        format!("{net_note}; network faults: none (one node has no links)")
+    } else if kinds.contains(&nemesis::FaultKind::Network) {
+        format!("{net_note}; {}", net.network_note())
+    } else {
+        net_note
+    };
+    tracing::info!("{net_note}");
     let config = RunConfig {
         args: args.clone(),
         seed,
@@ -544,26 +625,6 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
         serde_json::to_string_pretty(&config)?,
     )
     .context("writing config.json")?;
-
-    let net = Arc::new(match net_name {
-        "netns" => Net::Netns(NetnsNet::new(
-            layout
-                .nodes
-                .iter()
-                .map(|a| match a.peer.ip() {
-                    std::net::IpAddr::V4(ip) => ip,
-                    std::net::IpAddr::V6(_) => std::net::Ipv4Addr::LOCALHOST,
-                })
-                .collect(),
-        )),
-        _ => Net::Proxy(
-            ProxyNet::start(
-                &proxy_listen,
-                &layout.nodes.iter().map(|a| a.peer).collect::<Vec<_>>(),
-            )
-            .await?,
-        ),
-    });
 
     let mut cluster = Cluster::new(store_bin, args.bug.clone(), layout.clone(), &run_dir)?;
     cluster.start_all()?;
@@ -630,6 +691,7 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
     let hold_ms = parse_range(&args.nemesis_hold_ms, "--nemesis-hold-ms")?;
     let targets = nemesis::parse_targets(&args.nemesis_targets)?;
     let shapes = nemesis::parse_shapes(&args.partition_shapes)?;
+    let behaviours = nemesis::parse_behaviours(&args.network_behaviours)?;
     let nemesis_tasks: Vec<_> = kinds
         .iter()
         .enumerate()
@@ -643,6 +705,7 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
                         seed: seed.wrapping_add(k as u64 * 0x5851_f42d),
                         targets: targets.clone(),
                         shapes: shapes.clone(),
+                        behaviours: behaviours.clone(),
                     },
                     cluster: cluster.clone(),
                     net: net.clone(),
@@ -729,6 +792,10 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
     if let Err(e) = &heal_result {
         tracing::error!("healing the network: {e:#}");
     }
+    let proxy_stats = net.proxy.as_ref().map(|p| {
+        tracing::info!("userspace proxy: {}", p.stats.summary());
+        p.stats.to_json()
+    });
     if let Err(e) = &proc_heal {
         tracing::error!("restarting nodes: {e:#}");
     }
@@ -779,6 +846,7 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
         "history_bytes": write_bytes,
         "history_file": !args.no_history_file,
         "interrupted": interrupted,
+        "proxy_stats": proxy_stats,
     });
     tracing::info!(
         "main phase: {ops_main} ops in {:.1}s = {throughput:.0} ops/s",

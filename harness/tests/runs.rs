@@ -1,6 +1,6 @@
-//! Whole runs of `ordeal test` against the fake store: interrupting mid-partition leaves nothing
-//! behind (no store process, no proxy listener, no iptables rule, no network namespace), and the
-//! verdict pipeline tells a correct store from a lossy one.
+//! Whole runs of `ordeal test` against the fake store: interrupting mid-partition or mid-network-
+//! fault leaves nothing behind (no store process, no proxy listener, no iptables rule, no qdisc, no
+//! network namespace), and the verdict pipeline tells a correct store from a lossy one.
 //!
 //! Runs against `ordeal-fake-kv` (built with this crate) so it needs no other crate's binary.
 
@@ -19,16 +19,12 @@ fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
-fn start_run(results: &Path, net: &str) -> Child {
+/// Starts a long run whose first fault comes after 300 ms and is held for a minute.
+/// `fault` are the nemesis arguments.
+fn start_run(results: &Path, net: &str, fault: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ordeal"))
-        .args([
-            "test",
-            "--no-progress",
-            "--nemesis",
-            "partition",
-            "--time-limit",
-            "60",
-        ])
+        .args(["test", "--no-progress", "--time-limit", "60"])
+        .args(fault)
         .args([
             "--nemesis-interval-ms",
             "300-300",
@@ -56,21 +52,24 @@ fn start_run(results: &Path, net: &str) -> Child {
         .expect("start ordeal")
 }
 
-/// Waits (bounded) until the run's history shows a partition in force; returns the run dir.
-fn wait_for_partition(results: &Path, child: &mut Child) -> PathBuf {
+const PARTITION: &[&str] = &["--nemesis", "partition"];
+
+/// Waits (bounded) until the run's history shows the fault `start_f` in force; returns the run
+/// dir.
+fn wait_for_fault(results: &Path, child: &mut Child, start_f: &str) -> PathBuf {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         assert!(
             child.try_wait().unwrap().is_none(),
-            "ordeal exited before partitioning"
+            "ordeal exited before {start_f}"
         );
         let latest = results.join("latest");
         if let Ok(h) = std::fs::read_to_string(latest.join("history.jsonl")) {
-            if h.contains("start-partition") {
+            if h.contains(start_f) {
                 return std::fs::canonicalize(&latest).unwrap();
             }
         }
-        assert!(Instant::now() < deadline, "no partition within 30 s");
+        assert!(Instant::now() < deadline, "no {start_f} within 30 s");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -114,14 +113,15 @@ fn node_pids(run_dir: &Path) -> Vec<i32> {
         .collect()
 }
 
-fn proxy_ports(run_dir: &Path) -> Vec<std::net::SocketAddr> {
+/// The proxy addresses in the run's layout: `peer_target` or `forward_target`.
+fn proxy_ports(run_dir: &Path, which: &str) -> Vec<std::net::SocketAddr> {
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("config.json")).unwrap())
             .unwrap();
     let mut addrs = Vec::new();
-    for (i, row) in config["layout"]["peer_target"]
+    for (i, row) in config["layout"][which]
         .as_array()
-        .unwrap()
+        .unwrap_or_else(|| panic!("config.json has no layout.{which}"))
         .iter()
         .enumerate()
     {
@@ -137,16 +137,18 @@ fn proxy_ports(run_dir: &Path) -> Vec<std::net::SocketAddr> {
 #[test]
 fn interrupt_mid_partition_with_proxy_leaves_nothing() {
     let results = temp_dir("proxy");
-    let mut child = start_run(&results, "proxy");
-    let run_dir = wait_for_partition(&results, &mut child);
+    let mut child = start_run(&results, "proxy", PARTITION);
+    let run_dir = wait_for_fault(&results, &mut child, "start-partition");
     let pids = node_pids(&run_dir);
     assert_eq!(pids.len(), 3);
     assert!(
         pids.iter().all(|&p| alive(p)),
         "nodes should run before the interrupt"
     );
-    let proxies = proxy_ports(&run_dir);
+    let mut proxies = proxy_ports(&run_dir, "peer_target");
     assert_eq!(proxies.len(), 6, "one proxy per directed link");
+    proxies.extend(proxy_ports(&run_dir, "forward_target"));
+    assert_eq!(proxies.len(), 12, "and one per directed forwarding link");
     let code = interrupt_and_wait(&mut child);
     assert_eq!(code, 255, "an interrupted run exits 255");
     for p in &pids {
@@ -198,8 +200,8 @@ fn interrupt_mid_partition_with_netns_leaves_nothing() {
     }
     let host_ns = netns_inode(std::process::id()).unwrap();
     let results = temp_dir("netns");
-    let mut child = start_run(&results, "netns");
-    let run_dir = wait_for_partition(&results, &mut child);
+    let mut child = start_run(&results, "netns", PARTITION);
+    let run_dir = wait_for_fault(&results, &mut child, "start-partition");
     let run_ns = netns_inode(child.id()).unwrap();
     assert_ne!(
         run_ns, host_ns,
@@ -236,6 +238,108 @@ fn interrupt_mid_partition_with_netns_leaves_nothing() {
         !host_rules.status.success(),
         "host has an ORDEAL chain after the run"
     );
+    let _ = std::fs::remove_dir_all(&results);
+}
+
+#[test]
+fn interrupt_mid_network_fault_with_proxy_leaves_nothing() {
+    let results = temp_dir("net-proxy");
+    let mut child = start_run(
+        &results,
+        "proxy",
+        &["--nemesis", "network", "--network-behaviours", "delay"],
+    );
+    let run_dir = wait_for_fault(&results, &mut child, "start-network");
+    let pids = node_pids(&run_dir);
+    let mut proxies = proxy_ports(&run_dir, "peer_target");
+    proxies.extend(proxy_ports(&run_dir, "forward_target"));
+    assert_eq!(proxies.len(), 12);
+    // Mid-fault the proxies are there (binding one fails).
+    assert!(std::net::TcpListener::bind(proxies[0]).is_err());
+    let code = interrupt_and_wait(&mut child);
+    assert_eq!(code, 255);
+    for p in &pids {
+        assert!(!alive(*p), "store process {p} survived the interrupt");
+    }
+    for a in &proxies {
+        std::net::TcpListener::bind(a).unwrap_or_else(|e| panic!("proxy {a} still bound: {e}"));
+    }
+    let h = std::fs::read_to_string(run_dir.join("history.jsonl")).unwrap();
+    assert!(h.contains("start-network") && h.contains("delay "), "{h}");
+    let _ = std::fs::remove_dir_all(&results);
+}
+
+fn in_netns(pid: u32, program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .arg(program)
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn host_lo_qdiscs() -> String {
+    Command::new("tc")
+        .args(["qdisc", "show", "dev", "lo"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn interrupt_mid_network_fault_with_netns_leaves_nothing() {
+    let root = unsafe { libc::geteuid() } == 0;
+    let iptables = Command::new("iptables").arg("--version").output().is_ok();
+    if !root || !iptables {
+        eprintln!("skipping the netns network-fault interrupt test: needs root and iptables");
+        return;
+    }
+    let host_ns = netns_inode(std::process::id()).unwrap();
+    let qdiscs_before = host_lo_qdiscs();
+    let results = temp_dir("net-netns");
+    // Loss is an iptables rule in the run's namespace, whatever the kernel's netem support.
+    let mut child = start_run(
+        &results,
+        "netns",
+        &["--nemesis", "network", "--network-behaviours", "loss"],
+    );
+    let run_dir = wait_for_fault(&results, &mut child, "start-network");
+    let run_ns = netns_inode(child.id()).unwrap();
+    assert_ne!(run_ns, host_ns);
+    let pids = node_pids(&run_dir);
+    // The rule really is in force inside the run's namespace (when nsenter can look).
+    if let Some(rules) = in_netns(child.id(), "iptables", &["-S", "ORDEAL-NET"]) {
+        assert!(
+            rules.contains("statistic") && rules.contains("DROP"),
+            "no loss rule mid-fault: {rules}"
+        );
+    }
+    let code = interrupt_and_wait(&mut child);
+    assert_eq!(code, 255);
+    for p in &pids {
+        assert!(!alive(*p), "store process {p} survived the interrupt");
+    }
+    assert!(
+        !any_process_in_netns(run_ns),
+        "a process still holds the run's namespace (and its rules, qdiscs and proxies)"
+    );
+    for chain in ["ORDEAL", "ORDEAL-NET"] {
+        let host = Command::new("iptables")
+            .args(["-S", chain])
+            .output()
+            .unwrap();
+        assert!(!host.status.success(), "host has an {chain} chain");
+    }
+    assert_eq!(
+        host_lo_qdiscs(),
+        qdiscs_before,
+        "the host's lo qdiscs changed"
+    );
+    let h = std::fs::read_to_string(run_dir.join("history.jsonl")).unwrap();
+    assert!(h.contains("via iptables"), "{h}");
     let _ = std::fs::remove_dir_all(&results);
 }
 
@@ -320,5 +424,64 @@ fn end_to_end_verdicts_against_the_fake_store() {
         .find(|c| c["name"] == "linearizable")
         .unwrap();
     assert_eq!(lin["verdict"], "invalid");
+    let _ = std::fs::remove_dir_all(&results);
+}
+
+/// The real store, built next to `ordeal` by `cargo test --workspace` / `make test`.
+fn real_store() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_BIN_EXE_ordeal")).with_file_name("paxos-kv");
+    p.is_file().then_some(p)
+}
+
+#[test]
+fn network_faults_against_the_real_store_are_valid() {
+    let Some(store) = real_store() else {
+        // `cargo test -p ordeal` alone does not build the store; `make test` does.
+        eprintln!("skipping: no paxos-kv next to ordeal (run cargo test --workspace)");
+        return;
+    };
+    let results = temp_dir("net-real");
+    // The proxy backend on any machine: whole paxos-kv frames dropped and repeated. Seed 2's
+    // schedule: duplication on one node's links, then loss on a majority's.
+    let status = Command::new(env!("CARGO_BIN_EXE_ordeal"))
+        .args(["test", "--no-progress", "--workload", "register"])
+        .args(["--nemesis", "network", "--net", "proxy", "--seed", "2"])
+        .args(["--nemesis-interval-ms", "500-800"])
+        .args(["--nemesis-hold-ms", "1500-2000"])
+        .args(["--time-limit", "8", "--rate", "300", "--concurrency", "8"])
+        .args(["--recovery-s", "1"])
+        .arg("--store-bin")
+        .arg(&store)
+        .arg("--results")
+        .arg(&results)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run ordeal");
+    let latest = results.join("latest");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(latest.join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(r["verdict"], "valid", "{r:#}");
+    assert_eq!(status.code(), Some(0));
+    let faults: Vec<&str> = r["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["label"].as_str().unwrap())
+        .collect();
+    assert!(
+        faults.iter().any(|l| l.starts_with("network duplicate"))
+            && faults.iter().any(|l| l.starts_with("network loss")),
+        "{faults:?}"
+    );
+    // The proxy really dropped and repeated frames.
+    let stats = &r["run"]["proxy_stats"];
+    assert!(
+        stats["frames_dropped"].as_u64().unwrap() > 0
+            && stats["frames_duplicated"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
     let _ = std::fs::remove_dir_all(&results);
 }

@@ -32,6 +32,11 @@ struct Cli {
     /// Every member as ID=HOST:PORT, comma-separated, this node included.
     #[arg(long)]
     peers: String,
+    /// Where to send client requests forwarded to a peer, as ID=HOST:PORT, comma-separated
+    /// (e.g. a proxy in front of that peer's HTTP address). A peer not listed is reached at the
+    /// client address it announces.
+    #[arg(long, default_value = "")]
+    peer_clients: String,
     /// Directory for the WAL and snapshots (created if missing).
     #[arg(long)]
     data_dir: PathBuf,
@@ -85,6 +90,15 @@ struct Cli {
 }
 
 fn parse_peers(s: &str) -> Result<BTreeMap<u64, SocketAddr>> {
+    let peers = parse_addr_list(s, "--peers")?;
+    if peers.is_empty() {
+        bail!("--peers is empty");
+    }
+    Ok(peers)
+}
+
+/// Parses `ID=HOST:PORT,...` (loopback addresses only), naming `flag` in errors.
+fn parse_addr_list(s: &str, flag: &str) -> Result<BTreeMap<u64, SocketAddr>> {
     let mut peers = BTreeMap::new();
     for (i, part) in s
         .split(',')
@@ -94,31 +108,28 @@ fn parse_peers(s: &str) -> Result<BTreeMap<u64, SocketAddr>> {
     {
         let (id, addr) = part
             .split_once('=')
-            .with_context(|| format!("--peers entry {} {part:?}: expected ID=HOST:PORT", i + 1))?;
+            .with_context(|| format!("{flag} entry {} {part:?}: expected ID=HOST:PORT", i + 1))?;
         let id: u64 = id.trim().parse().ok().filter(|&n| n > 0).with_context(|| {
             format!(
-                "--peers entry {} {part:?}: id {id:?} is not a positive integer",
+                "{flag} entry {} {part:?}: id {id:?} is not a positive integer",
                 i + 1
             )
         })?;
         let addr: SocketAddr = addr.trim().parse().with_context(|| {
             format!(
-                "--peers entry {} {part:?}: {addr:?} is not an IP:PORT address",
+                "{flag} entry {} {part:?}: {addr:?} is not an IP:PORT address",
                 i + 1
             )
         })?;
         if !addr.ip().is_loopback() {
             bail!(
-                "--peers entry {} {part:?}: only loopback (127.0.0.0/8) addresses are allowed",
+                "{flag} entry {} {part:?}: only loopback (127.0.0.0/8) addresses are allowed",
                 i + 1
             );
         }
         if peers.insert(id, addr).is_some() {
-            bail!("--peers lists node {id} twice");
+            bail!("{flag} lists node {id} twice");
         }
-    }
-    if peers.is_empty() {
-        bail!("--peers is empty");
     }
     Ok(peers)
 }
@@ -145,6 +156,10 @@ fn run(cli: Cli) -> Result<()> {
         )
         .init();
     let peers = parse_peers(&cli.peers)?;
+    let peer_clients = parse_addr_list(&cli.peer_clients, "--peer-clients")?;
+    if let Some(id) = peer_clients.keys().find(|id| !peers.contains_key(id)) {
+        bail!("--peer-clients names node {id}, which --peers does not list");
+    }
     let mut bugs = Vec::new();
     for name in &cli.bugs {
         let b: Bug = name.parse().with_context(|| format!("--bug {name}"))?;
@@ -158,6 +173,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     let mut cfg = ServerConfig::new(cli.id, cli.listen, cli.client, peers, cli.data_dir);
     cfg.bugs = bugs;
+    cfg.peer_clients = peer_clients;
     cfg.fsync = !cli.no_fsync;
     cfg.tick_ms = cli.tick_ms;
     cfg.election_timeout_ticks = cli.election_timeout_ticks;

@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub client: SocketAddr,
     /// Every member's peer address, this node included.
     pub peers: BTreeMap<u64, SocketAddr>,
+    /// Where to forward client requests meant for these peers; others are reached at the client
+    /// address they announce.
+    pub peer_clients: BTreeMap<u64, SocketAddr>,
     pub data_dir: PathBuf,
     pub bugs: Vec<Bug>,
     pub fsync: bool,
@@ -76,6 +79,7 @@ impl ServerConfig {
             listen,
             client,
             peers,
+            peer_clients: BTreeMap::new(),
             data_dir,
             bugs: Vec::new(),
             fsync: true,
@@ -480,7 +484,13 @@ impl Server {
             TransportOptions::default(),
             inbound_tx,
         )
-        .await?;
+        .await?
+        .with_forward_addrs(
+            cfg.peer_clients
+                .iter()
+                .map(|(id, a)| (*id, a.to_string()))
+                .collect(),
+        );
         let (req_tx, req_rx) = mpsc::channel(cfg.request_queue.max(1));
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(cfg.forward_timeout_ms))

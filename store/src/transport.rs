@@ -8,7 +8,8 @@
 //!   on one slow peer would stall the cluster.
 //! - A dropped connection is re-dialled with exponential backoff.
 //! - The first frame on every connection is a hello carrying the sender's node id and its
-//!   client (HTTP) address, so that every node learns where to forward client requests.
+//!   client (HTTP) address, so that every node learns where to forward client requests, unless
+//!   it was told where to forward them (`--peer-clients`, e.g. a test harness's proxy).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -69,6 +70,8 @@ pub struct TransportStats {
 pub struct Transport {
     queues: Arc<HashMap<u64, mpsc::Sender<Bytes>>>,
     pub client_addrs: ClientAddrs,
+    /// Forwarding addresses given in the configuration; they win over announced ones.
+    forward_addrs: Arc<HashMap<u64, String>>,
     pub stats: Arc<TransportStats>,
 }
 
@@ -128,8 +131,15 @@ impl Transport {
         Ok(Transport {
             queues: Arc::new(queues),
             client_addrs,
+            forward_addrs: Arc::new(HashMap::new()),
             stats,
         })
+    }
+
+    /// Fixes where client requests for some peers are forwarded, whatever they announce.
+    pub fn with_forward_addrs(mut self, addrs: HashMap<u64, String>) -> Transport {
+        self.forward_addrs = Arc::new(addrs);
+        self
     }
 
     /// Queues a frame for `to`; drops it if the queue is full.
@@ -148,7 +158,12 @@ impl Transport {
         }
     }
 
+    /// Where to forward client requests for `node`: the configured address, else the one it
+    /// announced in its hello.
     pub fn client_addr(&self, node: u64) -> Option<String> {
+        if let Some(a) = self.forward_addrs.get(&node) {
+            return Some(a.clone());
+        }
         self.client_addrs
             .read()
             .expect("lock poisoned")
@@ -438,6 +453,10 @@ mod tests {
             .unwrap();
         assert_eq!(x, Some((2, Bytes::from_static(b"pong"))));
         assert_eq!(tb.client_addr(1).as_deref(), Some("c1"));
+        // A configured forwarding address wins over the announced one; others are unchanged.
+        let tb = tb.with_forward_addrs([(1, "proxy-for-1".to_string())].into_iter().collect());
+        assert_eq!(tb.client_addr(1).as_deref(), Some("proxy-for-1"));
+        assert_eq!(tb.client_addr(2).as_deref(), Some("c2"));
         // A second bind of the same address is a clear error.
         let (tx, _rx) = mpsc::channel(1);
         let err = Transport::start(1, pa, "c".into(), peers, TransportOptions::default(), tx)

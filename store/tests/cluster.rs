@@ -625,6 +625,73 @@ async fn non_atomic_txn_bug_splits_transactions() {
     );
 }
 
+/// `--peer-clients` decides where a follower forwards client requests (a harness routes them
+/// through its proxy so that partitions cut forwarding too): every node is told to forward to a
+/// stand-in that answers with a revision no real leader would, and a write to a follower gets
+/// that answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_forward_to_the_configured_peer_client_address() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stand_in = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stand_in_addr = stand_in.local_addr().unwrap();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::channel::<String>(16);
+    let server = tokio::spawn(async move {
+        // Bounded: the task is aborted at the end of the test.
+        loop {
+            let Ok((mut s, _)) = stand_in.accept().await else {
+                return;
+            };
+            let seen_tx = seen_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 << 10];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") && got.len() < buf.len() {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&got)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                let _ = seen_tx.send(head).await;
+                let body = r#"{"key":"fwd","revision":424242}"#;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    let targets = (1..=3)
+        .map(|id| format!("{id}={stand_in_addr}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let c = Cluster::start("peer-clients", 3, &["--peer-clients", &targets]);
+    let leader = c.wait_leader(Duration::from_secs(10), None).await;
+    let follower = (leader + 1) % 3;
+    let (code, body) = c.put(follower, "fwd", "1", "").await;
+    assert_eq!(
+        (code, body["revision"].as_u64()),
+        (200, Some(424242)),
+        "{body}"
+    );
+    let head = tokio::time::timeout(Duration::from_secs(5), seen_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(head.starts_with("PUT /kv/fwd"), "{head}");
+    // The leader itself serves locally, never through the stand-in.
+    let (code, body) = c.put(leader, "local", "1", "").await;
+    assert_eq!(code, 200, "{body}");
+    assert_ne!(body["revision"].as_u64(), Some(424242));
+    server.abort();
+}
+
 #[test]
 fn bad_command_lines_fail_clearly() {
     let dir = std::env::temp_dir().join(format!("paxos-kv-badcli-{}", std::process::id()));
@@ -682,6 +749,23 @@ fn bad_command_lines_fail_clearly() {
     ]);
     assert!(!ok);
     assert!(err.contains("nope"), "{err}");
+    let (ok, err) = run(&[
+        "--id",
+        "1",
+        "--listen",
+        &peer,
+        "--client",
+        "127.0.0.1:9",
+        "--peers",
+        "1=127.0.0.1:9",
+        "--peer-clients",
+        "2=127.0.0.1:10",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("--peer-clients") && err.contains("node 2"),
+        "{err}"
+    );
     // Two processes on one data directory.
     let first_peer = free_port();
     let mut first = Command::new(BIN)
