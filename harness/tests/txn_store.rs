@@ -331,11 +331,13 @@ fn list_append_under_kills_and_partitions_is_strict_serializable() {
 }
 
 #[test]
-fn rw_register_under_all_faults_through_the_proxy_is_strict_serializable() {
+fn rw_register_under_process_and_partition_faults_through_the_proxy_is_strict_serializable() {
+    // Not `all`: a network fault of heavy loss on every link can stall a 6 s run for most of
+    // its length, leaving too few txns to judge; runs.rs covers the network fault on its own.
     let r = run(&Spec {
         tag: "rw",
         workload: "rw-register",
-        nemesis: "all",
+        nemesis: "pause,kill,partition",
         net: "proxy",
         seed: 12,
         bug: None,
@@ -347,11 +349,12 @@ fn rw_register_under_all_faults_through_the_proxy_is_strict_serializable() {
 }
 
 #[test]
-fn bank_under_all_faults_keeps_the_total() {
+fn bank_under_process_and_partition_faults_keeps_the_total() {
+    // Not `all`, for the reason given above.
     let r = run(&Spec {
         tag: "bank",
         workload: "bank",
-        nemesis: "all",
+        nemesis: "pause,kill,partition",
         net: "auto",
         seed: 13,
         bug: None,
