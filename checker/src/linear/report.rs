@@ -742,6 +742,7 @@ pub(crate) fn html_page(r: &LinearReport, title: &str) -> String {
 <html><head><meta charset="utf-8"><title>{}</title>
 <style>
 body {{ font-family: sans-serif; margin: 20px; }}
+h1 {{ font-size: 22px; overflow-wrap: anywhere; }}
 .verdict {{ font-size: 18px; font-weight: bold; }}
 .verdict.valid {{ color: #186a1f; }} .verdict.invalid {{ color: #b00; }} .verdict.unknown {{ color: #a66a00; }}
 pre {{ background: #f6f6f6; padding: 10px; overflow-x: auto; }}
