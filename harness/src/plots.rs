@@ -374,9 +374,14 @@ fn layout<'a>(
     DrawingArea<BitMapBackend<'a>, Shift>,
 )> {
     let lanes = fault_lanes(faults).len() as i32;
+    let caption = if faults.is_empty() {
+        format!("{caption} (no faults)")
+    } else {
+        format!("{caption} (faults shaded)")
+    };
     let area = root
         .margin(8, 0, 0, 0)
-        .titled(caption, ("sans-serif", 20))
+        .titled(&caption, ("sans-serif", 20))
         .map_err(|e| anyhow!("{e}"))?;
     let band_px = if lanes == 0 { 0 } else { lanes * LANE_PX + 4 };
     Ok(area.split_vertically(band_px))
@@ -399,7 +404,7 @@ pub fn latency_raw(history: &History, faults: &[FaultInterval], path: &Path) -> 
     let max_ms = points.iter().map(|p| p.3).fold(10.0, f64::max) * 1.5;
     let root = BitMapBackend::new(path, (WIDTH_PX, HEIGHT_PX)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
-    let (band, plot) = layout(&root, "Latency of each operation (faults shaded)", faults)?;
+    let (band, plot) = layout(&root, "Latency of each operation", faults)?;
     let mut chart = ChartBuilder::on(&plot)
         .margin(12)
         .margin_top(6)
@@ -499,7 +504,7 @@ pub fn latency_quantiles(history: &History, faults: &[FaultInterval], path: &Pat
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let (band, plot) = layout(
         &root,
-        &format!("Latency quantiles of ok operations per {bucket:.2} s (faults shaded)"),
+        &format!("Latency quantiles of ok operations per {bucket:.2} s"),
         faults,
     )?;
     let mut chart = ChartBuilder::on(&plot)
@@ -575,11 +580,7 @@ pub fn rate(history: &History, faults: &[FaultInterval], path: &Path) -> Result<
         * 1.15;
     let root = BitMapBackend::new(path, (WIDTH_PX, HEIGHT_PX)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
-    let (band, plot) = layout(
-        &root,
-        "Throughput: completions per second (faults shaded)",
-        faults,
-    )?;
+    let (band, plot) = layout(&root, "Throughput: completions per second", faults)?;
     let mut chart = ChartBuilder::on(&plot)
         .margin(12)
         .margin_top(6)
