@@ -675,7 +675,7 @@ pub fn timeline_html(cx: &Counterexample) -> String {
 <span class="sw info"></span>dashed, ?: unknown outcome
 &nbsp; Time runs left to right in event order; hover a bar for the whole operation{}</div>
 <div class="tl">{names}<div class="scroll">{svg}</div></div>
-<script>document.querySelectorAll('.tl .scroll').forEach(function (e) {{ e.scrollLeft = e.scrollWidth; }});</script>"#,
+<script>window.addEventListener('load', function () {{ document.querySelectorAll('.tl .scroll').forEach(function (e) {{ e.scrollLeft = e.scrollWidth; }}); }});</script>"#,
         esc(&stuck.description),
         esc(&events_text(stuck)),
         esc(&prefix.reason),
