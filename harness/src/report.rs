@@ -19,6 +19,9 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The tallest a counterexample frame grows before it scrolls.
+const COUNTEREXAMPLE_MAX_HEIGHT_PX: u32 = 1600;
+
 fn verdict_colour(v: Verdict) -> &'static str {
     match v {
         Verdict::Valid => "#2e7d32",
@@ -36,6 +39,31 @@ fn embed_png(run_dir: &Path, name: &str, alt: &str) -> String {
         ),
         Err(_) => format!("<p class=\"missing\">{name} was not drawn (see ordeal.log)</p>"),
     }
+}
+
+/// How much of a check's summary the banner shows (the Checks table has all of it).
+const WHY_CHARS: usize = 160;
+
+/// Under the verdict, the checks that made it what it is (nothing for a valid run).
+fn why_line(verdict: Verdict, checks: &[CheckOutcome]) -> String {
+    if verdict == Verdict::Valid {
+        return String::new();
+    }
+    let deciding: Vec<String> = checks
+        .iter()
+        .filter(|c| c.verdict == verdict)
+        .map(|c| {
+            // Summaries often repeat the verdict or the check's name; the banner has both.
+            let summary = c.summary.trim_start_matches(&format!("{verdict}: "));
+            let summary = summary.trim_start_matches(&format!("{} ", c.name));
+            let mut short: String = summary.chars().take(WHY_CHARS).collect();
+            if summary.chars().count() > WHY_CHARS {
+                short.push('…');
+            }
+            format!("<b>{}</b>: {}", esc(&c.name), esc(&short))
+        })
+        .collect();
+    format!("<span class=\"why\">{}</span>", deciding.join("<br>"))
 }
 
 pub fn write_report(
@@ -66,10 +94,14 @@ pre{{background:#fff;border:1px solid #ddd;padding:8px;overflow-x:auto;max-heigh
 .v-valid{{color:#2e7d32;font-weight:600}} .v-invalid{{color:#c62828;font-weight:600}} .v-unknown{{color:#ef6c00;font-weight:600}}
 figure{{margin:12px 0}} figure img{{max-width:100%;border:1px solid #ddd;background:#fff}}
 h2{{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}}
+iframe.cx{{width:100%;height:900px;border:1px solid #ddd;background:#fff}}
+.banner .why{{display:block;font-size:16px;font-weight:400;margin-top:8px;overflow-wrap:anywhere}}
+td.num,th.num{{text-align:right;font-variant-numeric:tabular-nums}}
 </style></head><body>
-<div class="banner">{verdict_upper}<small>{name} · {workload} workload · nemesis {nemesis} · {nodes} nodes · seed {seed}{bug}</small></div><main>
+<div class="banner">{verdict_upper}<small>{name} · {workload} workload · nemesis {nemesis} · {nodes} nodes · seed {seed}{bug}</small>{why}</div><main>
 "#,
         colour = verdict_colour(verdict),
+        why = why_line(verdict, checks),
         verdict_upper = verdict.as_str().to_uppercase(),
         name = esc(&a.test_name()),
         workload = esc(&a.workload),
@@ -131,9 +163,16 @@ h2{{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}}
             // The checker's page is whole (its own styles); an iframe keeps it whole and the
             // report still self-contained.
             Some(page) => {
+                // The frame grows to its page (up to a cap), so a short counterexample reads
+                // without a second scroll bar; a srcdoc page is same-origin, so its height is
+                // readable.
                 let _ = write!(
                     h,
-                    "<iframe title=\"counterexample\" style=\"width:100%;height:900px;border:1px solid #ddd;background:#fff\" srcdoc=\"{}\"></iframe>",
+                    "<iframe title=\"counterexample: {}\" class=\"cx\" onload=\"{}\" srcdoc=\"{}\"></iframe>",
+                    esc(&c.name),
+                    esc(&format!(
+                        "this.style.height = Math.min(this.contentDocument.documentElement.scrollHeight + 4, {COUNTEREXAMPLE_MAX_HEIGHT_PX}) + 'px'"
+                    )),
                     esc(page)
                 );
             }
@@ -163,11 +202,11 @@ h2{{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}}
     h.push_str(&embed_png(run_dir, "rate.png", "throughput"));
 
     // Stats.
-    h.push_str("<h2>Operations</h2><table><tr><th>f</th><th>ok</th><th>fail</th><th>info</th><th>total</th></tr>");
+    h.push_str("<h2>Operations</h2><table><tr><th>f</th><th class=\"num\">ok</th><th class=\"num\">fail</th><th class=\"num\">info (unknown)</th><th class=\"num\">total</th></tr>");
     for (f, c) in counts {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
             esc(f),
             c.ok,
             c.fail,
@@ -199,18 +238,19 @@ h2{{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}}
 
     // Faults.
     if let Some(faults) = results["faults"].as_array() {
-        h.push_str("<h2>Faults</h2><table><tr><th>fault</th><th>from (s)</th><th>to (s)</th></tr>");
+        h.push_str("<h2>Faults</h2><table><tr><th>fault</th><th class=\"num\">from (s)</th><th class=\"num\">to (s)</th><th class=\"num\">lasted (s)</th></tr>");
         for f in faults {
+            let from_s = f["start_ns"].as_f64().unwrap_or(0.0) / 1e9;
+            let to_s = f["end_ns"].as_f64().unwrap_or(0.0) / 1e9;
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{:.2}</td><td>{:.2}</td></tr>",
+                "<tr><td>{}</td><td class=\"num\">{from_s:.2}</td><td class=\"num\">{to_s:.2}</td><td class=\"num\">{:.2}</td></tr>",
                 esc(f["label"].as_str().unwrap_or("")),
-                f["start_ns"].as_f64().unwrap_or(0.0) / 1e9,
-                f["end_ns"].as_f64().unwrap_or(0.0) / 1e9
+                to_s - from_s
             );
         }
         if faults.is_empty() {
-            h.push_str("<tr><td colspan=3>none</td></tr>");
+            h.push_str("<tr><td colspan=4>none</td></tr>");
         }
         h.push_str("</table>");
     }
@@ -303,4 +343,52 @@ fn report_inner(dir: &Path) -> Result<Verdict> {
         convergence,
         old["run"].clone(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(name: &str, verdict: Verdict, summary: &str) -> CheckOutcome {
+        CheckOutcome {
+            name: name.into(),
+            verdict,
+            summary: summary.into(),
+            details: serde_json::Value::Null,
+            html: None,
+        }
+    }
+
+    #[test]
+    fn the_banner_names_the_checks_that_decided_the_verdict() {
+        let long = format!(
+            "strict-serializable (list-append workload); {}",
+            "G0, ".repeat(80)
+        );
+        let checks = [
+            outcome(
+                "linearizable",
+                Verdict::Invalid,
+                "invalid: not linearizable <key \"r2\">",
+            ),
+            outcome("stats", Verdict::Valid, "3938 operations"),
+            outcome("strict-serializable", Verdict::Invalid, &long),
+        ];
+        let why = why_line(Verdict::Invalid, &checks);
+        assert!(
+            why.contains("<b>linearizable</b>: not linearizable &lt;key &quot;r2&quot;&gt;"),
+            "{why}"
+        );
+        assert!(!why.contains("stats"), "{why}");
+        assert!(
+            why.contains("<b>strict-serializable</b>: (list-append workload); G0"),
+            "{why}"
+        );
+        assert!(
+            why.chars().count() < long.chars().count(),
+            "shortened: {why}"
+        );
+        assert!(why.contains('…'), "{why}");
+        assert_eq!(why_line(Verdict::Valid, &checks), "");
+    }
 }

@@ -374,12 +374,102 @@ fn esc(s: &str) -> String {
 
 /// How many prefix steps before the stuck op the timeline shows at most.
 const TIMELINE_STEPS: usize = 60;
+/// Horizontal space per event position in the timeline.
+const STEP_PX: usize = 26;
+/// Width of the fixed column of process names.
+const NAMES_PX: usize = 96;
+/// Height of one process row.
+const ROW_PX: usize = 34;
+/// Space above the first row.
+const TOP_PX: usize = 16;
+/// Advance of one character of the timeline's 12 px monospace font, rounded up: DejaVu Sans
+/// Mono, Menlo, Consolas and SF Mono all advance 0.6 em (7.2 px), so this never underestimates.
+const CHAR_PX: f64 = 7.5;
+/// How far past the last event a row's last label may reach.
+const MAX_TAIL_LABEL_PX: usize = 360;
+/// Space between a bar's edge and its label.
+const LABEL_PAD_PX: usize = 4;
 
-/// The timeline of a counterexample as a self-contained HTML fragment (an `<svg>` plus a legend),
-/// for embedding into reports: one row per process, each operation a bar from invocation to
-/// completion, the linearized prefix green and numbered in order, the operation that cannot be
-/// placed red, the other candidates orange. Hovering a bar shows the operation and the state
-/// after it.
+fn text_px(chars: usize) -> f64 {
+    chars as f64 * CHAR_PX
+}
+
+/// `label` cut to at most `space_px` of width, with an ellipsis where it was cut; empty when not
+/// even one character and the ellipsis fit.
+pub(crate) fn fit_label(label: &str, space_px: usize) -> String {
+    let max_chars = (space_px as f64 / CHAR_PX).floor() as usize;
+    let chars: Vec<char> = label.chars().collect();
+    if chars.len() <= max_chars {
+        return label.to_string();
+    }
+    if max_chars < 2 {
+        return String::new();
+    }
+    let mut out: String = chars[..max_chars - 1].iter().collect();
+    out.push('…');
+    out
+}
+
+/// Where a bar's label goes and what it says.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct LabelPlace {
+    /// Left edge of the text.
+    pub x: usize,
+    /// The label, whole or shortened with an ellipsis (possibly empty).
+    pub text: String,
+    /// Inside the bar, or beside it (to its right, in the free part of the lane).
+    pub inside: bool,
+}
+
+/// Places the label of the bar `x0..x1`, whose lane is free up to `free_to` (where the next bar
+/// of the same process begins, or the picture ends): inside the bar when it fits there, else
+/// just after the bar when it fits in the free lane, else shortened into the roomier of the two.
+/// The text never reaches past the bar (inside) or `free_to` (beside), so labels never run into
+/// other bars.
+pub(crate) fn place_label(label: &str, x0: usize, x1: usize, free_to: usize) -> LabelPlace {
+    let n = label.chars().count();
+    let inside_px = x1.saturating_sub(x0 + 2 * LABEL_PAD_PX);
+    let beside_x = x1 + LABEL_PAD_PX;
+    let beside_px = free_to.saturating_sub(beside_x + 2 * LABEL_PAD_PX);
+    let inside = |text: String| LabelPlace {
+        x: x0 + LABEL_PAD_PX,
+        text,
+        inside: true,
+    };
+    let beside = |text: String| LabelPlace {
+        x: beside_x,
+        text,
+        inside: false,
+    };
+    if text_px(n) <= inside_px as f64 {
+        inside(label.to_string())
+    } else if text_px(n) <= beside_px as f64 {
+        beside(label.to_string())
+    } else if beside_px > inside_px {
+        beside(fit_label(label, beside_px))
+    } else {
+        inside(fit_label(label, inside_px))
+    }
+}
+
+/// The text on an operation's bar: its step number, then the description without the process
+/// (the row says which) and with "?" for an unknown outcome (the dashed outline says so too).
+fn bar_label(o: &CxOp, step: Option<usize>) -> String {
+    let own = format!("p{} ", o.process);
+    let d = o.description.strip_prefix(&own).unwrap_or(&o.description);
+    let d = d.replace(" (unknown outcome)", " ?");
+    match step {
+        Some(n) => format!("{}: {d}", n + 1),
+        None => d,
+    }
+}
+
+/// The timeline of a counterexample as a self-contained HTML fragment (a legend, then the
+/// process names in a fixed column beside a horizontally scrolling `<svg>`), for embedding into
+/// reports: one row per process, each operation a bar from invocation to completion, the
+/// linearized prefix green and numbered in order, the operation that cannot be placed red, the
+/// other candidates orange. Labels that do not fit are shortened with an ellipsis; hovering a
+/// bar shows the whole operation and the state after it.
 pub fn timeline_html(cx: &Counterexample) -> String {
     let Some(prefix) = cx.prefixes.first() else {
         return String::from("<p>No operation could be placed.</p>");
@@ -432,41 +522,94 @@ pub fn timeline_html(cx: &Counterexample) -> String {
     points.sort_unstable();
     points.dedup();
     let rank = |p: usize| points.partition_point(|&q| q < p);
-    const STEP_PX: usize = 26;
-    const LEFT: usize = 90;
-    const ROW: usize = 34;
-    let width = LEFT + STEP_PX * (points.len() + 2);
+    let width = STEP_PX * (points.len() + 2);
 
     let mut processes: Vec<&str> = shown.iter().map(|&i| cx.ops[i].process.as_str()).collect();
     processes.sort_by_key(|p| (p.parse::<u64>().unwrap_or(u64::MAX), p.to_string()));
     processes.dedup();
-    let height = 30 + ROW * processes.len();
+    let height = TOP_PX + ROW_PX * processes.len() + 4;
 
+    // Bars first, so each label knows where the next bar of its row begins.
+    struct Bar {
+        op: usize,
+        row: usize,
+        x0: usize,
+        x1: usize,
+    }
+    let bars: Vec<Bar> = shown
+        .iter()
+        .map(|&i| {
+            let o = &cx.ops[i];
+            let x0 = STEP_PX * rank(o.invoke_index) + 4;
+            let x1 = match o.complete_index {
+                Some(c) => STEP_PX * rank(c) + STEP_PX - 4,
+                None => width - 4,
+            };
+            Bar {
+                op: i,
+                row: processes.iter().position(|p| *p == o.process).unwrap_or(0),
+                x0,
+                x1: x1.max(x0 + 6),
+            }
+        })
+        .collect();
+    // The last bar of a row may put its label past the last event: the picture widens for it
+    // (the stuck op is often last, and its label matters most).
+    let free_to = |b: &Bar| {
+        bars.iter()
+            .filter(|o| o.row == b.row && o.x0 > b.x0)
+            .map(|o| o.x0)
+            .min()
+            .unwrap_or(b.x1.max(width) + MAX_TAIL_LABEL_PX)
+    };
+    let places: Vec<LabelPlace> = bars
+        .iter()
+        .map(|b| {
+            place_label(
+                &bar_label(&cx.ops[b.op], step_of[b.op]),
+                b.x0,
+                b.x1,
+                free_to(b),
+            )
+        })
+        .collect();
+    let width = places
+        .iter()
+        .map(|p| p.x + text_px(p.text.chars().count()).ceil() as usize + LABEL_PAD_PX)
+        .fold(width, usize::max);
+
+    let mut names = String::new();
+    let _ = write!(
+        names,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{NAMES_PX}" height="{height}" class="timeline names">"#
+    );
     let mut svg = String::new();
     let _ = write!(
         svg,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="timeline">"#
     );
     for (row, p) in processes.iter().enumerate() {
-        let y = 20 + row * ROW;
+        let y = TOP_PX + row * ROW_PX;
+        let _ = write!(
+            names,
+            r#"<text x="4" y="{}" class="proc">process {}</text><line x1="0" x2="{NAMES_PX}" y1="{}" y2="{}" class="lane"/>"#,
+            y + 20,
+            esc(p),
+            y + ROW_PX - 2,
+            y + ROW_PX - 2
+        );
         let _ = write!(
             svg,
-            r#"<text x="4" y="{}" class="proc">process {}</text><line x1="{LEFT}" x2="{width}" y1="{}" y2="{}" class="lane"/>"#,
-            y + 17,
-            esc(p),
-            y + ROW - 2,
-            y + ROW - 2
+            r#"<line x1="0" x2="{width}" y1="{}" y2="{}" class="lane"/>"#,
+            y + ROW_PX - 2,
+            y + ROW_PX - 2
         );
     }
-    for &i in &shown {
+    names.push_str("</svg>");
+    for (b, place) in bars.iter().zip(&places) {
+        let i = b.op;
         let o = &cx.ops[i];
-        let row = processes.iter().position(|p| *p == o.process).unwrap_or(0);
-        let y = 20 + row * ROW + 4;
-        let x0 = LEFT + STEP_PX * rank(o.invoke_index) + 4;
-        let x1 = match o.complete_index {
-            Some(c) => LEFT + STEP_PX * rank(c) + STEP_PX - 4,
-            None => width - 4,
-        };
+        let y = TOP_PX + b.row * ROW_PX + 4;
         let (class, note) = if i == prefix.stuck {
             ("stuck", format!("cannot be placed: {}", prefix.reason))
         } else if let Some(n) = step_of[i] {
@@ -497,21 +640,27 @@ pub fn timeline_html(cx: &Counterexample) -> String {
         } else {
             ""
         };
-        let label = match step_of[i] {
-            Some(n) => format!("{}: {}", n + 1, o.description),
+        let heading = match step_of[i] {
+            Some(n) => format!("step {}: {}", n + 1, o.description),
             None => o.description.clone(),
         };
         let _ = write!(
             svg,
-            r#"<g class="op {class}{info}"><title>{}&#10;{}&#10;{}</title><rect x="{x0}" y="{y}" width="{}" height="{}" rx="4"/><text x="{}" y="{}">{}</text></g>"#,
-            esc(&o.description),
+            r#"<g class="op {class}{info}"><title>{}&#10;{}&#10;{}</title><rect x="{}" y="{y}" width="{}" height="{}" rx="4"/><text x="{}" y="{}"{}>{}</text></g>"#,
+            esc(&heading),
             esc(&events_text(o)),
             esc(&note),
-            x1.saturating_sub(x0).max(6),
-            ROW - 10,
-            x0 + 4,
+            b.x0,
+            b.x1 - b.x0,
+            ROW_PX - 10,
+            place.x,
             y + 16,
-            esc(&label)
+            if place.inside {
+                ""
+            } else {
+                r#" class="beside""#
+            },
+            esc(&place.text)
         );
     }
     svg.push_str("</svg>");
@@ -519,11 +668,17 @@ pub fn timeline_html(cx: &Counterexample) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        r#"<div class="legend"><span class="sw lin"></span>linearized prefix (numbered in order)
+        r#"<p class="stuck-note"><span class="sw stuck"></span><b>{}</b> ({}) cannot be placed: {}.</p>
+<div class="legend"><span class="sw lin"></span>linearized prefix (numbered in order)
 <span class="sw stuck"></span>cannot be placed <span class="sw cand"></span>could go first, leads nowhere
 <span class="sw other"></span>later <span class="sw pruned"></span>unknown, never observed: dropped
-&nbsp; hover a bar for details{}</div><div class="scroll">{svg}</div>
-<script>document.querySelectorAll('.scroll').forEach(function (e) {{ e.scrollLeft = e.scrollWidth; }});</script>"#,
+<span class="sw info"></span>dashed, ?: unknown outcome
+&nbsp; Time runs left to right in event order; hover a bar for the whole operation{}</div>
+<div class="tl">{names}<div class="scroll">{svg}</div></div>
+<script>window.addEventListener('load', function () {{ document.querySelectorAll('.tl .scroll').forEach(function (e) {{ e.scrollLeft = e.scrollWidth; }}); }});</script>"#,
+        esc(&stuck.description),
+        esc(&events_text(stuck)),
+        esc(&prefix.reason),
         if shown.len() < cx.ops.len() {
             format!(
                 " &nbsp; (showing {} of the partition's {} operations around the failure)",
@@ -539,23 +694,30 @@ pub fn timeline_html(cx: &Counterexample) -> String {
 
 /// CSS for `timeline_html`.
 pub const TIMELINE_CSS: &str = r#"
-.scroll { overflow-x: auto; border: 1px solid #ddd; background: #fcfcfc; }
-.timeline text { font: 12px ui-monospace, monospace; }
-.timeline .proc { fill: #444; font-weight: bold; }
-.timeline .lane { stroke: #eee; }
+.tl { display: flex; border: 1px solid #ddd; background: #fcfcfc; }
+.tl .names { flex: none; border-right: 1px solid #ddd; background: #f4f4f4; }
+.scroll { overflow-x: auto; flex: 1 1 auto; }
+.timeline text { font: 12px "DejaVu Sans Mono", ui-monospace, monospace; white-space: pre; }
+.timeline .proc { fill: #333; font-weight: bold; }
+.timeline .lane { stroke: #e4e4e4; }
 .op rect { stroke: #555; stroke-width: 1; }
 .op text { fill: #111; pointer-events: none; }
+.op text.beside { fill: #333; }
 .op.lin rect { fill: #b7e4b0; }
 .op.stuck rect { fill: #f28b82; stroke: #b00; stroke-width: 2; }
+.op.stuck text { font-weight: bold; }
 .op.cand rect { fill: #ffd27f; }
 .op.other rect { fill: #e8e8e8; }
 .op.pruned rect { fill: #f6f6f6; stroke-dasharray: 2 2; }
 .op.info rect { stroke-dasharray: 5 3; }
 .op:hover rect { stroke: #000; stroke-width: 2; }
-.legend { font: 13px sans-serif; margin: 6px 0; }
+.legend { font: 13px sans-serif; margin: 6px 0; line-height: 1.6; }
+.stuck-note { font: 14px sans-serif; margin: 6px 0; overflow-wrap: anywhere; }
 .sw { display: inline-block; width: 14px; height: 10px; border: 1px solid #555; margin: 0 4px 0 10px; }
+.stuck-note .sw { margin-left: 0; }
 .sw.lin { background: #b7e4b0; } .sw.stuck { background: #f28b82; } .sw.cand { background: #ffd27f; }
 .sw.other { background: #e8e8e8; } .sw.pruned { background: #f6f6f6; border-style: dashed; }
+.sw.info { background: #fff; border-style: dashed; }
 "#;
 
 pub(crate) fn html_page(r: &LinearReport, title: &str) -> String {
@@ -580,6 +742,7 @@ pub(crate) fn html_page(r: &LinearReport, title: &str) -> String {
 <html><head><meta charset="utf-8"><title>{}</title>
 <style>
 body {{ font-family: sans-serif; margin: 20px; }}
+h1 {{ font-size: 22px; overflow-wrap: anywhere; }}
 .verdict {{ font-size: 18px; font-weight: bold; }}
 .verdict.valid {{ color: #186a1f; }} .verdict.invalid {{ color: #b00; }} .verdict.unknown {{ color: #a66a00; }}
 pre {{ background: #f6f6f6; padding: 10px; overflow-x: auto; }}
@@ -588,4 +751,129 @@ pre {{ background: #f6f6f6; padding: 10px; overflow-x: auto; }}
 "#,
         esc(title)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(process: &str, description: &str, invoke: usize, complete: usize) -> CxOp {
+        CxOp {
+            process: process.to_string(),
+            f: "write".to_string(),
+            input: Value::Null,
+            output: Value::Null,
+            outcome: Outcome::Ok,
+            invoke_index: invoke,
+            complete_index: Some(complete),
+            invoke_line: None,
+            complete_line: None,
+            invoke_time: invoke as i64,
+            complete_time: Some(complete as i64),
+            pruned: false,
+            description: description.to_string(),
+        }
+    }
+
+    /// The `<title>` and `<text>` of the bar whose class starts with `class`.
+    fn bar_parts<'a>(html: &'a str, class: &str) -> (&'a str, &'a str) {
+        let start = html
+            .find(&format!("<g class=\"op {class}"))
+            .unwrap_or_else(|| panic!("no {class} bar in {html}"));
+        let g = &html[start..start + html[start..].find("</g>").expect("closed group")];
+        let between = |open: &str, close: &str| {
+            let a = g.find(open).expect("opening tag") + open.len();
+            let a = a + g[a..].find('>').expect("end of tag") + 1;
+            &g[a..a + g[a..].find(close).expect("closing tag")]
+        };
+        (between("<title", "</title>"), between("<text", "</text>"))
+    }
+
+    #[test]
+    fn a_long_label_is_shortened_and_whole_in_the_tooltip() {
+        let long = format!("p1 write \"{}\" ok", "v".repeat(120));
+        let cx = Counterexample {
+            key: Value::Null,
+            model: "register".into(),
+            ops: vec![op("1", &long, 0, 1), op("2", "p2 read -> \"x\"", 2, 3)],
+            prefixes: vec![CxPrefix {
+                steps: vec![CxStep {
+                    op: 0,
+                    state: "\"v\"".into(),
+                }],
+                state: "\"v\"".into(),
+                stuck: 1,
+                reason: "it is impossible in state \"v\"".into(),
+                candidates: vec![],
+            }],
+        };
+        let html = timeline_html(&cx);
+        let (title, text) = bar_parts(&html, "lin");
+        assert!(
+            title.contains(&esc(&long)),
+            "the tooltip holds the whole operation: {title}"
+        );
+        assert!(text.ends_with('…'), "the label is cut: {text}");
+        assert!(
+            text.starts_with("1: write"),
+            "the step number leads: {text}"
+        );
+        assert!(
+            text.chars().count() < long.chars().count() / 2,
+            "the label fits the space it has: {text}"
+        );
+        // The short label of the stuck op fits whole.
+        let (title, text) = bar_parts(&html, "stuck");
+        assert_eq!(text, esc("read -> \"x\""));
+        assert!(title.contains("cannot be placed"), "{title}");
+    }
+
+    #[test]
+    fn fitted_labels_never_exceed_their_space() {
+        let label = "12: cas [100 200] ?";
+        for space_px in 0..200 {
+            let fitted = fit_label(label, space_px);
+            let n = fitted.chars().count();
+            assert!(text_px(n) <= space_px as f64, "{fitted:?} in {space_px} px");
+            if text_px(label.chars().count()) <= space_px as f64 {
+                assert_eq!(fitted, label);
+            } else if !fitted.is_empty() {
+                assert!(fitted.ends_with('…'), "{fitted:?}");
+                assert!(label.starts_with(fitted.trim_end_matches('…')));
+            }
+        }
+    }
+
+    #[test]
+    fn placed_labels_stay_inside_their_bar_or_the_free_lane() {
+        let labels = ["", "7", "3: read -> 1", "31: write 4 ?", &"x".repeat(80)];
+        for label in labels {
+            for x0 in [0usize, 4, 30] {
+                for bar_px in [0usize, 6, 18, 44, 70, 200] {
+                    for free_px in [0usize, 3, 10, 40, 120, 600] {
+                        let x1 = x0 + bar_px;
+                        let free_to = x1 + free_px;
+                        let p = place_label(label, x0, x1, free_to);
+                        if p.text.is_empty() {
+                            continue;
+                        }
+                        let end = p.x as f64 + text_px(p.text.chars().count());
+                        if p.inside {
+                            assert!(p.x >= x0, "{p:?}");
+                            assert!(end <= x1 as f64, "{label:?} {x0} {x1} {free_to}: {p:?}");
+                        } else {
+                            assert!(p.x >= x1, "{p:?}");
+                            assert!(
+                                end <= free_to as f64,
+                                "{label:?} {x0} {x1} {free_to}: {p:?}"
+                            );
+                        }
+                        if text_px(label.chars().count()) + 8.0 <= bar_px as f64 {
+                            assert!(p.inside && p.text == label, "fits inside: {p:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -337,13 +337,40 @@ fn edge_color(kind: &str) -> &'static str {
     }
 }
 
-/// Nodes on a circle, each edge a curved arrow labelled with its kind; curving keeps the two
-/// edges of a 2-cycle apart.
+/// Space kept between the outermost drawing and the picture's edge.
+const PICTURE_MARGIN_PX: f64 = 6.0;
+/// Arc length of the circle per node, so nodes and their edge labels keep apart in long cycles.
+const ARC_PER_NODE_PX: f64 = 64.0;
+const NODE_R_PX: f64 = 18.0;
+const PICTURE_FONT_PX: f64 = 13.0;
+/// Average advance of a character at `PICTURE_FONT_PX` in a sans-serif font, rounded up.
+const PICTURE_CHAR_PX: f64 = 7.5;
+
+/// Nodes on a circle, each edge a curved arrow labelled with its kind and key; curving keeps the
+/// two edges of a 2-cycle apart. Labels sit beside the outside of their curve and grow away
+/// from it (left of a curve bulging left, right of one bulging right), so they never sit on a
+/// line; the picture is padded so they stay inside it.
 fn cycle_svg(names: &[String], steps: &[Step]) -> String {
     let n = names.len().max(1);
-    let size = 220.0 + 30.0 * n.min(12) as f64;
-    let (cx, cy) = (size / 2.0, size / 2.0);
-    let radius = size / 2.0 - 40.0;
+    let radius = (90.0 + 15.0 * n.min(12) as f64)
+        .max(ARC_PER_NODE_PX * n as f64 / (2.0 * std::f64::consts::PI));
+    let labels: Vec<String> = steps
+        .iter()
+        .map(|s| match &s.key {
+            Some(k) => format!("{} {}", s.kind, k),
+            None => s.kind.clone(),
+        })
+        .collect();
+    // Room beyond the circle: a node, or a curve's bulge (at most 0.09 of a chord, a chord at
+    // most the diameter) plus the label's offset and its width (sideways) or height (up, down).
+    let longest_px =
+        labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) as f64 * PICTURE_CHAR_PX;
+    let bulge_px = 0.18 * radius + 8.0 + PICTURE_MARGIN_PX;
+    let (width, height) = (
+        2.0 * (radius + (NODE_R_PX + PICTURE_MARGIN_PX).max(bulge_px + longest_px)),
+        2.0 * (radius + (NODE_R_PX + PICTURE_MARGIN_PX).max(bulge_px + PICTURE_FONT_PX * 1.2)),
+    );
+    let (cx, cy) = (width / 2.0, height / 2.0);
     let pos: Vec<(f64, f64)> = (0..n)
         .map(|i| {
             let ang =
@@ -352,8 +379,9 @@ fn cycle_svg(names: &[String], steps: &[Step]) -> String {
         })
         .collect();
     let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{size:.0}\" height=\"{size:.0}\" \
-         viewBox=\"0 0 {size:.0} {size:.0}\" font-family=\"sans-serif\" font-size=\"12\">"
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" \
+         viewBox=\"0 0 {width:.0} {height:.0}\" font-family=\"sans-serif\" \
+         font-size=\"{PICTURE_FONT_PX}\">"
     );
     svg.push_str("<defs>");
     for kind in ["ww", "wr", "rw", "process", "realtime"] {
@@ -365,7 +393,8 @@ fn cycle_svg(names: &[String], steps: &[Step]) -> String {
         ));
     }
     svg.push_str("</defs>");
-    let node_r = 18.0;
+    let node_r = NODE_R_PX;
+    let mut label_svg = String::new();
     for (i, s) in steps.iter().enumerate() {
         let j = (i + 1) % n;
         let (x1, y1) = pos[i];
@@ -384,27 +413,22 @@ fn cycle_svg(names: &[String], steps: &[Step]) -> String {
              stroke=\"{color}\" stroke-width=\"2\" marker-end=\"url(#arrow-{})\"/>",
             s.kind
         ));
-        let label = match &s.key {
-            Some(k) => format!("{} {}", s.kind, k),
-            None => s.kind.clone(),
-        };
-        // The label sits just outside the curve's midpoint, on a white halo.
-        let (lx, ly) = (
-            (sx + ex) / 4.0 + mx / 2.0 + uy * 14.0,
-            (sy + ey) / 4.0 + my / 2.0 - ux * 14.0 + 4.0,
-        );
-        svg.push_str(&format!(
-            "<text x=\"{lx:.1}\" y=\"{ly:.1}\" fill=\"{color}\" text-anchor=\"middle\" \
-             stroke=\"white\" stroke-width=\"3\" paint-order=\"stroke\">{}</text>",
-            xml_escape(&label)
+        let label = &labels[i];
+        let (lx, ly, anchor) = edge_label_place((sx, sy), (mx, my), (ex, ey), (uy, -ux));
+        // Drawn after every edge, so no later curve crosses a label.
+        label_svg.push_str(&format!(
+            "<text x=\"{lx:.1}\" y=\"{ly:.1}\" fill=\"{color}\" text-anchor=\"{anchor}\" \
+             stroke=\"white\" stroke-width=\"4\" paint-order=\"stroke\">{}</text>",
+            xml_escape(label)
         ));
     }
+    svg.push_str(&label_svg);
     for (i, name) in names.iter().enumerate() {
         let (x, y) = pos[i];
         svg.push_str(&format!(
             "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"{node_r}\" fill=\"#f4f4f4\" stroke=\"#333\"/>\
              <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-weight=\"bold\">{}</text>",
-            y + 4.0,
+            y + 4.5,
             xml_escape(name)
         ));
     }
@@ -412,9 +436,132 @@ fn cycle_svg(names: &[String], steps: &[Step]) -> String {
     svg
 }
 
+/// Where an edge's label goes: just outside the apex of the quadratic curve `s`, `m`, `e`
+/// along `normal` (the side it bulges to), anchored so the text extends away from the curve.
+/// Returns the text's anchor point (baseline) and its `text-anchor`.
+fn edge_label_place(
+    s: (f64, f64),
+    m: (f64, f64),
+    e: (f64, f64),
+    normal: (f64, f64),
+) -> (f64, f64, &'static str) {
+    // The apex of a quadratic Bézier is its point at t = 1/2.
+    let apex = ((s.0 + e.0) / 4.0 + m.0 / 2.0, (s.1 + e.1) / 4.0 + m.1 / 2.0);
+    let (nx, ny) = normal;
+    let (x, y) = (apex.0 + nx * 8.0, apex.1 + ny * 8.0);
+    let anchor = if nx > 0.3 {
+        "start"
+    } else if nx < -0.3 {
+        "end"
+    } else {
+        "middle"
+    };
+    // The baseline: below the apex when the curve bulges down, above when up, centred else.
+    let y = if ny > 0.3 {
+        y + PICTURE_FONT_PX * 0.8
+    } else if ny < -0.3 {
+        y - 2.0
+    } else {
+        y + PICTURE_FONT_PX * 0.35
+    };
+    (x, y, anchor)
+}
+
 fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(tag: &str, name: &str) -> Option<String> {
+        let at = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+        Some(tag[at..at + tag[at..].find('"')?].to_string())
+    }
+
+    fn num(tag: &str, name: &str) -> f64 {
+        attr(tag, name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no number {name} in {tag}"))
+    }
+
+    /// Every label's box (estimated from its anchor, length and font) and every node lies
+    /// inside the picture.
+    fn assert_inside(svg: &str) {
+        let width = num(svg, "width");
+        let height = num(svg, "height");
+        for part in svg.split("<text").skip(1) {
+            let tag = &part[..part.find('>').expect("end of tag")];
+            let text = &part[tag.len() + 1..part.find("</text>").expect("closed text")];
+            let w = text.chars().count() as f64 * PICTURE_CHAR_PX;
+            let x = num(tag, "x");
+            let y = num(tag, "y");
+            let (left, right) = match attr(tag, "text-anchor").as_deref() {
+                Some("start") => (x, x + w),
+                Some("end") => (x - w, x),
+                _ => (x - w / 2.0, x + w / 2.0),
+            };
+            assert!(
+                left >= 0.0 && right <= width,
+                "{text:?} spans x {left:.0}..{right:.0} of {width}: {svg}"
+            );
+            assert!(
+                y - PICTURE_FONT_PX >= 0.0 && y + 3.0 <= height,
+                "{text:?} at y {y:.0} of {height}: {svg}"
+            );
+        }
+        for part in svg.split("<circle").skip(1) {
+            let (x, y, r) = (num(part, "cx"), num(part, "cy"), num(part, "r"));
+            assert!(x - r >= 0.0 && x + r <= width && y - r >= 0.0 && y + r <= height);
+        }
+    }
+
+    fn cycle(n: usize, key: &str) -> (Vec<String>, Vec<Step>) {
+        let names: Vec<String> = (1..=n).map(|i| format!("T{i}")).collect();
+        let kinds = ["ww", "wr", "rw", "process", "realtime"];
+        let steps = (0..n)
+            .map(|i| Step {
+                from: names[i].clone(),
+                to: names[(i + 1) % n].clone(),
+                kind: kinds[i % kinds.len()].to_string(),
+                key: (i % 5 < 3).then(|| Value::Str(format!("{key}{i}"))),
+                text: String::new(),
+            })
+            .collect();
+        (names, steps)
+    }
+
+    #[test]
+    fn cycle_labels_and_nodes_stay_inside_the_picture() {
+        for n in 1..=MAX_PICTURE_NODES {
+            for key in ["x", "account-balance-of-the-long-named-key-"] {
+                let (names, steps) = cycle(n, key);
+                assert_inside(&cycle_svg(&names, &steps));
+            }
+        }
+    }
+
+    #[test]
+    fn edge_labels_grow_away_from_their_curve() {
+        // A curve bulging right gets a label starting right of its apex, and so on.
+        let s = (100.0, 0.0);
+        let e = (100.0, 200.0);
+        let (x, _, anchor) = edge_label_place(s, (140.0, 100.0), e, (1.0, 0.0));
+        assert_eq!(anchor, "start");
+        assert!(x > 120.0, "{x}");
+        let (x, _, anchor) = edge_label_place(s, (60.0, 100.0), e, (-1.0, 0.0));
+        assert_eq!(anchor, "end");
+        assert!(x < 80.0, "{x}");
+        let (_, y, anchor) =
+            edge_label_place((0.0, 100.0), (100.0, 140.0), (200.0, 100.0), (0.0, 1.0));
+        assert_eq!(anchor, "middle");
+        assert!(
+            y - PICTURE_FONT_PX > 120.0,
+            "the text's top is below the apex: {y}"
+        );
+    }
 }
