@@ -28,6 +28,10 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
+/// As in `ordeal`: the streaming reader allocates on parser threads and frees on another.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CASES: [&str; 9] = [
     "100k",
     "100k-history",
