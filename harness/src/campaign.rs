@@ -197,6 +197,20 @@ fn campaign_inner(args: &CampaignArgs) -> Result<bool> {
     let exe = std::env::current_exe().context("finding the ordeal binary")?;
     let mut rows = Vec::new();
     let started = Instant::now();
+    if let Some(only) = &args.only {
+        let names: Vec<String> = c
+            .tests
+            .iter()
+            .map(|t| t.display_name(&c.defaults))
+            .collect();
+        if !names.iter().any(|n| n.contains(only.as_str())) {
+            bail!(
+                "{}: no test's name contains {only:?}; the tests are: {}",
+                args.file.display(),
+                names.join(", ")
+            );
+        }
+    }
     for t in &c.tests {
         let name = t.display_name(&c.defaults);
         if let Some(only) = &args.only {
@@ -322,5 +336,29 @@ mod tests {
             .tests
             .iter()
             .any(|t| t.expect_anomaly.is_some() && t.bug.as_deref() == Some("non-atomic-txn")));
+        let nightly = load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../campaigns/nightly.toml"
+        )))
+        .unwrap();
+        assert!(nightly.tests.len() >= 10);
+    }
+
+    #[test]
+    fn only_that_matches_nothing_is_an_error_naming_the_tests() {
+        let file = PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../campaigns/check.toml"
+        ));
+        let err = campaign_inner(&CampaignArgs {
+            file,
+            only: Some("no-such-test".into()),
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("\"no-such-test\"") && err.contains("register-none"),
+            "{err}"
+        );
     }
 }
