@@ -96,7 +96,7 @@ pub const ALL_SHAPES: [Shape; 5] = [
     Shape::Bridge,
 ];
 
-/// Parses `--nemesis-targets`: `all-kinds` or a comma list of one, minority, majority, all,
+/// Parses `--nemesis-targets`: `any` or a comma list of one, minority, majority, all,
 /// leader.
 pub fn parse_targets(s: &str) -> Result<Vec<Target>> {
     if s == "any" {

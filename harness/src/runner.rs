@@ -64,8 +64,8 @@ pub struct TestArgs {
     /// How long each fault is held, `MIN-MAX` milliseconds.
     #[arg(long, default_value = "3000-8000")]
     pub nemesis_hold_ms: String,
-    /// Which nodes pause and kill hit: `any` or a comma list of one, minority, majority, all,
-    /// leader.
+    /// Which nodes pause, kill and network faults hit: `any` or a comma list of one,
+    /// minority, majority, all, leader.
     #[arg(long, default_value = "any")]
     pub nemesis_targets: String,
     /// Which partitions to use: `any` or a comma list of isolate-one, isolate-leader, halves,
