@@ -6,8 +6,8 @@
 //! forward that fails before the request was sent is 503, after it was sent 504.
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -40,7 +40,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             shared.clone(),
             time_request,
         ))
-        // Oversized bodies are refused while reading them; handlers turn the rejection into
+        // Oversized bodies are refused while reading them; `ApiBody` turns the rejection into
         // a JSON error.
         .layer(axum::extract::DefaultBodyLimit::max(
             shared.config.body_max_bytes,
@@ -63,12 +63,45 @@ async fn time_request(
         let p = req.uri().path();
         p.starts_with("/kv/") || p == "/txn" || p == "/keys"
     };
+    if api {
+        s.metrics.http_requests.fetch_add(1, Relaxed);
+    }
     let start = std::time::Instant::now();
     let resp = next.run(req).await;
     if api {
         s.metrics.latency.observe(start.elapsed().as_secs_f64());
     }
     resp
+}
+
+/// A request's query parameters; a malformed query is refused with the same JSON error body
+/// as every other bad request.
+struct ApiQuery(Params);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiQuery {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        Query::<Params>::from_request_parts(parts, state)
+            .await
+            .map(|Query(p)| ApiQuery(p))
+            .map_err(|e| error(e.status(), e.body_text()))
+    }
+}
+
+/// A request's body, at most `body_max_bytes` (`DefaultBodyLimit`); a body over the limit is
+/// a JSON 413.
+struct ApiBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBody {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        Bytes::from_request(req, state)
+            .await
+            .map(ApiBody)
+            .map_err(|e| error(e.status(), e.body_text()))
+    }
 }
 
 fn error(code: StatusCode, msg: impl Into<String>) -> Response {
@@ -315,16 +348,11 @@ fn read_key(s: &Shared, key: &str) -> Response {
 async fn get_key(
     State(s): State<Arc<Shared>>,
     Path(key): Path<String>,
-    params: Result<Query<Params>, QueryRejection>,
+    ApiQuery(params): ApiQuery,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    s.metrics.http_requests.fetch_add(1, Relaxed);
-    let params = match params {
-        Ok(Query(p)) => p,
-        Err(e) => return error(e.status(), e.body_text()),
-    };
     if let Err(b) = check_key(&s, &key) {
         return b.into();
     }
@@ -368,21 +396,12 @@ struct PutBody {
 async fn put_key(
     State(s): State<Arc<Shared>>,
     Path(key): Path<String>,
-    params: Result<Query<Params>, QueryRejection>,
+    ApiQuery(params): ApiQuery,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    ApiBody(body): ApiBody,
 ) -> Response {
-    s.metrics.http_requests.fetch_add(1, Relaxed);
-    let params = match params {
-        Ok(Query(p)) => p,
-        Err(e) => return error(e.status(), e.body_text()),
-    };
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return error(e.status(), e.body_text()),
-    };
     let cmd = (|| {
         check_key(&s, &key)?;
         check_body(&s, &body)?;
@@ -419,16 +438,11 @@ async fn put_key(
 async fn delete_key(
     State(s): State<Arc<Shared>>,
     Path(key): Path<String>,
-    params: Result<Query<Params>, QueryRejection>,
+    ApiQuery(params): ApiQuery,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    s.metrics.http_requests.fetch_add(1, Relaxed);
-    let params = match params {
-        Ok(Query(p)) => p,
-        Err(e) => return error(e.status(), e.body_text()),
-    };
     let cmd = (|| {
         check_key(&s, &key)?;
         Ok::<_, BadRequest>(Command {
@@ -517,21 +531,12 @@ fn parse_micro_ops(s: &Shared, body: &Bytes) -> Result<Vec<MicroOp>, BadRequest>
 
 async fn txn(
     State(s): State<Arc<Shared>>,
-    params: Result<Query<Params>, QueryRejection>,
+    ApiQuery(params): ApiQuery,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    ApiBody(body): ApiBody,
 ) -> Response {
-    s.metrics.http_requests.fetch_add(1, Relaxed);
-    let params = match params {
-        Ok(Query(p)) => p,
-        Err(e) => return error(e.status(), e.body_text()),
-    };
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return error(e.status(), e.body_text()),
-    };
     let parsed = parse_micro_ops(&s, &body).and_then(|ops| Ok((ops, dedup(&params)?)));
     let (ops, dedup) = match parsed {
         Err(b) => return b.into(),
@@ -602,16 +607,11 @@ async fn txn(
 
 async fn keys(
     State(s): State<Arc<Shared>>,
-    params: Result<Query<Params>, QueryRejection>,
+    ApiQuery(params): ApiQuery,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    s.metrics.http_requests.fetch_add(1, Relaxed);
-    let params = match params {
-        Ok(Query(p)) => p,
-        Err(e) => return error(e.status(), e.body_text()),
-    };
     let prefix = params.get("prefix").cloned().unwrap_or_default();
     let list = |s: &Shared| {
         let kv = s.kv.read().expect("lock poisoned");
