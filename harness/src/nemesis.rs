@@ -96,38 +96,52 @@ pub const ALL_SHAPES: [Shape; 5] = [
     Shape::Bridge,
 ];
 
-/// Parses `--nemesis-targets`: `any` or a comma list of one, minority, majority, all,
-/// leader.
-pub fn parse_targets(s: &str) -> Result<Vec<Target>> {
+/// Parses an option that takes `any` (every choice) or a comma list of choice names; the
+/// error names the option and lists the choices.
+fn parse_choices<T: Copy>(
+    s: &str,
+    option: &str,
+    all: &[T],
+    name: impl Fn(T) -> &'static str,
+) -> Result<Vec<T>> {
     if s == "any" {
-        return Ok(ALL_TARGETS.to_vec());
-    }
-    s.split(',')
-        .map(|t| match t.trim() {
-            "one" => Ok(Target::One),
-            "minority" => Ok(Target::Minority),
-            "majority" => Ok(Target::Majority),
-            "all" => Ok(Target::All),
-            "leader" => Ok(Target::Leader),
-            other => bail!("--nemesis-targets: unknown target {other:?}; expected any or one, minority, majority, all, leader"),
-        })
-        .collect()
-}
-
-/// Parses `--partition-shapes`: `any` or a comma list of shape names.
-pub fn parse_shapes(s: &str) -> Result<Vec<Shape>> {
-    if s == "any" {
-        return Ok(ALL_SHAPES.to_vec());
+        return Ok(all.to_vec());
     }
     s.split(',')
         .map(|t| {
-            ALL_SHAPES.iter().copied().find(|sh| sh.as_str() == t.trim()).ok_or_else(|| {
+            let t = t.trim();
+            all.iter().copied().find(|&c| name(c) == t).ok_or_else(|| {
+                let names: Vec<&str> = all.iter().map(|&c| name(c)).collect();
                 anyhow::anyhow!(
-                    "--partition-shapes: unknown shape {t:?}; expected any or isolate-one, isolate-leader, halves, majorities-ring, bridge"
+                    "{option}: unknown choice {t:?}; expected any or {}",
+                    names.join(", ")
                 )
             })
         })
         .collect()
+}
+
+impl Target {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::One => "one",
+            Target::Minority => "minority",
+            Target::Majority => "majority",
+            Target::All => "all",
+            Target::Leader => "leader",
+        }
+    }
+}
+
+/// Parses `--nemesis-targets`: `any` or a comma list of one, minority, majority, all,
+/// leader.
+pub fn parse_targets(s: &str) -> Result<Vec<Target>> {
+    parse_choices(s, "--nemesis-targets", &ALL_TARGETS, Target::as_str)
+}
+
+/// Parses `--partition-shapes`: `any` or a comma list of shape names.
+pub fn parse_shapes(s: &str) -> Result<Vec<Shape>> {
+    parse_choices(s, "--partition-shapes", &ALL_SHAPES, Shape::as_str)
 }
 
 /// The behaviours the `network` fault may pick from.
@@ -145,21 +159,24 @@ pub const ALL_BEHAVIOURS: [BehaviourKind; 3] = [
     BehaviourKind::Duplicate,
 ];
 
+impl BehaviourKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BehaviourKind::Delay => "delay",
+            BehaviourKind::Loss => "loss",
+            BehaviourKind::Duplicate => "duplicate",
+        }
+    }
+}
+
 /// Parses `--network-behaviours`: `any` or a comma list of delay, loss, duplicate.
 pub fn parse_behaviours(s: &str) -> Result<Vec<BehaviourKind>> {
-    if s == "any" {
-        return Ok(ALL_BEHAVIOURS.to_vec());
-    }
-    s.split(',')
-        .map(|t| match t.trim() {
-            "delay" => Ok(BehaviourKind::Delay),
-            "loss" => Ok(BehaviourKind::Loss),
-            "duplicate" => Ok(BehaviourKind::Duplicate),
-            other => bail!(
-                "--network-behaviours: unknown behaviour {other:?}; expected any or delay, loss, duplicate"
-            ),
-        })
-        .collect()
+    parse_choices(
+        s,
+        "--network-behaviours",
+        &ALL_BEHAVIOURS,
+        BehaviourKind::as_str,
+    )
 }
 
 /// Mean one-way delay of a `delay` fault, drawn uniformly from this range. Around the store's
