@@ -308,11 +308,13 @@ fn draw_fault_band(
         .iter()
         .map(|f| {
             let lane = lanes.iter().position(|l| l.0 == f.f).unwrap_or(0);
-            let x0 = x_px(secs(f.start_ns)).max(x_range_px.0);
+            // A fault may start at the chart's right edge (at the end of the main phase) or
+            // end past it: keep it in range, at least 2 px wide.
+            let x0 = x_px(secs(f.start_ns)).clamp(x_range_px.0, x_range_px.1);
             BandFault {
                 lane,
                 x0_px: x0,
-                x1_px: x_px(secs(f.end_ns)).clamp(x0 + 2, x_range_px.1),
+                x1_px: x_px(secs(f.end_ns)).min(x_range_px.1).max(x0 + 2),
                 labels: label_choices(&f.label, &lanes[lane].1),
             }
         })
@@ -690,6 +692,56 @@ mod tests {
                 fault(lane, at, 5 + next(90) as i32, labels[i % labels.len()])
             })
             .collect()
+    }
+
+    /// A fault that starts where the chart ends (a kill at the last instant of the main phase)
+    /// or outlives it must still draw: it once made `clamp` panic with min > max.
+    #[test]
+    fn faults_at_and_past_the_chart_edge_draw() {
+        use ordeal_checker::{Event, EventType, Process, Value};
+        let mut events = Vec::new();
+        for i in 0..40i64 {
+            let p = Process::Client((i % 4) as u64);
+            events.push(
+                Event::new(p, EventType::Invoke, "read", Value::Null).with_time(i * 100_000_000),
+            );
+            events.push(
+                Event::new(p, EventType::Ok, "read", Value::Int(1))
+                    .with_time(i * 100_000_000 + 5_000_000),
+            );
+        }
+        let history = History::new(events);
+        let end_ns = 39 * 100_000_000 + 5_000_000;
+        let faults = vec![
+            FaultInterval {
+                f: "kill".into(),
+                label: "one n2".into(),
+                start_ns: end_ns,
+                end_ns,
+            },
+            FaultInterval {
+                f: "start-partition".into(),
+                label: "halves".into(),
+                start_ns: end_ns - 1_000,
+                end_ns: end_ns + 5_000_000_000,
+            },
+            FaultInterval {
+                f: "pause".into(),
+                label: "leader n1".into(),
+                start_ns: end_ns + 1_000_000_000,
+                end_ns: end_ns + 2_000_000_000,
+            },
+        ];
+        let dir = std::env::temp_dir().join(format!("ordeal-plots-edge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        draw_all(&history, &faults, &dir).unwrap();
+        for png in ["latency-raw.png", "latency-quantiles.png", "rate.png"] {
+            let len = std::fs::metadata(dir.join(png))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            assert!(len > 1000, "{png}: {len} bytes");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

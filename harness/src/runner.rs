@@ -1036,9 +1036,23 @@ pub fn analyse(
         "run": extra,
     });
     checks::write_results(&run_dir.join("results.json"), &results)?;
-    if let Err(e) = crate::plots::draw_all(history, &faults, run_dir) {
+    // The charts are the one part of a run that only illustrates it: a bug there (plotters
+    // panics on some inputs) must not cost the verdict's report, so a panic is caught and
+    // reported like an error.
+    let drawn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::plots::draw_all(history, &faults, run_dir)
+    }))
+    .unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic");
+        Err(anyhow::anyhow!("panicked: {what}"))
+    });
+    if let Err(e) = drawn {
         tracing::error!("drawing charts: {e:#}");
-        eprintln!("ordeal: drawing charts failed: {e:#}");
+        eprintln!("ordeal: drawing charts failed (the report has no charts): {e:#}");
     }
     report::write_report(run_dir, config, &results, &all, &counts)?;
     tracing::info!("verdict: {verdict}");

@@ -199,7 +199,9 @@ fn run(spec: &Spec) -> Run {
         .arg(&dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        // Kept beside the results, so that a failed run shows what ordeal printed (a panic's
+        // message goes nowhere else).
+        .stderr(std::fs::File::create(dir.join("ordeal.stderr")).expect("create ordeal.stderr"));
     if let Some(b) = spec.bug {
         cmd.args(["--bug", b]);
     }
@@ -293,7 +295,12 @@ fn data_edges(r: &Run, workload: &str) -> u64 {
 fn assert_valid_txn_run(r: &Run, workload: &str, min_ok: u64) {
     let c = r.check(TXN_CHECK);
     assert_eq!(r.results["verdict"], "valid", "{:#}", r.results);
-    assert_eq!(r.code, 0, "a valid run exits 0");
+    assert_eq!(
+        r.code,
+        0,
+        "a valid run exits 0; ordeal printed:\n{}",
+        std::fs::read_to_string(r.dir.join("ordeal.stderr")).unwrap_or_default()
+    );
     assert_eq!(c["verdict"], "valid", "{c:#}");
     assert_eq!(c["details"]["workload"], workload, "{c:#}");
     let stats = &c["details"]["stats"];
