@@ -339,6 +339,112 @@ pub struct NemesisConfig {
     pub shapes: Vec<Shape>,
     /// Which behaviours the network fault may use.
     pub behaviours: Vec<BehaviourKind>,
+    /// Faults to inject instead of drawing them (this nemesis' part of `--replay-faults`).
+    pub replay: Option<Vec<ScheduledFault>>,
+}
+
+/// One fault as it was injected, concretely (nodes, links, parameters), so that a later run can
+/// inject exactly it again (`ordeal test --replay-faults`). Every run writes its faults, in
+/// order per nemesis, to `faults.json`. Nodes are numbered from 1, as `n1` is node 1.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduledFault {
+    /// The nemesis that injected it (one runs per kind).
+    pub nemesis: FaultKind,
+    /// Quiet time before the fault, then how long it was held.
+    pub wait_ms: u64,
+    pub hold_ms: u64,
+    /// How its targets were chosen (one, minority, leader, a partition shape, ...): for people.
+    pub target: String,
+    pub action: Action,
+}
+
+/// What a scheduled fault does.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "do", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Action {
+    Pause {
+        nodes: Vec<usize>,
+    },
+    Kill {
+        nodes: Vec<usize>,
+    },
+    /// The links cut, as pairs of nodes.
+    Partition {
+        cuts: Vec<(usize, usize)>,
+    },
+    /// `nodes` were targeted; `links` (all links touching them) are shaped.
+    Network {
+        nodes: Vec<usize>,
+        links: Vec<(usize, usize)>,
+        behaviour: Behaviour,
+    },
+}
+
+impl ScheduledFault {
+    /// Every node it names, numbered from 1.
+    fn nodes(&self) -> Vec<usize> {
+        match &self.action {
+            Action::Pause { nodes } | Action::Kill { nodes } => nodes.clone(),
+            Action::Partition { cuts } => cuts.iter().flat_map(|&(a, b)| [a, b]).collect(),
+            Action::Network { nodes, links, .. } => nodes
+                .iter()
+                .copied()
+                .chain(links.iter().flat_map(|&(a, b)| [a, b]))
+                .collect(),
+        }
+    }
+}
+
+/// Reads a schedule written by an earlier run (`faults.json`, or the run directory holding
+/// it) and checks it against this run: every node must exist and every nemesis must be one
+/// this run has (`--nemesis`).
+pub fn load_schedule(
+    path: &std::path::Path,
+    nodes: usize,
+    kinds: &[FaultKind],
+) -> Result<Vec<ScheduledFault>> {
+    let file = if path.is_dir() {
+        path.join("faults.json")
+    } else {
+        path.to_path_buf()
+    };
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| anyhow::anyhow!("--replay-faults: {}: {e}", file.display()))?;
+    let schedule: Vec<ScheduledFault> = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("--replay-faults: {}: {e}", file.display()))?;
+    for (i, f) in schedule.iter().enumerate() {
+        if let Some(bad) = f.nodes().into_iter().find(|&n| n == 0 || n > nodes) {
+            bail!(
+                "--replay-faults: {}: fault {} names node n{bad}, but this run has {nodes} node(s)",
+                file.display(),
+                i + 1
+            );
+        }
+        if !kinds.contains(&f.nemesis) {
+            bail!(
+                "--replay-faults: {}: fault {} is a {:?} fault; add it to --nemesis",
+                file.display(),
+                i + 1,
+                f.nemesis
+            );
+        }
+    }
+    Ok(schedule)
+}
+
+/// Node numbers (from 1) of node indices (from 0), and back.
+fn numbers(idx: &[usize]) -> Vec<usize> {
+    idx.iter().map(|i| i + 1).collect()
+}
+fn indices(numbers: &[usize]) -> Vec<usize> {
+    numbers.iter().map(|n| n - 1).collect()
+}
+fn pair_numbers(pairs: &BTreeSet<(usize, usize)>) -> Vec<(usize, usize)> {
+    pairs.iter().map(|&(a, b)| (a + 1, b + 1)).collect()
+}
+fn pair_indices(pairs: &[(usize, usize)]) -> BTreeSet<(usize, usize)> {
+    pairs.iter().map(|&(a, b)| (a - 1, b - 1)).collect()
 }
 
 /// The fault being held now, for undoing it.
@@ -358,6 +464,8 @@ pub struct Nemesis {
     pub recorder: Recorder,
     /// What the progress bar shows as the current faults, one entry per nemesis.
     pub current: Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
+    /// The faults injected so far, by every nemesis (written to `faults.json`).
+    pub schedule: Arc<std::sync::Mutex<Vec<ScheduledFault>>>,
 }
 
 fn names(idx: &[usize]) -> Value {
@@ -384,112 +492,36 @@ impl Nemesis {
         }
     }
 
-    /// Runs faults until `stop` turns true; always leaves everything healed.
+    /// Runs faults until `stop` turns true (or a replayed schedule ends); always leaves
+    /// everything healed.
     pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<()> {
         if self.config.kinds.is_empty() {
             return Ok(());
         }
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ 0x6e656d65_73697321);
         let n = self.cluster.lock().await.len();
+        let mut replay = self.config.replay.clone().map(|r| r.into_iter().peekable());
         loop {
-            let wait_ms = rng.gen_range(self.config.interval_ms.0..=self.config.interval_ms.1);
+            let wait_ms = match &mut replay {
+                Some(faults) => match faults.peek() {
+                    Some(f) => f.wait_ms,
+                    None => break,
+                },
+                None => rng.gen_range(self.config.interval_ms.0..=self.config.interval_ms.1),
+            };
             if sleep_or_stop(&mut stop, wait_ms).await {
                 break;
             }
-            let kind = *self.config.kinds.choose(&mut rng).expect("kinds not empty");
-            let hold_ms = rng.gen_range(self.config.hold_ms.0..=self.config.hold_ms.1);
-            let leader = self.cluster.lock().await.leader().await;
-            let active = match kind {
-                FaultKind::Pause | FaultKind::Kill => {
-                    let target = *self
-                        .config
-                        .targets
-                        .choose(&mut rng)
-                        .expect("--nemesis-targets parses to at least one target");
-                    let nodes = choose_targets(target, n, leader, &mut rng);
-                    let mut cluster = self.cluster.lock().await;
-                    let label = format!("{target:?}").to_lowercase();
-                    if kind == FaultKind::Pause {
-                        for &i in &nodes {
-                            cluster.pause(i);
-                        }
-                        drop(cluster);
-                        self.record(
-                            "pause",
-                            Value::List(vec![Value::Str(label.clone()), names(&nodes)]),
-                        );
-                        self.set_current(&format!("pause {label} {}", names(&nodes)));
-                        Active::Paused(nodes)
-                    } else {
-                        for &i in &nodes {
-                            cluster.kill(i);
-                        }
-                        drop(cluster);
-                        self.record(
-                            "kill",
-                            Value::List(vec![Value::Str(label.clone()), names(&nodes)]),
-                        );
-                        self.set_current(&format!("kill {label} {}", names(&nodes)));
-                        Active::Killed(nodes)
-                    }
-                }
-                FaultKind::Partition => {
-                    let shape = *self
-                        .config
-                        .shapes
-                        .choose(&mut rng)
-                        .expect("shapes not empty");
-                    let cuts = partition_cuts(shape, n, leader, &mut rng);
-                    self.net.cut(&cuts)?;
-                    let label = shape.as_str().to_string();
-                    let desc = describe_cuts(&cuts, n);
-                    tracing::info!("partition {label}: {desc}");
-                    self.record(
-                        "start-partition",
-                        Value::List(vec![Value::Str(label.clone()), Value::Str(desc)]),
-                    );
-                    self.set_current(&format!("partition {label}"));
-                    Active::Partitioned
-                }
-                FaultKind::Network => {
-                    let target = *self
-                        .config
-                        .targets
-                        .choose(&mut rng)
-                        .expect("--nemesis-targets parses to at least one target");
-                    let nodes = choose_targets(target, n, leader, &mut rng);
-                    let links = network_links(&nodes, n);
-                    let behaviour = choose_behaviour(&self.config.behaviours, &mut rng);
-                    if links.is_empty() {
-                        // One node has no links; say so instead of recording a fault that is not.
-                        tracing::info!(
-                            "network {}: no links to shape among {n} node(s)",
-                            behaviour.describe()
-                        );
-                        Active::Nothing
-                    } else {
-                        let (via, how) = self.net.start_network(&links, behaviour)?;
-                        let desc = behaviour.describe();
-                        let link_text = describe_links(&links);
-                        tracing::info!(
-                            "network {desc} on {link_text} ({target:?} {}): {how}",
-                            names(&nodes)
-                        );
-                        self.record(
-                            "start-network",
-                            Value::List(vec![
-                                Value::Str(format!("{desc} via {via}")),
-                                Value::Str(link_text),
-                                Value::Str(format!("{target:?}").to_lowercase()),
-                                names(&nodes),
-                                Value::Str(how),
-                            ]),
-                        );
-                        self.set_current(&format!("network {desc} via {via}"));
-                        Active::Network
-                    }
-                }
+            let fault = match &mut replay {
+                Some(faults) => faults.next().expect("peeked above"),
+                None => self.draw(wait_ms, n, &mut rng).await,
             };
+            let active = self.inject(&fault, n).await?;
+            let hold_ms = fault.hold_ms;
+            self.schedule
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(fault);
             let stopped = sleep_or_stop(&mut stop, hold_ms).await;
             self.undo(active).await?;
             self.set_current("none");
@@ -498,6 +530,141 @@ impl Nemesis {
             }
         }
         Ok(())
+    }
+
+    /// Draws the next fault from the seeded generator; targets such as the leader are resolved
+    /// now, at the moment of the fault.
+    async fn draw(&self, wait_ms: u64, n: usize, rng: &mut ChaCha8Rng) -> ScheduledFault {
+        let kind = *self.config.kinds.choose(rng).expect("kinds not empty");
+        let hold_ms = rng.gen_range(self.config.hold_ms.0..=self.config.hold_ms.1);
+        let leader = self.cluster.lock().await.leader().await;
+        let target = |rng: &mut ChaCha8Rng| {
+            *self
+                .config
+                .targets
+                .choose(rng)
+                .expect("--nemesis-targets parses to at least one target")
+        };
+        let (target, action) = match kind {
+            FaultKind::Pause | FaultKind::Kill => {
+                let target = target(rng);
+                let nodes = numbers(&choose_targets(target, n, leader, rng));
+                let action = if kind == FaultKind::Pause {
+                    Action::Pause { nodes }
+                } else {
+                    Action::Kill { nodes }
+                };
+                (target.as_str(), action)
+            }
+            FaultKind::Partition => {
+                let shape = *self.config.shapes.choose(rng).expect("shapes not empty");
+                let cuts = partition_cuts(shape, n, leader, rng);
+                (
+                    shape.as_str(),
+                    Action::Partition {
+                        cuts: pair_numbers(&cuts),
+                    },
+                )
+            }
+            FaultKind::Network => {
+                let target = target(rng);
+                let nodes = choose_targets(target, n, leader, rng);
+                let links = network_links(&nodes, n);
+                let behaviour = choose_behaviour(&self.config.behaviours, rng);
+                (
+                    target.as_str(),
+                    Action::Network {
+                        nodes: numbers(&nodes),
+                        links: pair_numbers(&links),
+                        behaviour,
+                    },
+                )
+            }
+        };
+        ScheduledFault {
+            nemesis: kind,
+            wait_ms,
+            hold_ms,
+            target: target.to_string(),
+            action,
+        }
+    }
+
+    /// Injects a fault and records it in the history.
+    async fn inject(&self, fault: &ScheduledFault, n: usize) -> Result<Active> {
+        let label = fault.target.clone();
+        Ok(match &fault.action {
+            Action::Pause { nodes } | Action::Kill { nodes } => {
+                let nodes = indices(nodes);
+                let mut cluster = self.cluster.lock().await;
+                let (f, active) = if matches!(fault.action, Action::Pause { .. }) {
+                    for &i in &nodes {
+                        cluster.pause(i);
+                    }
+                    ("pause", Active::Paused(nodes.clone()))
+                } else {
+                    for &i in &nodes {
+                        cluster.kill(i);
+                    }
+                    ("kill", Active::Killed(nodes.clone()))
+                };
+                drop(cluster);
+                self.record(
+                    f,
+                    Value::List(vec![Value::Str(label.clone()), names(&nodes)]),
+                );
+                self.set_current(&format!("{f} {label} {}", names(&nodes)));
+                active
+            }
+            Action::Partition { cuts } => {
+                let cuts = pair_indices(cuts);
+                self.net.cut(&cuts)?;
+                let desc = describe_cuts(&cuts, n);
+                tracing::info!("partition {label}: {desc}");
+                self.record(
+                    "start-partition",
+                    Value::List(vec![Value::Str(label.clone()), Value::Str(desc)]),
+                );
+                self.set_current(&format!("partition {label}"));
+                Active::Partitioned
+            }
+            Action::Network {
+                nodes,
+                links,
+                behaviour,
+            } => {
+                let nodes = indices(nodes);
+                let links = pair_indices(links);
+                if links.is_empty() {
+                    // One node has no links; say so instead of recording a fault that is not.
+                    tracing::info!(
+                        "network {}: no links to shape among {n} node(s)",
+                        behaviour.describe()
+                    );
+                    Active::Nothing
+                } else {
+                    let (via, how) = self.net.start_network(&links, *behaviour)?;
+                    let desc = behaviour.describe();
+                    let link_text = describe_links(&links);
+                    tracing::info!(
+                        "network {desc} on {link_text} ({label} {}): {how}",
+                        names(&nodes)
+                    );
+                    self.record(
+                        "start-network",
+                        Value::List(vec![
+                            Value::Str(format!("{desc} via {via}")),
+                            Value::Str(link_text),
+                            Value::Str(label.clone()),
+                            names(&nodes),
+                            Value::Str(how),
+                        ]),
+                    );
+                    self.set_current(&format!("network {desc} via {via}"));
+                    Active::Network
+                }
+            }
+        })
     }
 
     async fn undo(&self, active: Active) -> Result<()> {

@@ -95,7 +95,7 @@ pub fn enter_netns() -> Result<()> {
 }
 
 /// What the `network` fault does to the links it picks, as Jepsen's `:packet` behaviours.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "behaviour", rename_all = "lowercase")]
 pub enum Behaviour {
     /// Every message waits `delay_ms`, give or take up to `jitter_ms` (uniformly).

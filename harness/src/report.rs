@@ -126,7 +126,7 @@ td.num,th.num{{text-align:right;font-variant-numeric:tabular-nums}}
 <tr><th>seed</th><td>{}</td></tr><tr><th>network backend</th><td>{}</td></tr>\
 <tr><th>store</th><td><code>{}</code>{}</td></tr><tr><th>started</th><td>{}</td></tr>\
 <tr><th>throughput (main phase)</th><td>{:.0} ops/s</td></tr>\
-<tr><th>reproduce</th><td><code>{}</code><br><small>Same seed, same operations and fault schedule; the OS still schedules threads as it likes, so interleavings differ.</small></td></tr></table>",
+<tr><th>reproduce</th><td><code>{}</code><br><small>Same seed, same operations and fault schedule, except that a fault aimed at the leader hits whoever leads then; the OS still schedules threads as it likes, so interleavings differ. To inject exactly this run's faults again, add <code>--replay-faults {}</code>.</small></td></tr></table>",
         esc(&a.workload),
         esc(&a.nemesis),
         a.nodes,
@@ -140,6 +140,7 @@ td.num,th.num{{text-align:right;font-variant-numeric:tabular-nums}}
         esc(&config.started_at),
         run["throughput_ops_per_s"].as_f64().unwrap_or(0.0),
         esc(&config.reproduce),
+        esc(&run_dir.join("faults.json").display().to_string()),
     );
 
     // Checks.

@@ -76,6 +76,12 @@ pub struct TestArgs {
     #[arg(long, default_value = "any")]
     #[serde(default = "default_any")]
     pub network_behaviours: String,
+    /// Inject exactly the faults an earlier run injected (its `faults.json`, or its run
+    /// directory) instead of drawing them: the same nodes, links, behaviours and timings.
+    /// `--nemesis` must include every kind of fault in it.
+    #[arg(long, value_name = "FILE")]
+    #[serde(default)]
+    pub replay_faults: Option<PathBuf>,
     /// Quiet time after healing before the final reads.
     #[arg(long, default_value_t = 3)]
     pub recovery_s: u64,
@@ -163,6 +169,9 @@ impl TestArgs {
         nemesis::parse_behaviours(&self.network_behaviours)?;
         parse_range(&self.nemesis_interval_ms, "--nemesis-interval-ms")?;
         parse_range(&self.nemesis_hold_ms, "--nemesis-hold-ms")?;
+        if let Some(path) = &self.replay_faults {
+            nemesis::load_schedule(path, self.nodes, &nemesis::parse_nemesis(&self.nemesis)?)?;
+        }
         Ok(())
     }
 
@@ -206,6 +215,9 @@ impl TestArgs {
         }
         if let Some(k) = self.ops_per_key {
             c.push_str(&format!(" --ops-per-key {k}"));
+        }
+        if let Some(path) = &self.replay_faults {
+            c.push_str(&format!(" --replay-faults {}", path.display()));
         }
         if self.consistency != "strict-serializable" {
             c.push_str(&format!(" --consistency {}", self.consistency));
@@ -692,6 +704,11 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
     let targets = nemesis::parse_targets(&args.nemesis_targets)?;
     let shapes = nemesis::parse_shapes(&args.partition_shapes)?;
     let behaviours = nemesis::parse_behaviours(&args.network_behaviours)?;
+    let replay = match &args.replay_faults {
+        Some(path) => Some(nemesis::load_schedule(path, args.nodes, &kinds)?),
+        None => None,
+    };
+    let schedule: Arc<std::sync::Mutex<Vec<nemesis::ScheduledFault>>> = Arc::default();
     let nemesis_tasks: Vec<_> = kinds
         .iter()
         .enumerate()
@@ -706,11 +723,19 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
                         targets: targets.clone(),
                         shapes: shapes.clone(),
                         behaviours: behaviours.clone(),
+                        replay: replay.as_ref().map(|faults| {
+                            faults
+                                .iter()
+                                .filter(|f| f.nemesis == *kind)
+                                .cloned()
+                                .collect()
+                        }),
                     },
                     cluster: cluster.clone(),
                     net: net.clone(),
                     recorder: recorder.clone(),
                     current: current_fault.clone(),
+                    schedule: schedule.clone(),
                 }
                 .run(stop_rx.clone()),
             )
@@ -783,6 +808,14 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
 
     // Heal everything, whatever the nemesis managed to do.
     let heal_result = net.heal();
+    {
+        let faults = schedule.lock().unwrap_or_else(|e| e.into_inner());
+        std::fs::write(
+            run_dir.join("faults.json"),
+            serde_json::to_string_pretty(&*faults)?,
+        )
+        .context("writing faults.json")?;
+    }
     let proc_heal = cluster.lock().await.heal_processes();
     for r in nemesis_results {
         if let Ok(Err(e)) | Err(e) = r.map_err(anyhow::Error::from) {

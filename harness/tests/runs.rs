@@ -485,3 +485,155 @@ fn network_faults_against_the_real_store_are_valid() {
     );
     let _ = std::fs::remove_dir_all(&results);
 }
+
+/// Runs a short test against the fake store with pause, kill and partition faults close
+/// together; `extra` adds arguments. Returns the run directory.
+fn run_faults(results: &Path, seed: &str, extra: &[&str]) -> PathBuf {
+    let status = Command::new(env!("CARGO_BIN_EXE_ordeal"))
+        .args(["test", "--no-progress", "--nemesis", "pause,kill,partition"])
+        .args(["--nemesis-interval-ms", "200-500"])
+        .args(["--nemesis-hold-ms", "300-600"])
+        .args(["--time-limit", "4", "--rate", "200", "--concurrency", "4"])
+        .args(["--seed", seed, "--net", "proxy", "--recovery-s", "1"])
+        .args(extra)
+        .arg("--store-bin")
+        .arg(fake_store())
+        .arg("--results")
+        .arg(results)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run ordeal");
+    assert!(status.code().is_some(), "ordeal died by a signal");
+    std::fs::canonicalize(results.join("latest")).expect("latest points at the run")
+}
+
+fn faults_json(run: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(run.join("faults.json")).expect("faults.json written");
+    serde_json::from_str(&text).expect("faults.json parses")
+}
+
+/// The nemesis events that start a fault, as (f, value), in order.
+fn fault_starts(run: &Path) -> Vec<(String, serde_json::Value)> {
+    std::fs::read_to_string(run.join("history.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["process"] == "nemesis")
+        .filter(|e| matches!(e["f"].as_str(), Some("pause" | "kill" | "start-partition")))
+        .map(|e| (e["f"].as_str().unwrap().to_string(), e["value"].clone()))
+        .collect()
+}
+
+/// `--replay-faults` injects the faults an earlier run wrote to faults.json, whatever the
+/// seed: the same kinds on the same nodes and links, in the same order.
+#[test]
+fn replayed_faults_repeat_the_earlier_run() {
+    let results = temp_dir("replay");
+    let first = run_faults(&results.join("a"), "21", &[]);
+    let original = faults_json(&first);
+    assert!(
+        original.len() >= 4,
+        "only {} faults: {original:?}",
+        original.len()
+    );
+    let kinds: std::collections::BTreeSet<&str> = original
+        .iter()
+        .map(|f| f["nemesis"].as_str().unwrap())
+        .collect();
+    assert!(kinds.len() >= 2, "one kind of fault only: {kinds:?}");
+
+    let replay_from = first.to_string_lossy().into_owned();
+    let second = run_faults(&results.join("b"), "99", &["--replay-faults", &replay_from]);
+    let replayed = faults_json(&second);
+    // The same timings, so the same faults fit in the run, give or take the last one.
+    assert!(
+        replayed.len() + 1 >= original.len() && replayed.len() <= original.len(),
+        "{} faults replayed of {}",
+        replayed.len(),
+        original.len()
+    );
+    let key = |f: &serde_json::Value| (f["nemesis"].clone(), f["action"].clone());
+    for kind in &kinds {
+        let of = |faults: &[serde_json::Value]| -> Vec<_> {
+            faults
+                .iter()
+                .filter(|f| f["nemesis"] == *kind)
+                .map(key)
+                .collect()
+        };
+        let (a, b) = (of(&original), of(&replayed));
+        assert!(
+            a.starts_with(&b),
+            "{kind}: replayed {b:?}\nnot a prefix of {a:?}"
+        );
+    }
+    // The history records them as it recorded the originals.
+    let (a, b) = (fault_starts(&first), fault_starts(&second));
+    for kind in ["pause", "kill", "start-partition"] {
+        let of = |v: &[(String, serde_json::Value)]| -> Vec<serde_json::Value> {
+            v.iter()
+                .filter(|(f, _)| f == kind)
+                .map(|(_, x)| x.clone())
+                .collect()
+        };
+        assert!(of(&a).starts_with(&of(&b)), "{kind} events differ");
+    }
+    // And a different seed without replay draws other faults.
+    let third = run_faults(&results.join("c"), "99", &[]);
+    assert_ne!(
+        faults_json(&third).iter().map(key).collect::<Vec<_>>(),
+        original.iter().map(key).collect::<Vec<_>>()
+    );
+    let _ = std::fs::remove_dir_all(&results);
+}
+
+#[test]
+fn a_bad_replay_file_is_refused_before_anything_starts() {
+    let dir = temp_dir("replay-bad");
+    let run = |file: &Path, nemesis: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ordeal"))
+            .args([
+                "test",
+                "--no-progress",
+                "--nemesis",
+                nemesis,
+                "--nodes",
+                "3",
+            ])
+            .arg("--replay-faults")
+            .arg(file)
+            .arg("--store-bin")
+            .arg(fake_store())
+            .arg("--results")
+            .arg(dir.join("results"))
+            .output()
+            .expect("run ordeal");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&dir.join("missing.json"), "kill");
+    assert_eq!(code, Some(255), "{err}");
+    assert!(err.contains("missing.json"), "{err}");
+    let five = dir.join("five.json");
+    std::fs::write(
+        &five,
+        r#"[{"nemesis":"kill","wait_ms":10,"hold_ms":10,"target":"one","action":{"do":"kill","nodes":[5]}}]"#,
+    )
+    .unwrap();
+    let (code, err) = run(&five, "kill");
+    assert_eq!(code, Some(255), "{err}");
+    assert!(err.contains("n5") && err.contains("3 node"), "{err}");
+    let (code, err) = run(&five, "pause");
+    assert_eq!(code, Some(255), "{err}");
+    assert!(err.contains("--nemesis") || err.contains("n5"), "{err}");
+    std::fs::write(&five, "[{\"nemesis\":\"kill\"}]").unwrap();
+    let (code, err) = run(&five, "kill");
+    assert_eq!(code, Some(255), "{err}");
+    assert!(err.contains("five.json"), "{err}");
+    assert!(!dir.join("results").exists(), "a refused run wrote results");
+    let _ = std::fs::remove_dir_all(&dir);
+}
