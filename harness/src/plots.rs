@@ -5,6 +5,8 @@
 use crate::checks::FaultInterval;
 use anyhow::{anyhow, Result};
 use ordeal_checker::{History, Operation, Outcome};
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -411,25 +413,16 @@ pub fn latency_raw(history: &History, faults: &[FaultInterval], path: &Path) -> 
     let root = BitMapBackend::new(path, (WIDTH_PX, HEIGHT_PX)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let (band, plot) = layout(&root, "Latency of each operation", faults)?;
-    let mut chart = ChartBuilder::on(&plot)
-        .margin(12)
-        .margin_top(6)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..d.end_s, (0.01f64..max_ms).log_scale())
-        .map_err(|e| anyhow!("{e}"))?;
-    chart
-        .configure_mesh()
-        .x_desc("time since start (s)")
-        .x_label_formatter(&|v| tick_label(*v))
-        .y_desc("latency (ms, log)")
-        .y_label_formatter(&|v| ms_label(*v))
-        .label_style(("sans-serif", 13))
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
-    let x_px = |t: f64| chart.backend_coord(&(t, 0.01)).0;
-    draw_fault_band(&band, faults, &x_px, (x_px(0.0), x_px(d.end_s)))?;
-    draw_faults(&mut chart, faults, 0.01, max_ms)?;
+    let mut chart = axes(
+        &plot,
+        &band,
+        faults,
+        d.end_s,
+        (0.01f64..max_ms).log_scale(),
+        (0.01, max_ms),
+        "latency (ms, log)",
+        &|v| ms_label(*v),
+    )?;
     let mut groups: BTreeMap<(String, &'static str), Vec<(f64, f64)>> = BTreeMap::new();
     let mut kinds: BTreeMap<(String, &'static str), (String, Outcome)> = BTreeMap::new();
     for p in points.iter().step_by(step) {
@@ -513,25 +506,16 @@ pub fn latency_quantiles(history: &History, faults: &[FaultInterval], path: &Pat
         &format!("Latency quantiles of ok operations per {bucket:.2} s"),
         faults,
     )?;
-    let mut chart = ChartBuilder::on(&plot)
-        .margin(12)
-        .margin_top(6)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..d.end_s, (0.01f64..max_ms).log_scale())
-        .map_err(|e| anyhow!("{e}"))?;
-    chart
-        .configure_mesh()
-        .x_desc("time since start (s)")
-        .x_label_formatter(&|v| tick_label(*v))
-        .y_desc("latency (ms, log)")
-        .y_label_formatter(&|v| ms_label(*v))
-        .label_style(("sans-serif", 13))
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
-    let x_px = |t: f64| chart.backend_coord(&(t, 0.01)).0;
-    draw_fault_band(&band, faults, &x_px, (x_px(0.0), x_px(d.end_s)))?;
-    draw_faults(&mut chart, faults, 0.01, max_ms)?;
+    let mut chart = axes(
+        &plot,
+        &band,
+        faults,
+        d.end_s,
+        (0.01f64..max_ms).log_scale(),
+        (0.01, max_ms),
+        "latency (ms, log)",
+        &|v| ms_label(*v),
+    )?;
     for ((f, q), pts) in &lines {
         let base = f_colour(f);
         let (opacity, width) = match *q {
@@ -587,25 +571,16 @@ pub fn rate(history: &History, faults: &[FaultInterval], path: &Path) -> Result<
     let root = BitMapBackend::new(path, (WIDTH_PX, HEIGHT_PX)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let (band, plot) = layout(&root, "Throughput: completions per second", faults)?;
-    let mut chart = ChartBuilder::on(&plot)
-        .margin(12)
-        .margin_top(6)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..d.end_s, 0f64..max_rate)
-        .map_err(|e| anyhow!("{e}"))?;
-    chart
-        .configure_mesh()
-        .x_desc("time since start (s)")
-        .x_label_formatter(&|v| tick_label(*v))
-        .y_desc("operations / s")
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .label_style(("sans-serif", 13))
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
-    let x_px = |t: f64| chart.backend_coord(&(t, 0.0)).0;
-    draw_fault_band(&band, faults, &x_px, (x_px(0.0), x_px(d.end_s)))?;
-    draw_faults(&mut chart, faults, 0.0, max_rate)?;
+    let mut chart = axes(
+        &plot,
+        &band,
+        faults,
+        d.end_s,
+        0f64..max_rate,
+        (0.0, max_rate),
+        "operations / s",
+        &|v| format!("{v:.0}"),
+    )?;
     for ((f, o), (outcome, v)) in &counts {
         let colour = outcome_colour(f, *outcome);
         let style = colour.stroke_width(if *outcome == Outcome::Ok { 2 } else { 1 });
@@ -623,10 +598,49 @@ pub fn rate(history: &History, faults: &[FaultInterval], path: &Path) -> Result<
     finish(&mut chart, &root, path)
 }
 
+/// The frame every chart shares: time in seconds across, `y_desc` up, the fault lanes drawn in
+/// `band` and the faults shaded over the plot from `y_low` to `y_high`.
+#[allow(clippy::too_many_arguments)]
+fn axes<'a, 'b, Y>(
+    plot: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    band: &DrawingArea<BitMapBackend<'b>, Shift>,
+    faults: &[FaultInterval],
+    end_s: f64,
+    y: Y,
+    (y_low, y_high): (f64, f64),
+    y_desc: &str,
+    y_label: &dyn Fn(&f64) -> String,
+) -> Result<ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, Y::CoordDescType>>>
+where
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let mut chart = ChartBuilder::on(plot)
+        .margin(12)
+        .margin_top(6)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..end_s, y)
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("time since start (s)")
+        .x_label_formatter(&|v| tick_label(*v))
+        .y_desc(y_desc)
+        .y_label_formatter(y_label)
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    let x_px = |t: f64| chart.backend_coord(&(t, y_low)).0;
+    draw_fault_band(band, faults, &x_px, (x_px(0.0), x_px(end_s)))?;
+    draw_faults(&mut chart, faults, y_low, y_high)?;
+    Ok(chart)
+}
+
 /// Draws the legend in the upper right corner and writes the PNG: the last step of every chart.
-fn finish<'a, CT: plotters::coord::CoordTranslate>(
-    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
-    root: &DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>,
+fn finish<'a, 'b: 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'b>, CT>,
+    root: &DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
     path: &Path,
 ) -> Result<()> {
     chart
