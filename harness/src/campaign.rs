@@ -38,6 +38,8 @@ pub struct TestSpec {
     pub partition_shapes: Option<String>,
     /// The network fault's behaviours: `any` or a comma list of delay, loss, duplicate.
     pub network_behaviours: Option<String>,
+    /// An earlier run's `faults.json` (or run directory) to inject instead of drawn faults.
+    pub replay_faults: Option<String>,
     pub op_timeout_ms: Option<u64>,
     pub recovery_s: Option<u64>,
     pub ops_per_key: Option<u64>,
@@ -98,6 +100,7 @@ impl TestSpec {
         push("--nemesis-targets", pick!(self, d, nemesis_targets));
         push("--partition-shapes", pick!(self, d, partition_shapes));
         push("--network-behaviours", pick!(self, d, network_behaviours));
+        push("--replay-faults", pick!(self, d, replay_faults));
         push(
             "--op-timeout-ms",
             pick!(self, d, op_timeout_ms).map(|v| v.to_string()),
@@ -302,6 +305,19 @@ mod tests {
             "{a:?}"
         );
         assert_eq!(c.tests[1].display_name(&c.defaults), "register-none-x");
+        let replay = dir.join("replay.toml");
+        std::fs::write(
+            &replay,
+            "[[test]]\nnemesis = \"kill\"\nexpect = \"valid\"\nreplay_faults = \"results/r/faults.json\"\n",
+        )
+        .unwrap();
+        let c = load(&replay).unwrap();
+        let a = c.tests[0].to_args(&c.defaults);
+        assert!(
+            a.windows(2)
+                .any(|w| w[0] == "--replay-faults" && w[1] == "results/r/faults.json"),
+            "{a:?}"
+        );
         let bad = dir.join("bad.toml");
         std::fs::write(&bad, "[[test]]\nexpect = \"green\"\n").unwrap();
         assert!(load(&bad)
