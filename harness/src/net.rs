@@ -626,9 +626,17 @@ async fn pump<R, W>(
     type Queued = (Instant, Bytes, tokio::sync::OwnedSemaphorePermit);
     let (tx, mut queue) = mpsc::channel::<Queued>(PROXY_QUEUE_UNITS);
     let budget = Arc::new(tokio::sync::Semaphore::new(PROXY_QUEUE_BYTES));
+    let link_at_delivery = rx.clone();
     let writer = async move {
         while let Some((at, bytes, permit)) = queue.recv().await {
             tokio::time::sleep_until(at).await;
+            // A unit still held back (delayed) when its link is cut is lost with the link, as
+            // a delayed packet is when a partition starts; the heal then closes this stream,
+            // which has a hole in it.
+            if link_at_delivery.borrow().blocked {
+                stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             if to.write_all(&bytes).await.is_err() {
                 return;
             }
@@ -1212,6 +1220,45 @@ mod tests {
         assert!(proxy.faulty_links().is_empty());
         slow.write_all(&frame(b"again")).await.unwrap();
         assert_eq!(read_frame(&mut slow_in).await, b"again");
+    }
+
+    /// A frame held back by a delay when its link is cut is never delivered: the partition
+    /// takes it, as it takes a packet still in flight; the heal closes the stream.
+    #[tokio::test]
+    async fn a_cut_loses_frames_still_held_back_by_a_delay() {
+        let (proxy, receiver, a, _) = two_links().await;
+        let link: BTreeSet<(usize, usize)> = [(0, 1)].into_iter().collect();
+        let mut out = TcpStream::connect(a).await.unwrap();
+        let (mut inn, _) = receiver.accept().await.unwrap();
+        out.write_all(&frame(b"hello")).await.unwrap();
+        assert_eq!(read_frame(&mut inn).await, b"hello");
+        proxy.shape(
+            &link,
+            Behaviour::Delay {
+                delay_ms: 600,
+                jitter_ms: 0,
+            },
+        );
+        out.write_all(&frame(b"in flight")).await.unwrap();
+        // Cut once the proxy has taken the frame in and scheduled it (bounded wait).
+        for _ in 0..500 {
+            if proxy.stats.units_delayed.load(Ordering::Relaxed) >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(proxy.stats.units_delayed.load(Ordering::Relaxed), 1);
+        proxy.cut(&link);
+        let mut byte = [0u8; 1];
+        let got = tokio::time::timeout(Duration::from_millis(1200), inn.read(&mut byte)).await;
+        assert!(got.is_err(), "something arrived across the cut: {got:?}");
+        proxy.heal_partition();
+        proxy.heal_network();
+        // The stream lost a frame, so the heal closes it rather than resume with a hole.
+        let end = tokio::time::timeout(Duration::from_secs(10), inn.read(&mut byte))
+            .await
+            .expect("the stream ends within 10 s");
+        assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
     }
 
     #[tokio::test]
