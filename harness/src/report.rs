@@ -41,6 +41,22 @@ fn embed_png(run_dir: &Path, name: &str, alt: &str) -> String {
     }
 }
 
+/// How to inject this run's faults again, when it had any (see `faults.json`).
+fn replay_hint(run_dir: &Path) -> String {
+    let path = run_dir.join("faults.json");
+    let any = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok())
+        .is_some_and(|faults| !faults.is_empty());
+    if !any {
+        return String::new();
+    }
+    format!(
+        " To inject exactly this run's faults again, add <code>--replay-faults {}</code>.",
+        esc(&path.display().to_string())
+    )
+}
+
 /// How much of a check's summary the banner shows (the Checks table has all of it).
 const WHY_CHARS: usize = 160;
 
@@ -126,7 +142,7 @@ td.num,th.num{{text-align:right;font-variant-numeric:tabular-nums}}
 <tr><th>seed</th><td>{}</td></tr><tr><th>network backend</th><td>{}</td></tr>\
 <tr><th>store</th><td><code>{}</code>{}</td></tr><tr><th>started</th><td>{}</td></tr>\
 <tr><th>throughput (main phase)</th><td>{:.0} ops/s</td></tr>\
-<tr><th>reproduce</th><td><code>{}</code><br><small>Same seed, same operations and fault schedule, except that a fault aimed at the leader hits whoever leads then; the OS still schedules threads as it likes, so interleavings differ. To inject exactly this run's faults again, add <code>--replay-faults {}</code>.</small></td></tr></table>",
+<tr><th>reproduce</th><td><code>{}</code><br><small>Same seed, same operations and fault schedule, except that a fault aimed at the leader hits whoever leads then; the OS still schedules threads as it likes, so interleavings differ.{}</small></td></tr></table>",
         esc(&a.workload),
         esc(&a.nemesis),
         a.nodes,
@@ -140,7 +156,7 @@ td.num,th.num{{text-align:right;font-variant-numeric:tabular-nums}}
         esc(&config.started_at),
         run["throughput_ops_per_s"].as_f64().unwrap_or(0.0),
         esc(&config.reproduce),
-        esc(&run_dir.join("faults.json").display().to_string()),
+        replay_hint(run_dir),
     );
 
     // Checks.
@@ -358,6 +374,26 @@ mod tests {
             details: serde_json::Value::Null,
             html: None,
         }
+    }
+
+    #[test]
+    fn the_replay_hint_appears_only_when_the_run_had_faults() {
+        let dir = std::env::temp_dir().join(format!("ordeal-replay-hint-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(replay_hint(&dir), "", "no faults.json");
+        std::fs::write(dir.join("faults.json"), "[]").unwrap();
+        assert_eq!(replay_hint(&dir), "", "no faults");
+        std::fs::write(
+            dir.join("faults.json"),
+            r#"[{"nemesis":"kill","wait_ms":1,"hold_ms":1,"target":"one","action":{"do":"kill","nodes":[1]}}]"#,
+        )
+        .unwrap();
+        let hint = replay_hint(&dir);
+        assert!(
+            hint.contains("--replay-faults") && hint.contains("faults.json"),
+            "{hint}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
