@@ -225,6 +225,21 @@ fn route(s: &Shared, headers: &HeaderMap) -> Route {
     }
 }
 
+/// Serves a request with `here` when this node leads; otherwise forwards it to the leader, or
+/// answers 503 when there is none to forward to.
+async fn on_leader<Fut: std::future::Future<Output = Response>>(
+    s: &Shared,
+    headers: &HeaderMap,
+    (method, uri, body): (Method, &Uri, Bytes),
+    here: impl FnOnce() -> Fut,
+) -> Response {
+    match route(s, headers) {
+        Route::Forward(addr) => forward(s, &addr, method, uri, body).await,
+        Route::Unavailable(why) => error(StatusCode::SERVICE_UNAVAILABLE, why),
+        Route::Here => here().await,
+    }
+}
+
 async fn forward(s: &Shared, addr: &str, method: Method, uri: &Uri, body: Bytes) -> Response {
     s.metrics.forwarded.fetch_add(1, Relaxed);
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
@@ -359,14 +374,15 @@ async fn get_key(
     match consistency(&params) {
         Err(b) => b.into(),
         Ok(Consistency::Local) => read_key(&s, &key),
-        Ok(Consistency::Linearizable) => match route(&s, &headers) {
-            Route::Forward(addr) => forward(&s, &addr, method, &uri, Bytes::new()).await,
-            Route::Unavailable(why) => error(StatusCode::SERVICE_UNAVAILABLE, why),
-            Route::Here => match linearizable_barrier(&s).await {
-                Ok(()) => read_key(&s, &key),
-                Err(r) => r,
-            },
-        },
+        Ok(Consistency::Linearizable) => {
+            on_leader(&s, &headers, (method, &uri, Bytes::new()), || async {
+                match linearizable_barrier(&s).await {
+                    Ok(()) => read_key(&s, &key),
+                    Err(r) => r,
+                }
+            })
+            .await
+        }
     }
 }
 
@@ -424,14 +440,15 @@ async fn put_key(
     })();
     match cmd {
         Err(b) => b.into(),
-        Ok(cmd) => match route(&s, &headers) {
-            Route::Forward(addr) => forward(&s, &addr, method, &uri, body).await,
-            Route::Unavailable(why) => error(StatusCode::SERVICE_UNAVAILABLE, why),
-            Route::Here => match propose(&s, cmd).await {
-                Ok(o) => write_response(&key, o),
-                Err(r) => r,
-            },
-        },
+        Ok(cmd) => {
+            on_leader(&s, &headers, (method, &uri, body), || async {
+                match propose(&s, cmd).await {
+                    Ok(o) => write_response(&key, o),
+                    Err(r) => r,
+                }
+            })
+            .await
+        }
     }
 }
 
@@ -455,14 +472,15 @@ async fn delete_key(
     })();
     match cmd {
         Err(b) => b.into(),
-        Ok(cmd) => match route(&s, &headers) {
-            Route::Forward(addr) => forward(&s, &addr, method, &uri, Bytes::new()).await,
-            Route::Unavailable(why) => error(StatusCode::SERVICE_UNAVAILABLE, why),
-            Route::Here => match propose(&s, cmd).await {
-                Ok(o) => write_response(&key, o),
-                Err(r) => r,
-            },
-        },
+        Ok(cmd) => {
+            on_leader(&s, &headers, (method, &uri, Bytes::new()), || async {
+                match propose(&s, cmd).await {
+                    Ok(o) => write_response(&key, o),
+                    Err(r) => r,
+                }
+            })
+            .await
+        }
     }
 }
 
@@ -542,11 +560,14 @@ async fn txn(
         Err(b) => return b.into(),
         Ok(x) => x,
     };
-    match route(&s, &headers) {
-        Route::Forward(addr) => return forward(&s, &addr, method, &uri, body).await,
-        Route::Unavailable(why) => return error(StatusCode::SERVICE_UNAVAILABLE, why),
-        Route::Here => {}
-    }
+    on_leader(&s, &headers, (method, &uri, body), || {
+        txn_here(&s, ops, dedup)
+    })
+    .await
+}
+
+/// A transaction on the leader: one log command (or, with the planted bug, one per micro-op).
+async fn txn_here(s: &Shared, ops: Vec<MicroOp>, dedup: Option<(String, u64)>) -> Response {
     if s.config.has_bug(Bug::NonAtomicTxn) && ops.len() > 1 {
         // The planted bug: each micro-op becomes its own log command, so other commands can
         // interleave between them.
@@ -557,7 +578,7 @@ async fn txn(
                 dedup: None,
                 op: Op::Txn { ops: vec![op] },
             };
-            match propose(&s, cmd).await {
+            match propose(s, cmd).await {
                 Ok(Outcome::Txn {
                     results: r,
                     revision: rev,
@@ -585,7 +606,7 @@ async fn txn(
         return reply(StatusCode::OK, json!({"ops": ops, "revision": revision}));
     }
     match propose(
-        &s,
+        s,
         Command {
             dedup,
             op: Op::Txn { ops },
@@ -625,14 +646,15 @@ async fn keys(
     match consistency(&params) {
         Err(b) => b.into(),
         Ok(Consistency::Local) => list(&s),
-        Ok(Consistency::Linearizable) => match route(&s, &headers) {
-            Route::Forward(addr) => forward(&s, &addr, method, &uri, Bytes::new()).await,
-            Route::Unavailable(why) => error(StatusCode::SERVICE_UNAVAILABLE, why),
-            Route::Here => match linearizable_barrier(&s).await {
-                Ok(()) => list(&s),
-                Err(r) => r,
-            },
-        },
+        Ok(Consistency::Linearizable) => {
+            on_leader(&s, &headers, (method, &uri, Bytes::new()), || async {
+                match linearizable_barrier(&s).await {
+                    Ok(()) => list(&s),
+                    Err(r) => r,
+                }
+            })
+            .await
+        }
     }
 }
 
