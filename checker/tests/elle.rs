@@ -12,13 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 fn elle_dir() -> PathBuf {
-    match std::env::var("ORDEAL_SHARED") {
-        Ok(dir) => PathBuf::from(dir).join("testdata/elle"),
-        Err(_) => PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/testdata/elle"
-        )),
-    }
+    ordeal_checker::read::shared_testdata_dir().join("elle")
 }
 
 fn opts(workload: Workload, consistency: Consistency) -> TxnOptions {

@@ -6,15 +6,10 @@ use ordeal_checker::read::{read_path, shared_testdata_dir, Format};
 use ordeal_checker::Verdict;
 use std::time::Duration;
 
+mod common;
+
 fn rows() -> Vec<Vec<String>> {
-    let path = shared_testdata_dir().join("porcupine/verdicts.tsv");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (set ORDEAL_SHARED?)", path.display()));
-    text.lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.split('\t').map(str::to_string).collect())
-        .collect()
+    common::tsv_rows(&shared_testdata_dir().join("porcupine/verdicts.tsv"))
 }
 
 fn options() -> CheckOptions {

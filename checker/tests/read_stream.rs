@@ -8,6 +8,8 @@ use ordeal_checker::{HistoryError, Outcome, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+mod common;
+
 /// Everything a check sees of a log, with elements decoded (ids may differ between logs).
 fn summary(log: &TxnLog) -> Vec<(u64, Outcome, u32, u32, u64, Value)> {
     (0..log.txns.len())
@@ -44,10 +46,9 @@ fn streamed(path: &Path) -> TxnLog {
 #[test]
 fn every_elle_history_streams_as_it_reads_whole() {
     let dir = shared_testdata_dir().join("elle");
-    let tsv = std::fs::read_to_string(dir.join("verdicts.tsv")).expect("verdicts.tsv");
     let mut files = 0;
-    for line in tsv.lines().skip(1).filter(|l| !l.trim().is_empty()) {
-        let file = line.split('\t').next().unwrap();
+    for row in common::tsv_rows(&dir.join("verdicts.tsv")) {
+        let file = &row[0];
         let path = dir.join(file);
         let whole = from_whole_file(&path);
         let stream = streamed(&path);

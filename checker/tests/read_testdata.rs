@@ -3,15 +3,8 @@
 
 use ordeal_checker::read::{read_path, shared_testdata_dir, Format};
 
-fn tsv_rows(path: &std::path::Path) -> Vec<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e} (set ORDEAL_SHARED?)", path.display()));
-    text.lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.split('\t').map(str::to_string).collect())
-        .collect()
-}
+mod common;
+use common::tsv_rows;
 
 #[test]
 fn porcupine_histories_parse_with_the_recorded_op_counts() {

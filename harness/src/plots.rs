@@ -449,17 +449,7 @@ pub fn latency_raw(history: &History, faults: &[FaultInterval], path: &Path) -> 
             Outcome::Info => TriangleMarker::new((x, y), 5, colour.filled()).into_dyn(),
         });
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
-    root.present()
-        .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
-    Ok(())
+    finish(&mut chart, &root, path, 13)
 }
 
 fn bucket_s(end_s: f64) -> f64 {
@@ -542,7 +532,7 @@ pub fn latency_quantiles(history: &History, faults: &[FaultInterval], path: &Pat
             }
         }
     }
-    finish(&mut chart, &root, path)
+    finish(&mut chart, &root, path, 12)
 }
 
 /// Completions per second, per operation and outcome.
@@ -595,7 +585,7 @@ pub fn rate(history: &History, faults: &[FaultInterval], path: &Path) -> Result<
             .label(format!("{f} {o}"))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
     }
-    finish(&mut chart, &root, path)
+    finish(&mut chart, &root, path, 12)
 }
 
 /// The frame every chart shares: time in seconds across, `y_desc` up, the fault lanes drawn in
@@ -642,13 +632,14 @@ fn finish<'a, 'b: 'a, CT: plotters::coord::CoordTranslate>(
     chart: &mut ChartContext<'a, BitMapBackend<'b>, CT>,
     root: &DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
     path: &Path,
+    legend_font_px: u32,
 ) -> Result<()> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", 12))
+        .label_font(("sans-serif", legend_font_px))
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
     root.present()
