@@ -188,14 +188,20 @@ fn any_process_in_netns(inode: u64) -> bool {
         })
 }
 
-#[test]
-fn interrupt_mid_partition_with_netns_leaves_nothing() {
+/// Whether the netns backend can run here (root and iptables). Without them it cannot run at
+/// all, and the proxy tests cover the fallback: say so rather than pretend.
+fn netns_possible(test: &str) -> bool {
     let root = unsafe { libc::geteuid() } == 0;
     let iptables = Command::new("iptables").arg("--version").output().is_ok();
     if !root || !iptables {
-        // Without root or iptables the netns backend cannot run at all; the proxy test above
-        // covers the fallback. Say so rather than pretend.
-        eprintln!("skipping the netns interrupt test: needs root and iptables");
+        eprintln!("skipping {test}: needs root and iptables");
+    }
+    root && iptables
+}
+
+#[test]
+fn interrupt_mid_partition_with_netns_leaves_nothing() {
+    if !netns_possible("the netns interrupt test") {
         return;
     }
     let host_ns = netns_inode(std::process::id()).unwrap();
@@ -291,10 +297,7 @@ fn host_lo_qdiscs() -> String {
 
 #[test]
 fn interrupt_mid_network_fault_with_netns_leaves_nothing() {
-    let root = unsafe { libc::geteuid() } == 0;
-    let iptables = Command::new("iptables").arg("--version").output().is_ok();
-    if !root || !iptables {
-        eprintln!("skipping the netns network-fault interrupt test: needs root and iptables");
+    if !netns_possible("the netns network-fault interrupt test") {
         return;
     }
     let host_ns = netns_inode(std::process::id()).unwrap();
