@@ -390,27 +390,21 @@ impl Kv {
     }
 
     pub fn to_snapshot(&self) -> Vec<u8> {
-        bincode::serialize(self).expect("serialising the kv state to memory cannot fail")
+        crate::codec::encode(self)
     }
 
     pub fn from_snapshot(bytes: &[u8]) -> Result<Kv, StoreError> {
-        bincode::deserialize(bytes).map_err(|e| StoreError::Decode {
-            what: "kv snapshot".into(),
-            detail: e.to_string(),
-        })
+        crate::codec::decode("kv snapshot", bytes)
     }
 }
 
 /// The payload of one Paxos slot: a batch of client commands.
 pub fn encode_batch(cmds: &[Command]) -> Vec<u8> {
-    bincode::serialize(cmds).expect("serialising commands to memory cannot fail")
+    crate::codec::encode(cmds)
 }
 
 pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Command>, StoreError> {
-    bincode::deserialize(bytes).map_err(|e| StoreError::Decode {
-        what: "command batch".into(),
-        detail: e.to_string(),
-    })
+    crate::codec::decode("command batch", bytes)
 }
 
 #[cfg(test)]

@@ -1,10 +1,14 @@
 //! paxos-kv: a multi-Paxos replicated key-value store, the system under test.
 //!
-//! Modules: `kv` (the state machine), `wal` (write-ahead log), `transport` (peer TCP),
-//! `server` (the tokio driver and HTTP API), and `paxos` (the pure consensus core).
+//! Modules: `kv` (the state machine), `wal` (write-ahead log and its group-commit thread),
+//! `transport` (peer TCP), `server` (config, recovery and the driver task), `http` (the client
+//! API: parsing and forwarding), `metrics`, `codec` (every encoding), and `paxos` (the pure
+//! consensus core).
 
+pub mod codec;
 pub mod http;
 pub mod kv;
+pub mod metrics;
 pub mod paxos;
 pub mod server;
 pub mod transport;

@@ -99,11 +99,10 @@ impl Transport {
             .expect("lock poisoned")
             .insert(node_id, client_addr.clone());
         let stats = Arc::new(TransportStats::default());
-        let hello = bincode::serialize(&Hello {
+        let hello = crate::codec::encode(&Hello {
             node_id,
             client_addr,
-        })
-        .expect("serialising a hello cannot fail");
+        });
         let mut queues = HashMap::new();
         for (&peer, &addr) in &peers {
             if peer == node_id {
@@ -380,9 +379,8 @@ async fn read_loop(
 ) -> std::io::Result<()> {
     let mut r = tokio::io::BufReader::with_capacity(256 << 10, stream);
     let hello = read_frame(&mut r, 64 << 10).await?;
-    let hello: Hello = bincode::deserialize(&hello).map_err(|e| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad hello: {e}"))
-    })?;
+    let hello: Hello = crate::codec::decode("hello", &hello)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
     client_addrs
         .write()
         .expect("lock poisoned")

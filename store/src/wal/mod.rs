@@ -15,6 +15,8 @@
 //! then deletes older segments. A crash at any point leaves either the old snapshot with all
 //! old segments, or the new snapshot with its segments.
 
+pub mod committer;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,416 @@
+//! The HTTP API (DESIGN.md, "Client outcomes and the store's API").
+//!
+//! Status codes: 2xx applied at a linearizable point; 409 precondition failed; 503 certainly
+//! not applied; 504 outcome unknown; 400/404/413 malformed or oversized, nothing applied.
+//! A node that is not the leader proxies the request to the leader's client address; a
+//! forward that fails before the request was sent is 503, after it was sent 504.
+
+mod forward;
+mod parse;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value as Json};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+use crate::kv::{Command, MicroOp, Op, Outcome};
+use crate::paxos::{Bug, Dropped};
+use crate::server::{ProposeReply, Request, Shared};
+use forward::on_leader;
+use parse::{
+    bad, check_body, check_key, check_value, condition, consistency, dedup, parse_micro_ops,
+    ApiBody, ApiQuery, BadRequest, Consistency,
+};
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/kv/{key}", get(get_key).put(put_key).delete(delete_key))
+        .route("/txn", post(txn))
+        .route("/keys", get(keys))
+        .route("/status", get(status))
+        .route("/metrics", get(crate::metrics::render))
+        .route("/health", get(|| async { (StatusCode::OK, "ok") }))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            time_request,
+        ))
+        // Oversized bodies are refused while reading them; `ApiBody` turns the rejection into
+        // a JSON error.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            shared.config.body_max_bytes,
+        ))
+        .with_state(shared)
+}
+
+/// Times client API requests (not /status, /metrics, /health) into `Metrics::latency`.
+async fn time_request(
+    State(s): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let api = {
+        let p = req.uri().path();
+        p.starts_with("/kv/") || p == "/txn" || p == "/keys"
+    };
+    if api {
+        s.metrics.http_requests.fetch_add(1, Relaxed);
+    }
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    if api {
+        s.metrics.latency.observe(start.elapsed().as_secs_f64());
+    }
+    resp
+}
+
+pub(crate) fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+    (code, axum::Json(json!({ "error": msg.into() }))).into_response()
+}
+
+pub(crate) fn reply(code: StatusCode, body: Json) -> Response {
+    (code, axum::Json(body)).into_response()
+}
+fn dropped_response(why: Dropped) -> Response {
+    match why {
+        Dropped::NotLeader { leader } => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not the leader (leader: {leader:?}); not applied"),
+        ),
+        Dropped::Overloaded => error(StatusCode::SERVICE_UNAVAILABLE, "overloaded; not applied"),
+        Dropped::TooLarge => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "command too large; not applied",
+        ),
+        Dropped::Unknown => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "leadership lost after proposing; outcome unknown",
+        ),
+    }
+}
+
+/// Proposes `cmd` and waits for its outcome.
+async fn propose(s: &Shared, cmd: Command) -> Result<Outcome, Response> {
+    let (tx, rx) = oneshot::channel();
+    if s.requests
+        .try_send(Request::Propose { cmd, reply: tx })
+        .is_err()
+    {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request queue full; not applied",
+        ));
+    }
+    match tokio::time::timeout(Duration::from_millis(s.config.request_timeout_ms), rx).await {
+        Ok(Ok(ProposeReply::Applied(Outcome::StaleSeq { latest_seq }))) => Err(error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "seq is older than the latest applied seq {latest_seq} of this client; \
+                 the original outcome is no longer known"
+            ),
+        )),
+        Ok(Ok(ProposeReply::Applied(o))) => Ok(o),
+        Ok(Ok(ProposeReply::Dropped(why))) => Err(dropped_response(why)),
+        Ok(Err(_)) => Err(error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "proposal abandoned; outcome unknown",
+        )),
+        Err(_) => Err(error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timed out; outcome unknown",
+        )),
+    }
+}
+
+/// Confirms leadership with a quorum round (ReadIndex) and waits until the local state
+/// machine has caught up with it.
+async fn linearizable_barrier(s: &Shared) -> Result<(), Response> {
+    let (tx, rx) = oneshot::channel();
+    if s.requests.try_send(Request::Read { reply: tx }).is_err() {
+        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "request queue full"));
+    }
+    match tokio::time::timeout(Duration::from_millis(s.config.request_timeout_ms), rx).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        // A read has no effect, so every failure is a plain "unavailable".
+        Ok(Ok(Err(why))) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("read not confirmed: {why:?}"),
+        )),
+        Ok(Err(_)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, "read abandoned")),
+        Err(_) => Err(error(StatusCode::GATEWAY_TIMEOUT, "read timed out")),
+    }
+}
+
+fn read_key(s: &Shared, key: &str) -> Response {
+    let kv = s.kv.read().expect("lock poisoned");
+    match kv.get(key) {
+        Some(e) => reply(
+            StatusCode::OK,
+            json!({"key": key, "value": e.value.to_json(), "revision": e.revision}),
+        ),
+        None => reply(StatusCode::NOT_FOUND, json!({"key": key, "revision": 0})),
+    }
+}
+
+async fn get_key(
+    State(s): State<Arc<Shared>>,
+    Path(key): Path<String>,
+    ApiQuery(params): ApiQuery,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(b) = check_key(&s, &key) {
+        return b.into();
+    }
+    match consistency(&params) {
+        Err(b) => b.into(),
+        Ok(Consistency::Local) => read_key(&s, &key),
+        Ok(Consistency::Linearizable) => {
+            on_leader(&s, &headers, (method, &uri, Bytes::new()), || async {
+                match linearizable_barrier(&s).await {
+                    Ok(()) => read_key(&s, &key),
+                    Err(r) => r,
+                }
+            })
+            .await
+        }
+    }
+}
+
+fn write_response(key: &str, outcome: Outcome) -> Response {
+    match outcome {
+        Outcome::Written { revision } => {
+            reply(StatusCode::OK, json!({"key": key, "revision": revision}))
+        }
+        Outcome::Conflict { revision } => reply(
+            StatusCode::CONFLICT,
+            json!({"key": key, "revision": revision}),
+        ),
+        other => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected outcome for a write: {other:?}"),
+        ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutBody {
+    /// A string; a number is accepted and stored as its decimal text (as in txns).
+    value: Json,
+}
+
+async fn put_key(
+    State(s): State<Arc<Shared>>,
+    Path(key): Path<String>,
+    ApiQuery(params): ApiQuery,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    ApiBody(body): ApiBody,
+) -> Response {
+    let cmd = (|| {
+        check_key(&s, &key)?;
+        check_body(&s, &body)?;
+        let b: PutBody = serde_json::from_slice(&body)
+            .map_err(|e| bad(format!("body must be {{\"value\": \"<string>\"}}: {e}")))?;
+        let value = match b.value {
+            Json::String(v) => v,
+            Json::Number(n) => n.to_string(),
+            other => return Err(bad(format!("\"value\" must be a string, not {other}"))),
+        };
+        check_value(&s, &value)?;
+        Ok::<_, BadRequest>(Command {
+            dedup: dedup(&params)?,
+            op: Op::Put {
+                key: key.clone(),
+                value,
+                condition: condition(&params)?,
+            },
+        })
+    })();
+    match cmd {
+        Err(b) => b.into(),
+        Ok(cmd) => {
+            on_leader(&s, &headers, (method, &uri, body), || async {
+                match propose(&s, cmd).await {
+                    Ok(o) => write_response(&key, o),
+                    Err(r) => r,
+                }
+            })
+            .await
+        }
+    }
+}
+
+async fn delete_key(
+    State(s): State<Arc<Shared>>,
+    Path(key): Path<String>,
+    ApiQuery(params): ApiQuery,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let cmd = (|| {
+        check_key(&s, &key)?;
+        Ok::<_, BadRequest>(Command {
+            dedup: dedup(&params)?,
+            op: Op::Delete {
+                key: key.clone(),
+                condition: condition(&params)?,
+            },
+        })
+    })();
+    match cmd {
+        Err(b) => b.into(),
+        Ok(cmd) => {
+            on_leader(&s, &headers, (method, &uri, Bytes::new()), || async {
+                match propose(&s, cmd).await {
+                    Ok(o) => write_response(&key, o),
+                    Err(r) => r,
+                }
+            })
+            .await
+        }
+    }
+}
+
+async fn txn(
+    State(s): State<Arc<Shared>>,
+    ApiQuery(params): ApiQuery,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    ApiBody(body): ApiBody,
+) -> Response {
+    let parsed = parse_micro_ops(&s, &body).and_then(|ops| Ok((ops, dedup(&params)?)));
+    let (ops, dedup) = match parsed {
+        Err(b) => return b.into(),
+        Ok(x) => x,
+    };
+    on_leader(&s, &headers, (method, &uri, body), || {
+        txn_here(&s, ops, dedup)
+    })
+    .await
+}
+
+/// A transaction on the leader: one log command (or, with the planted bug, one per micro-op).
+async fn txn_here(s: &Shared, ops: Vec<MicroOp>, dedup: Option<(String, u64)>) -> Response {
+    if s.config.has_bug(Bug::NonAtomicTxn) && ops.len() > 1 {
+        // The planted bug: each micro-op becomes its own log command, so other commands can
+        // interleave between them.
+        let mut results = Vec::with_capacity(ops.len());
+        let mut revision = 0;
+        for op in ops {
+            let cmd = Command {
+                dedup: None,
+                op: Op::Txn { ops: vec![op] },
+            };
+            match propose(s, cmd).await {
+                Ok(Outcome::Txn {
+                    results: r,
+                    revision: rev,
+                }) => {
+                    results.extend(r);
+                    revision = rev;
+                }
+                Ok(other) => {
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("unexpected outcome {other:?}"),
+                    )
+                }
+                // Earlier micro-ops may have applied: never claim "not applied".
+                Err(r) if results.is_empty() => return r,
+                Err(_) => {
+                    return error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "txn partly applied; outcome unknown",
+                    )
+                }
+            }
+        }
+        let ops: Vec<Json> = results.iter().map(|r| r.to_json()).collect();
+        return reply(StatusCode::OK, json!({"ops": ops, "revision": revision}));
+    }
+    match propose(
+        s,
+        Command {
+            dedup,
+            op: Op::Txn { ops },
+        },
+    )
+    .await
+    {
+        Ok(Outcome::Txn { results, revision }) => {
+            let ops: Vec<Json> = results.iter().map(|r| r.to_json()).collect();
+            reply(StatusCode::OK, json!({"ops": ops, "revision": revision}))
+        }
+        Ok(other) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected outcome {other:?}"),
+        ),
+        Err(r) => r,
+    }
+}
+
+async fn keys(
+    State(s): State<Arc<Shared>>,
+    ApiQuery(params): ApiQuery,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let prefix = params.get("prefix").cloned().unwrap_or_default();
+    let list = |s: &Shared| {
+        let kv = s.kv.read().expect("lock poisoned");
+        let items: Vec<Json> = kv
+            .keys(&prefix, s.config.keys_max_results)
+            .into_iter()
+            .map(|(k, r)| json!({"key": k, "revision": r}))
+            .collect();
+        reply(StatusCode::OK, Json::Array(items))
+    };
+    match consistency(&params) {
+        Err(b) => b.into(),
+        Ok(Consistency::Local) => list(&s),
+        Ok(Consistency::Linearizable) => {
+            on_leader(&s, &headers, (method, &uri, Bytes::new()), || async {
+                match linearizable_barrier(&s).await {
+                    Ok(()) => list(&s),
+                    Err(r) => r,
+                }
+            })
+            .await
+        }
+    }
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> Response {
+    let st = s.status.lock().expect("lock poisoned").clone();
+    let (applied, digest) = {
+        let kv = s.kv.read().expect("lock poisoned");
+        (kv.applied_index(), kv.digest())
+    };
+    reply(
+        StatusCode::OK,
+        json!({
+            "id": st.id,
+            "role": st.role.as_str(),
+            "leader": st.leader,
+            "ballot": st.ballot.to_string(),
+            "commit_index": st.commit_index,
+            "applied_index": applied,
+            "snapshot_index": st.snapshot_slot,
+            "digest": digest,
+        }),
+    )
+}

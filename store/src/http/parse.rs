@@ -1,0 +1,191 @@
+//! Request parsing: query parameters, bodies, limits and the checks every request passes
+//! before anything is proposed.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::Value as Json;
+use std::collections::HashMap;
+
+use super::error;
+use crate::kv::{Condition, MicroOp};
+use crate::server::Shared;
+
+pub(crate) type Params = HashMap<String, String>;
+
+/// A request's query parameters; a malformed query is refused with the same JSON error body
+/// as every other bad request.
+pub(crate) struct ApiQuery(pub(crate) Params);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiQuery {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        Query::<Params>::from_request_parts(parts, state)
+            .await
+            .map(|Query(p)| ApiQuery(p))
+            .map_err(|e| error(e.status(), e.body_text()))
+    }
+}
+
+/// A request's body, at most `body_max_bytes` (`DefaultBodyLimit`); a body over the limit is
+/// a JSON 413.
+pub(crate) struct ApiBody(pub(crate) Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBody {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        Bytes::from_request(req, state)
+            .await
+            .map(ApiBody)
+            .map_err(|e| error(e.status(), e.body_text()))
+    }
+}
+
+/// Why a request is refused before anything is proposed.
+pub(crate) struct BadRequest(pub(crate) StatusCode, pub(crate) String);
+
+impl From<BadRequest> for Response {
+    fn from(b: BadRequest) -> Response {
+        error(b.0, b.1)
+    }
+}
+
+pub(crate) fn bad(msg: impl Into<String>) -> BadRequest {
+    BadRequest(StatusCode::BAD_REQUEST, msg.into())
+}
+
+/// A 413 naming what was too large, when `len` is over `max`.
+pub(crate) fn within_limit(what: &str, len: usize, max: usize) -> Result<(), BadRequest> {
+    if len > max {
+        return Err(BadRequest(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{what} of {len} bytes is over the limit of {max} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_key(s: &Shared, key: &str) -> Result<(), BadRequest> {
+    if key.is_empty() {
+        return Err(bad("empty key"));
+    }
+    within_limit("key", key.len(), s.config.key_max_bytes)
+}
+
+pub(crate) fn check_value(s: &Shared, value: &str) -> Result<(), BadRequest> {
+    within_limit("value", value.len(), s.config.value_max_bytes)
+}
+
+pub(crate) fn check_body(s: &Shared, body: &Bytes) -> Result<(), BadRequest> {
+    within_limit("body", body.len(), s.config.body_max_bytes)
+}
+
+pub(crate) fn parse_u64(params: &Params, name: &str) -> Result<Option<u64>, BadRequest> {
+    match params.get(name) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            bad(format!(
+                "query parameter {name}={v:?} is not a non-negative integer"
+            ))
+        }),
+    }
+}
+
+pub(crate) fn condition(params: &Params) -> Result<Condition, BadRequest> {
+    match (parse_u64(params, "if_revision")?, params.get("if_value")) {
+        (Some(_), Some(_)) => Err(bad("give at most one of if_revision and if_value")),
+        (Some(r), None) => Ok(Condition::Revision(r)),
+        (None, Some(v)) => Ok(Condition::Value(v.clone())),
+        (None, None) => Ok(Condition::None),
+    }
+}
+
+pub(crate) fn dedup(params: &Params) -> Result<Option<(String, u64)>, BadRequest> {
+    match (params.get("client_id"), parse_u64(params, "seq")?) {
+        (Some(c), Some(s)) => Ok(Some((c.clone(), s))),
+        (None, None) => Ok(None),
+        _ => Err(bad("client_id and seq go together")),
+    }
+}
+
+pub(crate) enum Consistency {
+    Linearizable,
+    Local,
+}
+
+pub(crate) fn consistency(params: &Params) -> Result<Consistency, BadRequest> {
+    match params.get("consistency").map(String::as_str) {
+        None | Some("linearizable") => Ok(Consistency::Linearizable),
+        Some("local") => Ok(Consistency::Local),
+        Some(other) => Err(bad(format!(
+            "consistency={other:?}: expected linearizable or local"
+        ))),
+    }
+}
+
+pub(crate) fn parse_micro_ops(s: &Shared, body: &Bytes) -> Result<Vec<MicroOp>, BadRequest> {
+    check_body(s, body)?;
+    let v: Json =
+        serde_json::from_slice(body).map_err(|e| bad(format!("body is not JSON: {e}")))?;
+    let ops = v
+        .get("ops")
+        .and_then(Json::as_array)
+        .ok_or_else(|| bad("body must be {\"ops\": [[f, key, value], ...]}"))?;
+    if ops.is_empty() {
+        return Err(bad("a txn needs at least one micro-op"));
+    }
+    if ops.len() > s.config.txn_max_ops {
+        return Err(BadRequest(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} micro-ops is over the limit of {}",
+                ops.len(),
+                s.config.txn_max_ops
+            ),
+        ));
+    }
+    let mut out = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        let arr = op
+            .as_array()
+            .filter(|a| a.len() == 3)
+            .ok_or_else(|| bad(format!("ops[{i}] must be [f, key, value]")))?;
+        let f = arr[0]
+            .as_str()
+            .ok_or_else(|| bad(format!("ops[{i}][0] must be a string")))?;
+        let key = arr[1]
+            .as_str()
+            .ok_or_else(|| bad(format!("ops[{i}][1] (the key) must be a string")))?
+            .to_string();
+        check_key(s, &key)?;
+        // Values may be strings or numbers (Elle appends integers); both are stored as text.
+        let value = |what: &str| -> Result<String, BadRequest> {
+            let v = match &arr[2] {
+                Json::String(s) => s.clone(),
+                Json::Number(n) => n.to_string(),
+                _ => {
+                    return Err(bad(format!(
+                        "ops[{i}][2] ({what}) must be a string or a number"
+                    )))
+                }
+            };
+            check_value(s, &v)?;
+            Ok(v)
+        };
+        out.push(match f {
+            "r" => MicroOp::Read(key),
+            "w" => MicroOp::Write(key, value("the value to write")?),
+            "append" => MicroOp::Append(key, value("the element to append")?),
+            other => {
+                return Err(bad(format!(
+                    "ops[{i}]: unknown micro-op {other:?} (expected r, w or append)"
+                )))
+            }
+        });
+    }
+    Ok(out)
+}

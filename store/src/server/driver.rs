@@ -1,0 +1,343 @@
+//! The driver: one tokio task owning the Paxos core. It feeds the core peer frames, client
+//! requests, ticks and WAL completions, and carries out each `Ready` (persist, send, install,
+//! apply, answer, snapshot).
+
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec;
+use crate::kv::{self, Kv};
+use crate::paxos::{self, Dropped, Envelope, Message, Node, Snapshot};
+use crate::server::recovery::checkpoint_records;
+use crate::server::{fatal, ProposeReply, Request, Shared};
+use crate::wal::committer::{WalDone, WalJob};
+
+pub(crate) struct Driver {
+    node: Node,
+    shared: Arc<Shared>,
+    wal: mpsc::Sender<WalJob>,
+    pending: HashMap<u64, (oneshot::Sender<ProposeReply>, Instant)>,
+    pending_reads: HashMap<u64, (oneshot::Sender<Result<(), Dropped>>, Instant)>,
+    /// Confirmed reads waiting for the state machine to reach their slot, in slot order.
+    reads_waiting_apply: VecDeque<(u64, oneshot::Sender<Result<(), Dropped>>)>,
+    next_id: u64,
+    snapshot_in_progress: bool,
+    /// WAL bytes appended since the last compaction.
+    wal_bytes_since_compaction: u64,
+}
+
+/// Inputs drained per wake-up before handling the Ready, so that one Ready (and one fsync)
+/// covers many.
+const DRAIN_MAX: usize = 1024;
+
+impl Driver {
+    pub(crate) fn new(node: Node, shared: Arc<Shared>, wal: mpsc::Sender<WalJob>) -> Driver {
+        Driver {
+            node,
+            shared,
+            wal,
+            pending: HashMap::new(),
+            pending_reads: HashMap::new(),
+            reads_waiting_apply: VecDeque::new(),
+            next_id: 1,
+            snapshot_in_progress: false,
+            wal_bytes_since_compaction: 0,
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<(u64, Bytes)>,
+        mut requests: mpsc::Receiver<Request>,
+        mut done: mpsc::UnboundedReceiver<WalDone>,
+    ) {
+        let mut ticker = tokio::time::interval(Duration::from_millis(self.shared.config.tick_ms));
+        // After a pause (SIGSTOP) do not fire a burst of ticks: that would look like a long
+        // silence from the leader and start a needless election.
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut ticks: u64 = 0;
+        loop {
+            tokio::select! {
+                biased;
+                Some(d) = done.recv() => {
+                    self.on_done(d);
+                    for _ in 0..DRAIN_MAX {
+                        match done.try_recv() { Ok(d) => self.on_done(d), Err(_) => break }
+                    }
+                }
+                _ = ticker.tick() => {
+                    self.node.tick();
+                    ticks += 1;
+                    if ticks.is_multiple_of(50) {
+                        self.expire();
+                    }
+                }
+                Some((from, frame)) = inbound.recv() => {
+                    self.on_frame(from, &frame);
+                    for _ in 0..DRAIN_MAX {
+                        match inbound.try_recv() { Ok((f, b)) => self.on_frame(f, &b), Err(_) => break }
+                    }
+                }
+                Some(req) = requests.recv() => {
+                    self.on_request(req);
+                    for _ in 0..DRAIN_MAX {
+                        match requests.try_recv() { Ok(r) => self.on_request(r), Err(_) => break }
+                    }
+                }
+                else => return,
+            }
+            self.handle_ready().await;
+        }
+    }
+
+    fn on_done(&mut self, d: WalDone) {
+        match d {
+            WalDone::Persisted { token, after } => {
+                for env in after {
+                    self.send(env);
+                }
+                if let Some(t) = token {
+                    self.node.persisted(t);
+                }
+            }
+            WalDone::Compacted { slot, data } => {
+                self.snapshot_in_progress = false;
+                if let Err(e) = self.node.snapshot_taken(slot, data) {
+                    tracing::warn!(slot, error = %e, "core refused the snapshot");
+                }
+            }
+        }
+    }
+
+    fn on_frame(&mut self, from: u64, frame: &[u8]) {
+        match codec::decode::<Message>("peer message", frame) {
+            Ok(msg) => {
+                if let Err(e) = self.node.step(from, msg) {
+                    tracing::warn!(from, error = %e, "message rejected by the core");
+                }
+            }
+            Err(e) => tracing::warn!(from, error = %e, "undecodable message from peer"),
+        }
+    }
+
+    fn on_request(&mut self, req: Request) {
+        let deadline =
+            Instant::now() + Duration::from_millis(self.shared.config.request_timeout_ms * 2);
+        let id = self.next_id;
+        self.next_id += 1;
+        match req {
+            Request::Propose { cmd, reply } => {
+                self.shared.metrics.proposals.fetch_add(1, Relaxed);
+                let data = codec::encode(&cmd);
+                self.pending.insert(id, (reply, deadline));
+                self.node.propose(id, data);
+            }
+            Request::Read { reply } => {
+                self.pending_reads.insert(id, (reply, deadline));
+                self.node.read_index(id);
+            }
+        }
+    }
+
+    /// Forgets waiters whose HTTP request has long timed out (answered 504 already).
+    fn expire(&mut self) {
+        let now = Instant::now();
+        self.pending
+            .retain(|_, (tx, d)| *d > now && !tx.is_closed());
+        self.pending_reads
+            .retain(|_, (tx, d)| *d > now && !tx.is_closed());
+    }
+
+    fn send(&self, env: Envelope) {
+        let bytes = codec::encode(&env.msg);
+        self.shared.transport.send(env.to, Bytes::from(bytes));
+    }
+
+    async fn handle_ready(&mut self) {
+        let ready = self.node.ready();
+        // 1. Persist (group commit in the WAL thread), then the held-back messages.
+        if !ready.persist.is_empty() || ready.persist_token.is_some() {
+            let records: Vec<Vec<u8>> = ready.persist.iter().map(codec::encode).collect();
+            self.wal_bytes_since_compaction +=
+                records.iter().map(|r| r.len() as u64 + 8).sum::<u64>();
+            let after = ready.messages_after_persist;
+            let token = ready.persist_token;
+            if self
+                .wal
+                .send(WalJob::Append {
+                    records,
+                    token,
+                    after,
+                })
+                .await
+                .is_err()
+            {
+                fatal("WAL thread gone", "channel closed");
+            }
+        } else {
+            for env in ready.messages_after_persist {
+                self.send(env);
+            }
+        }
+        // 2. Messages that need no persist.
+        for env in ready.messages {
+            self.send(env);
+        }
+        // 3. Snapshot install.
+        if let Some(snap) = ready.install_snapshot {
+            match Kv::from_snapshot(&snap.data) {
+                Ok(mut kv) => {
+                    kv.set_applied_index(kv.applied_index().max(snap.slot));
+                    *self.shared.kv.write().expect("lock poisoned") = kv;
+                    self.shared
+                        .metrics
+                        .snapshots_installed
+                        .fetch_add(1, Relaxed);
+                    let snapshot = codec::encode(&snap);
+                    let live = checkpoint_records(&self.node.checkpoint(), snap.slot);
+                    self.wal_bytes_since_compaction = 0;
+                    if self
+                        .wal
+                        .send(WalJob::Compact {
+                            snapshot,
+                            live,
+                            slot_taken: None,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        fatal("WAL thread gone", "channel closed");
+                    }
+                    tracing::info!(slot = snap.slot, "installed a snapshot from the leader");
+                }
+                Err(e) => fatal("received an undecodable snapshot", e),
+            }
+        }
+        // 4. Apply.
+        if !ready.committed.is_empty() {
+            let me = self.shared.config.id;
+            let mut answers = Vec::new();
+            {
+                let mut kv = self.shared.kv.write().expect("lock poisoned");
+                for entry in &ready.committed {
+                    if entry.slot <= kv.applied_index() {
+                        continue; // covered by an installed snapshot
+                    }
+                    if let paxos::Value::Batch(cmds) = &entry.value {
+                        for c in cmds {
+                            let outcome = match codec::decode::<kv::Command>("command", &c.data) {
+                                Ok(cmd) => kv.apply(&cmd),
+                                // Every replica sees the same bytes, so every replica skips
+                                // the same command: the state stays identical.
+                                Err(e) => {
+                                    tracing::error!(slot = entry.slot, error = %e, "undecodable command in the log; skipped");
+                                    continue;
+                                }
+                            };
+                            self.shared.metrics.applied_commands.fetch_add(1, Relaxed);
+                            if c.origin == me {
+                                answers.push((c.id, outcome));
+                            }
+                        }
+                    }
+                    kv.set_applied_index(entry.slot);
+                    self.shared.metrics.applied_slots.fetch_add(1, Relaxed);
+                }
+            }
+            for (id, outcome) in answers {
+                if let Some((tx, _)) = self.pending.remove(&id) {
+                    let _ = tx.send(ProposeReply::Applied(outcome));
+                }
+            }
+        }
+        // 5. Reads.
+        for r in ready.reads {
+            if let Some((tx, _)) = self.pending_reads.remove(&r.id) {
+                self.shared.metrics.reads_confirmed.fetch_add(1, Relaxed);
+                self.reads_waiting_apply.push_back((r.slot, tx));
+            }
+        }
+        if !self.reads_waiting_apply.is_empty() {
+            let applied = self
+                .shared
+                .kv
+                .read()
+                .expect("lock poisoned")
+                .applied_index();
+            // Slots of confirmed reads are not necessarily sorted; scan all (bounded by the
+            // core's max_pending_reads).
+            let waiting = std::mem::take(&mut self.reads_waiting_apply);
+            for (slot, tx) in waiting {
+                if slot <= applied {
+                    let _ = tx.send(Ok(()));
+                } else {
+                    self.reads_waiting_apply.push_back((slot, tx));
+                }
+            }
+        }
+        // 6. Rejections.
+        for (id, why) in ready.rejected {
+            self.shared.metrics.rejected.fetch_add(1, Relaxed);
+            if !why.certainly_not_applied() {
+                self.shared.metrics.rejected_unknown.fetch_add(1, Relaxed);
+            }
+            if let Some((tx, _)) = self.pending.remove(&id) {
+                let _ = tx.send(ProposeReply::Dropped(why));
+            }
+        }
+        for (id, why) in ready.rejected_reads {
+            if let Some((tx, _)) = self.pending_reads.remove(&id) {
+                let _ = tx.send(Err(why));
+            }
+        }
+        // 7. Snapshots: when the core asks, or when the WAL has grown large (many big
+        // batches can make it long in bytes well before it is long in entries).
+        let wal_full = self.wal_bytes_since_compaction >= self.shared.config.wal_compact_bytes;
+        if let Some(due) = ready.snapshot_due.or(wal_full.then_some(0)) {
+            if !self.snapshot_in_progress {
+                let (slot, data) = {
+                    let kv = self.shared.kv.read().expect("lock poisoned");
+                    (kv.applied_index(), kv.to_snapshot())
+                };
+                if slot >= due {
+                    self.snapshot_in_progress = true;
+                    let snapshot = codec::encode(&Snapshot {
+                        slot,
+                        data: data.clone(),
+                    });
+                    let live = checkpoint_records(&self.node.checkpoint(), slot);
+                    self.wal_bytes_since_compaction = 0;
+                    if self
+                        .wal
+                        .send(WalJob::Compact {
+                            snapshot,
+                            live,
+                            slot_taken: Some((slot, data)),
+                        })
+                        .await
+                        .is_err()
+                    {
+                        fatal("WAL thread gone", "channel closed");
+                    }
+                }
+            }
+        }
+        let new = self.node.status();
+        let mut status = self.shared.status.lock().expect("lock poisoned");
+        if (status.role, status.leader, status.ballot) != (new.role, new.leader, new.ballot) {
+            // Leadership changes are what an operator looks for first in a node's log.
+            tracing::info!(
+                role = new.role.as_str(),
+                leader = ?new.leader,
+                ballot = %new.ballot,
+                commit_index = new.commit_index,
+                "role or leader changed"
+            );
+        }
+        *status = new;
+    }
+}
