@@ -37,6 +37,10 @@ struct Cli {
     /// client address it announces.
     #[arg(long, default_value = "")]
     peer_clients: String,
+    /// A file holding the cluster token (trailing whitespace ignored): every peer hello must
+    /// carry it. Without it, a peer is trusted by its configured id and IP only.
+    #[arg(long)]
+    cluster_token_file: Option<PathBuf>,
     /// Directory for the WAL and snapshots (created if missing).
     #[arg(long)]
     data_dir: PathBuf,
@@ -188,6 +192,15 @@ fn run(cli: Cli) -> Result<()> {
     cfg.compaction_retain_entries = cli.compaction_retain_entries;
     cfg.lazy_flush_ms = cli.lazy_flush_ms;
     cfg.wal_compact_bytes = cli.wal_compact_bytes;
+    if let Some(path) = &cli.cluster_token_file {
+        let text = std::fs::read(path)
+            .with_context(|| format!("--cluster-token-file {}", path.display()))?;
+        let token = text.trim_ascii_end().to_vec();
+        if token.is_empty() {
+            bail!("--cluster-token-file {} is empty", path.display());
+        }
+        cfg.cluster_token = Some(token);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

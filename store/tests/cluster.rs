@@ -811,3 +811,81 @@ fn bad_command_lines_fail_clearly() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Sends a hello as node `as_id` and then `frames` on `node`'s peer port, from 127.0.0.1 (every
+/// node's configured IP in these tests).
+async fn speak_on_peer_port(c: &Cluster, node: usize, as_id: u64, frames: &[Vec<u8>]) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", c.nodes[node].peer_port))
+        .await
+        .unwrap();
+    // The hello: node id, client address, cluster token (bincode, as the store encodes it).
+    let client = format!("127.0.0.1:{}", c.nodes[as_id as usize - 1].client_port);
+    let hello = paxos_kv::codec::encode(&(as_id, client, Vec::<u8>::new()));
+    for f in std::iter::once(&hello).chain(frames) {
+        s.write_all(&(f.len() as u32).to_le_bytes()).await.unwrap();
+        s.write_all(f).await.unwrap();
+    }
+    s.flush().await.unwrap();
+}
+
+/// Writes `key` through every node until each answers 200 (bounded).
+async fn write_through_every_node(c: &Cluster, key: &str, timeout: Duration) {
+    for i in 0..c.nodes.len() {
+        let start = Instant::now();
+        loop {
+            let (code, body) = c.put(i, key, &i.to_string(), "").await;
+            if code == 200 {
+                break;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "no write through node {i} within {timeout:?}: {code} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_peer_frames_are_refused_and_the_cluster_keeps_working() {
+    use paxos_kv::paxos::{Ballot, Message};
+    let mut c = Cluster::start("hostile-peer", 3, &[]);
+    let leader = c.wait_leader(Duration::from_secs(10), None).await;
+    write_through_every_node(&c, "before", Duration::from_secs(10)).await;
+    let leader_id = c.nodes[leader].id;
+    let frames = vec![
+        // A snapshot far ahead whose state is garbage: used to kill the follower (exit 70).
+        paxos_kv::codec::encode(&Message::InstallSnapshot {
+            slot: 1_000_000,
+            data: b"this is not a kv state".to_vec(),
+        }),
+        // A ballot no one can exceed: used to stop every write, across restarts.
+        paxos_kv::codec::encode(&Message::Prepare {
+            ballot: Ballot {
+                round: u64::MAX,
+                node: leader_id,
+            },
+            from_slot: 1,
+        }),
+    ];
+    for i in (0..3).filter(|&i| i != leader) {
+        speak_on_peer_port(&c, i, leader_id, &frames).await;
+    }
+    // Each follower keeps running and writes keep succeeding through every node.
+    write_through_every_node(&c, "after", Duration::from_secs(15)).await;
+    for i in 0..3 {
+        let exited = c.nodes[i].child.as_mut().unwrap().try_wait().unwrap();
+        assert!(exited.is_none(), "node {} exited: {exited:?}", i + 1);
+    }
+    c.wait_converged(Duration::from_secs(10)).await;
+    // And after restarting every node.
+    for i in 0..3 {
+        c.kill(i);
+    }
+    for i in 0..3 {
+        c.spawn(i);
+    }
+    c.wait_leader(Duration::from_secs(15), None).await;
+    write_through_every_node(&c, "restarted", Duration::from_secs(15)).await;
+}

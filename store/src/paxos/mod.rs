@@ -80,6 +80,64 @@ use std::str::FromStr;
 pub type NodeId = u64;
 /// A log position. Slot 0 is never used: the first command goes in slot 1.
 pub type Slot = u64;
+/// The highest ballot round accepted from anyone (ourselves included). Far beyond any honest
+/// cluster (one round per election), and far enough below `u64::MAX` that every `round + 1`
+/// is exact and a ballot at the limit can still be exceeded for as long as the cluster lives.
+pub const ROUND_MAX: u64 = u64::MAX / 2;
+/// The highest slot (or commit index) accepted from a peer; `slot + 1` never overflows.
+pub const SLOT_MAX: Slot = u64::MAX / 2;
+
+impl Message {
+    /// The first round or slot this message carries that is over `ROUND_MAX` / `SLOT_MAX`,
+    /// as (what, value, max).
+    pub fn out_of_range(&self) -> Option<(&'static str, u64, u64)> {
+        let round =
+            |b: &Ballot| (b.round > ROUND_MAX).then_some(("ballot round", b.round, ROUND_MAX));
+        let slot = |what: &'static str, s: Slot| (s > SLOT_MAX).then_some((what, s, SLOT_MAX));
+        match self {
+            Message::PreVote { round: r, commit } => (*r > ROUND_MAX)
+                .then_some(("pre-vote round", *r, ROUND_MAX))
+                .or_else(|| slot("commit", *commit)),
+            Message::PreVoteReply { round: r, .. } => {
+                (*r > ROUND_MAX).then_some(("pre-vote round", *r, ROUND_MAX))
+            }
+            Message::Prepare { ballot, from_slot } => {
+                round(ballot).or_else(|| slot("from_slot", *from_slot))
+            }
+            Message::Promise {
+                ballot,
+                entries,
+                commit,
+                snapshot_slot,
+            } => round(ballot)
+                .or_else(|| slot("commit", *commit))
+                .or_else(|| slot("snapshot_slot", *snapshot_slot))
+                .or_else(|| {
+                    entries
+                        .iter()
+                        .find_map(|e| round(&e.ballot).or_else(|| slot("slot", e.slot)))
+                }),
+            Message::Nack { promised } => round(promised),
+            Message::Accept {
+                ballot,
+                entries,
+                commit,
+            } => round(ballot)
+                .or_else(|| slot("commit", *commit))
+                .or_else(|| entries.iter().find_map(|e| slot("slot", e.slot))),
+            Message::Accepted { ballot, slots } => {
+                round(ballot).or_else(|| slots.iter().find_map(|s| slot("slot", *s)))
+            }
+            Message::Heartbeat { ballot, commit, .. }
+            | Message::HeartbeatReply { ballot, commit, .. } => {
+                round(ballot).or_else(|| slot("commit", *commit))
+            }
+            Message::CatchUpRequest { from_slot } => slot("from_slot", *from_slot),
+            Message::CatchUpReply { entries } => entries.iter().find_map(|e| slot("slot", e.slot)),
+            Message::InstallSnapshot { slot: s, .. } => slot("slot", *s),
+        }
+    }
+}
 /// The server's id for a proposal, unique per node (a counter).
 pub type ProposalId = u64;
 /// The server's id for a linearizable read, unique per node.

@@ -3,7 +3,7 @@
 use super::{
     Ballot, Bug, Command, Config, Dropped, Entry, Envelope, Message, NodeId, PaxosError,
     PersistToken, PromiseEntry, ProposalId, ReadId, ReadReady, Ready, Record, RecoveredState, Role,
-    Slot, Snapshot, Status, Value,
+    Slot, Snapshot, Status, Value, ROUND_MAX,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -401,6 +401,14 @@ impl Node {
         if from == self.id || !self.peers.contains(&from) {
             return Err(PaxosError::UnknownPeer { from });
         }
+        if let Some((what, value, max)) = msg.out_of_range() {
+            return Err(PaxosError::OutOfRange {
+                from,
+                what,
+                value,
+                max,
+            });
+        }
         self.handle(from, msg);
         self.drain_self_now();
         Ok(())
@@ -625,7 +633,9 @@ impl Node {
         }
         self.reset_election_timer();
         self.leader_hint = None;
-        let round = self.max_round_seen.max(self.promised.round) + 1;
+        let Some(round) = self.next_round() else {
+            return;
+        };
         let mut grants = BTreeSet::new();
         grants.insert(self.id);
         if grants.len() >= self.quorum {
@@ -640,8 +650,19 @@ impl Node {
         });
     }
 
+    /// The round of our next campaign, or None once it would pass `ROUND_MAX` (peers would
+    /// refuse it; unreachable by honest elections, and refused rounds never raise ours).
+    fn next_round(&self) -> Option<u64> {
+        self.max_round_seen
+            .max(self.promised.round)
+            .checked_add(1)
+            .filter(|r| *r <= ROUND_MAX)
+    }
+
     fn start_phase1(&mut self) {
-        let round = self.max_round_seen.max(self.promised.round) + 1;
+        let Some(round) = self.next_round() else {
+            return;
+        };
         let ballot = Ballot {
             round,
             node: self.id,
@@ -1381,6 +1402,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::paxos::SLOT_MAX;
 
     fn cfg(id: NodeId) -> Config {
         Config::new(id, vec![1, 2, 3])
@@ -1443,6 +1465,130 @@ mod tests {
         .expect("peer");
         assert_eq!(n.role(), Role::Leader);
         (n, ballot)
+    }
+
+    /// The round of the first PreVote node `n` sends when it campaigns (ticks bounded).
+    fn first_campaign_round(n: &mut Node) -> Option<u64> {
+        for _ in 0..1000 {
+            n.tick();
+            let r = n.ready();
+            if let Some(round) = r.messages.iter().find_map(|e| match e.msg {
+                Message::PreVote { round, .. } => Some(round),
+                _ => None,
+            }) {
+                return Some(round);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn extreme_rounds_slots_and_lengths_from_the_wire_are_refused() {
+        let mut n = Node::new(cfg(2), 1).expect("valid");
+        let big = |round| Ballot { round, node: 1 };
+        let entry = |slot| Entry {
+            slot,
+            value: Value::Noop,
+        };
+        let hostile = vec![
+            Message::Prepare {
+                ballot: big(u64::MAX),
+                from_slot: 1,
+            },
+            Message::Prepare {
+                ballot: big(ROUND_MAX + 1),
+                from_slot: 1,
+            },
+            Message::Prepare {
+                ballot: big(3),
+                from_slot: u64::MAX,
+            },
+            Message::Accept {
+                ballot: big(u64::MAX),
+                entries: vec![],
+                commit: 0,
+            },
+            Message::Accept {
+                ballot: big(3),
+                entries: vec![entry(u64::MAX)],
+                commit: 0,
+            },
+            Message::Accept {
+                ballot: big(3),
+                entries: vec![],
+                commit: u64::MAX,
+            },
+            Message::Heartbeat {
+                ballot: big(3),
+                seq: 0,
+                commit: SLOT_MAX + 1,
+            },
+            Message::Nack {
+                promised: big(u64::MAX),
+            },
+            Message::PreVote {
+                round: u64::MAX,
+                commit: 0,
+            },
+            Message::Promise {
+                ballot: big(3),
+                entries: vec![PromiseEntry {
+                    slot: 1,
+                    ballot: big(u64::MAX),
+                    value: Value::Noop,
+                    chosen: false,
+                }],
+                commit: 0,
+                snapshot_slot: 0,
+            },
+            Message::CatchUpRequest {
+                from_slot: u64::MAX,
+            },
+            Message::CatchUpReply {
+                entries: vec![entry(u64::MAX)],
+            },
+            Message::InstallSnapshot {
+                slot: u64::MAX,
+                data: vec![],
+            },
+        ];
+        for msg in hostile {
+            let shown = format!("{msg:?}");
+            assert!(
+                matches!(n.step(1, msg), Err(PaxosError::OutOfRange { .. })),
+                "not refused: {shown}"
+            );
+        }
+        let r = n.ready();
+        assert!(r.persist.is_empty(), "persisted {:?}", r.persist);
+        assert_eq!(n.status().commit_index, 0);
+        // Extreme but legal values pass, and nothing overflows.
+        n.step(
+            1,
+            Message::Heartbeat {
+                ballot: big(3),
+                seq: u64::MAX,
+                commit: SLOT_MAX,
+            },
+        )
+        .expect("legal");
+        // The node still campaigns, with a round that did not wrap to 0.
+        let round = first_campaign_round(&mut n).expect("campaigns");
+        assert!((1..=4).contains(&round), "campaign round {round}");
+    }
+
+    #[test]
+    fn a_node_at_the_round_limit_does_not_campaign_past_it() {
+        let state = RecoveredState {
+            promised: Ballot {
+                round: ROUND_MAX,
+                node: 3,
+            },
+            ..RecoveredState::default()
+        };
+        let mut n = Node::restore(cfg(2), state, None, 1).expect("valid");
+        assert_eq!(first_campaign_round(&mut n), None);
+        assert_eq!(n.status().ballot.round, ROUND_MAX);
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub wal_compact_bytes: u64,
     /// With `ack-before-persist`: how long records sit in the user-space buffer.
     pub lazy_flush_ms: u64,
+    /// When set, every peer hello must carry this token (`--cluster-token-file`).
+    pub cluster_token: Option<Vec<u8>>,
 }
 
 impl ServerConfig {
@@ -83,6 +85,21 @@ impl ServerConfig {
             compaction_retain_entries: 1_000,
             wal_compact_bytes: 128 << 20,
             lazy_flush_ms: 2000,
+            cluster_token: None,
+        }
+    }
+
+    /// Who may speak on the peer port: each member from the IP of its `--peers` address, except
+    /// members whose links are proxied (`--peer-clients` names them; a proxy's source IP is not
+    /// known here), and only with the cluster token when one is set.
+    pub fn peer_trust(&self) -> crate::transport::PeerTrust {
+        crate::transport::PeerTrust {
+            member_ips: self
+                .peers
+                .iter()
+                .map(|(id, a)| (*id, (!self.peer_clients.contains_key(id)).then_some(a.ip())))
+                .collect(),
+            cluster_token: self.cluster_token.clone(),
         }
     }
 

@@ -130,6 +130,7 @@ impl Server {
             cfg.client.to_string(),
             cfg.peers.iter().map(|(k, v)| (*k, *v)).collect(),
             TransportOptions::default(),
+            cfg.peer_trust(),
             inbound_tx,
         )
         .await?
