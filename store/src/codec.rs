@@ -25,3 +25,8 @@ pub fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreE
         detail: e.to_string(),
     })
 }
+
+/// The length `encode(value)` would return, without allocating it.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    bincode::serialized_size(value).map_or(0, |n| n as usize)
+}

@@ -172,6 +172,20 @@ pub struct Kv {
     /// Log slot of the last applied entry.
     applied_index: u64,
     dedup_capacity: usize,
+    /// Bytes the dedup table may hold (client ids and recorded outcomes); 0: no byte limit.
+    /// Not in snapshots: every replica is configured with the same value, like the capacity.
+    #[serde(skip)]
+    dedup_max_bytes: usize,
+    /// Bytes the dedup table holds now, as `dedup_entry_bytes` counts them (derived state).
+    #[serde(skip)]
+    dedup_bytes: usize,
+}
+
+/// What one dedup entry costs: its client id (stored twice: the map key and the age index),
+/// its encoded outcome, and a fixed overhead for the two map nodes.
+fn dedup_entry_bytes(client: &str, outcome: &Outcome) -> usize {
+    const OVERHEAD_BYTES: usize = 96;
+    2 * client.len() + crate::codec::encoded_len(outcome) + OVERHEAD_BYTES
 }
 
 impl Kv {
@@ -182,6 +196,37 @@ impl Kv {
             revision: 0,
             applied_index: 0,
             dedup_capacity: dedup_capacity.max(1),
+            dedup_max_bytes: 0,
+            dedup_bytes: 0,
+        }
+    }
+
+    /// Bounds the dedup table in bytes too, evicting the oldest clients past it.
+    pub fn with_dedup_max_bytes(mut self, max_bytes: usize) -> Kv {
+        self.dedup_max_bytes = max_bytes;
+        self.evict_dedup(0);
+        self
+    }
+
+    /// Bytes the dedup table holds (client ids and outcomes, as counted for its limit).
+    pub fn dedup_bytes(&self) -> usize {
+        self.dedup_bytes
+    }
+
+    /// Evicts the oldest clients until one more entry of `incoming_bytes` fits both limits.
+    fn evict_dedup(&mut self, incoming_bytes: usize) {
+        let over_bytes = |kv: &Kv| {
+            kv.dedup_max_bytes > 0 && kv.dedup_bytes + incoming_bytes > kv.dedup_max_bytes
+        };
+        let over_count =
+            |kv: &Kv| incoming_bytes > 0 && kv.dedup.by_client.len() >= kv.dedup_capacity;
+        while !self.dedup.by_client.is_empty() && (over_count(self) || over_bytes(self)) {
+            let Some((_, oldest)) = self.dedup.by_age.pop_first() else {
+                break;
+            };
+            if let Some((_, outcome, _)) = self.dedup.by_client.remove(&oldest) {
+                self.dedup_bytes -= dedup_entry_bytes(&oldest, &outcome);
+            }
         }
     }
 
@@ -253,15 +298,13 @@ impl Kv {
     }
 
     fn record_dedup(&mut self, client: String, seq: u64, outcome: Outcome, revision: u64) {
-        if let Some((_, _, old_rev)) = self.dedup.by_client.remove(&client) {
+        if let Some((_, old_outcome, old_rev)) = self.dedup.by_client.remove(&client) {
             self.dedup.by_age.remove(&old_rev);
+            self.dedup_bytes -= dedup_entry_bytes(&client, &old_outcome);
         }
-        while self.dedup.by_client.len() >= self.dedup_capacity {
-            let Some((_, oldest)) = self.dedup.by_age.pop_first() else {
-                break;
-            };
-            self.dedup.by_client.remove(&oldest);
-        }
+        let bytes = dedup_entry_bytes(&client, &outcome);
+        self.evict_dedup(bytes);
+        self.dedup_bytes += bytes;
         self.dedup.by_age.insert(revision, client.clone());
         self.dedup
             .by_client
@@ -393,8 +436,16 @@ impl Kv {
         crate::codec::encode(self)
     }
 
+    /// The state a snapshot holds; set the byte limit with `with_dedup_max_bytes`.
     pub fn from_snapshot(bytes: &[u8]) -> Result<Kv, StoreError> {
-        crate::codec::decode("kv snapshot", bytes)
+        let mut kv: Kv = crate::codec::decode("kv snapshot", bytes)?;
+        kv.dedup_bytes = kv
+            .dedup
+            .by_client
+            .iter()
+            .map(|(c, (_, o, _))| dedup_entry_bytes(c, o))
+            .sum();
+        Ok(kv)
     }
 }
 
@@ -519,6 +570,31 @@ mod tests {
         assert!(!kv.dedup.by_client.contains_key("c1"));
         assert_eq!(kv.dedup.by_client.len(), 2);
         assert_eq!(kv.dedup.by_age.len(), 2);
+    }
+
+    #[test]
+    fn dedup_table_is_bounded_in_bytes() {
+        let mut kv = Kv::new(100_000).with_dedup_max_bytes(64 << 10);
+        // 100 clients with 4 KiB ids: 800 KiB of ids if nothing were evicted.
+        for i in 0..100u64 {
+            let mut c = put("k", "v", Condition::None);
+            c.dedup = Some((format!("{i:04}{}", "x".repeat(4096)), 1));
+            kv.apply(&c);
+            assert!(kv.dedup_bytes() <= 64 << 10, "{} bytes", kv.dedup_bytes());
+        }
+        assert!(kv.dedup.by_client.len() < 100);
+        // The newest client is remembered; the oldest was evicted.
+        assert!(kv
+            .dedup
+            .by_client
+            .contains_key(&format!("0099{}", "x".repeat(4096))));
+        assert!(!kv
+            .dedup
+            .by_client
+            .contains_key(&format!("0000{}", "x".repeat(4096))));
+        // The count survives a snapshot.
+        let again = Kv::from_snapshot(&kv.to_snapshot()).unwrap();
+        assert_eq!(again.dedup_bytes(), kv.dedup_bytes());
     }
 
     #[test]

@@ -77,6 +77,34 @@ struct Cli {
     /// Clients remembered by the exactly-once table.
     #[arg(long, default_value_t = 100_000)]
     dedup_clients: usize,
+    /// Bytes the exactly-once table may hold (client ids and recorded outcomes); the oldest
+    /// clients are evicted past it. Every node must use the same value.
+    #[arg(long, default_value_t = 64 << 20)]
+    dedup_max_bytes: usize,
+    /// Longest client_id in bytes; longer is refused with 413.
+    #[arg(long, default_value_t = 256)]
+    client_id_max_bytes: usize,
+    /// Longest request target (path and query) in bytes; longer is refused with 414.
+    #[arg(long, default_value_t = 8 << 10)]
+    uri_max_bytes: usize,
+    /// Most bytes of request headers; more is refused with 431.
+    #[arg(long, default_value_t = 64 << 10)]
+    headers_max_bytes: usize,
+    /// Close a client connection that does not send complete request headers within this
+    /// (also an idle keep-alive connection).
+    #[arg(long, default_value_t = 10_000)]
+    http_header_timeout_ms: u64,
+    /// Answer 408 when a request body does not arrive within this.
+    #[arg(long, default_value_t = 10_000)]
+    http_body_timeout_ms: u64,
+    /// Client connections open at once; past it a connection is answered 503 and closed.
+    /// 0: the open-file limit minus --fd-reserve.
+    #[arg(long, default_value_t = 0)]
+    http_connections_max: usize,
+    /// File descriptors kept out of the client connection cap for peers, the WAL and
+    /// forwarding.
+    #[arg(long, default_value_t = 256)]
+    fd_reserve: usize,
     /// Snapshot the state machine and compact the WAL every this many slots.
     #[arg(long, default_value_t = 10_000)]
     snapshot_interval_entries: u64,
@@ -188,6 +216,14 @@ fn run(cli: Cli) -> Result<()> {
     cfg.body_max_bytes = cli.body_max_bytes;
     cfg.txn_max_ops = cli.txn_max_ops;
     cfg.dedup_clients = cli.dedup_clients;
+    cfg.dedup_max_bytes = cli.dedup_max_bytes;
+    cfg.client_id_max_bytes = cli.client_id_max_bytes;
+    cfg.uri_max_bytes = cli.uri_max_bytes;
+    cfg.headers_max_bytes = cli.headers_max_bytes;
+    cfg.http_header_timeout_ms = cli.http_header_timeout_ms;
+    cfg.http_body_timeout_ms = cli.http_body_timeout_ms;
+    cfg.http_connections_max = cli.http_connections_max;
+    cfg.fd_reserve = cli.fd_reserve;
     cfg.snapshot_interval_entries = cli.snapshot_interval_entries;
     cfg.compaction_retain_entries = cli.compaction_retain_entries;
     cfg.lazy_flush_ms = cli.lazy_flush_ms;

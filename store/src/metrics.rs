@@ -30,6 +30,8 @@ pub struct Metrics {
     pub snapshots_installed: AtomicU64,
     pub http_requests: AtomicU64,
     pub forwarded: AtomicU64,
+    /// Client connections answered 503 at the connection cap.
+    pub http_connections_refused: AtomicU64,
     pub latency: Histogram,
 }
 
@@ -182,6 +184,30 @@ pub(crate) async fn render(State(s): State<Arc<Shared>>) -> Response {
         "counter",
         "requests forwarded to the leader",
         m.forwarded.load(Relaxed),
+    );
+    line(
+        "http_connections",
+        "gauge",
+        "client connections open",
+        s.http_connections.load(Relaxed) as u64,
+    );
+    line(
+        "http_connections_max",
+        "gauge",
+        "client connection cap",
+        s.config.http_connections_cap() as u64,
+    );
+    line(
+        "http_connections_refused_total",
+        "counter",
+        "client connections refused at the cap",
+        m.http_connections_refused.load(Relaxed),
+    );
+    line(
+        "peer_hellos_refused_total",
+        "counter",
+        "inbound peer connections whose hello was refused",
+        t.hellos_refused.load(Relaxed),
     );
     line(
         "peer_frames_sent_total",

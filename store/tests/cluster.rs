@@ -889,3 +889,206 @@ async fn hostile_peer_frames_are_refused_and_the_cluster_keeps_working() {
     c.wait_leader(Duration::from_secs(15), None).await;
     write_through_every_node(&c, "restarted", Duration::from_secs(15)).await;
 }
+
+/// Sends raw bytes to `port` and reads the reply until the node closes the connection
+/// (bounded: 5 s). Returns the status code and the body as JSON (or a JSON string).
+async fn raw_http(port: u16, request: &[u8]) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return (0, Value::Null); // not listening (yet)
+    };
+    s.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    parse_reply(&got)
+}
+
+fn parse_reply(got: &[u8]) -> (u16, Value) {
+    let text = String::from_utf8_lossy(got);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        code,
+        serde_json::from_str(body).unwrap_or(Value::String(text.to_string())),
+    )
+}
+
+/// True when the node closes the connection within 5 s without a reply.
+async fn closed_by_node(s: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut b = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue, // a reply to an earlier request
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_is_json_and_dot_keys_forward_byte_for_byte() {
+    let c = Cluster::start("http-edges", 3, &["--client-id-max-bytes", "64"]);
+    let leader = c.wait_leader(Duration::from_secs(10), None).await;
+    let follower = (leader + 1) % 3;
+    let fport = c.nodes[follower].client_port;
+    let put = |key: &str, value: &str| {
+        let body = format!("{{\"value\":\"{value}\"}}");
+        format!(
+            "PUT /kv/{key} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let get =
+        |target: &str| format!("GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    // Keys `.` and `..` through a follower, as on the leader.
+    for (key, value) in [(".", "dot"), ("..", "dotdot")] {
+        let (code, body) = raw_http(fport, put(key, value).as_bytes()).await;
+        assert_eq!(code, 200, "PUT /kv/{key} via a follower: {body}");
+        let (code, body) = raw_http(fport, get(&format!("/kv/{key}")).as_bytes()).await;
+        assert_eq!(
+            (code, &body["value"]),
+            (200, &json!(value)),
+            "GET /kv/{key}: {body}"
+        );
+    }
+    // Every error reply is JSON with an "error".
+    let long_target = format!("/kv/a?x={}", "y".repeat(9000));
+    let big_header = format!(
+        "GET /kv/a HTTP/1.1\r\nhost: x\r\nx-big: {}\r\nconnection: close\r\n\r\n",
+        "z".repeat(70_000)
+    );
+    let long_client = format!("a?client_id={}&seq=1", "c".repeat(65));
+    let cases: Vec<(String, u16)> = vec![
+        (
+            "PATCH /kv/a HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".into(),
+            405,
+        ),
+        (
+            "POST /kv/a HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                .into(),
+            405,
+        ),
+        (get("/kv/%FF%FE"), 400),
+        (get(&long_target), 414),
+        (big_header, 431),
+        (put(&long_client, "v"), 413),
+        (get("/nowhere"), 404),
+    ];
+    for (request, expected) in cases {
+        let shown: String = request.chars().take(60).collect();
+        let (code, body) = raw_http(fport, request.as_bytes()).await;
+        assert_eq!(code, expected, "{shown:?}: {body}");
+        assert!(
+            body["error"].is_string(),
+            "{shown:?}: not a JSON error: {body}"
+        );
+    }
+    // A client_id at the limit is fine.
+    let (code, body) = c
+        .put(
+            follower,
+            "a",
+            "v",
+            &format!("?client_id={}&seq=1", "c".repeat(64)),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_connections_are_closed_and_the_connection_cap_holds() {
+    use tokio::io::AsyncWriteExt;
+    let c = Cluster::start(
+        "http-limits",
+        1,
+        &[
+            "--http-header-timeout-ms",
+            "1500",
+            "--http-body-timeout-ms",
+            "1500",
+            "--http-connections-max",
+            "6",
+        ],
+    );
+    let port = c.nodes[0].client_port;
+    // Wait for the node with raw connections that close: a pooled client connection would
+    // count against the cap.
+    let start = Instant::now();
+    while raw_http(
+        port,
+        b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .0 != 200
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "node not up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let connect = || tokio::net::TcpStream::connect(("127.0.0.1", port));
+    // Five idle connections and a half-sent request (slowloris).
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        idle.push(connect().await.unwrap());
+    }
+    idle[4]
+        .write_all(b"GET /status HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    // The sixth connection asks for /health: saturated.
+    let (code, body) = raw_http(
+        port,
+        b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        (code, &body["status"]),
+        (503, &json!("saturated")),
+        "{body}"
+    );
+    assert!(body["error"].is_string(), "{body}");
+    // Six open: a seventh is answered 503 with a JSON error and closed.
+    idle.push(connect().await.unwrap());
+    let (code, body) = raw_http(
+        port,
+        b"GET /status HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("connections"),
+        "{body}"
+    );
+    // The node closes every idle and half-sent connection (header read timeout).
+    for (i, s) in idle.iter_mut().enumerate() {
+        assert!(closed_by_node(s).await, "idle connection {i} still open");
+    }
+    // A keep-alive connection that goes idle after a request is closed too.
+    let mut s = connect().await.unwrap();
+    s.write_all(b"GET /status HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_by_node(&mut s).await,
+        "idle keep-alive connection still open"
+    );
+    // A body that stops arriving is a JSON 408.
+    let (code, body) = raw_http(
+        port,
+        b"PUT /kv/slow HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\nconnection: close\r\n\r\n{\"va",
+    )
+    .await;
+    assert_eq!(code, 408, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    // Healthy again once they are gone.
+    let (code, body) = raw_http(
+        port,
+        b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!((code, &body["status"]), (200, &json!("ok")), "{body}");
+}

@@ -1,10 +1,12 @@
 //! Forwarding: a node that is not the leader proxies client requests to the leader's client
 //! address; a forward that fails before the request was sent is 503, after it was sent 504.
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use super::error;
 use crate::paxos::Role;
@@ -58,6 +60,23 @@ pub(crate) async fn on_leader<Fut: std::future::Future<Output = Response>>(
     }
 }
 
+/// The client that forwards requests to the leader: hyper's, because it sends the request
+/// target exactly as given (a URL library would normalise `/kv/.` and `/kv/..` away).
+pub type ForwardClient =
+    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Body>;
+
+pub fn client(cfg: &crate::server::ServerConfig) -> ForwardClient {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_millis(500)));
+    connector.set_nodelay(true);
+    // Forwarded requests leave from this node's own IP, like peer traffic, so that partitions
+    // between 127.0.0.N addresses also cut forwarding.
+    connector.set_local_address(Some(cfg.listen.ip()));
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
 pub(crate) async fn forward(
     s: &Shared,
     addr: &str,
@@ -66,39 +85,65 @@ pub(crate) async fn forward(
     body: Bytes,
 ) -> Response {
     s.metrics.forwarded.fetch_add(1, Relaxed);
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let url = format!("http://{addr}{path}");
-    let result = s
-        .http
-        .request(method, &url)
-        .header(FORWARDED_HEADER, s.config.id.to_string())
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await;
-    match result {
-        Ok(resp) => {
-            let code = resp.status();
-            match resp.bytes().await {
-                Ok(b) => {
-                    let mut r = (code, b).into_response();
-                    r.headers_mut()
-                        .insert("content-type", HeaderValue::from_static("application/json"));
-                    r
-                }
-                Err(e) => error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!("forwarded to the leader at {addr}; reply lost: {e}"),
-                ),
-            }
+    // The request target byte for byte, as the client sent it.
+    let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let request = Uri::try_from(format!("http://{addr}{target}"))
+        .map_err(|e| e.to_string())
+        .and_then(|uri| {
+            axum::http::Request::builder()
+                .method(method)
+                .uri(uri)
+                .header(FORWARDED_HEADER, s.config.id.to_string())
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .map_err(|e| e.to_string())
+        });
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot forward to the leader at {addr}: {e}"),
+            )
         }
-        Err(e) if e.is_connect() => error(
+    };
+    let timeout = Duration::from_millis(s.config.forward_timeout_ms);
+    let result = tokio::time::timeout(timeout, async {
+        let resp = s
+            .http
+            .request(request)
+            .await
+            .map_err(|e| (e.is_connect(), e.to_string()))?;
+        let code = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| (false, e.to_string()))?
+            .to_bytes();
+        Ok::<_, (bool, String)>((code, bytes))
+    })
+    .await;
+    match result {
+        Ok(Ok((code, b))) => {
+            let mut r = (code, b).into_response();
+            r.headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
+            r
+        }
+        Ok(Err((true, e))) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("cannot reach the leader at {addr}: {e}"),
         ),
-        Err(e) => error(
+        Ok(Err((false, e))) => error(
             StatusCode::GATEWAY_TIMEOUT,
             format!("forwarded to the leader at {addr}; outcome unknown: {e}"),
+        ),
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "forwarded to the leader at {addr}; no reply within {timeout:?}, outcome unknown"
+            ),
         ),
     }
 }

@@ -5,11 +5,12 @@
 //! A node that is not the leader proxies the request to the leader's client address; a
 //! forward that fails before the request was sent is 503, after it was sent 504.
 
-mod forward;
+pub mod forward;
 mod parse;
+pub(crate) mod serve;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,7 +27,7 @@ use crate::server::{ProposeReply, Request, Shared};
 use forward::on_leader;
 use parse::{
     bad, check_body, check_key, check_value, condition, consistency, dedup, parse_micro_ops,
-    ApiBody, ApiQuery, BadRequest, Consistency,
+    ApiBody, ApiKey, ApiQuery, BadRequest, Consistency,
 };
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -36,11 +37,21 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/keys", get(keys))
         .route("/status", get(status))
         .route("/metrics", get(crate::metrics::render))
-        .route("/health", get(|| async { (StatusCode::OK, "ok") }))
+        .route("/health", get(health))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed on {}", uri.path()),
+            )
+        })
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             time_request,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            head_limits,
         ))
         // Oversized bodies are refused while reading them; `ApiBody` turns the rejection into
         // a JSON error.
@@ -48,6 +59,60 @@ pub fn router(shared: Arc<Shared>) -> Router {
             shared.config.body_max_bytes,
         ))
         .with_state(shared)
+}
+
+/// Refuses a request target over `uri_max_bytes` (414) or headers over `headers_max_bytes`
+/// (431) with a JSON error.
+async fn head_limits(
+    State(s): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let uri_bytes = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_bytes > s.config.uri_max_bytes {
+        return error(
+            StatusCode::URI_TOO_LONG,
+            format!(
+                "request target of {uri_bytes} bytes is over the limit of {} bytes",
+                s.config.uri_max_bytes
+            ),
+        );
+    }
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if header_bytes > s.config.headers_max_bytes {
+        return error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "headers of {header_bytes} bytes are over the limit of {} bytes",
+                s.config.headers_max_bytes
+            ),
+        );
+    }
+    next.run(req).await
+}
+
+/// 200 while the node can take client connections, 503 when the connection cap is reached;
+/// both with the counts, so that a load balancer or an operator sees saturation.
+async fn health(State(s): State<Arc<Shared>>) -> Response {
+    let open = s.http_connections.load(Relaxed);
+    let max = s.config.http_connections_cap();
+    let saturated = open >= max;
+    let body = json!({
+        "status": if saturated { "saturated" } else { "ok" },
+        "http_connections": open,
+        "http_connections_max": max,
+    });
+    if saturated {
+        let mut body = body;
+        body["error"] = json!("client connection cap reached");
+        reply(StatusCode::SERVICE_UNAVAILABLE, body)
+    } else {
+        reply(StatusCode::OK, body)
+    }
 }
 
 /// Times client API requests (not /status, /metrics, /health) into `Metrics::latency`.
@@ -161,7 +226,7 @@ fn read_key(s: &Shared, key: &str) -> Response {
 
 async fn get_key(
     State(s): State<Arc<Shared>>,
-    Path(key): Path<String>,
+    ApiKey(key): ApiKey,
     ApiQuery(params): ApiQuery,
     method: Method,
     uri: Uri,
@@ -210,7 +275,7 @@ struct PutBody {
 
 async fn put_key(
     State(s): State<Arc<Shared>>,
-    Path(key): Path<String>,
+    ApiKey(key): ApiKey,
     ApiQuery(params): ApiQuery,
     method: Method,
     uri: Uri,
@@ -229,7 +294,7 @@ async fn put_key(
         };
         check_value(&s, &value)?;
         Ok::<_, BadRequest>(Command {
-            dedup: dedup(&params)?,
+            dedup: dedup(&s, &params)?,
             op: Op::Put {
                 key: key.clone(),
                 value,
@@ -253,7 +318,7 @@ async fn put_key(
 
 async fn delete_key(
     State(s): State<Arc<Shared>>,
-    Path(key): Path<String>,
+    ApiKey(key): ApiKey,
     ApiQuery(params): ApiQuery,
     method: Method,
     uri: Uri,
@@ -262,7 +327,7 @@ async fn delete_key(
     let cmd = (|| {
         check_key(&s, &key)?;
         Ok::<_, BadRequest>(Command {
-            dedup: dedup(&params)?,
+            dedup: dedup(&s, &params)?,
             op: Op::Delete {
                 key: key.clone(),
                 condition: condition(&params)?,
@@ -291,7 +356,7 @@ async fn txn(
     headers: HeaderMap,
     ApiBody(body): ApiBody,
 ) -> Response {
-    let parsed = parse_micro_ops(&s, &body).and_then(|ops| Ok((ops, dedup(&params)?)));
+    let parsed = parse_micro_ops(&s, &body).and_then(|ops| Ok((ops, dedup(&s, &params)?)));
     let (ops, dedup) = match parsed {
         Err(b) => return b.into(),
         Ok(x) => x,

@@ -2,12 +2,14 @@
 //! before anything is proposed.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Query};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::Value as Json;
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::error;
 use crate::kv::{Condition, MicroOp};
@@ -30,18 +32,45 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiQuery {
     }
 }
 
-/// A request's body, at most `body_max_bytes` (`DefaultBodyLimit`); a body over the limit is
-/// a JSON 413.
-pub(crate) struct ApiBody(pub(crate) Bytes);
+/// A key from the path; a key that is not UTF-8 (after percent-decoding) is a JSON 400.
+pub(crate) struct ApiKey(pub(crate) String);
 
-impl<S: Send + Sync> FromRequest<S> for ApiBody {
+impl<S: Send + Sync> FromRequestParts<S> for ApiKey {
     type Rejection = Response;
 
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
-        Bytes::from_request(req, state)
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        Path::<String>::from_request_parts(parts, state)
             .await
-            .map(ApiBody)
-            .map_err(|e| error(e.status(), e.body_text()))
+            .map(|Path(k)| ApiKey(k))
+            .map_err(|e| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("bad key: {}", e.body_text()),
+                )
+            })
+    }
+}
+
+/// A request's body, at most `body_max_bytes` (`DefaultBodyLimit`; over it: a JSON 413),
+/// arriving within `http_body_timeout_ms` (or a JSON 408).
+pub(crate) struct ApiBody(pub(crate) Bytes);
+
+impl FromRequest<Arc<Shared>> for ApiBody {
+    type Rejection = Response;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &Arc<Shared>,
+    ) -> Result<Self, Response> {
+        let timeout = Duration::from_millis(state.config.http_body_timeout_ms);
+        match tokio::time::timeout(timeout, Bytes::from_request(req, state)).await {
+            Ok(Ok(b)) => Ok(ApiBody(b)),
+            Ok(Err(e)) => Err(error(e.status(), e.body_text())),
+            Err(_) => Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {timeout:?}; not applied"),
+            )),
+        }
     }
 }
 
@@ -104,9 +133,13 @@ pub(crate) fn condition(params: &Params) -> Result<Condition, BadRequest> {
     }
 }
 
-pub(crate) fn dedup(params: &Params) -> Result<Option<(String, u64)>, BadRequest> {
+pub(crate) fn dedup(s: &Shared, params: &Params) -> Result<Option<(String, u64)>, BadRequest> {
     match (params.get("client_id"), parse_u64(params, "seq")?) {
-        (Some(c), Some(s)) => Ok(Some((c.clone(), s))),
+        (Some(c), Some(seq)) => {
+            // Every distinct client_id is kept on every replica: bound its size.
+            within_limit("client_id", c.len(), s.config.client_id_max_bytes)?;
+            Ok(Some((c.clone(), seq)))
+        }
         (None, None) => Ok(None),
         _ => Err(bad("client_id and seq go together")),
     }

@@ -40,6 +40,26 @@ pub struct ServerConfig {
     pub request_queue: usize,
     /// Exactly-once table size (clients remembered).
     pub dedup_clients: usize,
+    /// Exactly-once table size in bytes (client ids and recorded outcomes). Like
+    /// `dedup_clients`, every replica must use the same value: it decides what is evicted.
+    pub dedup_max_bytes: usize,
+    /// Longest `client_id`; longer ones are refused with 413.
+    pub client_id_max_bytes: usize,
+    /// Longest request target (path and query); longer is 414.
+    pub uri_max_bytes: usize,
+    /// Most bytes of request headers (names and values); more is 431.
+    pub headers_max_bytes: usize,
+    /// A connection must send a request's complete headers within this (also when idle
+    /// between keep-alive requests), or it is closed.
+    pub http_header_timeout_ms: u64,
+    /// A request body must arrive within this, or the request is answered 408.
+    pub http_body_timeout_ms: u64,
+    /// Client connections open at once; a connection past the cap is answered 503 and
+    /// closed. 0: the open-file limit minus `fd_reserve`.
+    pub http_connections_max: usize,
+    /// File descriptors kept out of the client connection cap for peer links, the WAL and
+    /// forwarding, so that clients cannot starve them.
+    pub fd_reserve: usize,
     /// Take a snapshot once this many slots follow the last one.
     pub snapshot_interval_entries: u64,
     /// Chosen entries kept behind a snapshot for lagging peers.
@@ -81,6 +101,14 @@ impl ServerConfig {
             keys_max_results: 10_000,
             request_queue: 20_000,
             dedup_clients: 100_000,
+            dedup_max_bytes: 64 << 20,
+            client_id_max_bytes: 256,
+            uri_max_bytes: 8 << 10,
+            headers_max_bytes: 64 << 10,
+            http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 10_000,
+            http_connections_max: 0,
+            fd_reserve: 256,
             snapshot_interval_entries: 10_000,
             compaction_retain_entries: 1_000,
             wal_compact_bytes: 128 << 20,
@@ -101,6 +129,22 @@ impl ServerConfig {
                 .collect(),
             cluster_token: self.cluster_token.clone(),
         }
+    }
+
+    /// The client connection cap: `http_connections_max`, or when 0 the open-file limit minus
+    /// `fd_reserve` (at least 16).
+    pub fn http_connections_cap(&self) -> usize {
+        if self.http_connections_max > 0 {
+            return self.http_connections_max;
+        }
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into a struct we own.
+        let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+        let nofile = if rc == 0 { lim.rlim_cur as usize } else { 1024 };
+        nofile.saturating_sub(self.fd_reserve).clamp(16, 1 << 20)
     }
 
     pub fn has_bug(&self, bug: Bug) -> bool {

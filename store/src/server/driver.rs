@@ -121,7 +121,8 @@ impl Driver {
             Ok(Message::InstallSnapshot { slot, data }) => {
                 // Decode the state machine before the core sees the snapshot: the core drops
                 // its log when it accepts one, so bad bytes must be refused here, as a message.
-                match Kv::from_snapshot(&data) {
+                let dedup_max_bytes = self.shared.config.dedup_max_bytes;
+                match Kv::from_snapshot(&data).map(|kv| kv.with_dedup_max_bytes(dedup_max_bytes)) {
                     Ok(kv) => {
                         let msg = Message::InstallSnapshot { slot, data };
                         match self.node.step(from, msg) {
@@ -215,7 +216,8 @@ impl Driver {
         if let Some(snap) = ready.install_snapshot {
             let decoded = match self.decoded_snapshot.take() {
                 Some((slot, kv)) if slot == snap.slot => Ok(kv),
-                _ => Kv::from_snapshot(&snap.data),
+                _ => Kv::from_snapshot(&snap.data)
+                    .map(|kv| kv.with_dedup_max_bytes(self.shared.config.dedup_max_bytes)),
             };
             match decoded {
                 Ok(mut kv) => {

@@ -51,7 +51,10 @@ pub struct Shared {
     pub requests: mpsc::Sender<Request>,
     pub transport: Transport,
     pub metrics: Metrics,
-    pub http: reqwest::Client,
+    /// Forwards client requests to the leader.
+    pub http: crate::http::forward::ForwardClient,
+    /// Client connections open now (the HTTP accept loop counts them).
+    pub http_connections: std::sync::atomic::AtomicUsize,
     /// Held for the life of the process: two processes on one data directory would corrupt it.
     _data_dir_lock: std::fs::File,
 }
@@ -141,15 +144,7 @@ impl Server {
                 .collect(),
         );
         let (req_tx, req_rx) = mpsc::channel(cfg.request_queue.max(1));
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(cfg.forward_timeout_ms))
-            .connect_timeout(Duration::from_millis(500))
-            .pool_max_idle_per_host(256)
-            // Forwarded requests leave from this node's own IP, like peer traffic, so that
-            // partitions between 127.0.0.N addresses also cut forwarding.
-            .local_address(Some(cfg.listen.ip()))
-            .build()
-            .map_err(|e| StoreError::Config(format!("http client: {e}")))?;
+        let http = crate::http::forward::client(&cfg);
         let status = node.status();
         let shared = Arc::new(Shared {
             config: cfg.clone(),
@@ -159,6 +154,7 @@ impl Server {
             transport: transport.clone(),
             metrics: Metrics::default(),
             http,
+            http_connections: std::sync::atomic::AtomicUsize::new(0),
             _data_dir_lock: data_dir_lock,
         });
         let (wal_tx, wal_rx) = mpsc::channel(4096);
@@ -181,12 +177,7 @@ impl Server {
         }
         let driver = Driver::new(node, shared.clone(), wal_tx);
         tokio::spawn(driver.run(inbound_rx, req_rx, done_rx));
-        let router = crate::http::router(shared.clone());
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(http_listener, router).await {
-                fatal("HTTP server failed", e);
-            }
-        });
+        tokio::spawn(crate::http::serve::serve(http_listener, shared.clone()));
         tracing::info!(id = cfg.id, listen = %cfg.listen, client = %cfg.client, "paxos-kv serving");
         Ok(Server { shared })
     }

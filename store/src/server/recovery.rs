@@ -39,9 +39,9 @@ pub(crate) fn recover(cfg: &ServerConfig) -> Result<Recovered, StoreError> {
             b,
         )?),
     };
-    let mut kv = Kv::new(cfg.dedup_clients);
+    let mut kv = Kv::new(cfg.dedup_clients).with_dedup_max_bytes(cfg.dedup_max_bytes);
     if let Some(s) = &snapshot {
-        kv = Kv::from_snapshot(&s.data)?;
+        kv = Kv::from_snapshot(&s.data)?.with_dedup_max_bytes(cfg.dedup_max_bytes);
         state.compact(s.slot);
     }
     tracing::info!(
