@@ -2,9 +2,14 @@
 //! plus one snapshot file.
 //!
 //! Record format: `len: u32 LE | crc32(payload): u32 LE | payload`. A crash can leave a torn
-//! record at the tail (a short header or payload) and a failing disk can flip bits; recovery
-//! stops at the first record that does not check out, truncates the file there, deletes any
-//! later segment (their records follow a hole, so they cannot be trusted), and logs it.
+//! record at the tail (a short header or payload) and a failing disk can flip bits. Recovery
+//! stops at the first record that does not check out, and then:
+//! - if no valid record follows it (in this segment or a later one), it is a torn tail: the
+//!   last write never completed, so it was never acknowledged. The file is truncated there,
+//!   with a warning.
+//! - if valid records follow it, it is corruption: records that were acknowledged would be
+//!   lost. `open` refuses with `StoreError::Corrupt` naming the file and offset, and changes
+//!   nothing on disk; the operator restores the node from its peers (see store/README.md).
 //!
 //! Group commit: `append` only buffers; `sync` writes the buffer and issues one fdatasync for
 //! everything appended since the last sync.
@@ -53,8 +58,11 @@ pub struct Recovered {
     pub snapshot: Option<Vec<u8>>,
     /// Records after the snapshot, in append order.
     pub records: Vec<Vec<u8>>,
-    /// Bytes cut off a torn or corrupt tail (0 when the log was clean).
+    /// Bytes cut off a torn tail (0 when the log was clean).
     pub truncated_bytes: u64,
+    /// The WAL starts after segment 0 but there is no snapshot: it was deleted, and the state
+    /// compacted into it is gone (the node must catch up from its peers).
+    pub snapshot_missing: bool,
 }
 
 pub struct Wal {
@@ -124,6 +132,22 @@ fn scan(data: &[u8], record_max_bytes: u32) -> (Vec<Vec<u8>>, usize, Option<Stri
     (records, pos, None)
 }
 
+/// The offset of the first valid non-empty record starting after `from`, if any: proof that
+/// the failure at `from` is not a torn tail. Every offset is tried, since a damaged length
+/// field hides where the next record starts. (The WAL never writes empty records, and
+/// zero-filled space would look like valid empty ones.)
+fn valid_record_after(data: &[u8], from: usize, record_max_bytes: u32) -> Option<usize> {
+    (from + 1..data.len().saturating_sub(HEADER_BYTES)).find(|&q| {
+        let len = u32::from_le_bytes(data[q..q + 4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(data[q + 4..q + 8].try_into().expect("4 bytes"));
+        let start = q + HEADER_BYTES;
+        len > 0
+            && len <= record_max_bytes
+            && (len as usize) <= data.len() - start
+            && crc32fast::hash(&data[start..start + len as usize]) == crc
+    })
+}
+
 fn frame(buf: &mut Vec<u8>, payload: &[u8]) {
     buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
@@ -161,14 +185,22 @@ impl Wal {
         segments.sort_unstable();
         let mut broken = false;
         let mut last_segment = first_live_segment;
-        for id in segments {
+        if recovered.snapshot.is_none() && segments.first().is_some_and(|&id| id > 0) {
+            // Segments are numbered from 0 and only compaction (which writes the snapshot
+            // first) deletes the early ones: the snapshot was deleted.
+            recovered.snapshot_missing = true;
+            tracing::warn!(
+                dir = %dir.display(),
+                first_segment = segments[0],
+                "no snapshot file, but the WAL starts after a compaction: the snapshot was \
+                 deleted; the state it held must come from the peers"
+            );
+        }
+        for (i, &id) in segments.iter().enumerate() {
             let path = dir.join(segment_name(id));
             if id < first_live_segment || broken {
                 // Behind the snapshot (a compaction crashed before deleting it), or after a
-                // corrupt record.
-                if broken {
-                    tracing::warn!(segment = %path.display(), "deleting WAL segment that follows a corrupt record");
-                }
+                // torn tail (only empty segments can follow one: see below).
                 fs::remove_file(&path).map_err(|e| io_err(&path, "delete", e))?;
                 continue;
             }
@@ -177,13 +209,40 @@ impl Wal {
             let (recs, valid, problem) = scan(&data, opts.record_max_bytes);
             recovered.records.extend(recs);
             if let Some(problem) = problem {
+                let mut later_data = None;
+                for &later in &segments[i + 1..] {
+                    let p = dir.join(segment_name(later));
+                    let len = fs::metadata(&p).map_err(|e| io_err(&p, "stat", e))?.len();
+                    if len > 0 {
+                        later_data = Some(p);
+                        break;
+                    }
+                }
+                let after = valid_record_after(&data, valid, opts.record_max_bytes);
+                if after.is_some() || later_data.is_some() {
+                    let evidence = match (after, later_data) {
+                        (Some(q), _) => format!("a valid record follows at offset {q}"),
+                        (None, Some(p)) => format!("a later segment {} holds data", p.display()),
+                        (None, None) => unreachable!("checked above"),
+                    };
+                    return Err(StoreError::Corrupt {
+                        what: format!("WAL segment {}", path.display()),
+                        detail: format!(
+                            "{problem} at offset {valid}, and {evidence}: this is not a torn \
+                             tail, and truncating would forget acknowledged records. Refusing \
+                             to start; nothing was changed. Move the data directory aside and \
+                             let the node rejoin empty only once the rest of the cluster holds \
+                             a quorum without it (store/README.md, \"WAL corruption\")"
+                        ),
+                    });
+                }
                 let cut = data.len() - valid;
                 tracing::warn!(
                     segment = %path.display(),
                     offset = valid,
                     truncated_bytes = cut,
                     %problem,
-                    "WAL tail is torn or corrupt; truncating at the last good record"
+                    "WAL tail is torn (no valid record follows); truncating at the last good record"
                 );
                 let f = OpenOptions::new()
                     .write(true)
@@ -421,18 +480,99 @@ mod tests {
     }
 
     #[test]
-    fn bit_flip_is_detected() {
+    fn bit_flip_before_valid_records_refuses_to_start() {
         let dir = tmpdir("flip");
         write_records(&dir, 5);
         let seg = only_segment(&dir);
-        let mut data = fs::read(&seg).unwrap();
+        let before = fs::read(&seg).unwrap();
+        let mut data = before.clone();
         // Flip a bit inside the payload of the third record.
         let rec_len = HEADER_BYTES + "record-0".len();
         data[2 * rec_len + HEADER_BYTES + 2] ^= 0x10;
         fs::write(&seg, &data).unwrap();
+        let err = Wal::open(&dir, opts())
+            .err()
+            .expect("corruption must refuse");
+        let shown = err.to_string();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{shown}");
+        assert!(shown.contains(&seg.display().to_string()), "{shown}");
+        assert!(
+            shown.contains(&format!("offset {}", 2 * rec_len)),
+            "{shown}"
+        );
+        // Nothing on disk changed.
+        assert_eq!(fs::read(&seg).unwrap(), data);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Flips each byte of a small WAL of acknowledged (synced) records, in turn: recovery
+    /// either refuses, or returns every record; only damage to the last record (which looks
+    /// exactly like a torn write) may drop that one record.
+    #[test]
+    fn no_flipped_byte_silently_drops_an_acknowledged_record() {
+        let dir = tmpdir("flip-every");
+        let n = 6;
+        {
+            let (mut wal, _) = Wal::open(&dir, opts()).unwrap();
+            for i in 0..n {
+                // Each acknowledged on its own fsync, as the server does per group commit.
+                wal.append(format!("acknowledged-{i}").as_bytes());
+                wal.sync().unwrap();
+            }
+        }
+        let seg = only_segment(&dir);
+        let clean = fs::read(&seg).unwrap();
+        let rec_len = HEADER_BYTES + "acknowledged-0".len();
+        assert_eq!(clean.len(), n * rec_len);
+        let want: Vec<Vec<u8>> = (0..n)
+            .map(|i| format!("acknowledged-{i}").into_bytes())
+            .collect();
+        let mut refused = 0;
+        for pos in 0..clean.len() {
+            for mask in [0x01u8, 0x80, 0xFF] {
+                let mut data = clean.clone();
+                data[pos] ^= mask;
+                fs::write(&seg, &data).unwrap();
+                let in_last_record = pos >= (n - 1) * rec_len;
+                match Wal::open(&dir, opts()) {
+                    Err(StoreError::Corrupt { .. }) => {
+                        assert!(
+                            !in_last_record,
+                            "byte {pos} ^ {mask:#x}: a torn tail refused"
+                        );
+                        refused += 1;
+                    }
+                    Err(e) => panic!("byte {pos} ^ {mask:#x}: {e}"),
+                    Ok((_, rec)) => {
+                        assert!(
+                            in_last_record,
+                            "byte {pos} ^ {mask:#x}: recovered {} of {n} records silently",
+                            rec.records.len()
+                        );
+                        assert_eq!(rec.records, want[..n - 1], "byte {pos} ^ {mask:#x}");
+                    }
+                }
+            }
+        }
+        assert_eq!(refused, 3 * (n - 1) * rec_len);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_deleted_snapshot_is_reported() {
+        let dir = tmpdir("snap-deleted");
+        let (mut wal, _) = Wal::open(&dir, opts()).unwrap();
+        wal.append(b"old");
+        wal.sync().unwrap();
+        wal.compact(b"SNAP", &[b"live".to_vec()]).unwrap();
+        drop(wal);
         let (_, rec) = Wal::open(&dir, opts()).unwrap();
-        assert_eq!(rec.records.len(), 2);
-        assert_eq!(fs::metadata(&seg).unwrap().len(), 2 * rec_len as u64);
+        assert!(!rec.snapshot_missing);
+        fs::remove_file(dir.join(SNAPSHOT_FILE)).unwrap();
+        let (_, rec) = Wal::open(&dir, opts()).unwrap();
+        assert!(rec.snapshot_missing);
+        assert_eq!(rec.snapshot, None);
+        assert_eq!(rec.records, vec![b"live".to_vec()]);
         fs::remove_dir_all(&dir).unwrap();
     }
 
