@@ -978,6 +978,16 @@ async fn every_error_is_json_and_dot_keys_forward_byte_for_byte() {
         (big_header, 431),
         (put(&long_client, "v"), 413),
         (get("/nowhere"), 404),
+        // Errors hyper answers itself, before any handler: unparseable, and a head far over
+        // every limit.
+        ("THIS IS NOT HTTP\r\n\r\n".into(), 400),
+        (
+            format!(
+                "GET /kv/a HTTP/1.1\r\nhost: x\r\nx-huge: {}\r\n\r\n",
+                "h".repeat(1 << 20)
+            ),
+            431,
+        ),
     ];
     for (request, expected) in cases {
         let shown: String = request.chars().take(60).collect();

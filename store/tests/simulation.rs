@@ -68,6 +68,22 @@ fn add(total: &mut SimStats, s: &SimStats) {
     total.crashes += s.crashes;
     total.snapshots_installed += s.snapshots_installed;
     total.messages_delivered += s.messages_delivered;
+    total.hostile_refused += s.hostile_refused;
+}
+
+/// Extreme rounds and slots from real peers, among all the other faults: every one is
+/// refused, and every invariant and the progress bound still hold.
+#[test]
+fn extreme_values_from_peers_are_refused_and_change_nothing() {
+    let mut refused = 0;
+    for seed in 0..seeds().min(40) {
+        let mut cfg = SimConfig::new(3, seed);
+        cfg.hostile_probability = 0.1;
+        let stats = run(cfg).unwrap_or_else(|v| panic!("{v}"));
+        assert!(stats.writes_acked > 0, "seed {seed} acknowledged no write");
+        refused += stats.hostile_refused;
+    }
+    assert!(refused > 0, "no hostile message was injected");
 }
 
 fn check_correct(nodes: usize) {

@@ -11,8 +11,8 @@
 //!   within a bounded number of ticks.
 
 use super::{
-    Bug, Config, Dropped, Entry, Envelope, Message, Node, NodeId, PersistToken, ProposalId, ReadId,
-    Record, RecoveredState, Slot, Snapshot, Value,
+    Ballot, Bug, Config, Dropped, Entry, Envelope, Message, Node, NodeId, PersistToken, ProposalId,
+    ReadId, Record, RecoveredState, Slot, Snapshot, Value, ROUND_MAX, SLOT_MAX,
 };
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -47,6 +47,10 @@ pub struct SimConfig {
     pub heal_probability: f64,
     pub write_probability: f64,
     pub read_probability: f64,
+    /// Per tick, during the fault phase: a node receives, from a real peer, a well-formed
+    /// message carrying an extreme round or slot (not byzantine: no lies within range). The
+    /// core must refuse it, and the run must stay correct and make progress.
+    pub hostile_probability: f64,
 }
 
 impl SimConfig {
@@ -70,6 +74,7 @@ impl SimConfig {
             heal_probability: 0.03,
             write_probability: 0.4,
             read_probability: 0.3,
+            hostile_probability: 0.0,
         }
     }
 
@@ -116,6 +121,8 @@ pub struct SimStats {
     pub crashes: u64,
     pub snapshots_installed: u64,
     pub messages_delivered: u64,
+    /// Hostile messages refused by the core.
+    pub hostile_refused: u64,
 }
 
 struct PendingPersist {
@@ -397,8 +404,77 @@ impl Sim {
         Ok(())
     }
 
+    /// A well-formed message with one extreme round or slot, as any peer could send.
+    fn hostile_message(&mut self) -> Message {
+        let extreme = [u64::MAX, u64::MAX - 1, ROUND_MAX + 1, SLOT_MAX + 1];
+        let x = extreme[self.rng.gen_range(0..extreme.len())];
+        let node = self.rng.gen_range(1..=self.nodes.len() as u64);
+        let ballot = Ballot { round: x, node };
+        let low = Ballot { round: 1, node };
+        match self.rng.gen_range(0..8) {
+            0 => Message::Prepare {
+                ballot,
+                from_slot: 1,
+            },
+            1 => Message::Prepare {
+                ballot: low,
+                from_slot: x,
+            },
+            2 => Message::Accept {
+                ballot,
+                entries: vec![],
+                commit: 0,
+            },
+            3 => Message::Accept {
+                ballot: low,
+                entries: vec![Entry {
+                    slot: x,
+                    value: Value::Noop,
+                }],
+                commit: 0,
+            },
+            4 => Message::Heartbeat {
+                ballot: low,
+                seq: 0,
+                commit: x,
+            },
+            5 => Message::Nack { promised: ballot },
+            6 => Message::PreVote {
+                round: x,
+                commit: 0,
+            },
+            _ => Message::CatchUpRequest { from_slot: x },
+        }
+    }
+
+    fn inject_hostile(&mut self) -> Result<(), Violation> {
+        let n = self.nodes.len();
+        let to = self.rng.gen_range(0..n);
+        let from = (to + self.rng.gen_range(1..n.max(2))) % n;
+        let msg = self.hostile_message();
+        if from == to || self.nodes[to].node.is_none() {
+            return Ok(());
+        }
+        let shown = format!("{msg:?}");
+        let node = self.nodes[to].node.as_mut().expect("checked");
+        match node.step(from as u64 + 1, msg) {
+            Err(super::PaxosError::OutOfRange { .. }) => {
+                self.stats.hostile_refused += 1;
+                Ok(())
+            }
+            other => Err(self.violation(format!(
+                "node {} did not refuse a hostile message ({other:?}): {shown}",
+                to + 1
+            ))),
+        }
+    }
+
     fn inject_faults(&mut self) -> Result<(), Violation> {
         let n = self.nodes.len();
+        // Only consume randomness when enabled, so that existing seeds replay unchanged.
+        if self.cfg.hostile_probability > 0.0 && self.rng.gen_bool(self.cfg.hostile_probability) {
+            self.inject_hostile()?;
+        }
         if self.rng.gen_bool(self.cfg.crash_probability) {
             // Often pick a node with records still waiting for their fsync: the crash that
             // loses them is the interesting one.
