@@ -1102,3 +1102,49 @@ async fn idle_and_slow_connections_are_closed_and_the_connection_cap_holds() {
     .await;
     assert_eq!((code, &body["status"]), (200, &json!("ok")), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_corrupt_wal_refuses_to_start_and_says_where() {
+    let mut c = Cluster::start("wal-corrupt", 3, &[]);
+    let leader = c.wait_leader(Duration::from_secs(10), None).await;
+    for i in 0..50 {
+        let (code, body) = c.put(leader, &format!("k{i}"), "v", "").await;
+        assert_eq!(code, 200, "{body}");
+    }
+    c.wait_converged(Duration::from_secs(10)).await;
+    let victim = (leader + 1) % 3;
+    c.kill(victim);
+    let dir = c.dir.join(format!("d{}", c.nodes[victim].id));
+    let segment = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .expect("a WAL segment");
+    let mut data = std::fs::read(&segment).unwrap();
+    // A byte a third of the way in: many acknowledged records follow it.
+    let pos = data.len() / 3;
+    data[pos] ^= 0xFF;
+    std::fs::write(&segment, &data).unwrap();
+    c.spawn(victim);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = c.nodes[victim].child.as_mut().unwrap().try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "a node with a corrupt WAL kept running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    c.nodes[victim].child = None;
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let log = std::fs::read_to_string(c.dir.join(format!("n{}.log", c.nodes[victim].id))).unwrap();
+    assert!(log.contains("is corrupt"), "{log}");
+    assert!(log.contains(&segment.display().to_string()), "{log}");
+    // Nothing on disk was changed.
+    assert_eq!(std::fs::read(&segment).unwrap(), data);
+    // The other two still serve.
+    let (code, body) = c.put(leader, "after", "v", "").await;
+    assert_eq!(code, 200, "{body}");
+}
