@@ -7,6 +7,7 @@ pub mod http;
 pub mod kv;
 pub mod paxos;
 pub mod server;
+pub mod shard;
 pub mod transport;
 pub mod wal;
 
