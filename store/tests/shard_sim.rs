@@ -1,7 +1,9 @@
 //! Deterministic simulation of the sharded store (controller, replica groups, migration,
 //! two-phase commit with 2PL or OCC) over many seeds; the invariants are checked by
 //! `paxos_kv::shard::sim`. `ORDEAL_SIM_SEEDS` sets the number of seeds per configuration
-//! (default 300); `ORDEAL_SIM_SEED=N` (with `ORDEAL_SIM_CC=2pl|occ`) replays one seed.
+//! (default 300); `ORDEAL_SIM_SEED=N` (with `ORDEAL_SIM_CC=2pl|occ`, `ORDEAL_SIM_BUG=name`)
+//! replays one seed, and `ORDEAL_SIM_TRACE=text` prints the log records and observations
+//! that mention `text` (e.g. `"client: 3, seq: 12 }"`).
 
 use paxos_kv::shard::sim::{run, SimConfig, SimStats};
 use paxos_kv::shard::{Cc, Deadlock, ShardBug};
@@ -188,7 +190,9 @@ fn one_seed() {
         .map(|s| vec![s.parse().expect("ORDEAL_SIM_BUG: a shard bug name")])
         .unwrap_or_default();
     for cc in ccs {
-        let r = run(config(seed, cc, Deadlock::WoundWait, &bugs));
+        let mut cfg = config(seed, cc, Deadlock::WoundWait, &bugs);
+        cfg.trace = std::env::var("ORDEAL_SIM_TRACE").ok();
+        let r = run(cfg);
         eprintln!("seed {seed} {cc}: {r:?}");
         if bugs.is_empty() {
             r.unwrap_or_else(|v| panic!("{v}"));

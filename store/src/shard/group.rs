@@ -1504,14 +1504,11 @@ impl Group {
             }
             GroupCmd::Local { req, epoch } => self.apply_local(req, epoch),
             GroupCmd::Begin { txn, participants } => {
-                if !self.st.coord.contains_key(&txn) {
-                    self.st.coord.insert(
-                        txn,
-                        CoordRecord {
-                            participants,
-                            decision: None,
-                        },
-                    );
+                if let std::collections::btree_map::Entry::Vacant(e) = self.st.coord.entry(txn) {
+                    e.insert(CoordRecord {
+                        participants,
+                        decision: None,
+                    });
                     self.st.undecided.insert(txn);
                 }
                 if self

@@ -70,6 +70,9 @@ pub struct SimConfig {
     /// A client waits this long for an answer before retrying.
     pub client_timeout_ticks: u64,
     pub client_attempts: u32,
+    /// Print to stderr every applied log record and observation whose debug text contains
+    /// this (config changes and shard installs always), to follow one transaction.
+    pub trace: Option<String>,
 }
 
 /// Every account's balance before any transfer (an absent account holds this).
@@ -99,6 +102,7 @@ impl SimConfig {
             accounts: 4,
             client_timeout_ticks: 60,
             client_attempts: 3,
+            trace: None,
         }
     }
 
@@ -206,10 +210,12 @@ struct Acked {
     reads: Vec<(String, u64)>,
 }
 
+/// One Committed observation: (group, through 2PC, versions read, versions written).
+type Effect = (GroupId, bool, Vec<(String, u64)>, Vec<(String, u64)>);
+
 #[derive(Default)]
 struct Effects {
-    /// txn -> (group, two_phase, reads, writes) per Committed observation.
-    commits: BTreeMap<TxnId, Vec<(GroupId, bool, Vec<(String, u64)>, Vec<(String, u64)>)>>,
+    commits: BTreeMap<TxnId, Vec<Effect>>,
     decided: BTreeMap<TxnId, (bool, Vec<GroupId>)>,
     writer: BTreeMap<(String, u64), TxnId>,
 }
@@ -339,9 +345,9 @@ impl Sim {
                     _ => break,
                 }
                 let (_, cmd) = g.pending.pop_front().expect("front");
-                if let Ok(filter) = std::env::var("ORDEAL_SIM_TRACE") {
+                if let Some(filter) = &self.cfg.trace {
                     let text = format!("{cmd:?}");
-                    if text.contains(&filter)
+                    if text.contains(filter.as_str())
                         || !matches!(
                             cmd,
                             GroupCmd::Local { .. }
@@ -475,9 +481,9 @@ impl Sim {
                         .push_back((at, cmd));
                 }
                 Output::Observe(obs) => {
-                    if let Ok(filter) = std::env::var("ORDEAL_SIM_TRACE") {
+                    if let Some(filter) = &self.cfg.trace {
                         let text = format!("{obs:?}");
-                        if text.contains(&filter) {
+                        if text.contains(filter.as_str()) {
                             eprintln!("t{} g{id} observe {text}", self.tick);
                         }
                     }
@@ -990,7 +996,9 @@ fn balance(v: Option<&Value>) -> Result<i64, String> {
     }
 }
 
-type Edges = BTreeMap<TxnId, BTreeSet<(TxnId, &'static str, String)>>;
+/// An edge of the serialization graph: (to, kind, key).
+type Edge = (TxnId, &'static str, String);
+type Edges = BTreeMap<TxnId, BTreeSet<Edge>>;
 
 /// A cycle as (node, edge kind, key) steps, found by iterative depth-first search.
 fn find_cycle(edges: &Edges) -> Option<Vec<(TxnId, &'static str, String)>> {
@@ -1006,7 +1014,7 @@ fn find_cycle(edges: &Edges) -> Option<Vec<(TxnId, &'static str, String)>> {
             continue;
         }
         // Stack of (node, its successors, next index); `path` mirrors the grey nodes.
-        let mut stack: Vec<(TxnId, Vec<&(TxnId, &'static str, String)>, usize)> = vec![(
+        let mut stack: Vec<(TxnId, Vec<&Edge>, usize)> = vec![(
             *start,
             edges.get(start).unwrap_or(&empty).iter().collect(),
             0,
