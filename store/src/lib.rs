@@ -11,6 +11,7 @@ pub mod kv;
 pub mod metrics;
 pub mod paxos;
 pub mod server;
+pub mod shard;
 pub mod transport;
 pub mod wal;
 

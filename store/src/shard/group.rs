@@ -1,0 +1,2002 @@
+//! One replica group of the sharded store: the shards it serves, their migration, and its two
+//! roles in two-phase commit (coordinator and participant), as a pure state machine.
+//!
+//! # Driving a [`Group`]
+//!
+//! Every replica of the group applies the group's Paxos log in order with
+//! [`Input::Apply`]. Only the group's leader also feeds [`Input::Tick`] (every `tick_ms`) and
+//! [`Input::Message`]s; a follower discards the outputs of `Apply`. Each [`Group::step`]
+//! returns [`Output`]s, handled in order:
+//! - [`Output::Propose`]: propose the command to the group's log. Nothing it stands for has
+//!   happened until it comes back through `Apply` (a proposal may be lost; the core proposes
+//!   again after `repropose_ticks`, and applying a command twice changes nothing).
+//! - [`Output::Send`]: send a message (best effort; the core retransmits what matters).
+//!   Messages that reveal a durable fact (a vote yes, a commit decision, an answer to a client,
+//!   a handed-off shard) are emitted only while applying the log record that makes the fact
+//!   durable, so the ordering "logged before anyone is told" is visible in the code: search
+//!   for `Output::Send` in the `apply_*` functions.
+//! - [`Output::Observe`]: a fact for metrics and the simulator's checker.
+//!
+//! A new leader (and a replica restarted after a crash, see [`Group::recover`]) calls
+//! [`Group::become_leader`]: volatile state is dropped, the locks of prepared transactions are
+//! restored from the log, and the group proposes a new [`GroupCmd::Epoch`]. It serves nothing
+//! until that epoch is applied; a 2PL command proposed under an older epoch (its locks taken
+//! by a previous leader) is refused when applied, so locks lost in a crash cannot be trusted.
+//!
+//! # State
+//!
+//! Replicated (a function of the log): the applied config and the previous one, the shards
+//! held (data with per-key versions, plus each shard's exactly-once table), shards leaving and
+//! arriving, frozen outgoing shards, transactions prepared here, and coordinator records
+//! (participants and, once logged, the decision). Volatile: the lock table, coordinator
+//! progress, timers.
+//!
+//! # Migration
+//!
+//! Configs are applied one at a time, in order, and only once the previous one's moves are
+//! complete here (every arriving shard installed, every leaving shard frozen). Applying config
+//! `n` marks shards lost in `n` as leaving: from that log point the group refuses new work on
+//! them. A leaving shard is frozen (its data and exactly-once table set aside as the handoff
+//! for config `n`) at the first log point where no transaction prepared here touches it. A
+//! gaining group pulls `(n, shard)` from the owner in config `n - 1`, proposes
+//! [`GroupCmd::InstallShard`], and serves the shard once that is applied.
+//!
+//! # Transactions
+//!
+//! A request whose shards all belong to this group takes the fast path: one
+//! [`GroupCmd::Local`] record (under 2PL, after taking its locks). One whose shards are all in
+//! another group is answered [`TxnReply::WrongGroup`]. Otherwise this group coordinates
+//! two-phase commit: [`GroupCmd::Begin`] (logged first, so that a coordinator that crashes
+//! before deciding knows to abort), reads at the participants, compares, prepares, then
+//! [`GroupCmd::Decide`]; the client and the participants learn the decision only from its
+//! application. Participants log [`GroupCmd::Prepare`] before voting yes and
+//! [`GroupCmd::Finish`] to commit or abort; a prepared participant that hears nothing asks the
+//! coordinator, which answers from its log, and a coordinator with no logged decision and no
+//! live attempt logs an abort first (presumed abort).
+
+use super::config::Config;
+use super::lock::{Acquire, LockTable, Mode};
+use super::{
+    AbortReason, Age, Cc, ClientId, ConfigNum, Deadlock, GroupId, OpResult, ShardBug, ShardId,
+    TxnId, TxnOp, TxnReply, TxnRequest, Value, Versioned, DEFAULT_SHARDS, NO_GROUP,
+    STALE_WINDOW_ENTRIES,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Where a message goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Addr {
+    Controller,
+    Group(GroupId),
+    Client(ClientId),
+}
+
+/// A write of a transaction, as a participant applies it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteOp {
+    Put(String, String),
+    Append(String, String),
+}
+
+impl WriteOp {
+    pub fn key(&self) -> &str {
+        match self {
+            WriteOp::Put(k, _) | WriteOp::Append(k, _) => k,
+        }
+    }
+}
+
+/// A stored value and its version (the number of transactions that wrote the key).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    pub value: Value,
+    pub version: u64,
+}
+
+/// A shard's state: what moves when the shard moves.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardData {
+    pub data: BTreeMap<String, Stored>,
+    /// Exactly-once table: the latest transaction of each client that wrote this shard, and
+    /// its reply. A retry of it gets the recorded reply; an older one is refused as stale.
+    pub dedup: BTreeMap<ClientId, (u64, TxnReply)>,
+}
+
+impl ShardData {
+    fn get(&self, key: &str) -> Versioned {
+        match self.data.get(key) {
+            Some(s) => Versioned {
+                value: Some(s.value.clone()),
+                version: s.version,
+            },
+            None => Versioned {
+                value: None,
+                version: 0,
+            },
+        }
+    }
+}
+
+/// Messages between clients, groups and the controller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Msg {
+    /// Client -> group.
+    Txn(TxnRequest),
+    /// Group -> client.
+    Reply {
+        id: TxnId,
+        reply: TxnReply,
+    },
+    /// Group or client -> controller: config `num` (or the latest if there is none yet).
+    QueryConfig {
+        num: Option<ConfigNum>,
+    },
+    /// Controller -> asker.
+    ConfigReply(Config),
+    /// Coordinator -> participant: read these keys (2PL: under shared locks).
+    Read {
+        txn: TxnId,
+        age: Age,
+        keys: Vec<String>,
+    },
+    ReadReply {
+        txn: TxnId,
+        result: Result<Vec<(String, Versioned)>, TxnReply>,
+    },
+    /// Coordinator -> participant: prepare these writes; `reads` are the keys read here and
+    /// the versions seen.
+    Prepare {
+        txn: TxnId,
+        age: Age,
+        reads: Vec<(String, u64)>,
+        writes: Vec<WriteOp>,
+    },
+    /// Participant -> coordinator: yes (prepared and logged) or no, with why.
+    Vote {
+        txn: TxnId,
+        vote: Result<(), TxnReply>,
+    },
+    /// Coordinator -> participant.
+    Decision {
+        txn: TxnId,
+        commit: bool,
+        results: Vec<OpResult>,
+    },
+    DecisionAck {
+        txn: TxnId,
+    },
+    /// Prepared participant -> coordinator: what did you decide?
+    QueryDecision {
+        txn: TxnId,
+    },
+    /// Gaining group -> losing group: the shard as handed off in config `num`.
+    PullShard {
+        num: ConfigNum,
+        shard: ShardId,
+    },
+    ShardHandoff {
+        num: ConfigNum,
+        shard: ShardId,
+        data: ShardData,
+    },
+}
+
+/// A record in a group's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupCmd {
+    /// A leader's epoch; 2PL commands proposed under an older epoch are refused.
+    Epoch(u64),
+    /// The next configuration.
+    NewConfig(Config),
+    /// An arriving shard, as handed off for config `num`.
+    InstallShard {
+        num: ConfigNum,
+        shard: ShardId,
+        data: ShardData,
+    },
+    /// A transaction on this group's shards only (the fast path).
+    Local { req: TxnRequest, epoch: u64 },
+    /// Coordinator: a two-phase commit starts.
+    Begin {
+        txn: TxnId,
+        participants: Vec<GroupId>,
+    },
+    /// Participant: prepared (if the checks at application pass).
+    Prepare {
+        txn: TxnId,
+        age: Age,
+        coordinator: GroupId,
+        epoch: u64,
+        reads: Vec<(String, u64)>,
+        writes: Vec<WriteOp>,
+    },
+    /// Coordinator: the decision; the first one in the log wins.
+    Decide {
+        txn: TxnId,
+        commit: bool,
+        reply: TxnReply,
+        participants: Vec<GroupId>,
+    },
+    /// Participant: apply the decision to a prepared transaction.
+    Finish {
+        txn: TxnId,
+        commit: bool,
+        results: Vec<OpResult>,
+    },
+}
+
+/// Facts for metrics and for the simulator's checks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Observation {
+    /// `txn`'s part at `group` took effect: the versions it read and the versions it created.
+    Committed {
+        txn: TxnId,
+        group: GroupId,
+        /// Through two-phase commit (else the fast path).
+        two_phase: bool,
+        reads: Vec<(String, u64)>,
+        writes: Vec<(String, u64)>,
+    },
+    /// A coordinator's decision was logged (first time only).
+    Decided {
+        txn: TxnId,
+        commit: bool,
+        participants: Vec<GroupId>,
+    },
+    ConfigApplied {
+        group: GroupId,
+        num: ConfigNum,
+    },
+    ShardFrozen {
+        group: GroupId,
+        num: ConfigNum,
+        shard: ShardId,
+    },
+    ShardInstalled {
+        group: GroupId,
+        num: ConfigNum,
+        shard: ShardId,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    Send { to: Addr, msg: Msg },
+    Propose(GroupCmd),
+    Observe(Observation),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    Tick,
+    Message { from: Addr, msg: Msg },
+    Apply(GroupCmd),
+}
+
+/// Timers, in ticks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timing {
+    pub poll_config_ticks: u64,
+    pub pull_shard_ticks: u64,
+    pub retransmit_ticks: u64,
+    /// A coordinator waiting longer than this for reads or votes aborts.
+    pub vote_timeout_ticks: u64,
+    /// A prepared participant asks the coordinator after this long without a decision.
+    pub query_decision_ticks: u64,
+    pub repropose_ticks: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing {
+            poll_config_ticks: 10,
+            pull_shard_ticks: 5,
+            retransmit_ticks: 6,
+            vote_timeout_ticks: 40,
+            query_decision_ticks: 15,
+            repropose_ticks: 20,
+        }
+    }
+}
+
+/// A group's settings (the same at every replica).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupConfig {
+    pub id: GroupId,
+    pub shards: usize,
+    pub cc: Cc,
+    pub deadlock: Deadlock,
+    pub bugs: Vec<ShardBug>,
+    pub timing: Timing,
+    /// Lock requests waiting at once; more are aborted (definite).
+    pub max_waiters: usize,
+}
+
+impl GroupConfig {
+    pub fn new(id: GroupId) -> GroupConfig {
+        GroupConfig {
+            id,
+            shards: DEFAULT_SHARDS,
+            cc: Cc::default(),
+            deadlock: Deadlock::default(),
+            bugs: Vec::new(),
+            timing: Timing::default(),
+            max_waiters: 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Prepared {
+    age: Age,
+    coordinator: GroupId,
+    reads: Vec<(String, u64)>,
+    writes: Vec<WriteOp>,
+    shards: BTreeSet<ShardId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct CoordRecord {
+    participants: Vec<GroupId>,
+    decision: Option<(bool, TxnReply)>,
+}
+
+/// Everything that is a function of the applied log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Replicated {
+    applied: u64,
+    epoch: u64,
+    config: Config,
+    prev: Config,
+    shards: BTreeMap<ShardId, ShardData>,
+    leaving: BTreeSet<ShardId>,
+    arriving: BTreeSet<ShardId>,
+    outgoing: BTreeMap<(ConfigNum, ShardId), ShardData>,
+    /// When each outgoing shard was frozen: (config, applied index).
+    frozen_at: BTreeMap<ShardId, (ConfigNum, u64)>,
+    prepared: BTreeMap<TxnId, Prepared>,
+    coord: BTreeMap<TxnId, CoordRecord>,
+    undecided: BTreeSet<TxnId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Holds shared locks from reads; may be wounded.
+    Reading,
+    /// Its prepare (or fast-path record) is proposed with its locks; may not be wounded.
+    Proposed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CoordPhase {
+    Beginning,
+    Reading,
+    Preparing,
+    Deciding,
+}
+
+/// A coordinator's live attempt (volatile).
+#[derive(Clone, Debug)]
+struct Running {
+    req: TxnRequest,
+    /// Per participant: the keys it reads and the writes it applies.
+    plan: BTreeMap<GroupId, (Vec<String>, Vec<WriteOp>)>,
+    phase: CoordPhase,
+    phase_tick: u64,
+    sent_tick: u64,
+    reads: BTreeMap<String, Versioned>,
+    read_done: BTreeSet<GroupId>,
+    yes: BTreeSet<GroupId>,
+    results: Vec<OpResult>,
+    decide: Option<GroupCmd>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum WaitKind {
+    Local,
+    Read,
+    Prepare,
+}
+
+#[derive(Debug, Default)]
+struct Volatile {
+    tick: u64,
+    want_epoch: u64,
+    locks: LockTable,
+    ages: BTreeMap<TxnId, Age>,
+    phase: BTreeMap<TxnId, Phase>,
+    /// Wounded or refused here: later reads and prepares of it are refused.
+    aborted: BTreeSet<TxnId>,
+    aborted_order: std::collections::VecDeque<TxnId>,
+    waiters: BTreeMap<(TxnId, WaitKind), (Addr, Msg)>,
+    wake: bool,
+    running: BTreeMap<TxnId, Running>,
+    /// Fast-path transactions proposed and not yet applied.
+    local: BTreeMap<TxnId, GroupCmd>,
+    /// Proposal key -> tick proposed (to re-propose lost proposals, not flood the log).
+    proposed: BTreeMap<String, u64>,
+    unacked: BTreeMap<TxnId, (BTreeSet<GroupId>, u64)>,
+    last_query: BTreeMap<TxnId, u64>,
+    last_poll: u64,
+    last_pull: BTreeMap<ShardId, u64>,
+}
+
+/// Bound on the volatile set of aborted transaction ids.
+const MAX_REMEMBERED_ABORTS: usize = 65_536;
+
+/// One replica group (see the module docs for how to drive it).
+#[derive(Debug)]
+pub struct Group {
+    cfg: GroupConfig,
+    st: Replicated,
+    v: Volatile,
+    out: Vec<Output>,
+}
+
+enum Locked {
+    Granted,
+    Wait,
+    Abort,
+}
+
+impl Group {
+    /// A fresh group with an empty log. Call [`Group::become_leader`] on the replica that
+    /// leads.
+    pub fn new(cfg: GroupConfig) -> Group {
+        let initial = Config::initial(cfg.shards);
+        Group {
+            st: Replicated {
+                applied: 0,
+                epoch: 0,
+                config: initial.clone(),
+                prev: initial,
+                shards: BTreeMap::new(),
+                leaving: BTreeSet::new(),
+                arriving: BTreeSet::new(),
+                outgoing: BTreeMap::new(),
+                frozen_at: BTreeMap::new(),
+                prepared: BTreeMap::new(),
+                coord: BTreeMap::new(),
+                undecided: BTreeSet::new(),
+            },
+            cfg,
+            v: Volatile::default(),
+            out: Vec::new(),
+        }
+    }
+
+    /// A replica restarted after a crash: replays its log (outputs of the replay dropped) and
+    /// takes over as leader.
+    pub fn recover<'a>(cfg: GroupConfig, log: impl IntoIterator<Item = &'a GroupCmd>) -> Group {
+        let mut g = Group::new(cfg);
+        for cmd in log {
+            g.apply(cmd.clone());
+        }
+        g.out.clear();
+        g.become_leader();
+        g
+    }
+
+    /// This replica now leads: forget volatile state, restore prepared transactions' locks,
+    /// and ask for a new epoch.
+    pub fn become_leader(&mut self) {
+        let tick = self.v.tick;
+        self.v = Volatile {
+            tick,
+            want_epoch: self.st.epoch + 1,
+            ..Volatile::default()
+        };
+        if self.cfg.cc == Cc::TwoPl {
+            let keep_shared = !self.has_bug(ShardBug::EarlyLockRelease);
+            for (txn, p) in &self.st.prepared {
+                self.v.ages.insert(*txn, p.age);
+                if keep_shared {
+                    for (k, _) in &p.reads {
+                        self.v.locks.force(*txn, k, Mode::Shared);
+                    }
+                }
+                for w in &p.writes {
+                    self.v.locks.force(*txn, w.key(), Mode::Exclusive);
+                }
+            }
+        }
+    }
+
+    pub fn id(&self) -> GroupId {
+        self.cfg.id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.st.config
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.st.applied
+    }
+
+    /// Serving requests: its epoch is applied.
+    pub fn is_ready(&self) -> bool {
+        self.st.epoch == self.v.want_epoch
+    }
+
+    /// Every move of the applied config is complete here.
+    pub fn migration_done(&self) -> bool {
+        self.st.arriving.is_empty() && self.st.leaving.is_empty()
+    }
+
+    /// Transactions prepared here and not yet decided.
+    pub fn prepared_count(&self) -> usize {
+        self.st.prepared.len()
+    }
+
+    /// Coordinator records without a logged decision.
+    pub fn undecided_count(&self) -> usize {
+        self.st.undecided.len()
+    }
+
+    /// Keys locked in the (volatile) lock table.
+    pub fn locked_keys(&self) -> usize {
+        self.v.locks.locked_keys()
+    }
+
+    /// A key's value and version if this group serves its shard.
+    pub fn get(&self, key: &str) -> Option<Versioned> {
+        let s = super::shard_of(key, self.cfg.shards);
+        self.serving(s).then(|| self.st.shards[&s].get(key))
+    }
+
+    /// The shards this group serves.
+    pub fn serving_shards(&self) -> Vec<ShardId> {
+        self.st
+            .shards
+            .keys()
+            .copied()
+            .filter(|s| self.serving(*s))
+            .collect()
+    }
+
+    /// The one entry point: feeds one input, returns what to do.
+    pub fn step(&mut self, input: Input) -> Vec<Output> {
+        match input {
+            Input::Tick => self.tick(),
+            Input::Message { from, msg } => self.on_message(from, msg),
+            Input::Apply(cmd) => self.apply(cmd),
+        }
+        self.wake_waiters();
+        std::mem::take(&mut self.out)
+    }
+
+    fn has_bug(&self, bug: ShardBug) -> bool {
+        self.cfg.bugs.contains(&bug)
+    }
+
+    fn send(&mut self, to: Addr, msg: Msg) {
+        self.out.push(Output::Send { to, msg });
+    }
+
+    fn observe(&mut self, o: Observation) {
+        self.out.push(Output::Observe(o));
+    }
+
+    /// Proposes `cmd` unless the same proposal (by `key`) went out within `repropose_ticks`.
+    fn propose_once(&mut self, key: String, cmd: GroupCmd) {
+        let now = self.v.tick;
+        if let Some(t) = self.v.proposed.get(&key) {
+            if now < t + self.cfg.timing.repropose_ticks {
+                return;
+            }
+        }
+        self.v.proposed.insert(key, now);
+        self.out.push(Output::Propose(cmd));
+    }
+
+    fn shard(&self, key: &str) -> ShardId {
+        super::shard_of(key, self.cfg.shards)
+    }
+
+    fn serving(&self, s: ShardId) -> bool {
+        self.st.shards.contains_key(&s) && !self.st.leaving.contains(&s)
+    }
+
+    /// Why this group cannot take new work on shard `s` (None: it can).
+    fn refusal(&self, s: ShardId) -> Option<TxnReply> {
+        if self.serving(s) {
+            return None;
+        }
+        let owner = self.st.config.owner(s);
+        if owner == self.cfg.id {
+            // Owned in the applied config but not installed yet.
+            return Some(TxnReply::Aborted {
+                reason: AbortReason::NotReady,
+            });
+        }
+        Some(TxnReply::WrongGroup {
+            shard: s,
+            owner,
+            config: self.st.config.num,
+        })
+    }
+
+    /// The recorded reply if `txn` is this client's latest transaction in shard `s`, or a
+    /// stale refusal if a later one is recorded.
+    fn dedup(&self, s: ShardId, txn: TxnId) -> Option<TxnReply> {
+        let (seq, reply) = self.st.shards.get(&s)?.dedup.get(&txn.client)?;
+        match (*seq).cmp(&txn.seq) {
+            std::cmp::Ordering::Equal => Some(reply.clone()),
+            std::cmp::Ordering::Greater => Some(TxnReply::Aborted {
+                reason: AbortReason::Stale,
+            }),
+            std::cmp::Ordering::Less => None,
+        }
+    }
+
+    fn remember_abort(&mut self, txn: TxnId) {
+        if self.v.aborted.insert(txn) {
+            self.v.aborted_order.push_back(txn);
+            while self.v.aborted_order.len() > MAX_REMEMBERED_ABORTS {
+                if let Some(old) = self.v.aborted_order.pop_front() {
+                    self.v.aborted.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Aborts `txn`'s volatile work here: its locks, waits and fast-path attempt.
+    fn abort_here(&mut self, txn: TxnId, reason: AbortReason) {
+        if self.v.locks.release_all(txn) {
+            self.v.wake = true;
+        }
+        self.remember_abort(txn);
+        self.v.phase.remove(&txn);
+        let was_waiting_local = self.v.waiters.contains_key(&(txn, WaitKind::Local));
+        self.v.waiters.retain(|(t, _), _| *t != txn);
+        if self.v.local.remove(&txn).is_some() || was_waiting_local {
+            self.send(
+                Addr::Client(txn.client),
+                Msg::Reply {
+                    id: txn,
+                    reply: TxnReply::Aborted { reason },
+                },
+            );
+        }
+    }
+
+    fn release(&mut self, txn: TxnId) {
+        if self.v.locks.release_all(txn) {
+            self.v.wake = true;
+        }
+        self.v.phase.remove(&txn);
+    }
+
+    /// Takes locks for `txn` under the deadlock policy.
+    fn lock_all(&mut self, txn: TxnId, age: Age, wants: &[(String, Mode)]) -> Locked {
+        self.v.ages.insert(txn, age);
+        for (key, mode) in wants {
+            // Wounding frees the lock, so a second attempt is granted unless someone must be
+            // waited for.
+            for _attempt in 0..2 {
+                let holders = match self.v.locks.acquire(txn, key, *mode) {
+                    Acquire::Granted => break,
+                    Acquire::Conflict(h) => h,
+                };
+                if self.cfg.deadlock == Deadlock::NoWait {
+                    self.abort_here(txn, AbortReason::LockConflict);
+                    return Locked::Abort;
+                }
+                let mut must_wait = false;
+                for h in holders {
+                    let older = self.v.ages.get(&h).is_some_and(|ha| age < *ha);
+                    if older && self.woundable(h) {
+                        self.abort_here(h, AbortReason::LockConflict);
+                    } else {
+                        must_wait = true;
+                    }
+                }
+                if must_wait {
+                    return Locked::Wait;
+                }
+            }
+            if self.v.locks.mode(txn, key).is_none_or(|m| m < *mode) {
+                return Locked::Wait;
+            }
+        }
+        Locked::Granted
+    }
+
+    fn woundable(&self, txn: TxnId) -> bool {
+        !self.st.prepared.contains_key(&txn) && self.v.phase.get(&txn) != Some(&Phase::Proposed)
+    }
+
+    fn wait(&mut self, txn: TxnId, kind: WaitKind, from: Addr, msg: Msg) -> bool {
+        if self.v.waiters.len() >= self.cfg.max_waiters
+            && !self.v.waiters.contains_key(&(txn, kind))
+        {
+            self.abort_here(txn, AbortReason::Overloaded);
+            return false;
+        }
+        self.v.waiters.insert((txn, kind), (from, msg));
+        true
+    }
+
+    /// Retries waiting lock requests after locks were released (bounded rounds).
+    fn wake_waiters(&mut self) {
+        for _round in 0..8 {
+            if !self.v.wake || self.v.waiters.is_empty() {
+                break;
+            }
+            self.v.wake = false;
+            // Oldest transactions first.
+            let mut waiting: Vec<((TxnId, WaitKind), (Addr, Msg))> =
+                std::mem::take(&mut self.v.waiters).into_iter().collect();
+            waiting.sort_by_key(|((t, k), _)| (self.v.ages.get(t).copied(), *k));
+            for (_, (from, msg)) in waiting {
+                self.on_message(from, msg);
+            }
+        }
+        self.v.wake = false;
+    }
+
+    // ----- inputs -----
+
+    fn on_message(&mut self, from: Addr, msg: Msg) {
+        match msg {
+            Msg::Txn(req) => self.on_txn(from, req),
+            Msg::ConfigReply(cfg) => {
+                if cfg.num == self.st.config.num + 1 && self.migration_done() && self.is_ready() {
+                    self.propose_once(format!("config{}", cfg.num), GroupCmd::NewConfig(cfg));
+                }
+            }
+            Msg::Read { txn, age, keys } => self.on_read(from, txn, age, keys),
+            Msg::ReadReply { txn, result } => self.on_read_reply(from, txn, result),
+            Msg::Prepare {
+                txn,
+                age,
+                reads,
+                writes,
+            } => self.on_prepare(from, txn, age, reads, writes),
+            Msg::Vote { txn, vote } => self.on_vote(from, txn, vote),
+            Msg::Decision {
+                txn,
+                commit,
+                results,
+            } => self.on_decision(from, txn, commit, results),
+            Msg::DecisionAck { txn } => {
+                if let (Addr::Group(g), Some((left, _))) = (from, self.v.unacked.get_mut(&txn)) {
+                    left.remove(&g);
+                    if left.is_empty() {
+                        self.v.unacked.remove(&txn);
+                    }
+                }
+            }
+            Msg::QueryDecision { txn } => self.on_query_decision(from, txn),
+            Msg::PullShard { num, shard } => {
+                if let Some(data) = self.st.outgoing.get(&(num, shard)) {
+                    let data = data.clone();
+                    self.send(from, Msg::ShardHandoff { num, shard, data });
+                }
+            }
+            Msg::ShardHandoff { num, shard, data } => {
+                if num == self.st.config.num && self.st.arriving.contains(&shard) {
+                    self.propose_once(
+                        format!("install{num}/{shard}"),
+                        GroupCmd::InstallShard { num, shard, data },
+                    );
+                }
+            }
+            Msg::Reply { .. } | Msg::QueryConfig { .. } => {}
+        }
+    }
+
+    fn reply(&mut self, id: TxnId, reply: TxnReply) {
+        self.send(Addr::Client(id.client), Msg::Reply { id, reply });
+    }
+
+    fn on_txn(&mut self, from: Addr, req: TxnRequest) {
+        let id = req.id;
+        if let Some(rec) = self.st.coord.get(&id) {
+            if let Some((_, reply)) = &rec.decision {
+                let reply = reply.clone();
+                self.reply(id, reply);
+            }
+            return;
+        }
+        if self.v.running.contains_key(&id) || self.v.local.contains_key(&id) {
+            return;
+        }
+        if !self.is_ready() {
+            return self.reply(
+                id,
+                TxnReply::Aborted {
+                    reason: AbortReason::NotReady,
+                },
+            );
+        }
+        if self.v.aborted.contains(&id) {
+            return self.reply(
+                id,
+                TxnReply::Aborted {
+                    reason: AbortReason::LockConflict,
+                },
+            );
+        }
+        if req.ops.is_empty() {
+            return self.reply(id, TxnReply::Committed { results: vec![] });
+        }
+        let mut plan: BTreeMap<GroupId, (Vec<String>, Vec<WriteOp>)> = BTreeMap::new();
+        for op in &req.ops {
+            let s = self.shard(op.key());
+            let owner = self.st.config.owner(s);
+            if owner == NO_GROUP {
+                return self.reply(
+                    id,
+                    TxnReply::WrongGroup {
+                        shard: s,
+                        owner,
+                        config: self.st.config.num,
+                    },
+                );
+            }
+            let p = plan.entry(owner).or_default();
+            match op {
+                TxnOp::Read(k) | TxnOp::IfRevision(k, _) => {
+                    if !p.0.contains(k) {
+                        p.0.push(k.clone());
+                    }
+                }
+                TxnOp::Write(k, v) => p.1.push(WriteOp::Put(k.clone(), v.clone())),
+                TxnOp::Append(k, v) => p.1.push(WriteOp::Append(k.clone(), v.clone())),
+            }
+        }
+        if plan.len() == 1 {
+            let owner = *plan.keys().next().expect("one group");
+            let read_only = req.ops.iter().all(|o| matches!(o, TxnOp::Read(_)));
+            let stale_ok = read_only
+                && self.has_bug(ShardBug::MigrationServesStale)
+                && req
+                    .ops
+                    .iter()
+                    .all(|o| self.stale_copy(self.shard(o.key())).is_some());
+            if owner != self.cfg.id && !stale_ok {
+                let s = self.shard(req.ops[0].key());
+                return self.reply(
+                    id,
+                    TxnReply::WrongGroup {
+                        shard: s,
+                        owner,
+                        config: self.st.config.num,
+                    },
+                );
+            }
+            return self.fast_path(from, req);
+        }
+        let participants: Vec<GroupId> = plan.keys().copied().collect();
+        self.v.running.insert(
+            id,
+            Running {
+                req: req.clone(),
+                plan,
+                phase: CoordPhase::Beginning,
+                phase_tick: self.v.tick,
+                sent_tick: self.v.tick,
+                reads: BTreeMap::new(),
+                read_done: BTreeSet::new(),
+                yes: BTreeSet::new(),
+                results: Vec::new(),
+                decide: None,
+            },
+        );
+        self.propose_once(
+            format!("begin{id}"),
+            GroupCmd::Begin {
+                txn: id,
+                participants,
+            },
+        );
+    }
+
+    fn fast_path(&mut self, from: Addr, req: TxnRequest) {
+        let id = req.id;
+        if self.cfg.cc == Cc::TwoPl {
+            let wants = lock_wants(&req.ops);
+            match self.lock_all(id, req.age, &wants) {
+                Locked::Granted => {}
+                Locked::Wait => {
+                    self.wait(id, WaitKind::Local, from, Msg::Txn(req));
+                    return;
+                }
+                Locked::Abort => {
+                    return self.reply(
+                        id,
+                        TxnReply::Aborted {
+                            reason: AbortReason::LockConflict,
+                        },
+                    )
+                }
+            }
+            self.v.phase.insert(id, Phase::Proposed);
+        }
+        let cmd = GroupCmd::Local {
+            req,
+            epoch: self.st.epoch,
+        };
+        self.v.local.insert(id, cmd.clone());
+        self.propose_once(format!("local{id}"), cmd);
+    }
+
+    fn on_read(&mut self, from: Addr, txn: TxnId, age: Age, keys: Vec<String>) {
+        let refuse = |g: &mut Group, reply: TxnReply| {
+            g.send(
+                from,
+                Msg::ReadReply {
+                    txn,
+                    result: Err(reply),
+                },
+            )
+        };
+        if !self.is_ready() {
+            return refuse(
+                self,
+                TxnReply::Aborted {
+                    reason: AbortReason::NotReady,
+                },
+            );
+        }
+        if self.v.aborted.contains(&txn) {
+            return refuse(
+                self,
+                TxnReply::Aborted {
+                    reason: AbortReason::LockConflict,
+                },
+            );
+        }
+        for k in &keys {
+            let s = self.shard(k);
+            if let Some(r) = self.refusal(s).or_else(|| self.dedup(s, txn)) {
+                return refuse(self, r);
+            }
+        }
+        if self.cfg.cc == Cc::TwoPl {
+            let wants: Vec<(String, Mode)> =
+                keys.iter().map(|k| (k.clone(), Mode::Shared)).collect();
+            match self.lock_all(txn, age, &wants) {
+                Locked::Granted => {
+                    self.v.phase.entry(txn).or_insert(Phase::Reading);
+                }
+                Locked::Wait => {
+                    self.wait(txn, WaitKind::Read, from, Msg::Read { txn, age, keys });
+                    return;
+                }
+                Locked::Abort => {
+                    return refuse(
+                        self,
+                        TxnReply::Aborted {
+                            reason: AbortReason::LockConflict,
+                        },
+                    )
+                }
+            }
+        }
+        let values = keys
+            .iter()
+            .map(|k| (k.clone(), self.st.shards[&self.shard(k)].get(k)))
+            .collect();
+        self.send(
+            from,
+            Msg::ReadReply {
+                txn,
+                result: Ok(values),
+            },
+        );
+    }
+
+    fn on_prepare(
+        &mut self,
+        from: Addr,
+        txn: TxnId,
+        age: Age,
+        reads: Vec<(String, u64)>,
+        writes: Vec<WriteOp>,
+    ) {
+        let Addr::Group(coordinator) = from else {
+            return;
+        };
+        if self.st.prepared.contains_key(&txn) {
+            return self.send(from, Msg::Vote { txn, vote: Ok(()) });
+        }
+        if self.v.phase.get(&txn) == Some(&Phase::Proposed) {
+            return;
+        }
+        let refuse = |g: &mut Group, reply: TxnReply| {
+            g.abort_here(txn, AbortReason::LockConflict);
+            g.send(
+                from,
+                Msg::Vote {
+                    txn,
+                    vote: Err(reply),
+                },
+            )
+        };
+        if !self.is_ready() {
+            return refuse(
+                self,
+                TxnReply::Aborted {
+                    reason: AbortReason::NotReady,
+                },
+            );
+        }
+        if self.v.aborted.contains(&txn) {
+            return refuse(
+                self,
+                TxnReply::Aborted {
+                    reason: AbortReason::LockConflict,
+                },
+            );
+        }
+        let keys = reads
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .chain(writes.iter().map(WriteOp::key));
+        for k in keys {
+            let s = self.shard(k);
+            if let Some(r) = self.refusal(s).or_else(|| self.dedup(s, txn)) {
+                return refuse(self, r);
+            }
+        }
+        if self.cfg.cc == Cc::TwoPl {
+            // The reads were made under shared locks taken by this leader; if they are gone
+            // (a crash, a wound), the values read may be stale.
+            if reads
+                .iter()
+                .any(|(k, _)| self.v.locks.mode(txn, k).is_none())
+            {
+                return refuse(
+                    self,
+                    TxnReply::Aborted {
+                        reason: AbortReason::LockConflict,
+                    },
+                );
+            }
+            let wants: Vec<(String, Mode)> = writes
+                .iter()
+                .map(|w| (w.key().to_string(), Mode::Exclusive))
+                .collect();
+            match self.lock_all(txn, age, &wants) {
+                Locked::Granted => {}
+                Locked::Wait => {
+                    let msg = Msg::Prepare {
+                        txn,
+                        age,
+                        reads,
+                        writes,
+                    };
+                    self.wait(txn, WaitKind::Prepare, from, msg);
+                    return;
+                }
+                Locked::Abort => {
+                    return self.send(
+                        from,
+                        Msg::Vote {
+                            txn,
+                            vote: Err(TxnReply::Aborted {
+                                reason: AbortReason::LockConflict,
+                            }),
+                        },
+                    )
+                }
+            }
+            self.v.phase.insert(txn, Phase::Proposed);
+        }
+        self.propose_once(
+            format!("prepare{txn}"),
+            GroupCmd::Prepare {
+                txn,
+                age,
+                coordinator,
+                epoch: self.st.epoch,
+                reads,
+                writes,
+            },
+        );
+    }
+
+    fn on_decision(&mut self, from: Addr, txn: TxnId, commit: bool, results: Vec<OpResult>) {
+        if self.st.prepared.contains_key(&txn) {
+            self.propose_once(
+                format!("finish{txn}"),
+                GroupCmd::Finish {
+                    txn,
+                    commit,
+                    results,
+                },
+            );
+            return;
+        }
+        if !commit {
+            self.abort_here(txn, AbortReason::ParticipantRefused);
+        }
+        self.send(from, Msg::DecisionAck { txn });
+    }
+
+    fn on_query_decision(&mut self, from: Addr, txn: TxnId) {
+        let Addr::Group(asker) = from else {
+            return;
+        };
+        match self.st.coord.get(&txn) {
+            Some(CoordRecord {
+                decision: Some((commit, reply)),
+                ..
+            }) => {
+                let results = committed_results(reply);
+                let commit = *commit;
+                self.send(
+                    from,
+                    Msg::Decision {
+                        txn,
+                        commit,
+                        results,
+                    },
+                );
+            }
+            Some(rec) => {
+                if !self.v.running.contains_key(&txn) {
+                    let participants = rec.participants.clone();
+                    self.presume_abort(txn, participants);
+                }
+            }
+            None => self.presume_abort(txn, vec![asker]),
+        }
+    }
+
+    /// A coordinator with no live attempt and no logged decision: log an abort.
+    fn presume_abort(&mut self, txn: TxnId, participants: Vec<GroupId>) {
+        self.propose_once(
+            format!("decide{txn}"),
+            GroupCmd::Decide {
+                txn,
+                commit: false,
+                reply: TxnReply::Aborted {
+                    reason: AbortReason::CoordinatorRecovered,
+                },
+                participants,
+            },
+        );
+    }
+
+    fn on_read_reply(
+        &mut self,
+        from: Addr,
+        txn: TxnId,
+        result: Result<Vec<(String, Versioned)>, TxnReply>,
+    ) {
+        let Addr::Group(g) = from else { return };
+        let Some(r) = self.v.running.get_mut(&txn) else {
+            return;
+        };
+        if r.phase != CoordPhase::Reading {
+            return;
+        }
+        match result {
+            Err(reply) => self.decide(txn, false, reply),
+            Ok(values) => {
+                r.reads.extend(values);
+                r.read_done.insert(g);
+                if r.read_done.len() == r.plan.len() {
+                    self.after_reads(txn);
+                }
+            }
+        }
+    }
+
+    fn start_reads(&mut self, txn: TxnId) {
+        let now = self.v.tick;
+        let Some(r) = self.v.running.get_mut(&txn) else {
+            return;
+        };
+        r.phase = CoordPhase::Reading;
+        r.phase_tick = now;
+        r.sent_tick = now;
+        let mut sends = Vec::new();
+        for (g, (keys, _)) in &r.plan {
+            if keys.is_empty() {
+                r.read_done.insert(*g);
+            } else {
+                sends.push((
+                    *g,
+                    Msg::Read {
+                        txn,
+                        age: r.req.age,
+                        keys: keys.clone(),
+                    },
+                ));
+            }
+        }
+        let all_done = r.read_done.len() == r.plan.len();
+        for (g, m) in sends {
+            self.send(Addr::Group(g), m);
+        }
+        if all_done {
+            self.after_reads(txn);
+        }
+    }
+
+    fn after_reads(&mut self, txn: TxnId) {
+        let now = self.v.tick;
+        let Some(r) = self.v.running.get_mut(&txn) else {
+            return;
+        };
+        let reads = &r.reads;
+        match evaluate(&r.req.ops, |k| {
+            reads.get(k).cloned().unwrap_or(Versioned {
+                value: None,
+                version: 0,
+            })
+        }) {
+            Err(reply) => self.decide(txn, false, reply),
+            Ok((results, _)) => {
+                r.results = results;
+                r.phase = CoordPhase::Preparing;
+                r.phase_tick = now;
+                self.send_prepares(txn);
+            }
+        }
+    }
+
+    fn prepare_msgs(r: &Running) -> Vec<(GroupId, Msg)> {
+        r.plan
+            .iter()
+            .filter(|(g, _)| !r.yes.contains(g))
+            .map(|(g, (keys, writes))| {
+                let reads = keys
+                    .iter()
+                    .map(|k| (k.clone(), r.reads.get(k).map(|v| v.version).unwrap_or(0)))
+                    .collect();
+                (
+                    *g,
+                    Msg::Prepare {
+                        txn: r.req.id,
+                        age: r.req.age,
+                        reads,
+                        writes: writes.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn send_prepares(&mut self, txn: TxnId) {
+        let now = self.v.tick;
+        let Some(r) = self.v.running.get_mut(&txn) else {
+            return;
+        };
+        r.sent_tick = now;
+        for (g, m) in Group::prepare_msgs(r) {
+            self.send(Addr::Group(g), m);
+        }
+    }
+
+    fn on_vote(&mut self, from: Addr, txn: TxnId, vote: Result<(), TxnReply>) {
+        let Addr::Group(g) = from else { return };
+        let Some(r) = self.v.running.get_mut(&txn) else {
+            return;
+        };
+        if r.phase != CoordPhase::Preparing {
+            return;
+        }
+        match vote {
+            Err(reply) => self.decide(txn, false, reply),
+            Ok(()) => {
+                r.yes.insert(g);
+                if r.yes.len() == r.plan.len() {
+                    let results = r.results.clone();
+                    self.decide(txn, true, TxnReply::Committed { results });
+                }
+            }
+        }
+    }
+
+    /// Proposes the decision; nobody hears of it before it is applied.
+    fn decide(&mut self, txn: TxnId, commit: bool, reply: TxnReply) {
+        let now = self.v.tick;
+        let Some(r) = self.v.running.get_mut(&txn) else {
+            return;
+        };
+        if r.phase == CoordPhase::Deciding {
+            return;
+        }
+        // A participant refusing with a recorded `Committed` reply has found this very
+        // transaction in its exactly-once table: an earlier attempt took the fast path (one
+        // group, atomic) before the shards were split over groups. Nothing is left to do
+        // here (the decision is abort), but the client learns that it was applied.
+        let cmd = GroupCmd::Decide {
+            txn,
+            commit,
+            reply,
+            participants: r.plan.keys().copied().collect(),
+        };
+        r.phase = CoordPhase::Deciding;
+        r.phase_tick = now;
+        r.decide = Some(cmd.clone());
+        self.propose_once(format!("decide{txn}"), cmd);
+    }
+
+    fn tick(&mut self) {
+        self.v.tick += 1;
+        let now = self.v.tick;
+        let t = self.cfg.timing.clone();
+        if !self.is_ready() {
+            let e = self.v.want_epoch;
+            self.propose_once(format!("epoch{e}"), GroupCmd::Epoch(e));
+            return;
+        }
+        if self.migration_done() && now >= self.v.last_poll + t.poll_config_ticks {
+            self.v.last_poll = now;
+            let num = Some(self.st.config.num + 1);
+            self.send(Addr::Controller, Msg::QueryConfig { num });
+        }
+        let arriving: Vec<ShardId> = self.st.arriving.iter().copied().collect();
+        for s in arriving {
+            let last = self.v.last_pull.get(&s).copied().unwrap_or(0);
+            if last == 0 || now >= last + t.pull_shard_ticks {
+                self.v.last_pull.insert(s, now);
+                let from = self.st.prev.owner(s);
+                let num = self.st.config.num;
+                self.send(Addr::Group(from), Msg::PullShard { num, shard: s });
+            }
+        }
+        self.tick_coordinator(&t);
+        // Orphaned coordinator records (their attempt died with a previous leader).
+        let orphans: Vec<(TxnId, Vec<GroupId>)> = self
+            .st
+            .undecided
+            .iter()
+            .filter(|id| !self.v.running.contains_key(id))
+            .map(|id| (*id, self.st.coord[id].participants.clone()))
+            .collect();
+        for (id, participants) in orphans {
+            self.presume_abort(id, participants);
+        }
+        let resend: Vec<(TxnId, Vec<GroupId>)> = self
+            .v
+            .unacked
+            .iter_mut()
+            .filter(|(_, (_, sent))| now >= *sent + t.retransmit_ticks)
+            .map(|(id, (left, sent))| {
+                *sent = now;
+                (*id, left.iter().copied().collect())
+            })
+            .collect();
+        for (id, groups) in resend {
+            if let Some(CoordRecord {
+                decision: Some((commit, reply)),
+                ..
+            }) = self.st.coord.get(&id)
+            {
+                let (commit, results) = (*commit, committed_results(reply));
+                for g in groups {
+                    let msg = Msg::Decision {
+                        txn: id,
+                        commit,
+                        results: results.clone(),
+                    };
+                    self.send(Addr::Group(g), msg);
+                }
+            }
+        }
+        let prepared: Vec<(TxnId, GroupId)> = self
+            .st
+            .prepared
+            .iter()
+            .map(|(id, p)| (*id, p.coordinator))
+            .collect();
+        for (id, coordinator) in prepared {
+            let last = *self.v.last_query.entry(id).or_insert(now);
+            if now >= last + t.query_decision_ticks {
+                self.v.last_query.insert(id, now);
+                self.send(Addr::Group(coordinator), Msg::QueryDecision { txn: id });
+            }
+        }
+        let locals: Vec<(TxnId, GroupCmd)> = self
+            .v
+            .local
+            .iter()
+            .map(|(id, c)| (*id, c.clone()))
+            .collect();
+        for (id, cmd) in locals {
+            self.propose_once(format!("local{id}"), cmd);
+        }
+        let horizon = t.repropose_ticks * 4;
+        self.v.proposed.retain(|_, at| now < *at + horizon);
+        self.v.wake = true;
+    }
+
+    fn tick_coordinator(&mut self, t: &Timing) {
+        let now = self.v.tick;
+        let ids: Vec<TxnId> = self.v.running.keys().copied().collect();
+        for id in ids {
+            let r = &self.v.running[&id];
+            let waited = now.saturating_sub(r.phase_tick);
+            let resend = now >= r.sent_tick + t.retransmit_ticks;
+            match r.phase {
+                CoordPhase::Beginning => {
+                    let participants = r.plan.keys().copied().collect();
+                    self.propose_once(
+                        format!("begin{id}"),
+                        GroupCmd::Begin {
+                            txn: id,
+                            participants,
+                        },
+                    );
+                }
+                CoordPhase::Reading => {
+                    if waited > t.vote_timeout_ticks {
+                        self.decide(
+                            id,
+                            false,
+                            TxnReply::Aborted {
+                                reason: AbortReason::ParticipantRefused,
+                            },
+                        );
+                    } else if resend {
+                        let sends: Vec<(GroupId, Msg)> = r
+                            .plan
+                            .iter()
+                            .filter(|(g, (keys, _))| !keys.is_empty() && !r.read_done.contains(g))
+                            .map(|(g, (keys, _))| {
+                                (
+                                    *g,
+                                    Msg::Read {
+                                        txn: id,
+                                        age: r.req.age,
+                                        keys: keys.clone(),
+                                    },
+                                )
+                            })
+                            .collect();
+                        if let Some(r) = self.v.running.get_mut(&id) {
+                            r.sent_tick = now;
+                        }
+                        for (g, m) in sends {
+                            self.send(Addr::Group(g), m);
+                        }
+                    }
+                }
+                CoordPhase::Preparing => {
+                    if waited > t.vote_timeout_ticks {
+                        if self.has_bug(ShardBug::PresumedCommit) {
+                            let results = r.results.clone();
+                            self.decide(id, true, TxnReply::Committed { results });
+                        } else {
+                            self.decide(
+                                id,
+                                false,
+                                TxnReply::Aborted {
+                                    reason: AbortReason::ParticipantRefused,
+                                },
+                            );
+                        }
+                    } else if resend {
+                        self.send_prepares(id);
+                    }
+                }
+                CoordPhase::Deciding => {
+                    if let Some(cmd) = r.decide.clone() {
+                        self.propose_once(format!("decide{id}"), cmd);
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- applying the log -----
+
+    fn apply(&mut self, cmd: GroupCmd) {
+        self.st.applied += 1;
+        match cmd {
+            GroupCmd::Epoch(e) => self.st.epoch = self.st.epoch.max(e),
+            GroupCmd::NewConfig(cfg) => self.apply_config(cfg),
+            GroupCmd::InstallShard { num, shard, data } => {
+                if num == self.st.config.num && self.st.arriving.remove(&shard) {
+                    self.st.shards.insert(shard, data);
+                    let group = self.cfg.id;
+                    self.observe(Observation::ShardInstalled { group, num, shard });
+                }
+            }
+            GroupCmd::Local { req, epoch } => self.apply_local(req, epoch),
+            GroupCmd::Begin { txn, participants } => {
+                if let std::collections::btree_map::Entry::Vacant(e) = self.st.coord.entry(txn) {
+                    e.insert(CoordRecord {
+                        participants,
+                        decision: None,
+                    });
+                    self.st.undecided.insert(txn);
+                }
+                if self
+                    .v
+                    .running
+                    .get(&txn)
+                    .is_some_and(|r| r.phase == CoordPhase::Beginning)
+                {
+                    self.start_reads(txn);
+                }
+            }
+            GroupCmd::Prepare {
+                txn,
+                age,
+                coordinator,
+                epoch,
+                reads,
+                writes,
+            } => self.apply_prepare(txn, age, coordinator, epoch, reads, writes),
+            GroupCmd::Decide {
+                txn,
+                commit,
+                reply,
+                participants,
+            } => self.apply_decide(txn, commit, reply, participants),
+            GroupCmd::Finish {
+                txn,
+                commit,
+                results,
+            } => self.apply_finish(txn, commit, results),
+        }
+    }
+
+    fn apply_config(&mut self, cfg: Config) {
+        if cfg.num != self.st.config.num + 1
+            || !self.migration_done()
+            || cfg.shards.len() != self.cfg.shards
+        {
+            return;
+        }
+        let me = self.cfg.id;
+        for s in 0..cfg.shards.len() {
+            let (old, new) = (self.st.config.owner(s), cfg.owner(s));
+            if old == me && new != me {
+                self.st.leaving.insert(s);
+            } else if old != me && new == me {
+                if old == NO_GROUP {
+                    self.st.shards.insert(s, ShardData::default());
+                } else {
+                    self.st.arriving.insert(s);
+                }
+            }
+        }
+        self.st.prev = std::mem::replace(&mut self.st.config, cfg);
+        let num = self.st.config.num;
+        self.observe(Observation::ConfigApplied { group: me, num });
+        self.try_freeze();
+    }
+
+    /// Freezes each leaving shard that no prepared transaction touches.
+    fn try_freeze(&mut self) {
+        let leaving: Vec<ShardId> = self.st.leaving.iter().copied().collect();
+        for s in leaving {
+            if self.st.prepared.values().any(|p| p.shards.contains(&s)) {
+                continue;
+            }
+            self.st.leaving.remove(&s);
+            let data = self.st.shards.remove(&s).unwrap_or_default();
+            let num = self.st.config.num;
+            self.st.outgoing.insert((num, s), data);
+            self.st.frozen_at.insert(s, (num, self.st.applied));
+            let group = self.cfg.id;
+            self.observe(Observation::ShardFrozen {
+                group,
+                num,
+                shard: s,
+            });
+        }
+    }
+
+    /// The frozen copy of a shard this group handed off within the stale window (only used
+    /// by [`ShardBug::MigrationServesStale`]).
+    fn stale_copy(&self, s: ShardId) -> Option<&ShardData> {
+        if self.serving(s) {
+            return self.st.shards.get(&s);
+        }
+        let (num, at) = self.st.frozen_at.get(&s)?;
+        if self.st.applied.saturating_sub(*at) > STALE_WINDOW_ENTRIES {
+            return None;
+        }
+        self.st.outgoing.get(&(*num, s))
+    }
+
+    fn apply_local(&mut self, req: TxnRequest, epoch: u64) {
+        let id = req.id;
+        self.v.local.remove(&id);
+        self.release(id);
+        if self.cfg.cc == Cc::TwoPl && epoch != self.st.epoch {
+            return self.reply(
+                id,
+                TxnReply::Aborted {
+                    reason: AbortReason::NotReady,
+                },
+            );
+        }
+        let shards: BTreeSet<ShardId> = req.ops.iter().map(|o| self.shard(o.key())).collect();
+        let read_only = req.ops.iter().all(|o| matches!(o, TxnOp::Read(_)));
+        if read_only
+            && self.has_bug(ShardBug::MigrationServesStale)
+            && shards.iter().any(|s| !self.serving(*s))
+            && shards.iter().all(|s| self.stale_copy(*s).is_some())
+        {
+            // The planted bug: answer from the (possibly frozen) copies.
+            let mut reads = Vec::new();
+            let base = |k: &str| {
+                let v = self
+                    .stale_copy(self.shard(k))
+                    .expect("checked above")
+                    .get(k);
+                v
+            };
+            let (results, _) = evaluate(&req.ops, base).expect("reads have no compares");
+            for r in &results {
+                if let OpResult::Read { key, version, .. } = r {
+                    reads.push((key.clone(), *version));
+                }
+            }
+            let group = self.cfg.id;
+            self.observe(Observation::Committed {
+                txn: id,
+                group,
+                two_phase: false,
+                reads,
+                writes: vec![],
+            });
+            return self.reply(id, TxnReply::Committed { results });
+        }
+        for s in &shards {
+            if let Some(r) = self.refusal(*s).or_else(|| self.dedup(*s, id)) {
+                return self.reply(id, r);
+            }
+        }
+        if self.cfg.cc == Cc::Occ {
+            let reads: Vec<&str> = req
+                .ops
+                .iter()
+                .filter(|o| o.reads())
+                .map(TxnOp::key)
+                .collect();
+            let writes: Vec<&str> = req
+                .ops
+                .iter()
+                .filter(|o| o.writes())
+                .map(TxnOp::key)
+                .collect();
+            if self.conflicts_with_prepared(&reads, &writes, true) {
+                return self.reply(
+                    id,
+                    TxnReply::Aborted {
+                        reason: AbortReason::ValidationFailed,
+                    },
+                );
+            }
+        }
+        let shards_ref = &self.st.shards;
+        let cfg_shards = self.cfg.shards;
+        let base = |k: &str| shards_ref[&super::shard_of(k, cfg_shards)].get(k);
+        let (results, writes) = match evaluate(&req.ops, base) {
+            Ok(x) => x,
+            Err(reply) => return self.reply(id, reply),
+        };
+        let reads = read_versions(&results);
+        let reply = TxnReply::Committed { results };
+        let written = self.install(id, &shards, &writes, &reply);
+        let group = self.cfg.id;
+        self.observe(Observation::Committed {
+            txn: id,
+            group,
+            two_phase: false,
+            reads,
+            writes: written,
+        });
+        self.reply(id, reply);
+    }
+
+    /// Backward validation against transactions prepared here: a key read must not be
+    /// written by one, a key written must be neither read nor written by one.
+    fn conflicts_with_prepared(&self, reads: &[&str], writes: &[&str], check_reads: bool) -> bool {
+        self.st.prepared.values().any(|p| {
+            let p_writes = || p.writes.iter().map(WriteOp::key);
+            let p_reads = || p.reads.iter().map(|(k, _)| k.as_str());
+            (check_reads && reads.iter().any(|k| p_writes().any(|w| w == *k)))
+                || writes
+                    .iter()
+                    .any(|k| p_writes().any(|w| w == *k) || p_reads().any(|r| r == *k))
+        })
+    }
+
+    /// Applies writes in order (one new version per key written) and records the reply in
+    /// the exactly-once table of every shard in `touched` (reads included, so that a retried
+    /// read-only transaction is answered once too). Returns (key, new version).
+    fn install(
+        &mut self,
+        txn: TxnId,
+        touched: &BTreeSet<ShardId>,
+        writes: &[WriteOp],
+        reply: &TxnReply,
+    ) -> Vec<(String, u64)> {
+        let mut versions: BTreeMap<String, u64> = BTreeMap::new();
+        for w in writes {
+            let s = self.shard(w.key());
+            let shard = self.st.shards.entry(s).or_default();
+            let stored = shard.data.get(w.key()).cloned();
+            let old_version = stored.as_ref().map(|s| s.version).unwrap_or(0);
+            let version = *versions
+                .entry(w.key().to_string())
+                .or_insert(old_version + 1);
+            let value = match (w, stored.map(|s| s.value)) {
+                (WriteOp::Put(_, v), _) => Value::Str(v.clone()),
+                (WriteOp::Append(_, v), None) => Value::List(vec![v.clone()]),
+                (WriteOp::Append(_, v), Some(Value::List(mut l))) => {
+                    l.push(v.clone());
+                    Value::List(l)
+                }
+                (WriteOp::Append(_, v), Some(Value::Str(old))) => Value::List(vec![old, v.clone()]),
+            };
+            shard
+                .data
+                .insert(w.key().to_string(), Stored { value, version });
+        }
+        for s in touched {
+            if let Some(shard) = self.st.shards.get_mut(s) {
+                // A late commit of an older transaction (its client gave up waiting and moved
+                // on) must not hide the newer entry.
+                if shard
+                    .dedup
+                    .get(&txn.client)
+                    .is_none_or(|(seq, _)| *seq <= txn.seq)
+                {
+                    shard.dedup.insert(txn.client, (txn.seq, reply.clone()));
+                }
+            }
+        }
+        versions.into_iter().collect()
+    }
+
+    fn apply_prepare(
+        &mut self,
+        txn: TxnId,
+        age: Age,
+        coordinator: GroupId,
+        epoch: u64,
+        reads: Vec<(String, u64)>,
+        writes: Vec<WriteOp>,
+    ) {
+        let to = Addr::Group(coordinator);
+        if self.st.prepared.contains_key(&txn) {
+            return self.send(to, Msg::Vote { txn, vote: Ok(()) });
+        }
+        let refuse = |g: &mut Group, reply: TxnReply| {
+            g.abort_here(txn, AbortReason::LockConflict);
+            g.send(
+                to,
+                Msg::Vote {
+                    txn,
+                    vote: Err(reply),
+                },
+            );
+        };
+        if self.cfg.cc == Cc::TwoPl && epoch != self.st.epoch {
+            return refuse(
+                self,
+                TxnReply::Aborted {
+                    reason: AbortReason::NotReady,
+                },
+            );
+        }
+        let mut shards = BTreeSet::new();
+        for k in reads
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .chain(writes.iter().map(WriteOp::key))
+        {
+            let s = self.shard(k);
+            if let Some(r) = self.refusal(s).or_else(|| self.dedup(s, txn)) {
+                return refuse(self, r);
+            }
+            shards.insert(s);
+        }
+        if self.cfg.cc == Cc::Occ {
+            let skip_reads = self.has_bug(ShardBug::OccSkipReadValidation);
+            let stale = !skip_reads
+                && reads
+                    .iter()
+                    .any(|(k, seen)| self.st.shards[&self.shard(k)].get(k).version != *seen);
+            let read_keys: Vec<&str> = reads.iter().map(|(k, _)| k.as_str()).collect();
+            let write_keys: Vec<&str> = writes.iter().map(WriteOp::key).collect();
+            if stale || self.conflicts_with_prepared(&read_keys, &write_keys, !skip_reads) {
+                return refuse(
+                    self,
+                    TxnReply::Aborted {
+                        reason: AbortReason::ValidationFailed,
+                    },
+                );
+            }
+        }
+        self.st.prepared.insert(
+            txn,
+            Prepared {
+                age,
+                coordinator,
+                reads,
+                writes,
+                shards,
+            },
+        );
+        self.v.phase.remove(&txn);
+        if self.has_bug(ShardBug::EarlyLockRelease) {
+            self.v.locks.release_shared(txn);
+            self.v.wake = true;
+        }
+        self.send(to, Msg::Vote { txn, vote: Ok(()) });
+    }
+
+    fn apply_decide(
+        &mut self,
+        txn: TxnId,
+        commit: bool,
+        reply: TxnReply,
+        participants: Vec<GroupId>,
+    ) {
+        let rec = self.st.coord.entry(txn).or_insert(CoordRecord {
+            participants: participants.clone(),
+            decision: None,
+        });
+        if rec.decision.is_none() {
+            rec.decision = Some((commit, reply));
+            self.st.undecided.remove(&txn);
+            let participants = rec.participants.clone();
+            self.observe(Observation::Decided {
+                txn,
+                commit,
+                participants,
+            });
+        }
+        let rec = &self.st.coord[&txn];
+        let (commit, reply) = rec.decision.clone().expect("set above");
+        let participants = rec.participants.clone();
+        self.v.running.remove(&txn);
+        self.reply(txn, reply.clone());
+        let results = committed_results(&reply);
+        for g in &participants {
+            let msg = Msg::Decision {
+                txn,
+                commit,
+                results: results.clone(),
+            };
+            self.send(Addr::Group(*g), msg);
+        }
+        self.v
+            .unacked
+            .insert(txn, (participants.into_iter().collect(), self.v.tick));
+    }
+
+    fn apply_finish(&mut self, txn: TxnId, commit: bool, results: Vec<OpResult>) {
+        let Some(p) = self.st.prepared.remove(&txn) else {
+            return;
+        };
+        self.v.last_query.remove(&txn);
+        if commit {
+            let reply = TxnReply::Committed { results };
+            let written = self.install(txn, &p.shards, &p.writes, &reply);
+            let group = self.cfg.id;
+            self.observe(Observation::Committed {
+                txn,
+                group,
+                two_phase: true,
+                reads: p.reads.clone(),
+                writes: written,
+            });
+        } else {
+            self.remember_abort(txn);
+        }
+        self.release(txn);
+        self.try_freeze();
+        self.send(Addr::Group(p.coordinator), Msg::DecisionAck { txn });
+    }
+}
+
+fn committed_results(reply: &TxnReply) -> Vec<OpResult> {
+    match reply {
+        TxnReply::Committed { results } => results.clone(),
+        _ => Vec::new(),
+    }
+}
+
+fn read_versions(results: &[OpResult]) -> Vec<(String, u64)> {
+    results
+        .iter()
+        .filter_map(|r| match r {
+            OpResult::Read { key, version, .. } => Some((key.clone(), *version)),
+            OpResult::IfRevision { key, revision } => Some((key.clone(), *revision)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// 2PL locks of a fast-path transaction: exclusive for keys written, shared for the others.
+fn lock_wants(ops: &[TxnOp]) -> Vec<(String, Mode)> {
+    let mut wants: BTreeMap<String, Mode> = BTreeMap::new();
+    for op in ops {
+        let mode = if op.writes() {
+            Mode::Exclusive
+        } else {
+            Mode::Shared
+        };
+        let m = wants.entry(op.key().to_string()).or_insert(mode);
+        *m = (*m).max(mode);
+    }
+    wants.into_iter().collect()
+}
+
+/// Runs a transaction's ops against `base` (each key's state before the transaction): reads
+/// see the transaction's own earlier writes; compares look at the state before it. Returns
+/// the results and the writes, or the failed compare.
+pub fn evaluate(
+    ops: &[TxnOp],
+    base: impl Fn(&str) -> Versioned,
+) -> Result<(Vec<OpResult>, Vec<WriteOp>), TxnReply> {
+    let mut overlay: BTreeMap<&str, Option<Value>> = BTreeMap::new();
+    let mut results = Vec::with_capacity(ops.len());
+    let mut writes = Vec::new();
+    for op in ops {
+        match op {
+            TxnOp::IfRevision(k, n) => {
+                let v = base(k).version;
+                if v != *n {
+                    return Err(TxnReply::CompareFailed {
+                        key: k.clone(),
+                        revision: v,
+                    });
+                }
+                results.push(OpResult::IfRevision {
+                    key: k.clone(),
+                    revision: v,
+                });
+            }
+            TxnOp::Read(k) => {
+                let b = base(k);
+                let value = match overlay.get(k.as_str()) {
+                    Some(v) => v.clone(),
+                    None => b.value,
+                };
+                results.push(OpResult::Read {
+                    key: k.clone(),
+                    value,
+                    version: b.version,
+                });
+            }
+            TxnOp::Write(k, v) => {
+                overlay.insert(k, Some(Value::Str(v.clone())));
+                writes.push(WriteOp::Put(k.clone(), v.clone()));
+                results.push(OpResult::Write {
+                    key: k.clone(),
+                    value: v.clone(),
+                });
+            }
+            TxnOp::Append(k, v) => {
+                let cur = match overlay.get(k.as_str()) {
+                    Some(c) => c.clone(),
+                    None => base(k).value,
+                };
+                let next = match cur {
+                    None => Value::List(vec![v.clone()]),
+                    Some(Value::List(mut l)) => {
+                        l.push(v.clone());
+                        Value::List(l)
+                    }
+                    Some(Value::Str(s)) => Value::List(vec![s, v.clone()]),
+                };
+                overlay.insert(k, Some(next));
+                writes.push(WriteOp::Append(k.clone(), v.clone()));
+                results.push(OpResult::Append {
+                    key: k.clone(),
+                    value: v.clone(),
+                });
+            }
+        }
+    }
+    Ok((results, writes))
+}

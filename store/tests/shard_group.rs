@@ -1,0 +1,441 @@
+//! Targeted scenarios of the sharded core on a lossless network that a test can cut: wrong
+//! group answers, the fast path, two-phase commit with a coordinator crash before and after
+//! its decision, exactly-once across a shard move, and the two 2PL deadlock policies.
+
+use paxos_kv::shard::config::{Controller, ControllerCmd};
+use paxos_kv::shard::group::{Addr, Group, GroupCmd, GroupConfig, Input, Msg, Output};
+use paxos_kv::shard::{
+    shard_of, AbortReason, Age, Cc, ClientId, Deadlock, GroupId, OpResult, TxnId, TxnOp, TxnReply,
+    TxnRequest, Value, DEFAULT_SHARDS,
+};
+use std::collections::{BTreeMap, VecDeque};
+
+type Filter = Box<dyn Fn(Addr, Addr, &Msg) -> bool>;
+
+/// Groups joined to a controller, messages delivered in order, proposals applied at once.
+struct Net {
+    controller: Controller,
+    cfgs: BTreeMap<GroupId, GroupConfig>,
+    groups: BTreeMap<GroupId, Option<Group>>,
+    logs: BTreeMap<GroupId, Vec<GroupCmd>>,
+    queue: VecDeque<(Addr, Addr, Msg)>,
+    proposals: VecDeque<(GroupId, GroupCmd)>,
+    replies: Vec<(ClientId, TxnId, TxnReply)>,
+    /// Messages for which this returns true are dropped.
+    drop: Filter,
+}
+
+impl Net {
+    fn new(groups: u64, cc: Cc, deadlock: Deadlock) -> Net {
+        let mut net = Net {
+            controller: Controller::new(DEFAULT_SHARDS),
+            cfgs: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            logs: BTreeMap::new(),
+            queue: VecDeque::new(),
+            proposals: VecDeque::new(),
+            replies: Vec::new(),
+            drop: Box::new(|_, _, _| false),
+        };
+        for id in 1..=groups {
+            net.controller
+                .apply(&ControllerCmd::Join {
+                    group: id,
+                    members: vec![],
+                })
+                .expect("join");
+            let mut cfg = GroupConfig::new(id);
+            cfg.cc = cc;
+            cfg.deadlock = deadlock;
+            let mut g = Group::new(cfg.clone());
+            g.become_leader();
+            net.cfgs.insert(id, cfg);
+            net.groups.insert(id, Some(g));
+            net.logs.insert(id, Vec::new());
+        }
+        net.run(100);
+        let latest = net.controller.latest().num;
+        for g in net.groups.values() {
+            let g = g.as_ref().expect("up");
+            assert_eq!(g.config().num, latest, "setup: group {} behind", g.id());
+            assert!(g.migration_done());
+        }
+        net
+    }
+
+    fn outputs(&mut self, id: GroupId, outs: Vec<Output>) {
+        for o in outs {
+            match o {
+                Output::Send { to, msg } => {
+                    if !(self.drop)(Addr::Group(id), to, &msg) {
+                        self.queue.push_back((Addr::Group(id), to, msg));
+                    }
+                }
+                Output::Propose(cmd) => self.proposals.push_back((id, cmd)),
+                Output::Observe(_) => {}
+            }
+        }
+    }
+
+    fn step_group(&mut self, id: GroupId, input: Input) {
+        let Some(g) = self.groups.get_mut(&id).and_then(|g| g.as_mut()) else {
+            return;
+        };
+        if let Input::Apply(cmd) = &input {
+            self.logs.get_mut(&id).expect("log").push(cmd.clone());
+        }
+        let outs = g.step(input);
+        self.outputs(id, outs);
+    }
+
+    /// Delivers and applies until nothing is left (bounded), then ticks every group.
+    fn run(&mut self, ticks: u64) {
+        for _ in 0..ticks {
+            for _ in 0..10_000 {
+                if let Some((id, cmd)) = self.proposals.pop_front() {
+                    if self.groups[&id].is_some() {
+                        self.step_group(id, Input::Apply(cmd));
+                    }
+                    continue;
+                }
+                let Some((from, to, msg)) = self.queue.pop_front() else {
+                    break;
+                };
+                match to {
+                    Addr::Controller => {
+                        if let Msg::QueryConfig { num } = msg {
+                            let cfg = self.controller.query(num).clone();
+                            self.queue
+                                .push_back((Addr::Controller, from, Msg::ConfigReply(cfg)));
+                        }
+                    }
+                    Addr::Group(id) => self.step_group(id, Input::Message { from, msg }),
+                    Addr::Client(c) => {
+                        if let Msg::Reply { id, reply } = msg {
+                            self.replies.push((c, id, reply));
+                        }
+                    }
+                }
+            }
+            let ids: Vec<GroupId> = self.groups.keys().copied().collect();
+            for id in ids {
+                self.step_group(id, Input::Tick);
+            }
+        }
+    }
+
+    fn crash_and_recover(&mut self, id: GroupId) {
+        self.proposals.retain(|(g, _)| *g != id);
+        let g = Group::recover(self.cfgs[&id].clone(), &self.logs[&id]);
+        self.groups.insert(id, Some(g));
+    }
+
+    fn group(&self, id: GroupId) -> &Group {
+        self.groups[&id].as_ref().expect("up")
+    }
+
+    fn submit(&mut self, to: GroupId, id: TxnId, ops: Vec<TxnOp>) {
+        let req = TxnRequest {
+            id,
+            age: Age {
+                start: id.seq,
+                txn: id,
+            },
+            ops,
+        };
+        self.queue
+            .push_back((Addr::Client(id.client), Addr::Group(to), Msg::Txn(req)));
+    }
+
+    fn reply_to(&self, id: TxnId) -> Option<&TxnReply> {
+        self.replies
+            .iter()
+            .rev()
+            .find(|(_, t, _)| *t == id)
+            .map(|(_, _, r)| r)
+    }
+
+    /// A key whose shard `group` owns.
+    fn key_of(&self, group: GroupId, skip: usize) -> String {
+        let cfg = self.controller.latest();
+        (0..10_000)
+            .map(|i| format!("key{i}"))
+            .filter(|k| cfg.owner(shard_of(k, DEFAULT_SHARDS)) == group)
+            .nth(skip)
+            .expect("some key maps to every group")
+    }
+
+    fn value(&self, key: &str) -> (Option<Value>, u64) {
+        let owner = self
+            .controller
+            .latest()
+            .owner(shard_of(key, DEFAULT_SHARDS));
+        let v = self.group(owner).get(key).expect("owner serves it");
+        (v.value, v.version)
+    }
+}
+
+fn txn(client: ClientId, seq: u64) -> TxnId {
+    TxnId { client, seq }
+}
+
+fn s(v: &str) -> Option<Value> {
+    Some(Value::Str(v.to_string()))
+}
+
+#[test]
+fn wrong_group_names_the_owner_and_the_owner_serves() {
+    let mut net = Net::new(2, Cc::TwoPl, Deadlock::WoundWait);
+    let k = net.key_of(2, 0);
+    net.submit(1, txn(1, 1), vec![TxnOp::Write(k.clone(), "a".into())]);
+    net.run(5);
+    match net.reply_to(txn(1, 1)) {
+        Some(TxnReply::WrongGroup { owner, .. }) => assert_eq!(*owner, 2),
+        other => panic!("expected WrongGroup naming group 2, got {other:?}"),
+    }
+    assert_eq!(
+        net.value(&k),
+        (None, 0),
+        "a wrong-group answer applies nothing"
+    );
+    net.submit(2, txn(1, 2), vec![TxnOp::Write(k.clone(), "a".into())]);
+    net.run(5);
+    assert!(matches!(
+        net.reply_to(txn(1, 2)),
+        Some(TxnReply::Committed { .. })
+    ));
+    assert_eq!(net.value(&k), (s("a"), 1));
+}
+
+#[test]
+fn compare_refuses_an_overdraft_atomically_across_groups() {
+    for cc in Cc::ALL {
+        let mut net = Net::new(2, cc, Deadlock::WoundWait);
+        let (a, b) = (net.key_of(1, 0), net.key_of(2, 0));
+        // a@0 and b@0 hold; the transfer applies everywhere.
+        let ops = vec![
+            TxnOp::IfRevision(a.clone(), 0),
+            TxnOp::IfRevision(b.clone(), 0),
+            TxnOp::Write(a.clone(), "90".into()),
+            TxnOp::Write(b.clone(), "110".into()),
+        ];
+        net.submit(1, txn(1, 1), ops.clone());
+        net.run(20);
+        assert!(
+            matches!(net.reply_to(txn(1, 1)), Some(TxnReply::Committed { .. })),
+            "{cc}: {:?}",
+            net.reply_to(txn(1, 1))
+        );
+        assert_eq!(net.value(&a), (s("90"), 1));
+        assert_eq!(net.value(&b), (s("110"), 1));
+        // The same compares now fail: nothing applies.
+        net.submit(1, txn(1, 2), ops);
+        net.run(20);
+        assert!(
+            matches!(
+                net.reply_to(txn(1, 2)),
+                Some(TxnReply::CompareFailed { revision: 1, .. })
+            ),
+            "{cc}: {:?}",
+            net.reply_to(txn(1, 2))
+        );
+        assert_eq!(net.value(&a), (s("90"), 1));
+        assert_eq!(net.value(&b), (s("110"), 1));
+        for g in 1..=2 {
+            assert_eq!(net.group(g).prepared_count(), 0);
+            assert_eq!(net.group(g).locked_keys(), 0, "{cc}: locks left at {g}");
+        }
+    }
+}
+
+#[test]
+fn a_logged_decision_survives_a_coordinator_crash() {
+    let mut net = Net::new(2, Cc::TwoPl, Deadlock::WoundWait);
+    let (a, b) = (net.key_of(1, 0), net.key_of(2, 0));
+    // Group 1 coordinates; its decision never reaches group 2 before it crashes.
+    net.drop = Box::new(|from, to, m| {
+        from == Addr::Group(1) && to == Addr::Group(2) && matches!(m, Msg::Decision { .. })
+    });
+    net.submit(
+        1,
+        txn(1, 1),
+        vec![
+            TxnOp::Write(a.clone(), "x".into()),
+            TxnOp::Write(b.clone(), "y".into()),
+        ],
+    );
+    net.run(10);
+    assert!(matches!(
+        net.reply_to(txn(1, 1)),
+        Some(TxnReply::Committed { .. })
+    ));
+    assert_eq!(net.group(2).prepared_count(), 1, "group 2 waits, prepared");
+    net.crash_and_recover(1);
+    net.drop = Box::new(|_, _, _| false);
+    net.run(60);
+    assert_eq!(
+        net.group(2).prepared_count(),
+        0,
+        "group 2 learned the decision"
+    );
+    assert_eq!(net.value(&a), (s("x"), 1));
+    assert_eq!(net.value(&b), (s("y"), 1));
+}
+
+#[test]
+fn a_coordinator_that_crashes_before_deciding_aborts() {
+    let mut net = Net::new(2, Cc::TwoPl, Deadlock::WoundWait);
+    let (a, b) = (net.key_of(1, 0), net.key_of(2, 0));
+    // Votes never arrive: the coordinator cannot decide before it crashes.
+    net.drop = Box::new(|_, _, m| matches!(m, Msg::Vote { .. }));
+    net.submit(
+        1,
+        txn(1, 1),
+        vec![
+            TxnOp::Write(a.clone(), "x".into()),
+            TxnOp::Write(b.clone(), "y".into()),
+        ],
+    );
+    net.run(5);
+    assert_eq!(net.group(2).prepared_count(), 1);
+    assert_eq!(net.group(1).undecided_count(), 1);
+    net.crash_and_recover(1);
+    net.drop = Box::new(|_, _, _| false);
+    net.run(60);
+    assert_eq!(net.group(1).undecided_count(), 0);
+    assert_eq!(net.group(2).prepared_count(), 0);
+    assert_eq!(net.value(&a), (None, 0));
+    assert_eq!(net.value(&b), (None, 0));
+    // The client's retry learns the logged abort: a definite failure.
+    net.submit(1, txn(1, 1), vec![TxnOp::Write(a.clone(), "x".into())]);
+    net.run(5);
+    assert!(matches!(
+        net.reply_to(txn(1, 1)),
+        Some(TxnReply::Aborted {
+            reason: AbortReason::CoordinatorRecovered
+        })
+    ));
+}
+
+#[test]
+fn exactly_once_survives_a_shard_move() {
+    let mut net = Net::new(2, Cc::Occ, Deadlock::WoundWait);
+    let k = net.key_of(1, 0);
+    let shard = shard_of(&k, DEFAULT_SHARDS);
+    net.submit(1, txn(7, 1), vec![TxnOp::Append(k.clone(), "once".into())]);
+    net.run(5);
+    assert!(matches!(
+        net.reply_to(txn(7, 1)),
+        Some(TxnReply::Committed { .. })
+    ));
+    net.controller
+        .apply(&ControllerCmd::Move { shard, group: 2 })
+        .expect("move");
+    net.run(60);
+    assert!(net.group(2).serving_shards().contains(&shard));
+    assert!(!net.group(1).serving_shards().contains(&shard));
+    // The client never saw the answer and retries at the new owner.
+    net.submit(2, txn(7, 1), vec![TxnOp::Append(k.clone(), "once".into())]);
+    net.run(5);
+    match net.reply_to(txn(7, 1)) {
+        Some(TxnReply::Committed { results }) => assert_eq!(
+            results,
+            &vec![OpResult::Append {
+                key: k.clone(),
+                value: "once".into()
+            }]
+        ),
+        other => panic!("expected the recorded reply, got {other:?}"),
+    }
+    assert_eq!(
+        net.value(&k),
+        (Some(Value::List(vec!["once".into()])), 1),
+        "applied once"
+    );
+    // The old owner refuses, naming the new one.
+    net.submit(1, txn(7, 2), vec![TxnOp::Read(k.clone())]);
+    net.run(5);
+    assert!(matches!(
+        net.reply_to(txn(7, 2)),
+        Some(TxnReply::WrongGroup { owner: 2, .. })
+    ));
+}
+
+/// A younger transaction holds a shared lock on `k` (from its read); an older one then
+/// prepares a write of `k` at the same group.
+fn lock_conflict(deadlock: Deadlock) -> (Option<TxnReply>, Option<TxnReply>) {
+    let mut net = Net::new(2, Cc::TwoPl, deadlock);
+    let (k, other) = (net.key_of(1, 0), net.key_of(2, 0));
+    // The younger (start 50) reads k and writes at group 2; its prepare is held back.
+    net.drop = Box::new(|_, _, m| matches!(m, Msg::Prepare { txn, .. } if txn.client == 2));
+    net.queue.push_back((
+        Addr::Client(2),
+        Addr::Group(2),
+        Msg::Txn(TxnRequest {
+            id: txn(2, 1),
+            age: Age {
+                start: 50,
+                txn: txn(2, 1),
+            },
+            ops: vec![
+                TxnOp::Read(k.clone()),
+                TxnOp::Write(other.clone(), "y".into()),
+            ],
+        }),
+    ));
+    net.run(3);
+    // The older (start 1) writes k and other.
+    net.queue.push_back((
+        Addr::Client(1),
+        Addr::Group(2),
+        Msg::Txn(TxnRequest {
+            id: txn(1, 1),
+            age: Age {
+                start: 1,
+                txn: txn(1, 1),
+            },
+            ops: vec![
+                TxnOp::Write(k.clone(), "x".into()),
+                TxnOp::Write(other, "z".into()),
+            ],
+        }),
+    ));
+    net.run(3);
+    net.drop = Box::new(|_, _, _| false);
+    net.run(80);
+    (
+        net.reply_to(txn(1, 1)).cloned(),
+        net.reply_to(txn(2, 1)).cloned(),
+    )
+}
+
+#[test]
+fn wound_wait_lets_the_older_wound_the_younger() {
+    let (older, younger) = lock_conflict(Deadlock::WoundWait);
+    assert!(
+        matches!(older, Some(TxnReply::Committed { .. })),
+        "older: {older:?}"
+    );
+    assert!(
+        matches!(younger, Some(TxnReply::Aborted { .. })),
+        "younger: {younger:?}"
+    );
+}
+
+#[test]
+fn no_wait_aborts_whoever_meets_a_held_lock() {
+    let (older, younger) = lock_conflict(Deadlock::NoWait);
+    assert!(
+        matches!(
+            older,
+            Some(TxnReply::Aborted {
+                reason: AbortReason::LockConflict
+            })
+        ),
+        "older: {older:?}"
+    );
+    assert!(
+        matches!(younger, Some(TxnReply::Committed { .. })),
+        "younger: {younger:?}"
+    );
+}
