@@ -418,6 +418,15 @@ pub fn check_log(log: &TxnLog, opts: &TxnOptions) -> Result<TxnResult, HistoryEr
         if verdict == Verdict::Valid && decided_by == DecidedBy::ExactSearchIncomplete {
             verdict = Verdict::Unknown;
         }
+    } else if opts.workload == Workload::RwRegister {
+        notes.push(format!(
+            "decided by inference alone: {}",
+            if verdict == Verdict::Invalid {
+                "the anomalies found need no version order beyond what reads reveal"
+            } else {
+                "a search ran out of time, so the exact search over version orders did not run"
+            }
+        ));
     }
     let violated = judge(&found, &proven, &uncertain, opts.consistency).1;
     let not: Vec<Consistency> = violated
