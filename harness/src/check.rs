@@ -37,6 +37,19 @@ pub struct CheckArgs {
     /// Memory budget of the search memo, in MiB; past it the verdict is unknown.
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     pub memo_limit_mib: usize,
+    /// rw-register: assume every key is linearizable, so a write that completed before another
+    /// began precedes it (Elle's linearizable-keys); cycles through such orders count against
+    /// every model.
+    #[arg(long)]
+    pub linearizable_keys: bool,
+    /// rw-register: assume every key is sequentially consistent, so each process's writes are
+    /// in its order (Elle's sequential-keys).
+    #[arg(long)]
+    pub sequential_keys: bool,
+    /// rw-register: work budget of the exact search over the version orders inference leaves
+    /// open; past it the verdict is unknown ("valid by inference, exact search incomplete").
+    #[arg(long, default_value_t = txn::DEFAULT_EXACT_BUDGET_STEPS, value_name = "STEPS")]
+    pub exact_budget_steps: u64,
     /// Print the result as JSON (the same object results.json holds).
     #[arg(long)]
     pub json: bool,
@@ -113,6 +126,9 @@ fn run_inner(args: &CheckArgs) -> Result<i32, String> {
                 workload,
                 consistency,
                 time_budget: args.timeout,
+                linearizable_keys: args.linearizable_keys,
+                sequential_keys: args.sequential_keys,
+                exact_budget_steps: args.exact_budget_steps,
                 ..txn::TxnOptions::default()
             };
             let result =

@@ -251,7 +251,7 @@ pub(crate) fn search(
 
 /// Adds process-order and real-time edges; returns how many chain nodes (numbered from
 /// `log.txns.len()`) it used.
-fn order_edges(log: &TxnLog, edges: &mut Vec<Edge>) -> usize {
+pub(crate) fn order_edges(log: &TxnLog, edges: &mut Vec<Edge>) -> usize {
     let n = log.txns.len();
     // About one process edge and three real-time edges per transaction.
     edges.reserve(4 * n);

@@ -1,6 +1,7 @@
 //! Explanations a person can follow: why each edge of a cycle holds, in Elle's style of text,
 //! and a small SVG picture of the cycle.
 
+use super::exact::ChosenEdge;
 use super::infer::{Index, PROCESS, REALTIME, RW, WR, WW};
 use super::log::{Elem, MopKind, TxnLog, NIL, NO_POS};
 use super::{Step, TxnRef};
@@ -281,6 +282,18 @@ pub(crate) fn render_cycle(
     txns: &[usize],
     kinds: &[u8],
 ) -> (Vec<TxnRef>, Vec<Step>, String, Option<String>) {
+    let edges: Vec<Result<ChosenEdge, u8>> = kinds.iter().map(|&k| Err(k)).collect();
+    render_cycle_with(log, index, txns, &edges)
+}
+
+/// `render_cycle` where some edges come from a chosen version order (the exact search's)
+/// rather than from the history: `Ok` edges say which writes they order.
+pub(crate) fn render_cycle_with(
+    log: &TxnLog,
+    index: &Index,
+    txns: &[usize],
+    edges: &[Result<ChosenEdge, u8>],
+) -> (Vec<TxnRef>, Vec<Step>, String, Option<String>) {
     let names: Vec<String> = (1..=txns.len()).map(|i| format!("T{i}")).collect();
     let refs: Vec<TxnRef> = txns
         .iter()
@@ -290,12 +303,36 @@ pub(crate) fn render_cycle(
     let mut steps = Vec::with_capacity(txns.len());
     for i in 0..txns.len() {
         let j = (i + 1) % txns.len();
-        let (text, key) =
-            explain_edge(log, index, txns[i], txns[j], kinds[i], &names[i], &names[j]);
+        let (an, bn) = (&names[i], &names[j]);
+        let (kind, text, key) = match edges[i] {
+            Err(kind) => {
+                let (text, key) = explain_edge(log, index, txns[i], txns[j], kind, an, bn);
+                (kind, text, key)
+            }
+            Ok(e) => {
+                let key = log.key_value(e.key).clone();
+                let text = if e.kind == WW {
+                    format!(
+                        "{an} < {bn}, because in this order {an}'s write of {} to key {key} \
+                         precedes {bn}'s write of {}",
+                        show_value(log, e.from_value),
+                        show_value(log, e.to_value)
+                    )
+                } else {
+                    format!(
+                        "{an} < {bn}, because {an} read key {key} = {}, which in this order \
+                         {bn}'s write of {} overwrites",
+                        show_value(log, e.from_value),
+                        show_value(log, e.to_value)
+                    )
+                };
+                (e.kind, text, Some(key))
+            }
+        };
         steps.push(Step {
-            from: names[i].clone(),
-            to: names[j].clone(),
-            kind: kind_name(kinds[i]).to_string(),
+            from: an.clone(),
+            to: bn.clone(),
+            kind: kind_name(kind).to_string(),
             key,
             text,
         });

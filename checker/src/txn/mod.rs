@@ -13,9 +13,11 @@
 //! generator produces), [`generate`] for random histories with known answers.
 
 mod cycles;
+mod exact;
 mod explain;
 pub mod generate;
 mod infer;
+mod keyorder;
 pub mod log;
 
 pub use generate::{generate, inject, GenOptions, Injection};
@@ -174,7 +176,19 @@ pub struct TxnOptions {
     pub time_budget: Duration,
     /// How many anomalies of each type the result lists in full (all are counted).
     pub max_anomalies_per_type: usize,
+    /// rw-register: work (closure word operations and choice checks) the exact search over
+    /// version orders inference leaves open may spend; past it the verdict is unknown.
+    pub exact_budget_steps: u64,
+    /// rw-register: assume every key is linearizable, so a write whose transaction completed
+    /// before another's began precedes it (Elle's `linearizable-keys?`).
+    pub linearizable_keys: bool,
+    /// rw-register: assume every key is sequentially consistent, so a process's writes are in
+    /// its order (Elle's `sequential-keys?`).
+    pub sequential_keys: bool,
 }
+
+/// Default of `TxnOptions::exact_budget_steps`: about a second of search.
+pub const DEFAULT_EXACT_BUDGET_STEPS: u64 = 2_000_000_000;
 
 impl Default for TxnOptions {
     fn default() -> Self {
@@ -183,6 +197,9 @@ impl Default for TxnOptions {
             consistency: Consistency::StrictSerializable,
             time_budget: Duration::from_secs(10),
             max_anomalies_per_type: 8,
+            exact_budget_steps: DEFAULT_EXACT_BUDGET_STEPS,
+            linearizable_keys: false,
+            sequential_keys: false,
         }
     }
 }
@@ -245,6 +262,60 @@ pub struct TxnStats {
     pub elapsed_ms: u64,
 }
 
+/// How the verdict was reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecidedBy {
+    /// Inferred version orders and the cycles they give (list-append; or rw-register when
+    /// inference alone proves the history invalid).
+    Inference,
+    /// rw-register: the exact search over the version orders inference left open found a
+    /// witness order or proved that none exists.
+    ExactSearch,
+    /// rw-register: inference found nothing, and the exact search ran out of its budget (or
+    /// cannot decide this model): the verdict is unknown.
+    ExactSearchIncomplete,
+}
+
+impl DecidedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecidedBy::Inference => "inference",
+            DecidedBy::ExactSearch => "exact search",
+            DecidedBy::ExactSearchIncomplete => "valid by inference, exact search incomplete",
+        }
+    }
+}
+
+/// What the rw-register exact search did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ExactReport {
+    /// `witness`, `no-order` or `incomplete`.
+    pub outcome: String,
+    /// Whether the first guess (the known graph's topological order) was already a witness.
+    pub by_witness_order: bool,
+    pub steps: u64,
+    pub budget_steps: u64,
+    /// Pairs of writes whose order neither inference nor propagation fixed.
+    pub open_pairs: usize,
+    /// Components decided by backtracking, and the largest one's size in nodes.
+    pub components: usize,
+    pub largest_component: usize,
+    /// For a witness: the version order of each key with two or more committed writers (up to
+    /// 32 keys, 64 values each) and a serial order of the committed transactions by history
+    /// index (up to 256).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub witness_orders: Vec<WitnessOrder>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub witness_serial: Vec<u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WitnessOrder {
+    pub key: Value,
+    pub versions: Vec<Value>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct TxnResult {
     pub verdict: Verdict,
@@ -264,6 +335,10 @@ pub struct TxnResult {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     pub stats: TxnStats,
+    pub decided_by: DecidedBy,
+    /// rw-register: the exact search, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exact: Option<ExactReport>,
 }
 
 impl TxnResult {
@@ -289,10 +364,22 @@ pub fn check(history: &History, opts: &TxnOptions) -> Result<TxnResult, HistoryE
 pub fn check_log(log: &TxnLog, opts: &TxnOptions) -> Result<TxnResult, HistoryError> {
     let start = Instant::now();
     let mut found = Found::new(opts.max_anomalies_per_type);
+    let mut notes = Vec::new();
     let mut inferred = match opts.workload {
         Workload::ListAppend => infer::list_append(log, &mut found)?,
         Workload::RwRegister => infer::rw_register(log, &mut found)?,
     };
+    // rw-register: the exact search needs the data edges the cycle search consumes.
+    let mut data_edges = None;
+    if opts.workload == Workload::RwRegister {
+        notes.extend(keyorder::add_edges(
+            log,
+            opts.linearizable_keys,
+            opts.sequential_keys,
+            &mut inferred.edges,
+        ));
+        data_edges = Some(inferred.edges.clone());
+    }
     let realtime = opts.consistency == Consistency::StrictSerializable;
     let mut stats = TxnStats {
         txns: log.txns.len(),
@@ -305,7 +392,6 @@ pub fn check_log(log: &TxnLog, opts: &TxnOptions) -> Result<TxnResult, HistoryEr
             Outcome::Fail => stats.fail += 1,
         }
     }
-    let mut notes = Vec::new();
     let mut proven: Vec<Consistency> = Vec::new();
     let mut uncertain: Vec<String> = Vec::new();
     cycles::search(
@@ -320,12 +406,29 @@ pub fn check_log(log: &TxnLog, opts: &TxnOptions) -> Result<TxnResult, HistoryEr
         &mut uncertain,
     );
 
-    let mut violated: Vec<Consistency> = proven;
-    for kind in found.counts.keys() {
-        violated.extend(violated_by(kind));
+    let mut decided_by = DecidedBy::Inference;
+    let mut exact = None;
+    let mut verdict = judge(&found, &proven, &uncertain, opts.consistency).0;
+    if let (Some(data), Verdict::Valid) = (data_edges, verdict) {
+        // Inference found nothing this model forbids; but it leaves version orders open.
+        let settled = exact::settle(log, &inferred.index, &data, opts, &mut found, &mut notes);
+        decided_by = settled.decided_by;
+        exact = Some(settled.report);
+        verdict = judge(&found, &proven, &uncertain, opts.consistency).0;
+        if verdict == Verdict::Valid && decided_by == DecidedBy::ExactSearchIncomplete {
+            verdict = Verdict::Unknown;
+        }
+    } else if opts.workload == Workload::RwRegister {
+        notes.push(format!(
+            "decided by inference alone: {}",
+            if verdict == Verdict::Invalid {
+                "the anomalies found need no version order beyond what reads reveal"
+            } else {
+                "a search ran out of time, so the exact search over version orders did not run"
+            }
+        ));
     }
-    violated.sort();
-    violated.dedup();
+    let violated = judge(&found, &proven, &uncertain, opts.consistency).1;
     let not: Vec<Consistency> = violated
         .iter()
         .copied()
@@ -336,18 +439,6 @@ pub fn check_log(log: &TxnLog, opts: &TxnOptions) -> Result<TxnResult, HistoryEr
         .copied()
         .filter(|m| !not.contains(m))
         .collect();
-    let verdict = if violated.contains(&opts.consistency) {
-        Verdict::Invalid
-    } else if uncertain
-        .iter()
-        .any(|kind| violated_by(kind).contains(&opts.consistency))
-    {
-        // A search that ran out of time left an anomaly class unsearched that this model
-        // forbids.
-        Verdict::Unknown
-    } else {
-        Verdict::Valid
-    };
     stats.elapsed_ms = start.elapsed().as_millis() as u64;
     Ok(TxnResult {
         verdict,
@@ -360,7 +451,38 @@ pub fn check_log(log: &TxnLog, opts: &TxnOptions) -> Result<TxnResult, HistoryEr
         also_not,
         notes,
         stats,
+        decided_by,
+        exact,
     })
+}
+
+/// The verdict for `consistency` and every model violated, from the anomalies found, the
+/// models proven violated and the anomaly classes a search left unsearched.
+fn judge(
+    found: &Found,
+    proven: &[Consistency],
+    uncertain: &[String],
+    consistency: Consistency,
+) -> (Verdict, Vec<Consistency>) {
+    let mut violated: Vec<Consistency> = proven.to_vec();
+    for kind in found.counts.keys() {
+        violated.extend(violated_by(kind));
+    }
+    violated.sort();
+    violated.dedup();
+    let verdict = if violated.contains(&consistency) {
+        Verdict::Invalid
+    } else if uncertain
+        .iter()
+        .any(|kind| violated_by(kind).contains(&consistency))
+    {
+        // A search that ran out of time left an anomaly class unsearched that this model
+        // forbids.
+        Verdict::Unknown
+    } else {
+        Verdict::Valid
+    };
+    (verdict, violated)
 }
 
 /// Which of the five models an anomaly type rules out, following Elle's consistency-model
@@ -376,6 +498,10 @@ pub fn violated_by(kind: &str) -> Vec<Consistency> {
     match kind {
         "G0" | "G1a" | "G1b" | "G1c" | "duplicate-elements" | "incompatible-order"
         | "future-read" | "dirty-update" | "garbage-read" => Consistency::ALL.to_vec(),
+        // rw-register, exact search: under every version order a ww/wr cycle (G0 or G1c) ...
+        "G1c-unavoidable" => Consistency::ALL.to_vec(),
+        // ... or some ww/wr/rw cycle (of a class that may depend on the order).
+        "cycle-unavoidable" => vec![RepeatableRead, Serializable, StrictSerializable],
         "G-single-item" | "G-nonadjacent-item" | "lost-update" => {
             vec![
                 RepeatableRead,

@@ -1,0 +1,1433 @@
+//! Exact decision for rw-register histories, where Elle's inference is incomplete.
+//!
+//! Inference orders the versions of a key only where reads reveal it (a transaction read v1
+//! and then wrote v2). Where it does not, Elle says valid although no serial order may exist.
+//! Here the open orders are decided, as a polygraph (Papadimitriou; Cobra, PolySI and Viper
+//! hand the same problem to a solver): for every key and every pair of committed writers a, b
+//! of it, either a's version precedes b's, adding a -ww-> b and r -rw-> b for every reader r of
+//! a's version, or the other way round. A history is serializable exactly when some choice for
+//! every pair leaves the graph of known edges (from inference; for strict serializability also
+//! process and real-time order) plus the chosen ones acyclic (Adya: a topological order of an
+//! acyclic dependency graph is a serial order in which every read sees its writer's version).
+//!
+//! 1. A witness first: the known graph's topological order, ties broken by invocation, orders
+//!    every key's writers; if the resulting graph is acyclic, that is the answer, in linear
+//!    time. Valid histories almost always end here.
+//! 2. Otherwise the reachability closure of the known graph (bitsets) forces every pair one of
+//!    whose choices would close a cycle, to a fixpoint; a pair with no possible choice proves
+//!    that no order exists.
+//! 3. What is left open splits into strongly connected components of the graph of known,
+//!    forced and both choices of every open pair: a cycle under any choice lies inside one, so
+//!    each is decided alone, by backtracking with the same propagation after every choice.
+//!
+//! Every step counts against a budget (and the time budget); past it the answer is
+//! "incomplete", never "valid". Info transactions count as committed only when some read saw
+//! their writes (otherwise leaving them out of the serial order is always at least as good);
+//! failed ones never. Reads that name no committed final write (garbage, aborted or
+//! intermediate reads) are anomalies inference already reported; they constrain nothing here.
+
+use super::cycles::order_edges;
+use super::explain::{render_cycle_with, show_list};
+use super::infer::{Edge, Index, PROCESS, REALTIME, RW, WR, WW};
+use super::log::{Elem, MopKind, TxnLog, NIL};
+use super::{Anomaly, Consistency, DecidedBy, ExactReport, Found, TxnOptions, WitnessOrder};
+use crate::history::Outcome;
+use petgraph::algo::kosaraju_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+use rustc_hash::FxHashMap;
+use std::collections::BinaryHeap;
+use std::time::Instant;
+
+/// The closure is n² bits: past this many nodes (transactions plus real-time chain nodes) the
+/// exact stages are not attempted, and only the linear witness can decide.
+pub(crate) const MAX_EXACT_NODES: usize = 20_000;
+/// Bound on the write pairs considered (w² per key).
+const MAX_PAIRS: usize = 2_000_000;
+/// Bound on the words held by backtracking snapshots (8 bytes each): 256 MiB.
+const MAX_SNAPSHOT_WORDS: u64 = 32 << 20;
+
+/// Which cycles the search must avoid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// ww, wr and rw edges (serializability; repeatable read as this checker defines it).
+    Full,
+    /// ww and wr only (G0 and G1c: read committed).
+    WwWr,
+}
+
+/// An edge of the final graph that a choice of version order added.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ChosenEdge {
+    pub from: u32,
+    pub to: u32,
+    /// WW (from's write precedes to's) or RW (from read the version to's write follows).
+    pub kind: u8,
+    pub key: u32,
+    /// The value `from` wrote (ww) or read (rw), and the one `to` wrote.
+    pub from_value: Elem,
+    pub to_value: Elem,
+}
+
+pub(crate) enum Outcome3 {
+    /// A choice for every open pair with an acyclic graph: per key with two or more committed
+    /// writers, its version order; and a serial order of the committed transactions.
+    Witness {
+        orders: Vec<(u32, Vec<Elem>)>,
+        serial: Vec<u32>,
+    },
+    /// No choice avoids a cycle. `cycle` is one cycle under the example choice `example`
+    /// (the choice the witness stage tried): nodes (transactions only) with the edge into the
+    /// next one, either known (`Err(kind)`) or chosen.
+    NoOrder {
+        cycle: Vec<(u32, Result<ChosenEdge, u8>)>,
+        example: Vec<(u32, Vec<Elem>)>,
+        component: usize,
+    },
+    /// The budget ran out (or the history is too large) with this reason.
+    Incomplete(String),
+}
+
+pub(crate) struct ExactRun {
+    pub outcome: Outcome3,
+    pub steps: u64,
+    /// Write pairs whose order neither inference nor the closure fixed.
+    pub open_pairs: usize,
+    /// Components searched by backtracking, and the largest (in nodes).
+    pub components: usize,
+    pub largest_component: usize,
+    /// Whether the witness stage alone decided.
+    pub by_witness_order: bool,
+}
+
+/// Per key: the committed writers (txn, final value) and, per writer, who read its version.
+struct Facts {
+    writers: Vec<Vec<(u32, Elem)>>,
+    readers: Vec<Vec<Vec<u32>>>,
+    nil_readers: Vec<Vec<u32>>,
+}
+
+fn facts(log: &TxnLog) -> Facts {
+    let nk = log.key_count();
+    // Final writes of transactions that may have committed.
+    let mut final_writes: FxHashMap<(u32, Elem), u32> = FxHashMap::default();
+    for (t, tx) in log.txns.iter().enumerate() {
+        if tx.outcome == Outcome::Fail {
+            continue;
+        }
+        let mops = log.mops_of(t);
+        for (i, m) in mops.iter().enumerate() {
+            if m.kind == MopKind::Write
+                && !mops[i + 1..]
+                    .iter()
+                    .any(|n| n.kind == MopKind::Write && n.key == m.key)
+            {
+                final_writes.insert((m.key, m.value), t as u32);
+            }
+        }
+    }
+    // External reads of ok transactions: the first micro-op on the key is a known read.
+    let mut reads: Vec<(u32, Elem, u32)> = Vec::new();
+    let mut read_txn = vec![false; log.txns.len()];
+    for (t, tx) in log.txns.iter().enumerate() {
+        if tx.outcome != Outcome::Ok {
+            continue;
+        }
+        let mops = log.mops_of(t);
+        for (i, m) in mops.iter().enumerate() {
+            if m.kind != MopKind::Read || !m.known || mops[..i].iter().any(|n| n.key == m.key) {
+                continue;
+            }
+            if m.value == NIL {
+                reads.push((m.key, NIL, t as u32));
+            } else if let Some(&w) = final_writes.get(&(m.key, m.value)) {
+                if w as usize != t {
+                    reads.push((m.key, m.value, t as u32));
+                    read_txn[w as usize] = true;
+                }
+            }
+        }
+    }
+    let committed = |t: u32| log.txns[t as usize].outcome == Outcome::Ok || read_txn[t as usize];
+    let mut writers: Vec<Vec<(u32, Elem)>> = vec![Vec::new(); nk];
+    let mut slot: FxHashMap<(u32, Elem), usize> = FxHashMap::default();
+    let mut finals: Vec<_> = final_writes.into_iter().collect();
+    finals.sort_unstable_by_key(|&((k, v), t)| (k, t, v));
+    for ((k, v), t) in finals {
+        if committed(t) {
+            slot.insert((k, v), writers[k as usize].len());
+            writers[k as usize].push((t, v));
+        }
+    }
+    let mut readers: Vec<Vec<Vec<u32>>> =
+        writers.iter().map(|w| vec![Vec::new(); w.len()]).collect();
+    let mut nil_readers: Vec<Vec<u32>> = vec![Vec::new(); nk];
+    for (k, v, t) in reads {
+        if v == NIL {
+            nil_readers[k as usize].push(t);
+        } else if let Some(&s) = slot.get(&(k, v)) {
+            readers[k as usize][s].push(t);
+        }
+    }
+    Facts {
+        writers,
+        readers,
+        nil_readers,
+    }
+}
+
+/// Counts work; errs past the step budget or the deadline.
+struct Meter {
+    steps: u64,
+    budget: u64,
+    deadline: Instant,
+    next_clock: u64,
+}
+
+struct OutOfBudget(String);
+
+impl Meter {
+    fn spend(&mut self, n: u64) -> Result<(), OutOfBudget> {
+        self.steps += n;
+        if self.steps > self.budget {
+            return Err(OutOfBudget(format!(
+                "the exact search used its budget of {} steps",
+                self.budget
+            )));
+        }
+        if self.steps >= self.next_clock {
+            self.next_clock = self.steps + (1 << 16);
+            if Instant::now() > self.deadline {
+                return Err(OutOfBudget(
+                    "the exact search ran out of the time budget".to_string(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reachability as one bitset row per node: bit v of row u says u reaches v.
+#[derive(Clone)]
+struct Closure {
+    n: usize,
+    words: usize,
+    bits: Vec<u64>,
+}
+
+impl Closure {
+    /// The closure of a graph, or None if it has a cycle.
+    fn of(n: usize, adj: &[Vec<u32>], meter: &mut Meter) -> Result<Option<Closure>, OutOfBudget> {
+        let words = n.div_ceil(64).max(1);
+        meter.spend((n * words) as u64)?;
+        let Some(order) = topo(n, adj, |_| 0) else {
+            return Ok(None);
+        };
+        let mut c = Closure {
+            n,
+            words,
+            bits: vec![0; n * words],
+        };
+        for &u in order.iter().rev() {
+            let u = u as usize;
+            meter.spend((adj[u].len() * words) as u64 + 1)?;
+            for &v in &adj[u] {
+                let v = v as usize;
+                c.bits[u * words + v / 64] |= 1 << (v % 64);
+                if u != v {
+                    let (a, b) = if u < v {
+                        let (lo, hi) = c.bits.split_at_mut(v * words);
+                        (&mut lo[u * words..u * words + words], &hi[..words])
+                    } else {
+                        let (lo, hi) = c.bits.split_at_mut(u * words);
+                        (&mut hi[..words], &lo[v * words..v * words + words])
+                    };
+                    for (x, y) in a.iter_mut().zip(b) {
+                        *x |= *y;
+                    }
+                }
+            }
+        }
+        Ok(Some(c))
+    }
+
+    fn reaches(&self, u: u32, v: u32) -> bool {
+        let (u, v) = (u as usize, v as usize);
+        self.bits[u * self.words + v / 64] & (1 << (v % 64)) != 0
+    }
+
+    /// Adds an edge s -> target for every source (the caller checked none closes a cycle).
+    fn add_into(
+        &mut self,
+        sources: &[u32],
+        target: u32,
+        meter: &mut Meter,
+    ) -> Result<(), OutOfBudget> {
+        let w = self.words;
+        meter.spend((self.n * w * 2) as u64)?;
+        let mut srcs = vec![0u64; w];
+        for &s in sources {
+            srcs[s as usize / 64] |= 1 << (s % 64);
+        }
+        let t = target as usize;
+        let mut gain: Vec<u64> = self.bits[t * w..t * w + w].to_vec();
+        gain[t / 64] |= 1 << (t % 64);
+        for y in 0..self.n {
+            let row = &mut self.bits[y * w..y * w + w];
+            let hit = srcs[y / 64] & (1 << (y % 64)) != 0
+                || row.iter().zip(&srcs).any(|(r, s)| r & s != 0);
+            if hit {
+                for (r, g) in row.iter_mut().zip(&gain) {
+                    *r |= *g;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Kahn's topological order, smallest `prio` first among the ready nodes; None if cyclic.
+fn topo(n: usize, adj: &[Vec<u32>], prio: impl Fn(u32) -> u64) -> Option<Vec<u32>> {
+    let mut indeg = vec![0u32; n];
+    for out in adj {
+        for &v in out {
+            indeg[v as usize] += 1;
+        }
+    }
+    let mut ready: BinaryHeap<std::cmp::Reverse<(u64, u32)>> = (0..n as u32)
+        .filter(|&v| indeg[v as usize] == 0)
+        .map(|v| std::cmp::Reverse((prio(v), v)))
+        .collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(std::cmp::Reverse((_, u))) = ready.pop() {
+        order.push(u);
+        for &v in &adj[u as usize] {
+            indeg[v as usize] -= 1;
+            if indeg[v as usize] == 0 {
+                ready.push(std::cmp::Reverse((prio(v), v)));
+            }
+        }
+    }
+    (order.len() == n).then_some(order)
+}
+
+/// How many times the witness stage repairs its guess before the exact stages take over.
+const REPAIRS: usize = 256;
+
+/// Some cycle of a graph (its nodes in order), by iterative depth-first search.
+fn any_cycle(n: usize, adj: &[Vec<u32>]) -> Option<Vec<u32>> {
+    // 0 unvisited, 1 on the stack, 2 done.
+    let mut color = vec![0u8; n];
+    let mut stack: Vec<(u32, usize)> = Vec::new();
+    for root in 0..n as u32 {
+        if color[root as usize] != 0 {
+            continue;
+        }
+        color[root as usize] = 1;
+        stack.push((root, 0));
+        while let Some(&mut (u, ref mut next)) = stack.last_mut() {
+            if let Some(&v) = adj[u as usize].get(*next) {
+                *next += 1;
+                match color[v as usize] {
+                    0 => {
+                        color[v as usize] = 1;
+                        stack.push((v, 0));
+                    }
+                    1 => {
+                        let from = stack.iter().position(|&(x, _)| x == v).unwrap_or(0);
+                        return Some(stack[from..].iter().map(|&(x, _)| x).collect());
+                    }
+                    _ => {}
+                }
+            } else {
+                color[u as usize] = 2;
+                stack.pop();
+            }
+        }
+    }
+    None
+}
+
+/// How many ready nodes `simulate` compares at each step.
+const SIMULATE_WINDOW: usize = 64;
+
+/// A guess at a serial order: a topological order of the known graph that, like a database
+/// replaying the history, runs next a ready transaction whose reads see the current versions
+/// and whose writes overwrite no version an unplaced transaction still has to read; among
+/// equals (and up to `SIMULATE_WINDOW` candidates), the earliest invoked. None if the known
+/// graph is cyclic.
+fn simulate(
+    n: usize,
+    adj: &[Vec<u32>],
+    facts: &Facts,
+    mode: Mode,
+    prio: impl Fn(u32) -> u64,
+) -> Option<Vec<u32>> {
+    // Per node: its external reads (key, value) and final writes (key, value).
+    let mut reads: Vec<Vec<(u32, Elem)>> = vec![Vec::new(); n];
+    let mut writes: Vec<Vec<(u32, Elem)>> = vec![Vec::new(); n];
+    let mut pending: FxHashMap<(u32, Elem), u32> = FxHashMap::default();
+    for (k, ws) in facts.writers.iter().enumerate() {
+        for (s, &(w, v)) in ws.iter().enumerate() {
+            writes[w as usize].push((k as u32, v));
+            for &r in &facts.readers[k][s] {
+                reads[r as usize].push((k as u32, v));
+                *pending.entry((k as u32, v)).or_insert(0) += 1;
+            }
+        }
+        for &r in &facts.nil_readers[k] {
+            reads[r as usize].push((k as u32, NIL));
+            *pending.entry((k as u32, NIL)).or_insert(0) += 1;
+        }
+    }
+    let mut state: Vec<Elem> = vec![NIL; facts.writers.len()];
+    let mut indeg = vec![0u32; n];
+    for out in adj {
+        for &v in out {
+            indeg[v as usize] += 1;
+        }
+    }
+    let mut ready: BinaryHeap<std::cmp::Reverse<(u64, u32)>> = (0..n as u32)
+        .filter(|&v| indeg[v as usize] == 0)
+        .map(|v| std::cmp::Reverse((prio(v), v)))
+        .collect();
+    let mut order = Vec::with_capacity(n);
+    let mut window = Vec::with_capacity(SIMULATE_WINDOW);
+    while !ready.is_empty() {
+        window.clear();
+        while window.len() < SIMULATE_WINDOW {
+            match ready.pop() {
+                Some(std::cmp::Reverse(x)) => window.push(x),
+                None => break,
+            }
+        }
+        // 0: fits now; 1: its reads are stale or (Full) its writes hide a version still to be
+        // read. Read committed has no rw edges, so only stale reads matter there.
+        let score = |v: u32, state: &[Elem], pending: &FxHashMap<(u32, Elem), u32>| -> u8 {
+            let rs = &reads[v as usize];
+            let stale = rs.iter().any(|&(k, x)| state[k as usize] != x);
+            let hides = mode == Mode::Full
+                && writes[v as usize].iter().any(|&(k, _)| {
+                    let cur = state[k as usize];
+                    let own = rs.iter().filter(|&&(rk, x)| rk == k && x == cur).count() as u32;
+                    pending.get(&(k, cur)).copied().unwrap_or(0) > own
+                });
+            u8::from(stale || hides)
+        };
+        let best = (0..window.len())
+            .min_by_key(|&i| (score(window[i].1, &state, &pending), window[i].0))
+            .unwrap_or(0);
+        let (_, u) = window.swap_remove(best);
+        for x in window.drain(..) {
+            ready.push(std::cmp::Reverse(x));
+        }
+        for &(k, x) in &reads[u as usize] {
+            if let Some(c) = pending.get_mut(&(k, x)) {
+                *c = c.saturating_sub(1);
+            }
+        }
+        for &(k, x) in &writes[u as usize] {
+            state[k as usize] = x;
+        }
+        order.push(u);
+        for &v in &adj[u as usize] {
+            indeg[v as usize] -= 1;
+            if indeg[v as usize] == 0 {
+                ready.push(std::cmp::Reverse((prio(v), v)));
+            }
+        }
+    }
+    (order.len() == n).then_some(order)
+}
+
+/// One open pair: writer `a` (slot `sa`) and writer `b` (slot `sb`) of `key`.
+#[derive(Clone, Copy)]
+struct Pair {
+    key: u32,
+    sa: u32,
+    sb: u32,
+}
+
+/// The search problem over a node set (global ids, or local ones inside a component).
+struct Problem<'a> {
+    facts: &'a Facts,
+    mode: Mode,
+    /// Global node id -> node id in this problem (u32::MAX: not in it).
+    id: Vec<u32>,
+}
+
+impl Problem<'_> {
+    fn writer(&self, key: u32, s: u32) -> u32 {
+        self.facts.writers[key as usize][s as usize].0
+    }
+
+    /// The sources and target of "version `first` precedes version `second`" in problem ids.
+    fn alt(&self, key: u32, first: u32, second: u32, sources: &mut Vec<u32>) -> u32 {
+        sources.clear();
+        let target = self.id[self.writer(key, second) as usize];
+        sources.push(self.id[self.writer(key, first) as usize]);
+        if self.mode == Mode::Full {
+            for &r in &self.facts.readers[key as usize][first as usize] {
+                let r = self.id[r as usize];
+                if r != target && r != u32::MAX {
+                    sources.push(r);
+                }
+            }
+        }
+        target
+    }
+}
+
+enum Check {
+    Conflict,
+    Fine,
+}
+
+struct Search<'a> {
+    p: Problem<'a>,
+    closure: Closure,
+    /// Open pairs, and the choices made: (pair, a-first?).
+    open: Vec<Pair>,
+    chosen: Vec<(Pair, bool)>,
+    /// Heuristic rank of each problem node: try the choice that follows it first.
+    rank: Vec<u64>,
+    snapshot_words: u64,
+}
+
+impl Search<'_> {
+    /// Applies every forced choice until none is left; Conflict if a pair has no choice.
+    fn propagate(&mut self, meter: &mut Meter) -> Result<Check, OutOfBudget> {
+        let mut sa = Vec::new();
+        let mut sb = Vec::new();
+        loop {
+            let mut changed = false;
+            let mut i = 0;
+            while i < self.open.len() {
+                let pair = self.open[i];
+                let ta = self.p.alt(pair.key, pair.sa, pair.sb, &mut sa);
+                let tb = self.p.alt(pair.key, pair.sb, pair.sa, &mut sb);
+                meter.spend((sa.len() + sb.len()) as u64 + 1)?;
+                let ok_a = !sa.iter().any(|&s| s == ta || self.closure.reaches(ta, s));
+                let ok_b = !sb.iter().any(|&s| s == tb || self.closure.reaches(tb, s));
+                // A choice the graph already implies costs nothing to make.
+                let decided = if !ok_a && !ok_b {
+                    return Ok(Check::Conflict);
+                } else if ok_a && sa.iter().all(|&s| self.closure.reaches(s, ta)) {
+                    Some(true)
+                } else if ok_b && sb.iter().all(|&s| self.closure.reaches(s, tb)) {
+                    Some(false)
+                } else if !ok_b {
+                    self.closure.add_into(&sa, ta, meter)?;
+                    Some(true)
+                } else if !ok_a {
+                    self.closure.add_into(&sb, tb, meter)?;
+                    Some(false)
+                } else {
+                    None
+                };
+                match decided {
+                    Some(a_first) => {
+                        self.chosen.push((pair, a_first));
+                        self.open.swap_remove(i);
+                        changed = true;
+                    }
+                    None => i += 1,
+                }
+            }
+            if !changed {
+                return Ok(Check::Fine);
+            }
+        }
+    }
+
+    /// One descent without backtracking: propagate, make the preferred feasible choice of
+    /// some open pair, repeat. True when every pair is chosen; false at a conflict (the state
+    /// is then spoilt: dive on a copy).
+    fn dive(&mut self, meter: &mut Meter) -> Result<bool, OutOfBudget> {
+        let mut sources = Vec::new();
+        loop {
+            if let Check::Conflict = self.propagate(meter)? {
+                return Ok(false);
+            }
+            let Some(pair) = self.open.pop() else {
+                return Ok(true);
+            };
+            let (wa, wb) = (
+                self.p.id[self.p.writer(pair.key, pair.sa) as usize],
+                self.p.id[self.p.writer(pair.key, pair.sb) as usize],
+            );
+            let prefer_a = self.rank[wa as usize] <= self.rank[wb as usize];
+            let mut placed = false;
+            for a_first in [prefer_a, !prefer_a] {
+                let target = if a_first {
+                    self.p.alt(pair.key, pair.sa, pair.sb, &mut sources)
+                } else {
+                    self.p.alt(pair.key, pair.sb, pair.sa, &mut sources)
+                };
+                if !sources
+                    .iter()
+                    .any(|&s| s == target || self.closure.reaches(target, s))
+                {
+                    self.closure.add_into(&sources, target, meter)?;
+                    self.chosen.push((pair, a_first));
+                    placed = true;
+                    break;
+                }
+            }
+            if !placed {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Backtracking: propagate, then branch on an open pair. True when every pair is chosen.
+    fn solve(&mut self, meter: &mut Meter, depth: usize) -> Result<bool, OutOfBudget> {
+        if let Check::Conflict = self.propagate(meter)? {
+            return Ok(false);
+        }
+        let Some(&pair) = self.open.last() else {
+            return Ok(true);
+        };
+        let size = self.closure.bits.len() as u64;
+        if self.snapshot_words + size > MAX_SNAPSHOT_WORDS || depth > 100_000 {
+            return Err(OutOfBudget(
+                "the exact search's backtracking grew past its memory bound".to_string(),
+            ));
+        }
+        meter.spend(size)?;
+        self.open.pop();
+        let saved = (
+            self.closure.bits.clone(),
+            self.open.clone(),
+            self.chosen.len(),
+        );
+        self.snapshot_words += size;
+        let (wa, wb) = (
+            self.p.id[self.p.writer(pair.key, pair.sa) as usize],
+            self.p.id[self.p.writer(pair.key, pair.sb) as usize],
+        );
+        let a_first_first = self.rank[wa as usize] <= self.rank[wb as usize];
+        let mut sources = Vec::new();
+        for a_first in [a_first_first, !a_first_first] {
+            let target = if a_first {
+                self.p.alt(pair.key, pair.sa, pair.sb, &mut sources)
+            } else {
+                self.p.alt(pair.key, pair.sb, pair.sa, &mut sources)
+            };
+            if !sources
+                .iter()
+                .any(|&s| s == target || self.closure.reaches(target, s))
+            {
+                self.closure.add_into(&sources, target, meter)?;
+                self.chosen.push((pair, a_first));
+                if self.solve(meter, depth + 1)? {
+                    self.snapshot_words -= size;
+                    return Ok(true);
+                }
+                self.closure.bits.copy_from_slice(&saved.0);
+                self.open.clone_from(&saved.1);
+                self.chosen.truncate(saved.2);
+            }
+        }
+        self.snapshot_words -= size;
+        Ok(false)
+    }
+}
+
+/// The graph the search starts from: known edges allowed by the mode, plus readers of the
+/// initial state before every writer.
+fn known_adj(n: usize, known: &[Edge], mode: Mode, facts: &Facts) -> Vec<Vec<u32>> {
+    let mask = match mode {
+        Mode::Full => WW | WR | RW | PROCESS | REALTIME,
+        Mode::WwWr => WW | WR | PROCESS | REALTIME,
+    };
+    let mut adj: Vec<Vec<u32>> = vec![Vec::new(); n];
+    for e in known {
+        if e.kind & mask != 0 && e.from != e.to {
+            adj[e.from as usize].push(e.to);
+        }
+    }
+    if mode == Mode::Full {
+        for (k, rs) in facts.nil_readers.iter().enumerate() {
+            for &r in rs {
+                for &(w, _) in &facts.writers[k] {
+                    if w != r {
+                        adj[r as usize].push(w);
+                    }
+                }
+            }
+        }
+    }
+    for out in &mut adj {
+        out.sort_unstable();
+        out.dedup();
+    }
+    adj
+}
+
+/// Sound edges the known graph implies, a few rounds: if P precedes R, R read version v of
+/// key k, and P wrote k, then P's version precedes v (else R would have seen P's or a later
+/// one), so P precedes v's writer W.
+fn derive_edges(facts: &Facts, adj: &mut [Vec<u32>], meter: &mut Meter) {
+    let n = adj.len();
+    // Per node: the keys it writes finally; per reader: (key, writer of what it read).
+    let mut writes_key: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let mut read_from: Vec<Vec<(u32, u32)>> = vec![Vec::new(); n];
+    for (k, ws) in facts.writers.iter().enumerate() {
+        for (s, &(w, _)) in ws.iter().enumerate() {
+            writes_key[w as usize].push(k as u32);
+            for &r in &facts.readers[k][s] {
+                read_from[r as usize].push((k as u32, w));
+            }
+        }
+    }
+    for _round in 0..3 {
+        let mut preds: Vec<Vec<u32>> = vec![Vec::new(); n];
+        for (u, out) in adj.iter().enumerate() {
+            for &v in out {
+                if !read_from[v as usize].is_empty() {
+                    preds[v as usize].push(u as u32);
+                }
+            }
+        }
+        let mut added = Vec::new();
+        for (r, reads) in read_from.iter().enumerate() {
+            if meter
+                .spend((reads.len() * preds[r].len()) as u64 + 1)
+                .is_err()
+            {
+                return;
+            }
+            for &(k, w) in reads {
+                for &p in &preds[r] {
+                    if p != w
+                        && writes_key[p as usize].contains(&k)
+                        && !adj[p as usize].contains(&w)
+                    {
+                        added.push((p, w));
+                    }
+                }
+            }
+        }
+        if added.is_empty() {
+            return;
+        }
+        for (p, w) in added {
+            adj[p as usize].push(w);
+        }
+        for out in adj.iter_mut() {
+            out.sort_unstable();
+            out.dedup();
+        }
+    }
+}
+
+/// The edges "writers of each key in this order" adds: consecutive ww, and (Full) readers of
+/// each version before the writer of the next.
+fn version_edges(facts: &Facts, mode: Mode, orders: &[Vec<u32>], out: &mut Vec<ChosenEdge>) {
+    for (k, order) in orders.iter().enumerate() {
+        let ws = &facts.writers[k];
+        for pair in order.windows(2) {
+            let (a, b) = (pair[0] as usize, pair[1] as usize);
+            out.push(ChosenEdge {
+                from: ws[a].0,
+                to: ws[b].0,
+                kind: WW,
+                key: k as u32,
+                from_value: ws[a].1,
+                to_value: ws[b].1,
+            });
+            if mode == Mode::Full {
+                for &r in &facts.readers[k][a] {
+                    if r != ws[b].0 {
+                        out.push(ChosenEdge {
+                            from: r,
+                            to: ws[b].0,
+                            kind: RW,
+                            key: k as u32,
+                            from_value: ws[a].1,
+                            to_value: ws[b].1,
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Per key, writer slots sorted by `rank` of their transaction.
+fn orders_by_rank(facts: &Facts, rank: &[u64]) -> Vec<Vec<u32>> {
+    facts
+        .writers
+        .iter()
+        .map(|ws| {
+            let mut o: Vec<u32> = (0..ws.len() as u32).collect();
+            o.sort_by_key(|&s| (rank[ws[s as usize].0 as usize], s));
+            o
+        })
+        .collect()
+}
+
+fn to_values(facts: &Facts, orders: &[Vec<u32>]) -> Vec<(u32, Vec<Elem>)> {
+    orders
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.len() >= 2)
+        .map(|(k, o)| {
+            (
+                k as u32,
+                o.iter().map(|&s| facts.writers[k][s as usize].1).collect(),
+            )
+        })
+        .collect()
+}
+
+/// Decides whether some version order of every key leaves the graph of `known` edges (over
+/// `n` nodes: transactions, then any real-time chain nodes) free of the cycles `mode` forbids.
+pub(crate) fn decide(
+    log: &TxnLog,
+    n: usize,
+    known: &[Edge],
+    mode: Mode,
+    budget_steps: u64,
+    deadline: Instant,
+) -> ExactRun {
+    let mut meter = Meter {
+        steps: 0,
+        budget: budget_steps,
+        deadline,
+        next_clock: 1 << 16,
+    };
+    let mut run = ExactRun {
+        outcome: Outcome3::Incomplete(String::new()),
+        steps: 0,
+        open_pairs: 0,
+        components: 0,
+        largest_component: 0,
+        by_witness_order: false,
+    };
+    let facts = facts(log);
+    let mut adj = known_adj(n, known, mode, &facts);
+    derive_edges(&facts, &mut adj, &mut meter);
+    let txns = log.txns.len();
+    let prio = |v: u32| -> u64 {
+        if (v as usize) < txns {
+            log.txns[v as usize].invoke_pos as u64
+        } else {
+            0
+        }
+    };
+    // Stage 1: the witness order, repaired a few times: each failure's cycle names the
+    // guessed version orders it ran through, and the next guess is told the opposite.
+    let mut rank: Vec<u64> = (0..n as u32).map(prio).collect();
+    let mut example = orders_by_rank(&facts, &rank);
+    let mut hinted = adj.clone();
+    let mut first_guess = true;
+    let mut writer_of: FxHashMap<(u32, Elem), u32> = FxHashMap::default();
+    for (k, ws) in facts.writers.iter().enumerate() {
+        for &(w, v) in ws {
+            writer_of.insert((k as u32, v), w);
+        }
+    }
+    let edges_total: usize = adj.iter().map(|o| o.len()).sum();
+    let simulate_cost = (n + edges_total) as u64 * 8;
+    let mut current = simulate(n, &hinted, &facts, mode, prio);
+    for _ in 0..REPAIRS {
+        let Some(order) = current.take() else {
+            break;
+        };
+        if meter.spend(simulate_cost).is_err() {
+            break;
+        }
+        for (i, &v) in order.iter().enumerate() {
+            rank[v as usize] = i as u64;
+        }
+        let guess = orders_by_rank(&facts, &rank);
+        let mut extra = Vec::new();
+        version_edges(&facts, mode, &guess, &mut extra);
+        let mut full = adj.clone();
+        for e in &extra {
+            full[e.from as usize].push(e.to);
+        }
+        if let Some(serial) = topo(n, &full, |v| rank[v as usize]) {
+            run.by_witness_order = true;
+            run.steps = meter.steps;
+            run.outcome = Outcome3::Witness {
+                orders: to_values(&facts, &guess),
+                serial: serial
+                    .into_iter()
+                    .filter(|&v| (v as usize) < txns)
+                    .collect(),
+            };
+            return run;
+        }
+        if first_guess {
+            // The order a failure is shown under.
+            example = guess.clone();
+            first_guess = false;
+        }
+        let Some(cycle) = any_cycle(n, &full) else {
+            break;
+        };
+        let chosen: FxHashMap<(u32, u32), ChosenEdge> =
+            extra.iter().map(|e| ((e.from, e.to), *e)).collect();
+        // Guessed edges on the cycle: the version `from` wrote (ww) or read (rw) came right
+        // before the one `to` wrote. One of them is wrong: the next guess puts `to`'s write
+        // before that version's writer, the first such hint that leaves the hints acyclic.
+        for (i, &u) in cycle.iter().enumerate() {
+            let v = cycle[(i + 1) % cycle.len()];
+            let Some(e) = chosen
+                .get(&(u, v))
+                .filter(|_| !adj[u as usize].contains(&v))
+            else {
+                continue;
+            };
+            let earlier = if e.kind == WW {
+                Some(e.from)
+            } else {
+                writer_of.get(&(e.key, e.from_value)).copied()
+            };
+            let Some(w) = earlier.filter(|&w| w != e.to) else {
+                continue;
+            };
+            if meter.spend(simulate_cost).is_err() {
+                break;
+            }
+            hinted[e.to as usize].push(w);
+            current = simulate(n, &hinted, &facts, mode, prio);
+            if current.is_some() {
+                break;
+            }
+            hinted[e.to as usize].pop();
+        }
+    }
+    let result = exact(&facts, n, &adj, mode, &rank, &mut meter, &mut run);
+    run.steps = meter.steps;
+    run.outcome = match result {
+        Err(OutOfBudget(why)) => Outcome3::Incomplete(why),
+        Ok(Some(choices)) => {
+            // Every pair chosen: the version orders follow from the final graph's order.
+            let mut full = adj.clone();
+            for (pair, a_first) in choices {
+                let (x, y) = if a_first {
+                    (pair.sa, pair.sb)
+                } else {
+                    (pair.sb, pair.sa)
+                };
+                let ws = &facts.writers[pair.key as usize];
+                full[ws[x as usize].0 as usize].push(ws[y as usize].0);
+                if mode == Mode::Full {
+                    for &r in &facts.readers[pair.key as usize][x as usize] {
+                        if r != ws[y as usize].0 {
+                            full[r as usize].push(ws[y as usize].0);
+                        }
+                    }
+                }
+            }
+            match topo(n, &full, |v| rank[v as usize]) {
+                Some(serial) => {
+                    let mut pos = vec![0u64; n];
+                    for (i, &v) in serial.iter().enumerate() {
+                        pos[v as usize] = i as u64;
+                    }
+                    Outcome3::Witness {
+                        orders: to_values(&facts, &orders_by_rank(&facts, &pos)),
+                        serial: serial
+                            .into_iter()
+                            .filter(|&v| (v as usize) < txns)
+                            .collect(),
+                    }
+                }
+                None => Outcome3::Incomplete(
+                    "internal error: the exact search's choices left a cycle".to_string(),
+                ),
+            }
+        }
+        Ok(None) => {
+            // No order: show the cycle under the example order (stage 1's guess).
+            let mut extra = Vec::new();
+            version_edges(&facts, mode, &example, &mut extra);
+            let cycle = example_cycle(n, &adj, known, mode, &extra, txns);
+            Outcome3::NoOrder {
+                cycle,
+                example: to_values(&facts, &example),
+                component: run.largest_component,
+            }
+        }
+    };
+    run
+}
+
+/// Stages 2 and 3: Ok(Some(choices)) if every pair can be chosen, Ok(None) if not.
+fn exact(
+    facts: &Facts,
+    n: usize,
+    adj: &[Vec<u32>],
+    mode: Mode,
+    rank: &[u64],
+    meter: &mut Meter,
+    run: &mut ExactRun,
+) -> Result<Option<Vec<(Pair, bool)>>, OutOfBudget> {
+    if n > MAX_EXACT_NODES {
+        return Err(OutOfBudget(format!(
+            "the witness order failed and the history has {n} nodes, more than the exact \
+             search's {MAX_EXACT_NODES}"
+        )));
+    }
+    let mut pairs = Vec::new();
+    for (k, ws) in facts.writers.iter().enumerate() {
+        if pairs.len() + ws.len() * ws.len() / 2 > MAX_PAIRS {
+            return Err(OutOfBudget(format!(
+                "more than {MAX_PAIRS} pairs of writes to order"
+            )));
+        }
+        for a in 0..ws.len() as u32 {
+            for b in a + 1..ws.len() as u32 {
+                pairs.push(Pair {
+                    key: k as u32,
+                    sa: a,
+                    sb: b,
+                });
+            }
+        }
+    }
+    meter.spend(pairs.len() as u64)?;
+    let Some(closure) = Closure::of(n, adj, meter)? else {
+        // The known graph itself is cyclic: no order can help.
+        run.largest_component = n;
+        return Ok(None);
+    };
+    let mut global = Search {
+        p: Problem {
+            facts,
+            mode,
+            id: (0..n as u32).collect(),
+        },
+        closure,
+        open: pairs,
+        chosen: Vec::new(),
+        rank: rank.to_vec(),
+        snapshot_words: 0,
+    };
+    if let Check::Conflict = global.propagate(meter)? {
+        run.largest_component = n;
+        return Ok(None);
+    }
+    run.open_pairs = global.open.len();
+    if global.open.is_empty() {
+        return Ok(Some(global.chosen));
+    }
+    // A descent without backtracking on a copy usually finds a witness of a valid history.
+    let mut diver = Search {
+        p: Problem {
+            facts,
+            mode,
+            id: (0..n as u32).collect(),
+        },
+        closure: global.closure.clone(),
+        open: global.open.clone(),
+        chosen: global.chosen.clone(),
+        rank: rank.to_vec(),
+        snapshot_words: 0,
+    };
+    if diver.dive(meter)? {
+        return Ok(Some(diver.chosen));
+    }
+    drop(diver);
+    let mut choices = std::mem::take(&mut global.chosen);
+    // Components of known + forced + both choices of every open pair.
+    let mut g: DiGraph<(), (), u32> = DiGraph::with_capacity(n, 0);
+    for _ in 0..n {
+        g.add_node(());
+    }
+    let mut sources = Vec::new();
+    let add = |g: &mut DiGraph<(), (), u32>, from: u32, to: u32| {
+        g.add_edge(
+            NodeIndex::new(from as usize),
+            NodeIndex::new(to as usize),
+            (),
+        );
+    };
+    for (u, out) in adj.iter().enumerate() {
+        for &v in out {
+            add(&mut g, u as u32, v);
+        }
+    }
+    let p = &global.p;
+    for &(pair, a_first) in &choices {
+        let t = if a_first {
+            p.alt(pair.key, pair.sa, pair.sb, &mut sources)
+        } else {
+            p.alt(pair.key, pair.sb, pair.sa, &mut sources)
+        };
+        for &s in &sources {
+            add(&mut g, s, t);
+        }
+    }
+    for &pair in &global.open {
+        for (x, y) in [(pair.sa, pair.sb), (pair.sb, pair.sa)] {
+            let t = p.alt(pair.key, x, y, &mut sources);
+            for &s in &sources {
+                add(&mut g, s, t);
+            }
+        }
+    }
+    meter.spend(g.edge_count() as u64)?;
+    let mut comp_of = vec![u32::MAX; n];
+    let comps: Vec<Vec<u32>> = kosaraju_scc(&g)
+        .into_iter()
+        .filter(|c| c.len() > 1)
+        .map(|c| c.into_iter().map(|v| v.index() as u32).collect())
+        .collect();
+    drop(g);
+    for (ci, c) in comps.iter().enumerate() {
+        for &v in c {
+            comp_of[v as usize] = ci as u32;
+        }
+    }
+    let mut by_comp: Vec<Vec<Pair>> = vec![Vec::new(); comps.len()];
+    for &pair in &global.open {
+        let a = p.writer(pair.key, pair.sa);
+        by_comp[comp_of[a as usize] as usize].push(pair);
+    }
+    // Known and forced edges, for the components' own closures.
+    let mut base: Vec<Vec<u32>> = adj.to_vec();
+    for &(pair, a_first) in &choices {
+        let t = if a_first {
+            p.alt(pair.key, pair.sa, pair.sb, &mut sources)
+        } else {
+            p.alt(pair.key, pair.sb, pair.sa, &mut sources)
+        };
+        for &s in &sources {
+            base[s as usize].push(t);
+        }
+    }
+    // Smallest first: a component with no order is found the soonest.
+    let mut order: Vec<usize> = (0..comps.len())
+        .filter(|&c| !by_comp[c].is_empty())
+        .collect();
+    order.sort_by_key(|&c| comps[c].len());
+    for ci in order {
+        let comp = &comps[ci];
+        run.components += 1;
+        run.largest_component = run.largest_component.max(comp.len());
+        let mut id = vec![u32::MAX; n];
+        for (li, &v) in comp.iter().enumerate() {
+            id[v as usize] = li as u32;
+        }
+        let local_adj: Vec<Vec<u32>> = comp
+            .iter()
+            .map(|&v| {
+                base[v as usize]
+                    .iter()
+                    .filter_map(|&t| (id[t as usize] != u32::MAX).then_some(id[t as usize]))
+                    .collect()
+            })
+            .collect();
+        let Some(closure) = Closure::of(comp.len(), &local_adj, meter)? else {
+            return Ok(None);
+        };
+        let mut search = Search {
+            p: Problem { facts, mode, id },
+            closure,
+            open: std::mem::take(&mut by_comp[ci]),
+            chosen: Vec::new(),
+            rank: comp.iter().map(|&v| rank[v as usize]).collect(),
+            snapshot_words: 0,
+        };
+        if !search.solve(meter, 0)? {
+            run.largest_component = comp.len();
+            return Ok(None);
+        }
+        choices.extend(search.chosen);
+    }
+    Ok(Some(choices))
+}
+
+/// A shortest cycle (by BFS from each node) in the known graph plus `extra`, mapped to
+/// transactions: real-time chain nodes are folded into the real-time step that passes them.
+fn example_cycle(
+    n: usize,
+    adj: &[Vec<u32>],
+    known: &[Edge],
+    mode: Mode,
+    extra: &[ChosenEdge],
+    txns: usize,
+) -> Vec<(u32, Result<ChosenEdge, u8>)> {
+    // Edge labels: the known kind wins over a chosen edge between the same pair.
+    let mut label: FxHashMap<(u32, u32), Result<ChosenEdge, u8>> = FxHashMap::default();
+    for e in extra {
+        label.entry((e.from, e.to)).or_insert(Ok(*e));
+    }
+    let mask = match mode {
+        Mode::Full => WW | WR | RW | PROCESS | REALTIME,
+        Mode::WwWr => WW | WR | PROCESS | REALTIME,
+    };
+    for e in known {
+        if e.kind & mask != 0 {
+            // Prefer the data kinds in the order Elle names them.
+            let better = match label.get(&(e.from, e.to)) {
+                Some(Err(k)) => e.kind < *k,
+                _ => true,
+            };
+            if better {
+                label.insert((e.from, e.to), Err(e.kind));
+            }
+        }
+    }
+    // Readers of nil before every writer: an rw edge the inference also lists.
+    let mut full: Vec<Vec<u32>> = adj.to_vec();
+    for e in extra {
+        full[e.from as usize].push(e.to);
+    }
+    // Any cycle first (linear), then the shortest cycle through one of its transactions.
+    let starts: Vec<u32> = any_cycle(n, &full)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|&v| (v as usize) < txns)
+        .take(64)
+        .collect();
+    let mut best: Option<Vec<u32>> = None;
+    let mut parent = vec![u32::MAX; n];
+    for start in starts {
+        parent.iter_mut().for_each(|p| *p = u32::MAX);
+        let mut queue = std::collections::VecDeque::from([start]);
+        let mut closing = None;
+        'bfs: while let Some(u) = queue.pop_front() {
+            for &v in &full[u as usize] {
+                if v == start {
+                    closing = Some(u);
+                    break 'bfs;
+                }
+                if parent[v as usize] == u32::MAX {
+                    parent[v as usize] = u;
+                    queue.push_back(v);
+                }
+            }
+        }
+        if let Some(mut u) = closing {
+            let mut path = vec![u];
+            while u != start {
+                u = parent[u as usize];
+                path.push(u);
+            }
+            path.reverse();
+            if best.as_ref().is_none_or(|b| path.len() < b.len()) {
+                best = Some(path);
+            }
+        }
+    }
+    let Some(path) = best else {
+        return Vec::new();
+    };
+    let mut out: Vec<(u32, Result<ChosenEdge, u8>)> = Vec::new();
+    for (i, &u) in path.iter().enumerate() {
+        let v = path[(i + 1) % path.len()];
+        let l = label.get(&(u, v)).copied().unwrap_or(Err(RW));
+        if (u as usize) < txns {
+            out.push((u, l));
+        } else if let Some(last) = out.last_mut() {
+            // A chain node: the step into it was real time; it stays real time.
+            last.1 = Err(REALTIME);
+        }
+    }
+    out
+}
+
+/// What `settle` decided.
+pub(crate) struct Settled {
+    pub decided_by: DecidedBy,
+    pub report: ExactReport,
+}
+
+/// The exact stage for rw-register, run when inference finds nothing `opts.consistency`
+/// forbids. Serializability and repeatable read (which, on this item-level graph, forbids
+/// every cycle) search ww, wr and rw cycles; strict serializability with process and real-time
+/// edges too; read committed only ww and wr cycles. Snapshot isolation is decided valid by a
+/// serializable witness and invalid by an unavoidable G1c; in between it stays unknown.
+/// A proof adds a `cycle-unavoidable[-realtime]` or `G1c-unavoidable` anomaly with the cycle
+/// under one order.
+pub(crate) fn settle(
+    log: &TxnLog,
+    index: &Index,
+    data: &[Edge],
+    opts: &TxnOptions,
+    found: &mut Found,
+    notes: &mut Vec<String>,
+) -> Settled {
+    let deadline = Instant::now() + opts.time_budget;
+    let mut report = ExactReport {
+        budget_steps: opts.exact_budget_steps,
+        ..ExactReport::default()
+    };
+    let run = |mode: Mode, realtime: bool, report: &mut ExactReport| -> ExactRun {
+        let mut known = data.to_vec();
+        let mut n = log.txns.len();
+        if realtime {
+            n += order_edges(log, &mut known);
+        }
+        let left = opts.exact_budget_steps.saturating_sub(report.steps);
+        let r = decide(log, n, &known, mode, left, deadline);
+        report.steps += r.steps;
+        report.open_pairs = report.open_pairs.max(r.open_pairs);
+        report.components += r.components;
+        report.largest_component = report.largest_component.max(r.largest_component);
+        r
+    };
+    use Consistency::*;
+    let (mode, realtime) = match opts.consistency {
+        ReadCommitted => (Mode::WwWr, false),
+        StrictSerializable => (Mode::Full, true),
+        _ => (Mode::Full, false),
+    };
+    let first = run(mode, realtime, &mut report);
+    report.by_witness_order = first.by_witness_order;
+    let mut decided_by = DecidedBy::ExactSearch;
+    match first.outcome {
+        Outcome3::Witness { orders, serial } => {
+            report.outcome = "witness".to_string();
+            report.witness_orders = orders
+                .iter()
+                .take(32)
+                .map(|(k, vs)| WitnessOrder {
+                    key: log.key_value(*k).clone(),
+                    versions: vs.iter().take(64).map(|&v| log.decode(v)).collect(),
+                })
+                .collect();
+            report.witness_serial = serial
+                .iter()
+                .take(256)
+                .map(|&t| log.txns[t as usize].index)
+                .collect();
+            notes.push(format!(
+                "decided by exact search: a witness order of writes exists ({})",
+                if first.by_witness_order {
+                    "the first order tried".to_string()
+                } else {
+                    format!(
+                        "{} open pairs of writes in {} components, {} steps",
+                        first.open_pairs, first.components, report.steps
+                    )
+                }
+            ));
+        }
+        Outcome3::Incomplete(why) => {
+            report.outcome = "incomplete".to_string();
+            decided_by = DecidedBy::ExactSearchIncomplete;
+            notes.push(format!(
+                "valid by inference, exact search incomplete: {why}"
+            ));
+        }
+        Outcome3::NoOrder {
+            cycle,
+            example,
+            component,
+        } => {
+            report.outcome = "no-order".to_string();
+            let mut kind = match mode {
+                Mode::WwWr => "G1c-unavoidable",
+                Mode::Full if realtime => "cycle-unavoidable-realtime",
+                Mode::Full => "cycle-unavoidable",
+            };
+            let (mut cycle, mut example, mut component) = (cycle, example, component);
+            if realtime {
+                // Without real time too? Then serializability falls as well.
+                if let Outcome3::NoOrder {
+                    cycle: c,
+                    example: e,
+                    component: m,
+                } = run(Mode::Full, false, &mut report).outcome
+                {
+                    kind = "cycle-unavoidable";
+                    (cycle, example, component) = (c, e, m);
+                }
+            }
+            add_anomaly(log, index, found, kind, &cycle, &example, component);
+            if mode == Mode::Full && kind == "cycle-unavoidable" {
+                // Does even read committed fall? (Only then is snapshot isolation decided.)
+                if let Outcome3::NoOrder {
+                    cycle,
+                    example,
+                    component,
+                } = run(Mode::WwWr, false, &mut report).outcome
+                {
+                    add_anomaly(
+                        log,
+                        index,
+                        found,
+                        "G1c-unavoidable",
+                        &cycle,
+                        &example,
+                        component,
+                    );
+                } else if opts.consistency == SnapshotIsolation {
+                    decided_by = DecidedBy::ExactSearchIncomplete;
+                    notes.push(
+                        "valid by inference, exact search incomplete: no order of writes is \
+                         serializable, and the exact search does not decide snapshot isolation \
+                         beyond that"
+                            .to_string(),
+                    );
+                }
+            }
+            notes.push(format!(
+                "decided by exact search: no order of writes avoids a cycle ({kind})"
+            ));
+        }
+    }
+    Settled { decided_by, report }
+}
+
+fn add_anomaly(
+    log: &TxnLog,
+    index: &Index,
+    found: &mut Found,
+    kind: &str,
+    cycle: &[(u32, Result<ChosenEdge, u8>)],
+    example: &[(u32, Vec<Elem>)],
+    component: usize,
+) {
+    found.add(kind, || {
+        let txns: Vec<usize> = cycle.iter().map(|c| c.0 as usize).collect();
+        let edges: Vec<Result<ChosenEdge, u8>> = cycle.iter().map(|c| c.1).collect();
+        let (refs, steps, text, svg) = if txns.is_empty() {
+            (Vec::new(), Vec::new(), String::new(), None)
+        } else {
+            render_cycle_with(log, index, &txns, &edges)
+        };
+        // The keys the cycle's chosen edges order, with their example orders.
+        let mut keys: Vec<u32> = cycle
+            .iter()
+            .filter_map(|c| c.1.ok().map(|e| e.key))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let shown: Vec<String> = example
+            .iter()
+            .filter(|(k, _)| keys.contains(k))
+            .take(8)
+            .map(|(k, vs)| format!("key {}: {}", log.key_value(*k), show_list(log, vs)))
+            .collect();
+        let what = match kind {
+            "G1c-unavoidable" => "a cycle of ww and wr edges (G0 or G1c)",
+            "cycle-unavoidable-realtime" => "a cycle of ww, wr, rw, process and real-time edges",
+            _ => "a cycle of ww, wr and rw edges",
+        };
+        let under = if shown.is_empty() {
+            "Already the orders inference found give one:".to_string()
+        } else {
+            format!("Under the order {}, for example:", shown.join("; "))
+        };
+        Anomaly {
+            kind: kind.to_string(),
+            txns: refs,
+            steps,
+            key: None,
+            explanation: format!(
+                "No order of the writes to each key avoids {what}: the exact search over the \
+                 orders inference left open (in a component of {component} nodes) found none. \
+                 {under}\n{text}"
+            ),
+            svg,
+        }
+    });
+}
