@@ -57,9 +57,14 @@ impl Backoff {
         if completion.refused {
             Some(self.refused())
         } else {
-            self.refusals = 0;
+            self.reset();
             None
         }
+    }
+
+    /// Anything but a refusal: the next refusal starts from `initial_ms` again.
+    pub fn reset(&mut self) {
+        self.refusals = 0;
     }
 
     /// Counts a refusal and returns the jittered delay: uniform in `[d/2, d]`, where
@@ -117,7 +122,10 @@ mod tests {
             .collect();
         assert_eq!(delays, replay);
         // A precondition failure, an ok or an info resets and adds no delay.
-        assert_eq!(b.after(&Completion::fail(Value::Null, "precondition-failed")), None);
+        assert_eq!(
+            b.after(&Completion::fail(Value::Null, "precondition-failed")),
+            None
+        );
         assert_eq!(b.refusals(), 0);
         assert!(b.after(&refused).unwrap() <= Duration::from_millis(10));
         assert_eq!(b.after(&Completion::info(Value::Null, "timeout")), None);

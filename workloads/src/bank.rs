@@ -75,9 +75,9 @@ pub(crate) fn next_op(accounts: &[&str], rng: &mut ChaCha8Rng) -> OpSpec {
 
 /// Whether a txn is a bank transfer: appends to accounts only.
 pub(crate) fn is_bank_txn(micro_ops: &[MicroOp]) -> bool {
-    micro_ops.iter().all(|m| {
-        m.key.starts_with(ACCOUNT_PREFIX) && matches!(m.f, MicroF::Append | MicroF::Read)
-    })
+    micro_ops
+        .iter()
+        .all(|m| m.key.starts_with(ACCOUNT_PREFIX) && matches!(m.f, MicroF::Append | MicroF::Read))
 }
 
 /// The new balances of a transfer's accounts, or why it is refused (an overdraft).
@@ -99,7 +99,11 @@ pub fn apply_deltas(balances: &[i64], micro_ops: &[MicroOp]) -> Result<Vec<i64>,
 }
 
 /// A transfer on etcd: read both balances, refuse an overdraft, commit with compares.
-pub(crate) async fn etcd_txn(etcd: &Etcd<'_>, invoked: &Value, micro_ops: &[MicroOp]) -> Completion {
+pub(crate) async fn etcd_txn(
+    etcd: &Etcd<'_>,
+    invoked: &Value,
+    micro_ops: &[MicroOp],
+) -> Completion {
     let keys: Vec<&str> = micro_ops.iter().map(|m| m.key.as_str()).collect();
     if crate::list_append::distinct_keys(micro_ops).len() != keys.len() {
         return Completion::fail(invoked.clone(), "a transfer names one account twice");
@@ -168,8 +172,8 @@ mod tests {
         assert_eq!(apply_deltas(&[5, 0], &ops).unwrap(), vec![0, 5]);
         let e = apply_deltas(&[4, 0], &ops).unwrap_err();
         assert!(e.contains("insufficient funds"), "{e}");
-        let la = MicroOp::parse_txn(&Value::List(vec![micro("append", "la0", Value::Int(1))]))
-            .unwrap();
+        let la =
+            MicroOp::parse_txn(&Value::List(vec![micro("append", "la0", Value::Int(1))])).unwrap();
         assert!(!is_bank_txn(&la));
     }
 }

@@ -3,11 +3,13 @@
 //!
 //! Requests are `POST` with JSON bodies: `/v3/kv/range`, `/v3/kv/put`, `/v3/kv/txn`,
 //! `/v3/kv/deleterange`; keys and values are base64, int64 fields (revisions) are JSON strings.
-//! Every request carries the gRPC metadata `hasleader: true` (header
+//! Every request but a local read carries the gRPC metadata `hasleader: true` (header
 //! `Grpc-Metadata-Hasleader`), so that a node without a leader refuses at once with
 //! `etcdserver: no leader` (before its handler runs: certainly not applied) instead of holding
-//! the request until it times out. Reads are linearizable unless the client asked for local
-//! reads, which set `serializable: true`: the node answers from its own state.
+//! the request for 7 s until it times out. Reads are linearizable unless the client asked for
+//! local reads, which set `serializable: true` and omit `hasleader`: the node answers from its
+//! own state even when it has lost its leader, which is how a partitioned node serves stale
+//! reads (and why `--read-consistency local` is expected to be invalid under partitions).
 //!
 //! An error reply is `{"error": msg, "message": msg, "code": grpc_code}` with the HTTP status
 //! grpc-gateway derives from the code. Shapes seen from etcd 3.4.23 (requests made against
@@ -329,19 +331,22 @@ pub struct Etcd<'a> {
 }
 
 impl Etcd<'_> {
-    /// POSTs `request` to `path` and parses a 200 reply as `Resp`.
+    /// POSTs `request` to `path` and parses a 200 reply as `Resp`. `require_leader`: a node
+    /// without a leader refuses at once (see the module docs).
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         path: &str,
         request: &Req,
+        require_leader: bool,
     ) -> Result<Resp, Failure> {
         let mut url = String::with_capacity(self.base_url.len() + path.len());
         url.push_str(self.base_url);
         url.push_str(path);
-        let resp = self
-            .http
-            .post(url)
-            .header("Grpc-Metadata-Hasleader", "true")
+        let mut post = self.http.post(url);
+        if require_leader {
+            post = post.header("Grpc-Metadata-Hasleader", "true");
+        }
+        let resp = post
             .json(request)
             .timeout(self.timeout)
             .send()
@@ -369,7 +374,9 @@ impl Etcd<'_> {
 
     /// Reads one key.
     pub async fn get(&self, key: &str) -> Result<Read, Failure> {
-        let r: RangeResponse = self.call("/v3/kv/range", &self.range_request(key)).await?;
+        let r: RangeResponse = self
+            .call("/v3/kv/range", &self.range_request(key), !self.serializable)
+            .await?;
         r.single().map_err(Failure::Unknown)
     }
 
@@ -383,7 +390,7 @@ impl Etcd<'_> {
                 .collect(),
             ..TxnRequest::default()
         };
-        let r = self.txn(&txn).await?;
+        let r: TxnResponse = self.call("/v3/kv/txn", &txn, !self.serializable).await?;
         reads_of(&r, keys.len()).map_err(Failure::Unknown)
     }
 
@@ -392,20 +399,21 @@ impl Etcd<'_> {
             key: b64(key),
             value: b64(value),
         };
-        self.call::<_, serde::de::IgnoredAny>("/v3/kv/put", &request)
+        self.call::<_, serde::de::IgnoredAny>("/v3/kv/put", &request, true)
             .await
             .map(|_| ())
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), Failure> {
         let request = DeleteRangeRequest { key: b64(key) };
-        self.call::<_, serde::de::IgnoredAny>("/v3/kv/deleterange", &request)
+        self.call::<_, serde::de::IgnoredAny>("/v3/kv/deleterange", &request, true)
             .await
             .map(|_| ())
     }
 
+    /// A txn that writes (or reads linearizably): requires a leader.
     pub async fn txn(&self, txn: &TxnRequest) -> Result<TxnResponse, Failure> {
-        self.call("/v3/kv/txn", txn).await
+        self.call("/v3/kv/txn", txn, true).await
     }
 }
 
@@ -474,7 +482,10 @@ mod tests {
         }
         // The gateway's own 404 is text, not JSON: not applied. A 5xx that is not JSON: unknown.
         assert!(not_applied(&classify_reply(404, "Not Found\n")));
-        assert!(!not_applied(&classify_reply(502, "<html>bad gateway</html>")));
+        assert!(!not_applied(&classify_reply(
+            502,
+            "<html>bad gateway</html>"
+        )));
     }
 
     #[test]
@@ -559,8 +570,7 @@ mod tests {
         let failed: TxnResponse =
             serde_json::from_str(r#"{"header":{"revision":"2"},"responses":[]}"#).unwrap();
         assert!(!failed.succeeded);
-        let absent: RangeResponse =
-            serde_json::from_str(r#"{"header":{"revision":"2"}}"#).unwrap();
+        let absent: RangeResponse = serde_json::from_str(r#"{"header":{"revision":"2"}}"#).unwrap();
         assert_eq!(
             absent.single().unwrap(),
             Read {

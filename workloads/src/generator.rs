@@ -392,7 +392,9 @@ mod tests {
         ]);
         let ops = MicroOp::parse_txn(&txn).unwrap();
         assert_eq!(
-            ops.iter().map(|m| (m.f, m.key.as_str(), m.arg)).collect::<Vec<_>>(),
+            ops.iter()
+                .map(|m| (m.f, m.key.as_str(), m.arg))
+                .collect::<Vec<_>>(),
             vec![
                 (MicroF::Read, "x", 0),
                 (MicroF::Append, "x", 3),

@@ -149,6 +149,57 @@ pub enum Judge {
     Bank(ordeal_checker::bank::BankOptions),
 }
 
+impl Judge {
+    /// Runs this checker over `history` (a txn check judges against `consistency`) within
+    /// `time_budget`: the verdict and one line saying why. Bad histories are errors.
+    pub fn verdict(
+        &self,
+        history: &ordeal_checker::History,
+        time_budget: std::time::Duration,
+        consistency: ordeal_checker::txn::Consistency,
+    ) -> Result<(ordeal_checker::Verdict, String), ordeal_checker::HistoryError> {
+        use ordeal_checker::linear;
+        match self {
+            Judge::Linearizable(kind) => {
+                let options = linear::CheckOptions {
+                    timeout: Some(time_budget),
+                    ..linear::CheckOptions::default()
+                };
+                // A failed cas is not an observation of the register: a refusal (no leader)
+                // fails a cas too, and the history does not tell the two apart.
+                let model_options = linear::ModelOptions {
+                    failed_cas_observed: false,
+                };
+                let report = linear::check_kind(*kind, model_options, history, &options)?;
+                Ok((report.verdict, report.summary.clone()))
+            }
+            Judge::Txn(workload) => {
+                let options = ordeal_checker::txn::TxnOptions {
+                    workload: *workload,
+                    consistency,
+                    time_budget,
+                    ..ordeal_checker::txn::TxnOptions::default()
+                };
+                let r = ordeal_checker::txn::check(history, &options)?;
+                let summary = format!(
+                    "{} ({} txns: {} ok, {} fail, {} info); anomalies: [{}]",
+                    r.consistency,
+                    r.stats.txns,
+                    r.stats.ok,
+                    r.stats.fail,
+                    r.stats.info,
+                    r.anomaly_types.join(", ")
+                );
+                Ok((r.verdict, summary))
+            }
+            Judge::Bank(options) => {
+                let r = ordeal_checker::bank::check_with(history, options);
+                Ok((r.verdict, r.summary()))
+            }
+        }
+    }
+}
+
 impl std::str::FromStr for WorkloadKind {
     type Err = WorkloadError;
     fn from_str(s: &str) -> Result<WorkloadKind, WorkloadError> {

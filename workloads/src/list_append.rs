@@ -64,9 +64,11 @@ pub(crate) fn with_reads(invoked: &Value, mut reads: impl Iterator<Item = Value>
     Value::List(
         ops.iter()
             .map(|m| match m.as_list() {
-                Some([f, k, _]) if *f == Value::Str("r".into()) => {
-                    Value::List(vec![f.clone(), k.clone(), reads.next().unwrap_or(Value::Null)])
-                }
+                Some([f, k, _]) if *f == Value::Str("r".into()) => Value::List(vec![
+                    f.clone(),
+                    k.clone(),
+                    reads.next().unwrap_or(Value::Null),
+                ]),
                 _ => m.clone(),
             })
             .collect(),
@@ -74,7 +76,11 @@ pub(crate) fn with_reads(invoked: &Value, mut reads: impl Iterator<Item = Value>
 }
 
 /// One list-append txn on etcd: read, compute, commit with compares.
-pub(crate) async fn etcd_txn(etcd: &Etcd<'_>, invoked: &Value, micro_ops: &[MicroOp]) -> Completion {
+pub(crate) async fn etcd_txn(
+    etcd: &Etcd<'_>,
+    invoked: &Value,
+    micro_ops: &[MicroOp],
+) -> Completion {
     let keys = distinct_keys(micro_ops);
     let writes = micro_ops.iter().any(|m| m.f == MicroF::Append);
     let unsent = |f: crate::etcd::Failure| {

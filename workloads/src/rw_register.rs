@@ -52,7 +52,11 @@ pub fn etcd_request(micro_ops: &[MicroOp], serializable: bool) -> TxnRequest {
 }
 
 /// One rw-register txn as one etcd txn.
-pub(crate) async fn etcd_txn(etcd: &Etcd<'_>, invoked: &Value, micro_ops: &[MicroOp]) -> Completion {
+pub(crate) async fn etcd_txn(
+    etcd: &Etcd<'_>,
+    invoked: &Value,
+    micro_ops: &[MicroOp],
+) -> Completion {
     let txn = etcd_request(micro_ops, etcd.serializable);
     let reply = match etcd.txn(&txn).await {
         Ok(r) => r,
@@ -68,10 +72,7 @@ pub(crate) async fn etcd_txn(etcd: &Etcd<'_>, invoked: &Value, micro_ops: &[Micr
             // Applied, but what it read is not known: unknown is the honest answer.
             Some(Err(e)) => return Completion::info(invoked.clone(), e),
             None => {
-                return Completion::info(
-                    invoked.clone(),
-                    format!("txn reply has no response {i}"),
-                )
+                return Completion::info(invoked.clone(), format!("txn reply has no response {i}"))
             }
         }
     }
