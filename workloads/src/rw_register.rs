@@ -67,7 +67,7 @@ pub(crate) async fn etcd_txn(
         if m.f != MicroF::Read {
             continue;
         }
-        match reply.responses.get(i).map(|r| reads_of_one(r)) {
+        match reply.responses.get(i).map(reads_of_one) {
             Some(Ok(read)) => results.push(read),
             // Applied, but what it read is not known: unknown is the honest answer.
             Some(Err(e)) => return Completion::info(invoked.clone(), e),
