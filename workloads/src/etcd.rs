@@ -296,6 +296,50 @@ pub struct TxnResponse {
     pub responses: Vec<ResponseOp>,
 }
 
+/// A node's view of the cluster, from `/v3/maintenance/status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This node's member id.
+    pub member_id: u64,
+    /// The member id of the leader it knows, if any.
+    pub leader: Option<u64>,
+    pub raft_term: u64,
+    /// The server's version, e.g. `3.4.23`.
+    pub version: String,
+}
+
+/// uint64 fields come as JSON strings (proto3 JSON); accept numbers too.
+fn uint64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Int {
+        Str(String),
+        Num(u64),
+    }
+    match Int::deserialize(d)? {
+        Int::Num(n) => Ok(n),
+        Int::Str(s) => s.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+#[derive(Deserialize, Debug, Default)]
+struct ResponseHeader {
+    #[serde(default, deserialize_with = "uint64")]
+    member_id: u64,
+}
+
+#[derive(Deserialize, Debug, Default)]
+struct StatusResponse {
+    #[serde(default)]
+    header: ResponseHeader,
+    #[serde(default)]
+    version: String,
+    #[serde(default, deserialize_with = "uint64")]
+    leader: u64,
+    #[serde(default, rename = "raftTerm", deserialize_with = "uint64")]
+    raft_term: u64,
+}
+
 /// One key as read: its text (None if absent) and the revision that last wrote it (0 if
 /// absent).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -409,6 +453,20 @@ impl Etcd<'_> {
         self.call::<_, serde::de::IgnoredAny>("/v3/kv/deleterange", &request, true)
             .await
             .map(|_| ())
+    }
+
+    /// `/v3/maintenance/status`: who this node is and which member it believes leads. Asked
+    /// without `hasleader`, so a leaderless node answers (with `leader: None`).
+    pub async fn status(&self) -> Result<Status, Failure> {
+        let r: StatusResponse = self
+            .call("/v3/maintenance/status", &serde_json::json!({}), false)
+            .await?;
+        Ok(Status {
+            member_id: r.header.member_id,
+            leader: (r.leader != 0).then_some(r.leader),
+            raft_term: r.raft_term,
+            version: r.version,
+        })
     }
 
     /// A txn that writes (or reads linearizably): requires a leader.
@@ -578,6 +636,21 @@ mod tests {
                 mod_revision: 0
             }
         );
+        // /v3/maintenance/status from a member that leads, and from one without a leader.
+        let leading = r#"{"header":{"cluster_id":"17953654596774702974","member_id":"975050037397374526","revision":"3","raft_term":"2"},"version":"3.4.23","dbSize":"20480","leader":"975050037397374526","raftIndex":"11","raftTerm":"2","raftAppliedIndex":"11","dbSizeInUse":"16384"}"#;
+        let st: StatusResponse = serde_json::from_str(leading).unwrap();
+        assert_eq!(
+            (
+                st.header.member_id,
+                st.leader,
+                st.raft_term,
+                st.version.as_str()
+            ),
+            (975050037397374526, 975050037397374526, 2, "3.4.23")
+        );
+        let leaderless = r#"{"header":{"member_id":"975050037397374526"},"version":"3.4.23","raftIndex":"9","raftTerm":"2","errors":["etcdserver: no leader"]}"#;
+        let st: StatusResponse = serde_json::from_str(leaderless).unwrap();
+        assert_eq!(st.leader, 0);
         let bad: RangeResponse =
             serde_json::from_str(r#"{"kvs":[{"value":"%%%","mod_revision":"1"}]}"#).unwrap();
         assert!(bad.single().is_err());

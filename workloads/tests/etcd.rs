@@ -7,6 +7,7 @@ mod common;
 use common::{client, etcd_bin, micro, op, run_generated, txn, EtcdCluster};
 use ordeal_checker::txn::Consistency;
 use ordeal_checker::{EventType, Value, Verdict};
+use ordeal_workloads::etcd::Etcd;
 use ordeal_workloads::{Generator, GeneratorConfig, Protocol, ReadConsistency, WorkloadKind};
 use std::time::Duration;
 
@@ -357,6 +358,20 @@ async fn paused_leader_is_info_and_lost_quorum_is_a_refusal() {
     let leader = cluster.wait_for_leader(Duration::from_secs(30));
     let leader_url = cluster.nodes[leader].client_url.clone();
     let c = client(Duration::from_millis(1000), ReadConsistency::Linearizable);
+    let http = reqwest::Client::new();
+    let gateway = |base_url| Etcd {
+        http: &http,
+        base_url,
+        timeout: Duration::from_secs(2),
+        serializable: false,
+    };
+    let status = gateway(leader_url.as_str()).status().await.unwrap();
+    assert_eq!(status.leader, Some(status.member_id), "{status:?}");
+    assert!(status.version.starts_with("3."), "{status:?}");
+    let follower_url = cluster.nodes[(leader + 1) % 3].client_url.clone();
+    let follower = gateway(follower_url.as_str()).status().await.unwrap();
+    assert_eq!(follower.leader, status.leader);
+    assert_ne!(follower.member_id, status.member_id);
     let w = c
         .invoke(&leader_url, &op("write", "p", Value::Int(1)))
         .await;
