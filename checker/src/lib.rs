@@ -2,6 +2,7 @@
 //! transactional checker. Nothing here does network or process I/O; files are read and written
 //! only where a caller hands over a path.
 
+pub mod bank;
 pub mod edn;
 pub mod error;
 pub mod history;

@@ -141,7 +141,7 @@ td.num,th.num{{text-align:right;font-variant-numeric:tabular-nums}}
 <tr><th>target rate / concurrency</th><td>{} ops/s / {} clients</td></tr>\
 <tr><th>seed</th><td>{}</td></tr><tr><th>network backend</th><td>{}</td></tr>\
 <tr><th>store</th><td><code>{}</code>{}</td></tr><tr><th>started</th><td>{}</td></tr>\
-<tr><th>throughput (main phase)</th><td>{:.0} ops/s</td></tr>\
+<tr><th>throughput (main phase)</th><td>{:.0} ops/s attempted, {:.0} ops/s completed (ok){}</td></tr>\
 <tr><th>reproduce</th><td><code>{}</code><br><small>Same seed, same operations and fault schedule, except that a fault aimed at the leader hits whoever leads then; the OS still schedules threads as it likes, so interleavings differ.{}</small></td></tr></table>",
         esc(&a.workload),
         esc(&a.nemesis),
@@ -155,6 +155,13 @@ td.num,th.num{{text-align:right;font-variant-numeric:tabular-nums}}
         a.bug.as_ref().map(|b| format!(" with <code>--bug {}</code>", esc(b))).unwrap_or_default(),
         esc(&config.started_at),
         run["throughput_ops_per_s"].as_f64().unwrap_or(0.0),
+        run["completed_ops_per_s"].as_f64().unwrap_or(0.0),
+        match (run["ops_refused_main_phase"].as_u64(), run["backoff_s_total"].as_f64()) {
+            (Some(n), Some(s)) if n > 0 => format!(
+                "; {n} refusals, after which clients backed off {s:.1} s in all"
+            ),
+            _ => String::new(),
+        },
         esc(&config.reproduce),
         replay_hint(run_dir),
     );

@@ -10,7 +10,10 @@ use crate::report;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ordeal_checker::{Event, EventType, History, Process, Value, Verdict};
-use ordeal_workloads::{Generator, GeneratorConfig, OpSpec, StoreClient, WorkloadKind};
+use ordeal_workloads::{
+    Backoff, BackoffConfig, Client as StoreClient, ClientConfig, Generator, GeneratorConfig,
+    OpSpec, Protocol, ReadConsistency, WorkloadKind,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -386,12 +389,16 @@ fn plan_layout(n: usize, use_proxy: bool, kernel: bool) -> Result<(Layout, Vec<P
     bail!("no free block of ports found for {n} nodes after 40 tries")
 }
 
-/// Live counters for the progress bar.
+/// Live counters for the progress bar and the run's rates.
 #[derive(Default)]
 struct Counters {
     ok: AtomicU64,
     fail: AtomicU64,
     info: AtomicU64,
+    /// Fails that were refusals (unavailable, connection refused), each followed by a backoff.
+    refused: AtomicU64,
+    /// Total time clients slept backing off, in ms.
+    backoff_ms: AtomicU64,
 }
 
 /// Runs one logical client until `stop`. Returns how many operations it completed.
@@ -413,6 +420,7 @@ async fn client_loop(
             .wrapping_mul(0x9e3779b97f4a7c15),
     );
     let mut process = index as u64;
+    let mut backoff = Backoff::new(BackoffConfig::default(), rng.gen());
     let url = node.client_url();
     // Jepsen's stagger: each client waits uniformly in [0, 2 * concurrency / rate), so the
     // total averages the target rate without synchronising clients.
@@ -432,7 +440,7 @@ async fn client_loop(
             }
         }
         let op = gen.lock().unwrap_or_else(|e| e.into_inner()).next_op();
-        let info = run_one(
+        let (info, refused) = run_one(
             &client, &recorder, process, &url, &node.name, &op, &counters,
         )
         .await;
@@ -441,10 +449,22 @@ async fn client_loop(
             // process so the history stays well formed.
             process += concurrency as u64;
         }
+        // After a refusal, back off (bounded, jittered) so the run measures the store rather
+        // than this loop.
+        if refused {
+            let ms = backoff.refused().as_millis() as u64;
+            counters.backoff_ms.fetch_add(ms, Ordering::Relaxed);
+            if ms > 0 && nemesis::sleep_or_stop(&mut stop, ms).await {
+                return;
+            }
+        } else {
+            backoff.reset();
+        }
     }
 }
 
-/// Performs and records one operation. Returns true if it ended `info`.
+/// Performs and records one operation. Returns whether it ended `info`, and whether it was a
+/// refusal to back off from.
 async fn run_one(
     client: &StoreClient,
     recorder: &Recorder,
@@ -453,7 +473,7 @@ async fn run_one(
     node_name: &str,
     op: &OpSpec,
     counters: &Counters,
-) -> bool {
+) -> (bool, bool) {
     let mut invoke = Event::new(
         Process::Client(process),
         EventType::Invoke,
@@ -467,6 +487,7 @@ async fn run_one(
     invoke.node = Some(node_name.to_string());
     recorder.record_async(invoke).await;
     let c = client.invoke(url, op).await;
+    let refused = c.refused;
     let mut done = Event::new(Process::Client(process), c.kind, op.f, c.value);
     if !op.key.is_empty() {
         done = done.with_key(op.key.as_str());
@@ -479,7 +500,10 @@ async fn run_one(
         EventType::Fail => counters.fail.fetch_add(1, Ordering::Relaxed),
         _ => counters.info.fetch_add(1, Ordering::Relaxed),
     };
-    c.kind == EventType::Info
+    if refused {
+        counters.refused.fetch_add(1, Ordering::Relaxed);
+    }
+    (c.kind == EventType::Info, refused)
 }
 
 /// The outcome of `ordeal test`: the run directory and the process exit code.
@@ -674,10 +698,12 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
         gen_config.ops_per_key = k.max(1);
     }
     let gen = Arc::new(std::sync::Mutex::new(Generator::new(gen_config)));
-    let client = StoreClient::new(
-        Duration::from_millis(args.op_timeout_ms),
-        args.concurrency.max(8),
-    )?;
+    let client = StoreClient::new(ClientConfig {
+        protocol: Protocol::OrdealHttp,
+        timeout: Duration::from_millis(args.op_timeout_ms),
+        max_idle_per_host: args.concurrency.max(8),
+        read_consistency: ReadConsistency::Linearizable,
+    })?;
     let counters = Arc::new(Counters::default());
     let current_fault = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -796,6 +822,9 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
         + counters.fail.load(Ordering::Relaxed)
         + counters.info.load(Ordering::Relaxed);
     let throughput = ops_main as f64 / main_elapsed.as_secs_f64();
+    // Attempted: every operation a client issued; completed: those that took effect (ok).
+    let ok_main = counters.ok.load(Ordering::Relaxed);
+    let completed_per_s = ok_main as f64 / main_elapsed.as_secs_f64();
     let mut nemesis_results = Vec::new();
     for t in nemesis_tasks {
         nemesis_results.push(t.await);
@@ -876,6 +905,11 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
         "main_phase_s": main_elapsed.as_secs_f64(),
         "ops_main_phase": ops_main,
         "throughput_ops_per_s": throughput,
+        "attempted_ops_per_s": throughput,
+        "completed_ops_per_s": completed_per_s,
+        "ops_ok_main_phase": ok_main,
+        "ops_refused_main_phase": counters.refused.load(Ordering::Relaxed),
+        "backoff_s_total": counters.backoff_ms.load(Ordering::Relaxed) as f64 / 1000.0,
         "history_bytes": write_bytes,
         "history_file": !args.no_history_file,
         "interrupted": interrupted,
@@ -886,7 +920,7 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
         main_elapsed.as_secs_f64()
     );
     eprintln!(
-        "ordeal test: {ops_main} operations in {:.1} s ({throughput:.0} ops/s)",
+        "ordeal test: {ops_main} operations in {:.1} s: {throughput:.0} ops/s attempted, {completed_per_s:.0} ops/s completed (ok)",
         main_elapsed.as_secs_f64()
     );
     let verdict = if interrupted {
@@ -950,6 +984,7 @@ async fn final_reads(
                     &counters,
                 )
                 .await
+                .0
                 {
                     process += workers as u64;
                 }

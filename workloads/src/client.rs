@@ -1,9 +1,17 @@
-//! The `paxos-kv` client: one operation in, one completion out, mapped exactly as DESIGN.md's
-//! status table says. The only way to call an operation `fail` is to be certain it did not take
+//! The client every logical client of a run shares: one operation in, one completion out.
+//!
+//! `Client` speaks the target's protocol ([`Protocol`]): `ordeal-http` (paxos-kv and any store
+//! implementing PROTOCOL.md; mapping in [`crate::ordeal_http`]) or `etcd-v3` (etcd's JSON
+//! gateway; mapping in [`crate::etcd`], executed per workload by the workload modules). One
+//! connection pool serves every logical client and every node, so connections are reused
+//! across operations. The only way to call an operation `fail` is to be certain it did not take
 //! effect; everything uncertain is `info`.
 
-use crate::generator::OpSpec;
-use crate::WorkloadError;
+use crate::etcd::Etcd;
+use crate::generator::{MicroF, MicroOp, OpSpec};
+use crate::ordeal_http::OrdealHttp;
+use crate::{bank, kv, list_append, register, rw_register};
+use crate::{Protocol, ReadConsistency, WorkloadError};
 use ordeal_checker::{EventType, Value};
 use std::time::Duration;
 
@@ -13,382 +21,185 @@ pub struct Completion {
     pub kind: EventType,
     pub value: Value,
     pub error: Option<String>,
+    /// A `fail` because the store or node refused to take the request at all (no leader,
+    /// overloaded, connection refused), as opposed to a precondition that did not hold: the
+    /// client should back off before its next operation ([`crate::Backoff`]).
+    pub refused: bool,
 }
 
 impl Completion {
-    fn ok(value: Value) -> Completion {
+    pub fn ok(value: Value) -> Completion {
         Completion {
             kind: EventType::Ok,
             value,
             error: None,
+            refused: false,
         }
     }
-    fn fail(value: Value, error: impl Into<String>) -> Completion {
+    /// Certainly not applied, for a reason that says nothing about availability.
+    pub fn fail(value: Value, error: impl Into<String>) -> Completion {
         Completion {
             kind: EventType::Fail,
             value,
             error: Some(error.into()),
+            refused: false,
         }
     }
-    fn info(value: Value, error: impl Into<String>) -> Completion {
+    /// Certainly not applied because the store would not take it: back off.
+    pub fn refused(value: Value, error: impl Into<String>) -> Completion {
+        Completion {
+            refused: true,
+            ..Completion::fail(value, error)
+        }
+    }
+    /// May or may not have been applied.
+    pub fn info(value: Value, error: impl Into<String>) -> Completion {
         Completion {
             kind: EventType::Info,
             value,
             error: Some(error.into()),
+            refused: false,
         }
     }
 }
 
-/// A shared HTTP client (one connection pool for all logical clients).
-#[derive(Clone)]
-pub struct StoreClient {
-    http: reqwest::Client,
-    timeout: Duration,
+/// Everything a `Client` needs to know.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub protocol: Protocol,
+    /// Per request; past it the outcome is `info`.
+    pub timeout: Duration,
+    /// Idle connections kept per node (at least the concurrency, so none is reopened).
+    pub max_idle_per_host: usize,
+    pub read_consistency: ReadConsistency,
 }
 
-/// Register values are integers in the history and decimal strings in the store.
-fn value_to_store(v: &Value) -> String {
+/// A shared client (one connection pool for all logical clients); cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    config: ClientConfig,
+}
+
+/// The name the harness used before targets existed.
+pub type StoreClient = Client;
+
+/// Connecting is quick on loopback; a node that does not accept within this is down.
+pub const CONNECT_TIMEOUT_MAX: Duration = Duration::from_millis(500);
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Client, WorkloadError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT_MAX.min(config.timeout))
+            .pool_max_idle_per_host(config.max_idle_per_host)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Client { http, config })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Performs `op` against the node whose client URL is `base_url` (`http://ip:port`).
+    pub async fn invoke(&self, base_url: &str, op: &OpSpec) -> Completion {
+        match self.config.protocol {
+            Protocol::OrdealHttp => {
+                OrdealHttp {
+                    http: &self.http,
+                    timeout: self.config.timeout,
+                    read_consistency: self.config.read_consistency,
+                }
+                .invoke(base_url, op)
+                .await
+            }
+            Protocol::EtcdV3 => {
+                let etcd = Etcd {
+                    http: &self.http,
+                    base_url,
+                    timeout: self.config.timeout,
+                    serializable: self.config.read_consistency == ReadConsistency::Local,
+                };
+                invoke_etcd(&etcd, op).await
+            }
+        }
+    }
+}
+
+/// Which workload's etcd execution an operation takes. Single-key reads and writes look the
+/// same in register and kv (the stored text says whether it is an integer); a txn is
+/// rw-register's if it writes, bank's if it touches only accounts, list-append's otherwise
+/// (a read-only txn reads the same way in all three).
+async fn invoke_etcd(etcd: &Etcd<'_>, op: &OpSpec) -> Completion {
+    match op.f {
+        "read" => register::etcd_read(etcd, op).await,
+        "write" => register::etcd_write(etcd, op).await,
+        "cas" => register::etcd_cas(etcd, op).await,
+        "append" => kv::etcd_append(etcd, op).await,
+        "txn" => {
+            let micro_ops = match MicroOp::parse_txn(&op.value) {
+                Ok(m) => m,
+                Err(e) => return Completion::fail(op.value.clone(), e),
+            };
+            if micro_ops.iter().all(|m| m.f == MicroF::Read) {
+                etcd_read_txn(etcd, &op.value, &micro_ops).await
+            } else if micro_ops.iter().any(|m| m.f == MicroF::Write) {
+                rw_register::etcd_txn(etcd, &op.value, &micro_ops).await
+            } else if bank::is_bank_txn(&micro_ops) {
+                bank::etcd_txn(etcd, &op.value, &micro_ops).await
+            } else {
+                list_append::etcd_txn(etcd, &op.value, &micro_ops).await
+            }
+        }
+        other => Completion::fail(op.value.clone(), format!("unknown operation {other}")),
+    }
+}
+
+/// A read-only txn (any workload's): one txn of ranges, at one revision. The stored text says
+/// what it is: a list (`[1,2]`, list-append), an integer (rw-register, bank) or absent.
+async fn etcd_read_txn(etcd: &Etcd<'_>, invoked: &Value, micro_ops: &[MicroOp]) -> Completion {
+    let keys = list_append::distinct_keys(micro_ops);
+    let reads = match etcd.get_many(&keys).await {
+        Ok(r) => r,
+        Err(f) => return f.completion(invoked),
+    };
+    let mut results = Vec::with_capacity(micro_ops.len());
+    for m in micro_ops {
+        let i = keys.iter().position(|k| *k == m.key).unwrap_or(0);
+        match reads[i].value.as_deref().map(decode_stored).transpose() {
+            Ok(v) => results.push(v.unwrap_or(Value::Null)),
+            // The read happened but what it read is not known: unknown.
+            Err(e) => return Completion::info(invoked.clone(), e),
+        }
+    }
+    Completion::ok(list_append::with_reads(invoked, results.into_iter()))
+}
+
+/// A stored text as a txn read records it: a list-append list, or an integer.
+pub(crate) fn decode_stored(text: &str) -> Result<Value, String> {
+    if text.starts_with('[') {
+        let items = list_append::parse_list(text)?;
+        return Ok(Value::List(items.into_iter().map(Value::Int).collect()));
+    }
+    text.parse::<i64>()
+        .map(Value::Int)
+        .map_err(|e| format!("stored value {text:?} is neither a list nor an integer: {e}"))
+}
+
+/// Register values are integers in the history and decimal strings in the store; kv values
+/// are strings in both.
+pub(crate) fn value_to_store(v: &Value) -> String {
     match v {
         Value::Str(s) => s.clone(),
         other => other.to_string(),
     }
 }
 
-fn value_from_store(s: &str) -> Value {
-    // kv values end in a comma and stay strings; register values are integers.
+/// A stored string as the history records it: kv values end in a comma and stay strings;
+/// register values are integers.
+pub(crate) fn value_from_store(s: &str) -> Value {
     match s.parse::<i64>() {
         Ok(i) => Value::Int(i),
         Err(_) => Value::Str(s.to_string()),
-    }
-}
-
-/// The HTTP status of a reply, mapped to an outcome. `ok_value` is the completion's value when
-/// the status is 2xx.
-pub fn outcome_for_status(status: u16, ok_value: Value, input: &Value, body: &str) -> Completion {
-    let short_body: String = body.chars().take(200).collect();
-    match status {
-        200..=299 => Completion::ok(ok_value),
-        409 => Completion::fail(input.clone(), "precondition-failed"),
-        503 => Completion::fail(input.clone(), format!("unavailable: {short_body}")),
-        504 => Completion::info(input.clone(), format!("timeout: {short_body}")),
-        400..=499 => Completion::fail(input.clone(), format!("http {status}: {short_body}")),
-        // Any other server error may have happened after the proposal: unknown.
-        _ => Completion::info(input.clone(), format!("http {status}: {short_body}")),
-    }
-}
-
-/// A transport error: a refused connection means the request never left; anything later
-/// (timeout, reset mid-reply) leaves the outcome unknown.
-pub fn outcome_for_error(err: &reqwest::Error, input: &Value) -> Completion {
-    if err.is_connect() {
-        Completion::fail(input.clone(), format!("connect: {}", root_cause(err)))
-    } else if err.is_timeout() {
-        Completion::info(input.clone(), "client-timeout")
-    } else {
-        Completion::info(input.clone(), format!("transport: {}", root_cause(err)))
-    }
-}
-
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = err;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
-}
-
-impl StoreClient {
-    pub fn new(timeout: Duration, max_idle_per_host: usize) -> Result<StoreClient, WorkloadError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(500).min(timeout))
-            .pool_max_idle_per_host(max_idle_per_host)
-            .tcp_nodelay(true)
-            .build()?;
-        Ok(StoreClient { http, timeout })
-    }
-
-    /// Performs `op` against the node whose client API is at `base_url` (`http://host:port`).
-    pub async fn invoke(&self, base_url: &str, op: &OpSpec) -> Completion {
-        match op.f {
-            "read" => self.read(base_url, op, "linearizable").await,
-            "write" => {
-                let url = format!("{base_url}/kv/{}", op.key);
-                let body = serde_json::json!({ "value": value_to_store(&op.value) });
-                let req = self.http.put(url).json(&body);
-                self.send(req, op.value.clone(), &op.value).await
-            }
-            "cas" => {
-                let (Some(expected), Some(new)) = (
-                    op.value.as_list().and_then(|l| l.first()),
-                    op.value.as_list().and_then(|l| l.get(1)),
-                ) else {
-                    return Completion::fail(op.value.clone(), "cas needs [expected new]");
-                };
-                let url = format!("{base_url}/kv/{}", op.key);
-                let req = self
-                    .http
-                    .put(url)
-                    .query(&[("if_value", value_to_store(expected))])
-                    .json(&serde_json::json!({ "value": value_to_store(new) }));
-                self.send(req, op.value.clone(), &op.value).await
-            }
-            "append" => {
-                let body = serde_json::json!({
-                    "ops": [["append", op.key, value_to_store(&op.value)]]
-                });
-                let req = self.http.post(format!("{base_url}/txn")).json(&body);
-                self.send(req, op.value.clone(), &op.value).await
-            }
-            "txn" => self.txn(base_url, &op.value).await,
-            other => Completion::fail(op.value.clone(), format!("unknown operation {other}")),
-        }
-    }
-
-    /// One txn through `POST /txn`: the whole txn is one request (one log command on a correct
-    /// store). The completion carries the micro-ops with reads filled in.
-    async fn txn(&self, base_url: &str, value: &Value) -> Completion {
-        let body = match txn_body(value) {
-            Ok(b) => b,
-            Err(e) => return Completion::fail(value.clone(), e),
-        };
-        let resp = self
-            .http
-            .post(format!("{base_url}/txn"))
-            .json(&body)
-            .timeout(self.timeout)
-            .send()
-            .await;
-        let resp = match resp {
-            Ok(r) => r,
-            Err(e) => return outcome_for_error(&e, value),
-        };
-        let status = resp.status().as_u16();
-        let text = match resp.text().await {
-            Ok(b) => b,
-            // Applied or not, the reads are lost: unknown.
-            Err(e) => return outcome_for_error(&e, value),
-        };
-        if (200..300).contains(&status) {
-            return match txn_reply(value, &text) {
-                Ok(v) => Completion::ok(v),
-                // It applied, but what it read is not known: unknown is the honest answer.
-                Err(e) => Completion::info(value.clone(), e),
-            };
-        }
-        outcome_for_status(status, Value::Null, value, &text)
-    }
-
-    async fn read(&self, base_url: &str, op: &OpSpec, consistency: &str) -> Completion {
-        let url = format!("{base_url}/kv/{}", op.key);
-        let resp = self
-            .http
-            .get(url)
-            .query(&[("consistency", consistency)])
-            .timeout(self.timeout)
-            .send()
-            .await;
-        let resp = match resp {
-            Ok(r) => r,
-            Err(e) => return outcome_for_error(&e, &op.value),
-        };
-        let status = resp.status().as_u16();
-        let body = match resp.text().await {
-            Ok(b) => b,
-            // A read has no effect, but its result is lost: unknown is the honest answer.
-            Err(e) => return outcome_for_error(&e, &op.value),
-        };
-        if status == 404 {
-            return Completion::ok(Value::Null);
-        }
-        if (200..300).contains(&status) {
-            let parsed: Result<serde_json::Value, _> = serde_json::from_str(&body);
-            return match parsed.ok().as_ref().and_then(|j| j.get("value")) {
-                Some(serde_json::Value::String(s)) => Completion::ok(value_from_store(s)),
-                Some(serde_json::Value::Null) | None => Completion::ok(Value::Null),
-                // A key built by appends is a list in the store; as the kv model sees it, the
-                // value is the concatenation of what was appended.
-                Some(serde_json::Value::Array(items)) => Completion::ok(Value::Str(
-                    items
-                        .iter()
-                        .map(|i| {
-                            i.as_str()
-                                .map(str::to_string)
-                                .unwrap_or_else(|| i.to_string())
-                        })
-                        .collect(),
-                )),
-                Some(other) => Completion::ok(value_from_store(&other.to_string())),
-            };
-        }
-        outcome_for_status(status, Value::Null, &op.value, &body)
-    }
-
-    async fn send(
-        &self,
-        req: reqwest::RequestBuilder,
-        ok_value: Value,
-        input: &Value,
-    ) -> Completion {
-        let resp = match req.timeout(self.timeout).send().await {
-            Ok(r) => r,
-            Err(e) => return outcome_for_error(&e, input),
-        };
-        let status = resp.status().as_u16();
-        let body = match resp.text().await {
-            Ok(b) => b,
-            Err(e) => {
-                if (200..300).contains(&status) {
-                    // The status line said applied; only the body was lost.
-                    return Completion::ok(ok_value);
-                }
-                return outcome_for_error(&e, input);
-            }
-        };
-        outcome_for_status(status, ok_value, input, &body)
-    }
-}
-
-/// The `POST /txn` body for a txn value `[[f, k, v], ...]`: values as decimal strings, reads
-/// with `null`.
-pub fn txn_body(value: &Value) -> Result<serde_json::Value, String> {
-    let ops = value
-        .as_list()
-        .ok_or_else(|| format!("txn value {value} is not a list of micro-ops"))?;
-    let mut out = Vec::with_capacity(ops.len());
-    for m in ops {
-        let parts = m.as_list().filter(|p| p.len() == 3);
-        let Some([f, k, v]) = parts else {
-            return Err(format!("micro-op {m} is not [f, key, value]"));
-        };
-        let f = f.to_string();
-        let arg = match (f.as_str(), v) {
-            ("r", _) => serde_json::Value::Null,
-            (_, v) => serde_json::Value::String(value_to_store(v)),
-        };
-        out.push(serde_json::json!([f, k.to_string(), arg]));
-    }
-    Ok(serde_json::json!({ "ops": out }))
-}
-
-/// A store value as the history records it: integers where the text is one, lists element by
-/// element (a list-append read), `null` for absent.
-fn json_to_value(j: &serde_json::Value) -> Value {
-    match j {
-        serde_json::Value::Null => Value::Null,
-        serde_json::Value::String(s) => value_from_store(s),
-        serde_json::Value::Array(items) => Value::List(items.iter().map(json_to_value).collect()),
-        serde_json::Value::Number(n) => n.as_i64().map(Value::Int).unwrap_or(Value::Null),
-        other => Value::Str(other.to_string()),
-    }
-}
-
-/// Maps a 2xx `POST /txn` reply onto the invoked txn: reads take the value the store returned;
-/// writes and appends stay as invoked.
-pub fn txn_reply(invoked: &Value, body: &str) -> Result<Value, String> {
-    let short: String = body.chars().take(200).collect();
-    let parsed: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| format!("unparsable txn reply {short:?}: {e}"))?;
-    let ops = parsed
-        .get("ops")
-        .and_then(|o| o.as_array())
-        .ok_or_else(|| format!("txn reply without ops: {short:?}"))?;
-    let invoked_ops = invoked.as_list().unwrap_or(&[]);
-    if ops.len() != invoked_ops.len() {
-        return Err(format!(
-            "txn reply has {} ops for {} invoked: {short:?}",
-            ops.len(),
-            invoked_ops.len()
-        ));
-    }
-    let mut out = Vec::with_capacity(ops.len());
-    for (m, reply) in invoked_ops.iter().zip(ops) {
-        let parts = m.as_list().unwrap_or(&[]);
-        if parts.len() == 3 && parts[0] == Value::Str("r".into()) {
-            let read = reply.get(2).map(json_to_value).unwrap_or(Value::Null);
-            out.push(Value::List(vec![parts[0].clone(), parts[1].clone(), read]));
-        } else {
-            out.push(m.clone());
-        }
-    }
-    Ok(Value::List(out))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn statuses_map_as_design_says() {
-        let input = Value::Int(3);
-        let k = |s| outcome_for_status(s, Value::Int(3), &input, "").kind;
-        assert_eq!(k(200), EventType::Ok);
-        assert_eq!(k(204), EventType::Ok);
-        assert_eq!(k(409), EventType::Fail);
-        assert_eq!(k(503), EventType::Fail);
-        assert_eq!(k(504), EventType::Info);
-        assert_eq!(k(400), EventType::Fail);
-        assert_eq!(k(500), EventType::Info);
-    }
-
-    #[tokio::test]
-    async fn refused_connection_is_fail_and_silence_is_info() {
-        let client = StoreClient::new(Duration::from_millis(300), 4).unwrap();
-        // A port nobody listens on: refused before anything was sent.
-        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = free.local_addr().unwrap().port();
-        drop(free);
-        let op = OpSpec {
-            f: "write",
-            key: "x".into(),
-            value: Value::Int(1),
-        };
-        let c = client
-            .invoke(&format!("http://127.0.0.1:{port}"), &op)
-            .await;
-        assert_eq!(c.kind, EventType::Fail, "{c:?}");
-        // A listener that accepts and never answers: the request went out, outcome unknown.
-        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = silent.local_addr().unwrap();
-        let hold = tokio::spawn(async move {
-            let mut held = Vec::new();
-            for _ in 0..4 {
-                if let Ok((s, _)) = silent.accept().await {
-                    held.push(s);
-                }
-            }
-        });
-        let c = client.invoke(&format!("http://{addr}"), &op).await;
-        assert_eq!(c.kind, EventType::Info, "{c:?}");
-        hold.abort();
-    }
-
-    #[test]
-    fn txn_body_and_reply_map_values() {
-        let m = |f: &str, k: &str, v: Value| {
-            Value::List(vec![Value::Str(f.into()), Value::Str(k.into()), v])
-        };
-        let txn = Value::List(vec![
-            m("r", "x", Value::Null),
-            m("append", "x", Value::Int(3)),
-            m("w", "y", Value::Int(-2)),
-            m("r", "y", Value::Null),
-        ]);
-        let body = txn_body(&txn).unwrap();
-        assert_eq!(
-            body,
-            serde_json::json!({"ops": [["r","x",null],["append","x","3"],["w","y","-2"],["r","y",null]]})
-        );
-        let reply = r#"{"ops":[["r","x",["1","2"]],["append","x","3"],["w","y","-2"],["r","y","-2"]],"revision":9}"#;
-        let v = txn_reply(&txn, reply).unwrap();
-        let ops = v.as_list().unwrap();
-        assert_eq!(
-            ops[0],
-            m("r", "x", Value::List(vec![Value::Int(1), Value::Int(2)]))
-        );
-        assert_eq!(ops[1], m("append", "x", Value::Int(3)));
-        assert_eq!(ops[3], m("r", "y", Value::Int(-2)));
-        assert!(txn_reply(&txn, "{}").is_err());
-        assert!(txn_reply(&txn, r#"{"ops":[]}"#).is_err());
-        assert!(txn_body(&Value::Int(1)).is_err());
     }
 }

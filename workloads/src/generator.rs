@@ -5,7 +5,7 @@
 //! checker, however long the test runs. Values written are unique per key (a per-key counter), so
 //! a read names the one write it observed.
 
-use crate::WorkloadKind;
+use crate::{Protocol, WorkloadKind};
 use ordeal_checker::Value;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -28,6 +28,10 @@ pub struct GeneratorConfig {
     pub active_keys: usize,
     /// Operations issued against a key before it is retired for a fresh one.
     pub ops_per_key: u64,
+    /// The protocol the ops will be sent over: etcd refuses a txn that writes one key twice, so
+    /// for etcd the rw-register generator writes each key at most once per txn.
+    #[serde(default)]
+    pub protocol: Protocol,
 }
 
 impl GeneratorConfig {
@@ -41,12 +45,14 @@ impl GeneratorConfig {
                 seed,
                 active_keys: (concurrency / 3).max(4),
                 ops_per_key: 200,
+                protocol: Protocol::OrdealHttp,
             },
             WorkloadKind::Kv => GeneratorConfig {
                 workload,
                 seed,
                 active_keys: concurrency.max(64),
                 ops_per_key: 100,
+                protocol: Protocol::OrdealHttp,
             },
             // Enough keys in play for concurrent txns to overlap (that is where anomalies live),
             // and lists short enough that reads stay small and the checker fast.
@@ -55,6 +61,7 @@ impl GeneratorConfig {
                 seed,
                 active_keys: (concurrency / 2).clamp(4, 16),
                 ops_per_key: 64,
+                protocol: Protocol::OrdealHttp,
             },
             // Accounts never rotate: the sum invariant is over a fixed set.
             WorkloadKind::Bank => GeneratorConfig {
@@ -62,16 +69,22 @@ impl GeneratorConfig {
                 seed,
                 active_keys: crate::bank::ACCOUNTS,
                 ops_per_key: u64::MAX,
+                protocol: Protocol::OrdealHttp,
             },
         }
     }
+
+    /// The same configuration for ops sent over `protocol`.
+    pub fn with_protocol(self, protocol: Protocol) -> GeneratorConfig {
+        GeneratorConfig { protocol, ..self }
+    }
 }
 
-struct KeySlot {
-    key: String,
-    ops_issued: u64,
+pub(crate) struct KeySlot {
+    pub key: String,
+    pub ops_issued: u64,
     /// The last value handed out for a write on this key (values are 1, 2, 3, ...).
-    last_value: i64,
+    pub last_value: i64,
 }
 
 /// Produces operations; one generator is shared by all clients (behind a lock), so the sequence
@@ -139,67 +152,18 @@ impl Generator {
         let workload = self.config.workload;
         let slot = &mut self.slots[slot_index];
         slot.ops_issued += 1;
-        let key = slot.key.clone();
         match workload {
-            WorkloadKind::Register => {
-                if roll < 50 {
-                    OpSpec {
-                        f: "read",
-                        key,
-                        value: Value::Null,
-                    }
-                } else if roll < 75 || slot.last_value == 0 {
-                    slot.last_value += 1;
-                    OpSpec {
-                        f: "write",
-                        key,
-                        value: Value::Int(slot.last_value),
-                    }
-                } else {
-                    // Expect one of the recent values so that a fair share of cas succeed.
-                    let low = (slot.last_value - 3).max(1);
-                    let expected = self.rng.gen_range(low..=slot.last_value);
-                    slot.last_value += 1;
-                    OpSpec {
-                        f: "cas",
-                        key,
-                        value: Value::List(vec![Value::Int(expected), Value::Int(slot.last_value)]),
-                    }
-                }
-            }
+            WorkloadKind::Register => crate::register::next_op(slot, roll, &mut self.rng),
+            WorkloadKind::Kv => crate::kv::next_op(slot, roll),
             WorkloadKind::ListAppend | WorkloadKind::RwRegister | WorkloadKind::Bank => {
                 unreachable!("txn workloads return above")
-            }
-            WorkloadKind::Kv => {
-                slot.last_value += 1;
-                if roll < 50 {
-                    slot.last_value -= 1;
-                    OpSpec {
-                        f: "read",
-                        key,
-                        value: Value::Null,
-                    }
-                } else if roll < 75 {
-                    OpSpec {
-                        f: "write",
-                        key,
-                        value: Value::Str(format!("{},", slot.last_value)),
-                    }
-                } else {
-                    // Appends concatenate (the kv model's semantics); the trailing comma keeps
-                    // every value read back unambiguous.
-                    OpSpec {
-                        f: "append",
-                        key,
-                        value: Value::Str(format!("{},", slot.last_value)),
-                    }
-                }
             }
         }
     }
 }
 
-fn micro(f: &str, key: &str, value: Value) -> Value {
+/// A micro-op as the history records it: `[f, key, value]`.
+pub(crate) fn micro(f: &str, key: &str, value: Value) -> Value {
     Value::List(vec![Value::Str(f.into()), Value::Str(key.into()), value])
 }
 
@@ -210,17 +174,24 @@ impl Generator {
     fn next_txn(&mut self) -> OpSpec {
         let n = self.rng.gen_range(1..=4);
         let write_f = if self.config.workload == WorkloadKind::ListAppend {
-            "append"
+            crate::list_append::WRITE_F
         } else {
-            "w"
+            crate::rw_register::WRITE_F
         };
+        let one_write_per_key = crate::rw_register::one_write_per_key(&self.config);
+        let mut written: Vec<usize> = Vec::new();
         let mut ops = Vec::with_capacity(n);
         for _ in 0..n {
             let slot_index = self.rng.gen_range(0..self.slots.len());
             if self.slots[slot_index].ops_issued >= self.config.ops_per_key {
                 self.slots[slot_index] = self.fresh_slot();
             }
-            let read = self.rng.gen_bool(0.5);
+            let mut read = self.rng.gen_bool(0.5);
+            if one_write_per_key && !read {
+                // A second write of a key in one txn becomes a read (etcd refuses the txn).
+                read = written.contains(&slot_index);
+                written.push(slot_index);
+            }
             let slot = &mut self.slots[slot_index];
             slot.ops_issued += 1;
             if read {
@@ -237,30 +208,61 @@ impl Generator {
         }
     }
 
-    /// A bank op: half reads of every account in one txn, half transfers of 1-5 between two
-    /// distinct accounts, as one txn appending `-amount` to one and `+amount` to the other
-    /// (see `bank` for why deltas).
     fn next_bank(&mut self) -> OpSpec {
-        let accounts: Vec<String> = self.slots.iter().map(|s| s.key.clone()).collect();
-        let ops = if self.rng.gen_bool(0.5) || accounts.len() < 2 {
-            accounts
-                .iter()
-                .map(|k| micro("r", k, Value::Null))
-                .collect()
-        } else {
-            let from = self.rng.gen_range(0..accounts.len());
-            let to = (from + self.rng.gen_range(1..accounts.len())) % accounts.len();
-            let amount = self.rng.gen_range(1..=5i64);
-            vec![
-                micro("append", &accounts[from], Value::Int(-amount)),
-                micro("append", &accounts[to], Value::Int(amount)),
-            ]
-        };
-        OpSpec {
-            f: "txn",
-            key: String::new(),
-            value: Value::List(ops),
-        }
+        let accounts: Vec<&str> = self.slots.iter().map(|s| s.key.as_str()).collect();
+        crate::bank::next_op(&accounts, &mut self.rng)
+    }
+}
+
+/// What a micro-op does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MicroF {
+    Read,
+    Append,
+    Write,
+}
+
+/// A txn's micro-op, typed: `["r", k, _]`, `["append", k, v]` or `["w", k, v]` with an integer
+/// `v`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MicroOp {
+    pub f: MicroF,
+    pub key: String,
+    /// The argument of an append or write; 0 for a read.
+    pub arg: i64,
+}
+
+impl MicroOp {
+    /// The micro-ops of a txn value `[[f, k, v], ...]`.
+    pub fn parse_txn(value: &Value) -> Result<Vec<MicroOp>, String> {
+        let ops = value
+            .as_list()
+            .ok_or_else(|| format!("txn value {value} is not a list of micro-ops"))?;
+        ops.iter()
+            .map(|m| {
+                let Some([f, k, v]) = m.as_list() else {
+                    return Err(format!("micro-op {m} is not [f, key, value]"));
+                };
+                let f = match f {
+                    Value::Str(f) if f == "r" => MicroF::Read,
+                    Value::Str(f) if f == "append" => MicroF::Append,
+                    Value::Str(f) if f == "w" => MicroF::Write,
+                    other => return Err(format!("micro-op {m}: unknown function {other}")),
+                };
+                let arg = match (f, v) {
+                    (MicroF::Read, _) => 0,
+                    (_, Value::Int(i)) => *i,
+                    (_, other) => {
+                        return Err(format!("micro-op {m}: argument {other} is not an integer"))
+                    }
+                };
+                Ok(MicroOp {
+                    f,
+                    key: k.to_string(),
+                    arg,
+                })
+            })
+            .collect()
     }
 }
 
@@ -275,6 +277,7 @@ mod tests {
             seed: 7,
             active_keys: 2,
             ops_per_key: 10,
+            protocol: Protocol::OrdealHttp,
         };
         let mut a = Generator::new(config.clone());
         let mut b = Generator::new(config);
@@ -354,5 +357,55 @@ mod tests {
             assert_eq!(sum, 0, "{op:?}");
         }
         assert!(reads > 50 && transfers > 50);
+    }
+
+    #[test]
+    fn rw_register_on_etcd_writes_each_key_once_per_txn() {
+        let config = GeneratorConfig::for_workload(WorkloadKind::RwRegister, 9, 4);
+        let count_dups = |config: GeneratorConfig| {
+            let mut g = Generator::new(config);
+            let mut dups = 0;
+            for _ in 0..2000 {
+                let op = g.next_op();
+                let micro = MicroOp::parse_txn(&op.value).unwrap();
+                let mut written = std::collections::HashSet::new();
+                for m in micro.iter().filter(|m| m.f == MicroF::Write) {
+                    if !written.insert(m.key.clone()) {
+                        dups += 1;
+                    }
+                }
+            }
+            dups
+        };
+        // paxos-kv's generator is unchanged (duplicate writes are how G1b shows there) ...
+        assert!(count_dups(config.clone()) > 0);
+        // ... and etcd's never writes a key twice in one txn.
+        assert_eq!(count_dups(config.with_protocol(Protocol::EtcdV3)), 0);
+    }
+
+    #[test]
+    fn micro_ops_parse_and_refuse_garbage() {
+        let txn = Value::List(vec![
+            micro("r", "x", Value::Null),
+            micro("append", "x", Value::Int(3)),
+            micro("w", "y", Value::Int(-2)),
+        ]);
+        let ops = MicroOp::parse_txn(&txn).unwrap();
+        assert_eq!(
+            ops.iter()
+                .map(|m| (m.f, m.key.as_str(), m.arg))
+                .collect::<Vec<_>>(),
+            vec![
+                (MicroF::Read, "x", 0),
+                (MicroF::Append, "x", 3),
+                (MicroF::Write, "y", -2)
+            ]
+        );
+        assert!(MicroOp::parse_txn(&Value::Int(1)).is_err());
+        assert!(MicroOp::parse_txn(&Value::List(vec![micro("cas", "x", Value::Int(1))])).is_err());
+        assert!(
+            MicroOp::parse_txn(&Value::List(vec![micro("w", "x", Value::Str("a".into()))]))
+                .is_err()
+        );
     }
 }
