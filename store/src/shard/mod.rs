@@ -23,6 +23,26 @@
 //! standard offset basis and prime) is stable across platforms, Rust versions and processes,
 //! unlike `std`'s `DefaultHasher`. The number of shards is fixed for the life of a cluster
 //! ([`DEFAULT_SHARDS`] unless configured).
+//!
+//! # Versions and revisions
+//!
+//! Each key carries its own version (how many transactions wrote it), which moves with its
+//! shard; `if_revision` compares against it and reads report it. This is not the single-group
+//! store's global revision (a log counter), which cannot survive a move between logs.
+//!
+//! # For the server (not built yet)
+//!
+//! - Run [`group::Group`] at every replica of a group: `Apply` on every replica in log order,
+//!   `Tick` and `Message` only at the leader, and [`group::Group::become_leader`] when a
+//!   replica becomes leader. Outputs of `Apply` at followers are dropped.
+//! - Reads during 2PC execution (`Msg::Read`) are answered from the leader's applied state:
+//!   the leader must have applied everything committed before it answers (a ReadIndex round
+//!   as in [`crate::paxos`]), or a deposed leader could answer stale values.
+//! - A client must retry a cross-group transaction at the group it first sent it to (the
+//!   coordinator, whose log answers retries); sending the same id to another group could run
+//!   two coordinators for one transaction. Single-group transactions may be retried anywhere
+//!   (the shard's exactly-once table moves with it).
+//! - HTTP `client_id` strings must be mapped to [`ClientId`] numbers.
 
 pub mod config;
 pub mod group;
