@@ -347,6 +347,9 @@ fn any_cycle(n: usize, adj: &[Vec<u32>]) -> Option<Vec<u32>> {
     None
 }
 
+/// How many cycles of a failed guess each repair round turns into hints.
+const HINTS_PER_ROUND: usize = 64;
+
 /// How far back `simulate` looks from a reader for an earlier writer of the same key.
 const LOOKAHEAD: usize = 256;
 
@@ -916,39 +919,69 @@ pub(crate) fn decide(
             example = guess.clone();
             first_guess = false;
         }
-        let Some(cycle) = any_cycle(n, &full) else {
-            break;
-        };
         let chosen: FxHashMap<(u32, u32), ChosenEdge> =
             extra.iter().map(|e| ((e.from, e.to), *e)).collect();
-        // Guessed edges on the cycle: the version `from` wrote (ww) or read (rw) came right
+        // Guessed edges on a cycle: the version `from` wrote (ww) or read (rw) came right
         // before the one `to` wrote. One of them is wrong: the next guess puts `to`'s write
-        // before that version's writer, the first such hint that leaves the hints acyclic.
-        for (i, &u) in cycle.iter().enumerate() {
-            let v = cycle[(i + 1) % cycle.len()];
-            let Some(e) = chosen
-                .get(&(u, v))
-                .filter(|_| !adj[u as usize].contains(&v))
-            else {
-                continue;
-            };
+        // before that version's writer. A batch first: one hint from each of up to
+        // `HINTS_PER_ROUND` cycles (each cycle broken at its hinted edge to find the next);
+        // if the batch leaves the hints cyclic, hints one at a time from the first cycle.
+        let hint_of = |e: &ChosenEdge| -> Option<(u32, u32)> {
             let earlier = if e.kind == WW {
                 Some(e.from)
             } else {
                 writer_of.get(&(e.key, e.from_value)).copied()
             };
-            let Some(w) = earlier.filter(|&w| w != e.to) else {
-                continue;
+            earlier.filter(|&w| w != e.to).map(|w| (e.to, w))
+        };
+        let guessed_on = |cycle: &[u32]| -> Vec<(u32, u32, (u32, u32))> {
+            (0..cycle.len())
+                .filter_map(|i| {
+                    let (u, v) = (cycle[i], cycle[(i + 1) % cycle.len()]);
+                    let e = chosen
+                        .get(&(u, v))
+                        .filter(|_| !adj[u as usize].contains(&v))?;
+                    Some((u, v, hint_of(e)?))
+                })
+                .collect()
+        };
+        let Some(first) = any_cycle(n, &full) else {
+            break;
+        };
+        let first_hints = guessed_on(&first);
+        let mut batch: Vec<(u32, u32)> = Vec::new();
+        let mut cycle = Some(first);
+        while let Some(c) = cycle.take() {
+            if batch.len() >= HINTS_PER_ROUND || meter.spend(simulate_cost).is_err() {
+                break;
+            }
+            let Some(&(u, v, hint)) = guessed_on(&c).first() else {
+                break;
             };
+            batch.push(hint);
+            full[u as usize].retain(|&x| x != v);
+            cycle = any_cycle(n, &full);
+        }
+        for &(to, w) in &batch {
+            hinted[to as usize].push(w);
+        }
+        current = simulate(n, &hinted, &facts, mode, prio);
+        if current.is_some() {
+            continue;
+        }
+        for &(to, _) in batch.iter().rev() {
+            hinted[to as usize].pop();
+        }
+        for &(_, _, (to, w)) in &first_hints {
             if meter.spend(simulate_cost).is_err() {
                 break;
             }
-            hinted[e.to as usize].push(w);
+            hinted[to as usize].push(w);
             current = simulate(n, &hinted, &facts, mode, prio);
             if current.is_some() {
                 break;
             }
-            hinted[e.to as usize].pop();
+            hinted[to as usize].pop();
         }
     }
     if guess_only {
