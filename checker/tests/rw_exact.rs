@@ -460,7 +460,7 @@ fn generated_histories_get_a_witness() {
     for seed in 0..6 {
         let log = generate(&GenOptions {
             workload: Workload::RwRegister,
-            txns: 300,
+            txns: 2000,
             clients: 8,
             active_keys: 4,
             max_writes_per_key: 16,
@@ -469,7 +469,7 @@ fn generated_histories_get_a_witness() {
             seed,
             ..GenOptions::default()
         });
-        for c in [Consistency::Serializable, Consistency::StrictSerializable] {
+        for c in [Consistency::StrictSerializable, Consistency::Serializable] {
             let r = check_log(&log, &opts(c)).unwrap();
             assert_eq!(r.verdict, Verdict::Valid, "seed {seed} {c}: {:?}", r.notes);
             assert_eq!(r.decided_by, DecidedBy::ExactSearch);

@@ -10,6 +10,10 @@
 //!
 //! `load` is generating, converting or reading the history; `check` is the checker alone.
 //!
+//! The `rw-*` cases are generated rw-register histories (same shape), checked for strict
+//! serializability or serializability: there the exact search over version orders runs, and
+//! the line says how the verdict was reached. `EXACT_BUDGET=STEPS` overrides its step budget.
+//!
 //! Usage: ordeal-txn-bench                 all cases
 //!        ordeal-txn-bench --case NAME     one case in this process (see CASES)
 //!        ordeal-txn-bench --write NAME    write the history file a file case reads
@@ -32,7 +36,7 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const CASES: [&str; 9] = [
+const CASES: [&str; 13] = [
     "100k",
     "100k-history",
     "100k-anomalies",
@@ -42,6 +46,10 @@ const CASES: [&str; 9] = [
     "1m-jsonl",
     "1m-edn",
     "huge-scc",
+    "rw-10k-strict",
+    "rw-10k-ser",
+    "rw-100k-strict",
+    "rw-100k-ser",
 ];
 
 /// The history file a file case reads, and how many transactions it holds.
@@ -121,11 +129,33 @@ fn gen_opts(txns: usize) -> GenOptions {
     }
 }
 
+/// rw-register cases: `rw-SIZE-strict` or `rw-SIZE-ser` (the exact search over version orders
+/// runs on these valid histories; it must find a witness fast).
+fn rw_case(name: &str) -> Option<(usize, Consistency)> {
+    let rest = name.strip_prefix("rw-")?;
+    let (size, level) = rest.split_once('-')?;
+    let txns = match size {
+        "10k" => 10_000,
+        "100k" => 100_000,
+        _ => return None,
+    };
+    let consistency = match level {
+        "strict" => Consistency::StrictSerializable,
+        "ser" => Consistency::Serializable,
+        _ => return None,
+    };
+    Some((txns, consistency))
+}
+
 fn opts(workload: Workload, consistency: Consistency) -> TxnOptions {
     TxnOptions {
         workload,
         consistency,
         time_budget: Duration::from_secs(10),
+        exact_budget_steps: std::env::var("EXACT_BUDGET")
+            .ok()
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(ordeal_checker::txn::DEFAULT_EXACT_BUDGET_STEPS),
         ..TxnOptions::default()
     }
 }
@@ -155,6 +185,13 @@ fn run_case(name: &str) -> Result<(), String> {
             let (path, _) = file_case(file).ok_or("not a file case")?;
             Input::Log(read_log(&path, Format::Auto).map_err(|e| e.to_string())?)
         }
+        rw if rw_case(rw).is_some() => {
+            let (txns, _) = rw_case(rw).ok_or("not an rw case")?;
+            Input::Log(generate(&GenOptions {
+                workload: Workload::RwRegister,
+                ..gen_opts(txns)
+            }))
+        }
         "huge-scc" => {
             let path = shared_testdata_dir().join("elle/huge-scc.edn.gz");
             Input::History(read_path(&path, Format::Auto).map_err(|e| e.to_string())?)
@@ -164,7 +201,10 @@ fn run_case(name: &str) -> Result<(), String> {
     let setup = t0.elapsed();
     let t1 = Instant::now();
     let cpu_start = cpu_secs();
-    let o = opts(Workload::ListAppend, Consistency::StrictSerializable);
+    let o = match rw_case(name) {
+        Some((_, consistency)) => opts(Workload::RwRegister, consistency),
+        None => opts(Workload::ListAppend, Consistency::StrictSerializable),
+    };
     let result = match &input {
         Input::Log(log) => check_log(log, &o),
         Input::History(h) => check(h, &o),
@@ -174,7 +214,7 @@ fn run_case(name: &str) -> Result<(), String> {
     let cpu = cpu_secs() - cpu_start;
     println!(
         "{name:>14}: {:>8} txns  load {:>6.2} s  check {:>6.2} s (cpu {:>5.2} s)  total {:>6.2} s  \
-         peak RSS {:>5.0} MB  edges {:>9}  verdict {}  anomalies {:?}",
+         peak RSS {:>5.0} MB  edges {:>9}  verdict {} ({})  anomalies {:?}",
         result.stats.txns,
         setup.as_secs_f64(),
         check_time.as_secs_f64(),
@@ -183,8 +223,12 @@ fn run_case(name: &str) -> Result<(), String> {
         peak_rss_mb(),
         result.stats.edges,
         result.verdict,
+        result.decided_by.as_str(),
         result.anomaly_types
     );
+    for n in result.notes.iter().filter(|n| n.contains("exact search")) {
+        println!("{:>14}  {n}", "");
+    }
     Ok(())
 }
 
