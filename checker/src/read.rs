@@ -156,6 +156,36 @@ pub fn stream_path(
     stream_str(&text, format, &name, sink)
 }
 
+/// Gives an error about event position `index` that names no line (the transactional
+/// checkers work on a compact log without source lines) the line of that event in `path`,
+/// found by reading the file again up to it. Other errors are returned as they are.
+pub fn locate_event(err: HistoryError, path: &Path, format: Format) -> HistoryError {
+    let HistoryError::Invalid {
+        line: None,
+        index,
+        message,
+    } = err
+    else {
+        return err;
+    };
+    let mut seen = 0usize;
+    let mut found = None;
+    // The sink stops the read at the event; the "error" that stops it is not one.
+    let _ = stream_path(path, format, &mut |_, line| {
+        if seen == index {
+            found = Some(line);
+            return Err(String::new());
+        }
+        seen += 1;
+        Ok(())
+    });
+    HistoryError::Invalid {
+        line: found,
+        index,
+        message,
+    }
+}
+
 /// How much of a file `Format::Auto` looks at.
 const DETECT_HEAD_BYTES: usize = 64 * 1024;
 

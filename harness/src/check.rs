@@ -5,7 +5,7 @@
 
 use clap::Args;
 use ordeal_checker::linear::{self, CheckOptions, LinearReport, ModelKind, ModelOptions};
-use ordeal_checker::read::{read_path, Format};
+use ordeal_checker::read::{locate_event, read_path, Format};
 use ordeal_checker::txn;
 use ordeal_checker::HistoryError;
 use std::io::Write;
@@ -16,8 +16,9 @@ use std::time::Duration;
 pub struct CheckArgs {
     /// The history file (JSONL, Jepsen EDN, Jepsen text log, JSON array; `.gz` too).
     pub file: PathBuf,
-    /// The model: register, cas-register, kv, kv-unpartitioned, set (linearizability), or
-    /// list-append, rw-register (transactional isolation, as Elle checks it).
+    /// The model: register, cas-register, kv, kv-unpartitioned, set, multi-register
+    /// (linearizability), or list-append, rw-register (transactional isolation, as Elle checks
+    /// it).
     #[arg(long, value_name = "MODEL")]
     pub model: String,
     /// For list-append and rw-register: read-committed, repeatable-read, snapshot-isolation,
@@ -34,6 +35,10 @@ pub struct CheckArgs {
     /// says the register differed from the expected value, as porcupine's etcd model does).
     #[arg(long, default_value = "dropped", value_name = "HOW")]
     pub failed_cas: String,
+    /// For multi-register: the registers' initial values, an EDN or JSON map such as
+    /// `{:x 0 :y 0}` (registers not named start nil).
+    #[arg(long, value_name = "MAP")]
+    pub initial: Option<String>,
     /// Memory budget of the search memo, in MiB; past it the verdict is unknown.
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     pub memo_limit_mib: usize,
@@ -115,8 +120,11 @@ fn run_inner(args: &CheckArgs) -> Result<i32, String> {
                 time_budget: args.timeout,
                 ..txn::TxnOptions::default()
             };
-            let result =
-                txn::check_log(&log, &opts).map_err(|e| e.in_file(&args.file).to_string())?;
+            let result = txn::check_log(&log, &opts).map_err(|e| {
+                locate_event(e, &args.file, format)
+                    .in_file(&args.file)
+                    .to_string()
+            })?;
             return print_txn(args, &result);
         }
     };
@@ -126,8 +134,20 @@ fn run_inner(args: &CheckArgs) -> Result<i32, String> {
         memo_limit_bytes: args.memo_limit_mib.saturating_mul(1 << 20),
         ..CheckOptions::default()
     };
-    let report: LinearReport = linear::check_kind(kind, model_options, &history, &options)
-        .map_err(|e: HistoryError| e.in_file(&args.file).to_string())?;
+    let checked = match (&args.initial, kind) {
+        (Some(initial), ModelKind::MultiRegister) => {
+            let initial = ordeal_checker::edn::parse(initial)
+                .or_else(|e| serde_json::from_str(initial).map_err(|_| e))
+                .map_err(|e| format!("--initial: {}", e.message))?;
+            let model =
+                linear::MultiRegister::new(&initial).map_err(|e| format!("--initial: {e}"))?;
+            linear::check(&model, &history, &options)
+        }
+        (Some(_), _) => return Err("--initial only applies to --model multi-register".into()),
+        (None, _) => linear::check_kind(kind, model_options, &history, &options),
+    };
+    let report: LinearReport =
+        checked.map_err(|e: HistoryError| e.in_file(&args.file).to_string())?;
     // Write errors on stdout (a closed pipe, as in `| head`) are not the tool failing.
     let mut out = std::io::stdout().lock();
     if args.json {

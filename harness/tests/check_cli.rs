@@ -106,6 +106,63 @@ fn bad_input_is_255_with_file_and_line() {
         err.contains("h.jsonl:3:") && err.contains("no pending invoke"),
         "{err}"
     );
+    // Model errors of the txn checkers (found after reading) name the file and line too.
+    std::fs::write(
+        &file,
+        "{\"index\":0,\"process\":0,\"type\":\"invoke\",\"f\":\"txn\",\"value\":[[\"append\",1,1]]}\n\
+         {\"index\":1,\"process\":0,\"type\":\"ok\",\"f\":\"txn\",\"value\":[[\"append\",1,1]]}\n\
+         {\"index\":2,\"process\":1,\"type\":\"invoke\",\"f\":\"txn\",\"value\":[[\"append\",1,1],[\"r\",2,null]]}\n\
+         {\"index\":3,\"process\":1,\"type\":\"ok\",\"f\":\"txn\",\"value\":[[\"append\",1,1],[\"r\",2,5]]}\n",
+    )
+    .unwrap();
+    let (code, _, err) = ordeal(&["check", f, "--model", "list-append"]);
+    assert_eq!(code, 255);
+    assert!(err.contains("h.jsonl:4:") && err.contains("twice"), "{err}");
+    let (code, _, err) = ordeal(&["check", f, "--model", "rw-register"]);
+    assert_eq!(code, 255);
+    assert!(
+        err.contains("h.jsonl:2:") && err.contains("append"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn multi_register_with_initial_values() {
+    let dir = std::env::temp_dir().join(format!("ordeal-check-multi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("multi.edn");
+    std::fs::write(
+        &file,
+        "; Knossos layout: a list, comments between ops\n(\n\
+         {:process 0 :type :invoke :f :txn :value [[:read :x nil] [:write :y 2]]}\n\
+         {:process 0 :type :ok :f :txn :value [[:read :x 0] [:write :y 2]]}\n)\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let (code, out, err) = ordeal(&[
+        "check",
+        f,
+        "--model",
+        "multi-register",
+        "--initial",
+        "{:x 0 :y 0}",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = ordeal(&[
+        "check",
+        f,
+        "--model",
+        "multi-register",
+        "--initial",
+        "{:x 1}",
+    ]);
+    assert_eq!(code, 1, "x starts at 1, the read saw 0: {out}{err}");
+    let (code, out, _) = ordeal(&["check", f, "--model", "multi-register"]);
+    assert_eq!(code, 1, "registers start nil: {out}");
+    let (code, _, err) = ordeal(&["check", f, "--model", "register", "--initial", "{:x 0}"]);
+    assert_eq!(code, 255);
+    assert!(err.contains("--initial"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
