@@ -87,9 +87,10 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// Whether only white space, comments and discards are left (a broken discard is not
+    /// the end: reading the next value reports it).
     pub fn at_end(&mut self) -> bool {
-        self.skip_ws();
-        self.pos >= self.text.len()
+        self.skip().is_ok() && self.pos >= self.text.len()
     }
 
     /// Reads the next value, which must be there.
@@ -99,8 +100,25 @@ impl<'a> Parser<'a> {
 
     /// If the next form opens a vector, consumes the bracket and returns true.
     pub fn open_vector(&mut self) -> bool {
-        self.skip_ws();
-        if self.peek() == Some(b'[') {
+        self.open_seq(b"[").is_some()
+    }
+
+    /// If the next form opens one of `opens` (`[` or `(`), consumes it and returns the
+    /// matching closing byte. Discards before it are skipped.
+    pub fn open_seq(&mut self, opens: &[u8]) -> Option<u8> {
+        self.skip().ok()?;
+        let c = self.peek().filter(|c| opens.contains(c))?;
+        self.bump();
+        Some(if c == b'(' { b')' } else { b']' })
+    }
+
+    /// If the next form is `close`, consumes it and returns true. Discards before it are
+    /// skipped.
+    pub fn close_seq(&mut self, close: u8) -> bool {
+        if self.skip().is_err() {
+            return false;
+        }
+        if self.peek() == Some(close) {
             self.bump();
             true
         } else {
@@ -108,14 +126,28 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// If the next form closes a vector, consumes the bracket and returns true.
-    pub fn close_vector(&mut self) -> bool {
-        self.skip_ws();
-        if self.peek() == Some(b']') {
-            self.bump();
-            true
-        } else {
-            false
+    /// Skips white space, comments and `#_` discards. On an error nothing of the failing
+    /// discard is consumed, so that reading the next value reports it.
+    fn skip(&mut self) -> Result<(), EdnError> {
+        let (pos, line) = (self.pos, self.line);
+        self.skip_at(0).inspect_err(|_| {
+            self.pos = pos;
+            self.line = line;
+        })
+    }
+
+    /// Skips white space, comments and `#_` discards inside a form at `depth` (each discarded
+    /// form is parsed and dropped). Chains of discards are consumed in a loop, never by
+    /// recursion, so no input can exhaust the stack; a discarded form counts against the
+    /// nesting bound.
+    fn skip_at(&mut self, depth: usize) -> Result<(), EdnError> {
+        loop {
+            self.skip_ws();
+            if self.text.get(self.pos..self.pos + 2) != Some(&b"#_"[..]) {
+                return Ok(());
+            }
+            self.pos += 2;
+            self.value_at(depth + 1)?;
         }
     }
 
@@ -123,7 +155,7 @@ impl<'a> Parser<'a> {
         if depth > MAX_DEPTH {
             return self.err(format!("nested deeper than {MAX_DEPTH} levels"));
         }
-        self.skip_ws();
+        self.skip_at(depth)?;
         let Some(c) = self.peek() else {
             return self.err("unexpected end of input");
         };
@@ -153,13 +185,13 @@ impl<'a> Parser<'a> {
                 self.bump();
                 match self.peek() {
                     Some(b'{') => {
+                        // A set is unordered: kept sorted and without duplicates, so that
+                        // #{1 2} and #{2 1} are the same value.
                         self.bump();
-                        self.seq(b'}', depth).map(Value::List)
-                    }
-                    Some(b'_') => {
-                        self.bump();
-                        self.value_at(depth + 1)?;
-                        self.value_at(depth)
+                        let mut items = self.seq(b'}', depth)?;
+                        items.sort();
+                        items.dedup();
+                        Ok(Value::List(items))
                     }
                     _ => {
                         // A tagged element: drop the tag, keep the value.
@@ -181,7 +213,7 @@ impl<'a> Parser<'a> {
         let start_line = self.line;
         let mut items = Vec::new();
         loop {
-            self.skip_ws();
+            self.skip_at(depth + 1)?;
             match self.peek() {
                 None => {
                     return Err(EdnError {
@@ -202,7 +234,7 @@ impl<'a> Parser<'a> {
         let start_line = self.line;
         let mut entries = Vec::new();
         loop {
-            self.skip_ws();
+            self.skip_at(depth + 1)?;
             match self.peek() {
                 None => {
                     return Err(EdnError {
@@ -224,7 +256,7 @@ impl<'a> Parser<'a> {
                             return self.err(format!("expected ':' after key {k}"));
                         }
                     }
-                    self.skip_ws();
+                    self.skip_at(depth + 1)?;
                     if self.peek() == Some(b'}') {
                         return self.err(format!("map key {k} has no value"));
                     }
@@ -256,8 +288,21 @@ impl<'a> Parser<'a> {
                     Some(b'/') => out.push(b'/'),
                     Some(b'u') => {
                         let hex = self.take(4);
-                        let code = u32::from_str_radix(&hex, 16)
-                            .ok()
+                        let mut unit = u32::from_str_radix(&hex, 16).ok();
+                        // A high surrogate must be followed by an escaped low one: together
+                        // they are one character outside the Basic Multilingual Plane.
+                        if let Some(high @ 0xD800..=0xDBFF) = unit {
+                            unit = None;
+                            if self.text.get(self.pos..self.pos + 2) == Some(&b"\\u"[..]) {
+                                self.pos += 2;
+                                let low_hex = self.take(4);
+                                if let Ok(low @ 0xDC00..=0xDFFF) = u32::from_str_radix(&low_hex, 16)
+                                {
+                                    unit = Some(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00));
+                                }
+                            }
+                        }
+                        let code = unit
                             .and_then(char::from_u32)
                             .map_or_else(|| self.err(format!("bad escape \\u{hex}")), Ok)?;
                         let mut buf = [0u8; 4];
@@ -388,6 +433,35 @@ mod tests {
         let err = parse("{:a 1\n\n :b [1 2]").unwrap_err();
         assert_eq!(err.line, 1);
         assert!(err.message.contains("never closed"));
+    }
+
+    #[test]
+    fn long_discard_chains_do_not_exhaust_the_stack() {
+        let text = format!("{}{{:a 1}}", "#_1 ".repeat(10_000));
+        assert_eq!(parse(&text).unwrap().get("a"), Some(&Value::Int(1)));
+        // Discards before a closing bracket and at the very end.
+        assert_eq!(parse("[1 #_2]").unwrap().to_edn(), "[1]");
+        let mut p = Parser::new("{:a 1} #_ {:b 2}", 1);
+        p.value().unwrap();
+        assert!(p.at_end());
+        // Nested discards are bounded like any nesting.
+        let nested = format!("{}1", "#_".repeat(10_000));
+        assert!(parse(&nested).is_err());
+    }
+
+    #[test]
+    fn sets_are_unordered() {
+        assert_eq!(parse("#{2 1 2}").unwrap(), parse("#{1 2}").unwrap());
+    }
+
+    #[test]
+    fn surrogate_pairs_make_one_character() {
+        assert_eq!(
+            parse(r#""\ud83d\ude00""#).unwrap(),
+            Value::Str("\u{1F600}".into())
+        );
+        assert!(parse(r#""\ud83d""#).is_err());
+        assert!(parse(r#""\ude00""#).is_err());
     }
 
     #[test]

@@ -140,7 +140,11 @@ pub fn stream_path(
         return Ok(state.processes);
     }
     let mut bytes = Vec::new();
-    reader.read_to_end(&mut bytes).map_err(io_err)?;
+    reader.read_to_end(&mut bytes).map_err(|e| {
+        // A corrupt gzip stream fails mid-file: say how far the text got.
+        let line = bytes.iter().filter(|&&b| b == b'\n').count() + 1;
+        parse_error(&name, line, format!("read error: {e}"))
+    })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         parse_error(
@@ -150,6 +154,36 @@ pub fn stream_path(
         )
     })?;
     stream_str(&text, format, &name, sink)
+}
+
+/// Gives an error about event position `index` that names no line (the transactional
+/// checkers work on a compact log without source lines) the line of that event in `path`,
+/// found by reading the file again up to it. Other errors are returned as they are.
+pub fn locate_event(err: HistoryError, path: &Path, format: Format) -> HistoryError {
+    let HistoryError::Invalid {
+        line: None,
+        index,
+        message,
+    } = err
+    else {
+        return err;
+    };
+    let mut seen = 0usize;
+    let mut found = None;
+    // The sink stops the read at the event; the "error" that stops it is not one.
+    let _ = stream_path(path, format, &mut |_, line| {
+        if seen == index {
+            found = Some(line);
+            return Err(String::new());
+        }
+        seen += 1;
+        Ok(())
+    });
+    HistoryError::Invalid {
+        line: found,
+        index,
+        message,
+    }
 }
 
 /// How much of a file `Format::Auto` looks at.
@@ -191,9 +225,10 @@ pub fn stream_str(
     match format {
         Format::Jsonl => stream_jsonl(&mut text.as_bytes(), name, &mut state, sink)?,
         Format::Edn => {
+            // A vector of op maps, or a list (Knossos's data files), or maps one after another.
             let mut parser = Parser::new(text, 1);
-            if parser.open_vector() {
-                stream_op_maps(parser, name, true, &mut state, sink)?;
+            if let Some(close) = parser.open_seq(b"[(") {
+                stream_op_maps(parser, name, Some(close), &mut state, sink)?;
             } else {
                 stream_edn_chunks(text, name, &mut state, sink)?;
             }
@@ -209,7 +244,7 @@ pub fn stream_str(
                         "expected a JSON array of ops",
                     ));
                 }
-                stream_op_maps(parser, name, true, &mut state, sink)?;
+                stream_op_maps(parser, name, Some(b']'), &mut state, sink)?;
             }
         }
         Format::Auto => unreachable!("resolved above"),
@@ -305,10 +340,11 @@ fn read_lines(
                 return Err(parse_error(name, *next_line, "not valid UTF-8"))
             }
             Err(source) => {
-                return Err(HistoryError::Io {
-                    path: name.to_path_buf(),
-                    source,
-                })
+                return Err(parse_error(
+                    name,
+                    *next_line,
+                    format!("read error: {source}"),
+                ))
             }
         }
     }
@@ -347,31 +383,35 @@ impl ProcessFiller {
     }
 }
 
-/// Op maps one after another (one per line, or inside a vector), parsed in this thread.
+/// Op maps one after another (one per line, or inside a vector or list whose closing byte is
+/// `wrapped_in`), parsed in this thread.
 fn stream_op_maps(
     mut parser: Parser,
     name: &Path,
-    wrapped_in_vector: bool,
+    wrapped_in: Option<u8>,
     state: &mut ReadState,
     sink: &mut Sink,
 ) -> Result<(), HistoryError> {
     loop {
-        if wrapped_in_vector && parser.close_vector() {
-            if !parser.at_end() {
-                return Err(parse_error(
-                    name,
-                    parser.line(),
-                    "text after the closing ']'",
-                ));
+        if let Some(close) = wrapped_in {
+            if parser.close_seq(close) {
+                if !parser.at_end() {
+                    return Err(parse_error(
+                        name,
+                        parser.line(),
+                        format!("text after the closing '{}'", close as char),
+                    ));
+                }
+                break;
             }
-            break;
         }
         if parser.at_end() {
-            if wrapped_in_vector {
+            if let Some(close) = wrapped_in {
+                let open = if close == b')' { '(' } else { '[' };
                 return Err(parse_error(
                     name,
                     parser.line(),
-                    "the history's '[' is never closed (truncated file?)",
+                    format!("the history's '{open}' is never closed (truncated file?)"),
                 ));
             }
             break;
@@ -539,7 +579,7 @@ fn stream_edn_chunks(
             // parses (the cut was inside a multi-line op) or names the real error.
             let (range, line) = &current_group[i];
             let parser = Parser::new(&text[range.start..], *line);
-            return stream_op_maps(parser, name, false, state, sink);
+            return stream_op_maps(parser, name, None, state, sink);
         }
         if next_group.is_empty() {
             return Ok(());
@@ -589,7 +629,8 @@ fn event_from_map(map: Value) -> Result<(Event, bool), String> {
                     other => other.to_string(),
                 }
             }
-            "key" => event.key = Some(v),
+            // `:key nil` means "no key", as `"key": null` does in JSON.
+            "key" => event.key = (!v.is_null()).then_some(v),
             "value" => event.value = v,
             "node" => event.node = Some(v.to_string()),
             "error" => event.error = Some(v),
@@ -611,10 +652,20 @@ fn stream_jepsen_log(
     state: &mut ReadState,
     sink: &mut Sink,
 ) -> Result<(), HistoryError> {
+    let lines = text.lines().count();
     for (i, line) in text.lines().enumerate() {
         let Some(at) = line.find("jepsen.util - ") else {
             continue;
         };
+        if i + 1 == lines && !text.ends_with('\n') {
+            // Loggers end every line: a last op line without one was cut off mid-write, and
+            // its fields (`0 :ok :wri`) cannot be trusted.
+            return Err(parse_error(
+                name,
+                i + 1,
+                "the last line has no newline: truncated file? (it is not read as an op)",
+            ));
+        }
         let rest = &line[at + "jepsen.util - ".len()..];
         state.give(i + 1, parse_log_fields(rest).map(|e| (e, true)), name, sink)?;
     }
@@ -848,6 +899,82 @@ mod tests {
         let edn = String::from_utf8(edn).unwrap();
         assert!(edn.contains("[[:append 1 2] [:r 1 nil]]"), "{edn}");
         assert_eq!(read(&edn, Format::Edn).unwrap().events, h.events);
+    }
+
+    #[test]
+    fn knossos_list_files_with_comments() {
+        let text = "; a Knossos data file\n(\n{:process 0 :type :invoke :f :read :value nil}\n\
+                    ; between ops\n{:process 0 :type :ok :f :read :value 1} #_ {:ignored 1}\n)\n";
+        let h = read(text, Format::Auto).unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!(h.source_lines, vec![3, 5]);
+        let err = read("(\n{:process 0 :type :invoke :f :read}\n", Format::Edn)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'(' is never closed"), "{err}");
+    }
+
+    #[test]
+    fn nil_key_means_no_key_in_every_format() {
+        let edn = read("{:process 0 :type :invoke :f :read :key nil}", Format::Edn).unwrap();
+        let jsonl = read(
+            r#"{"index":0,"process":0,"type":"invoke","f":"read","key":null,"value":null}"#,
+            Format::Jsonl,
+        )
+        .unwrap();
+        let json = read(
+            r#"[{"process":0,"type":"invoke","f":"read","key":null}]"#,
+            Format::JsonArray,
+        )
+        .unwrap();
+        assert_eq!(edn.events[0].key, None);
+        assert_eq!(jsonl.events[0].key, None);
+        assert_eq!(json.events[0].key, None);
+    }
+
+    #[test]
+    fn truncated_last_jepsen_log_line_is_an_error() {
+        let text = "INFO  jepsen.util - 0\t:invoke\t:write\t3\nINFO  jepsen.util - 0 :ok :wri";
+        let err = read(text, Format::JepsenLog).unwrap_err().to_string();
+        assert!(err.starts_with("t:2:"), "{err}");
+        assert!(err.contains("truncated"), "{err}");
+        assert_eq!(
+            read(&format!("{text}te 3\n"), Format::JepsenLog)
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn corrupt_gzip_names_the_line_reached() {
+        use std::io::Write as _;
+        let dir = std::env::temp_dir().join(format!("ordeal-gz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let line = "{:process 0 :type :invoke :f :read :value nil}\n\
+                    {:process 0 :type :ok :f :read :value nil}\n";
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        for _ in 0..2000 {
+            gz.write_all(line.as_bytes()).unwrap();
+        }
+        let mut bytes = gz.finish().unwrap();
+        // Cut the stream (and its checksum) short.
+        bytes.truncate(bytes.len() * 3 / 4);
+        for (file, format) in [("h.edn.gz", Format::Edn), ("h.jsonl.gz", Format::Jsonl)] {
+            let path = dir.join(file);
+            std::fs::write(&path, &bytes).unwrap();
+            let err = read_path(&path, format).unwrap_err().to_string();
+            let prefix = format!("{}:", dir.join(file.trim_end_matches(".gz")).display());
+            assert!(err.starts_with(&prefix), "{err}");
+            let line: usize = err[prefix.len()..]
+                .split(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(line > 1, "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! Usage: ordeal-bench [TESTDATA_DIR] [--quick]
 
-use ordeal_checker::linear::generate::{generate, GenOptions, Workload};
+use ordeal_checker::linear::generate::{corrupt_read, generate, GenOptions, Workload};
 use ordeal_checker::linear::{check_kind, CheckOptions, ModelKind, ModelOptions};
 use ordeal_checker::read::{read_path, shared_testdata_dir, Format};
 use ordeal_checker::{History, Verdict};
@@ -141,7 +141,7 @@ fn main() {
         }
     }
     let dir = dir.unwrap_or_else(shared_testdata_dir);
-    // ORDEAL_BENCH_ONLY=etcd|kv|generated runs one group.
+    // ORDEAL_BENCH_ONLY=etcd|kv|kv-one-key|generated runs one group.
     let only = std::env::var("ORDEAL_BENCH_ONLY").unwrap_or_default();
     let want = |group: &str| only.is_empty() || only == group;
     let timeout = Duration::from_secs(60);
@@ -278,6 +278,36 @@ fn main() {
                 note,
                 || check(kind, &h, timeout),
             );
+        }
+    }
+    if want("kv-one-key") {
+        // The fuzz shape that once made kv-unpartitioned re-explore its search at every dead
+        // end (10-1000x slower than kv): one key, 10 clients, mostly puts and appends, half of
+        // them unknown. Both models must take about the same time.
+        for (corrupt, seed) in [(false, 16), (true, 9)] {
+            let mut h = generate(&GenOptions {
+                workload: Workload::KvWrites,
+                ops: 400,
+                keys: 1,
+                clients: 10,
+                info_rate: 0.5,
+                seed,
+            });
+            if corrupt {
+                corrupt_read(&mut h, seed as usize);
+            }
+            for kind in [ModelKind::Kv, ModelKind::KvUnpartitioned] {
+                measure(
+                    &format!(
+                        "kv-writes 1 key, 50% info{} ({})",
+                        if corrupt { ", bad" } else { "" },
+                        kind.as_str()
+                    ),
+                    runs,
+                    "kv-unpartitioned within 2x of kv",
+                    || check(kind, &h, timeout),
+                );
+            }
         }
     }
     if want("generated") {

@@ -19,6 +19,9 @@ pub enum Workload {
     CasRegister,
     /// get / put / append on strings.
     Kv,
+    /// get / put / append on strings, mostly writes (15% get, 20% put, 65% append): with a
+    /// high info rate, many unknown appends that the search must place or drop.
+    KvWrites,
     /// add / read.
     Set,
 }
@@ -104,7 +107,7 @@ pub fn generate(opts: &GenOptions) -> History {
     let mut state: Vec<KeyState> = (0..keys)
         .map(|_| match opts.workload {
             Workload::Register | Workload::CasRegister => KeyState::Register(Value::Null),
-            Workload::Kv => KeyState::Kv(String::new()),
+            Workload::Kv | Workload::KvWrites => KeyState::Kv(String::new()),
             Workload::Set => KeyState::Set(BTreeSet::new()),
         })
         .collect();
@@ -159,6 +162,15 @@ pub fn generate(opts: &GenOptions) -> History {
                         if roll < 45 {
                             ("get", Value::Null)
                         } else if roll < 55 {
+                            ("put", Value::Str(format!("p{counter} ")))
+                        } else {
+                            ("append", Value::Str(format!("a{counter} ")))
+                        }
+                    }
+                    Workload::KvWrites => {
+                        if roll < 15 {
+                            ("get", Value::Null)
+                        } else if roll < 35 {
                             ("put", Value::Str(format!("p{counter} ")))
                         } else {
                             ("append", Value::Str(format!("a{counter} ")))

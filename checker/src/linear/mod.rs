@@ -15,6 +15,7 @@ pub mod brute;
 pub mod generate;
 pub mod kv;
 pub mod model;
+pub mod multi_register;
 pub mod register;
 mod report;
 pub mod search;
@@ -22,6 +23,7 @@ pub mod set;
 
 pub use kv::{Kv, KvUnpartitioned};
 pub use model::{Interner, Model, Prepared};
+pub use multi_register::MultiRegister;
 pub use register::Register;
 pub use report::{timeline_html, CxOp, CxPrefix, CxStep};
 pub use set::Set;
@@ -66,15 +68,18 @@ pub enum ModelKind {
     Kv,
     KvUnpartitioned,
     Set,
+    /// Knossos's `multi-register`: txns of reads and writes over several registers.
+    MultiRegister,
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 5] = [
+    pub const ALL: [ModelKind; 6] = [
         ModelKind::Register,
         ModelKind::CasRegister,
         ModelKind::Kv,
         ModelKind::KvUnpartitioned,
         ModelKind::Set,
+        ModelKind::MultiRegister,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +89,7 @@ impl ModelKind {
             ModelKind::Kv => "kv",
             ModelKind::KvUnpartitioned => "kv-unpartitioned",
             ModelKind::Set => "set",
+            ModelKind::MultiRegister => "multi-register",
         }
     }
 }
@@ -125,6 +131,8 @@ pub fn check_kind(
         ModelKind::Kv => check(&Kv::default(), history, options),
         ModelKind::KvUnpartitioned => check(&KvUnpartitioned::default(), history, options),
         ModelKind::Set => check(&Set, history, options),
+        // Registers start nil; `check` with `MultiRegister::new(initial)` gives them values.
+        ModelKind::MultiRegister => check(&MultiRegister::default(), history, options),
     }
 }
 

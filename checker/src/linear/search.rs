@@ -329,6 +329,19 @@ fn search_inner<M: Model + ?Sized>(
         .map(|o| model.component(&o.input).unwrap_or(NIL))
         .collect();
     let by_component = !comp.is_empty() && comp.iter().all(|&c| c != NIL);
+    // Unplaced (and unpruned) ops per component, so that a dead end can tell at once whether
+    // any component other than the last step's has work left (else no jump can help).
+    let mut unplaced_in: Vec<u32> = Vec::new();
+    let mut unplaced_total = 0u32;
+    if by_component {
+        unplaced_in = vec![0; comp.iter().max().map_or(0, |&c| c as usize + 1)];
+        for (i, &c) in comp.iter().enumerate() {
+            if !pruned.get(i).copied().unwrap_or(false) {
+                unplaced_in[c as usize] += 1;
+                unplaced_total += 1;
+            }
+        }
+    }
     let same_component = |op: u32, bound: u32| {
         !by_component
             || bound == tail
@@ -473,6 +486,10 @@ fn search_inner<M: Model + ?Sized>(
                         prev: old,
                     });
                     bits[op as usize / 64] |= 1u64 << (op % 64);
+                    if by_component {
+                        unplaced_in[comp[op as usize] as usize] -= 1;
+                        unplaced_total -= 1;
+                    }
                     set_hash ^= zob[op as usize];
                     max_depth = max_depth.max(frames.len());
                     if info {
@@ -505,7 +522,18 @@ fn search_inner<M: Model + ?Sized>(
         // its own from here, no configuration with the same placed ops of that component and
         // the same state can be either: jump back past every step on other components.
         let mut jump: Option<u32> = None;
-        if let (Some(Some(bound)), true, true) = (dead_end, locality, by_component) {
+        // A jump for component c pops frames up to and including the last step on c: when the
+        // last step already is on c that is plain backtracking, and the sub-search would only
+        // prove again, from scratch and without this search's memo, what backtracking finds
+        // anyway. Skipping it there is what keeps one hot component (a single key checked by
+        // an unpartitioned model) from re-exploring its own search at every dead end.
+        let top_component = frames
+            .last()
+            .map(|f| comp[f.op as usize])
+            .filter(|&c| by_component && unplaced_total > unplaced_in[c as usize]);
+        if let (Some(Some(bound)), true, true, Some(top_component)) =
+            (dead_end, locality, by_component, top_component)
+        {
             if bound != tail {
                 // The component that must move next first, then the others.
                 let k = comp[entry_op[bound as usize] as usize];
@@ -519,6 +547,9 @@ fn search_inner<M: Model + ?Sized>(
                 unplaced.sort_unstable();
                 for group in unplaced.chunk_by(|a, b| a.0 == b.0) {
                     let c = comp[group[0].1 as usize];
+                    if c == top_component {
+                        continue;
+                    }
                     let members: Vec<u32> = group.iter().map(|x| x.1).collect();
                     let projected = model.project(&state, c);
                     let key = (c, members, projected);
@@ -616,6 +647,10 @@ fn search_inner<M: Model + ?Sized>(
             );
             let op = frame.op;
             bits[op as usize / 64] &= !(1u64 << (op % 64));
+            if by_component {
+                unplaced_in[comp[op as usize] as usize] += 1;
+                unplaced_total += 1;
+            }
             set_hash ^= zob[op as usize];
             if frame.info {
                 let j = frame.node as usize;

@@ -56,8 +56,14 @@ pub(crate) struct Inferred {
     pub index: Index,
 }
 
-fn model_err(msg: String) -> HistoryError {
-    HistoryError::Model(msg)
+/// An error about the transaction at event position `pos`; `read::locate_event` (in the CLI)
+/// turns the position into the file's line.
+fn model_err(pos: u64, msg: String) -> HistoryError {
+    HistoryError::Invalid {
+        line: None,
+        index: pos as usize,
+        message: msg,
+    }
 }
 
 /// Records micro-op `i` of txn `t` (an append or a write) as the writer of its value; a later
@@ -84,14 +90,17 @@ fn index_write(
         intermediate,
     };
     if let Some(prev) = writes.insert((m.key, m.value), info) {
-        return Err(model_err(format!(
+        return Err(model_err(
+            tx.index,
+            format!(
             "value {} {verb} key {} twice (history indices {} and {}); {workload} needs unique \
              values per key",
             log.decode(m.value),
             log.key_value(m.key),
             log.txns[prev.txn as usize].index,
             tx.index
-        )));
+        ),
+        ));
     }
     Ok(())
 }
@@ -130,11 +139,14 @@ pub(crate) fn list_append(log: &TxnLog, found: &mut Found) -> Result<Inferred, H
         for (i, m) in mops.iter().enumerate() {
             match m.kind {
                 MopKind::Write => {
-                    return Err(model_err(format!(
-                        "history index {}: micro-op [w ..] in a list-append history \
+                    return Err(model_err(
+                        tx.index,
+                        format!(
+                            "history index {}: micro-op [w ..] in a list-append history \
                          (check it as rw-register)",
-                        tx.index
-                    )))
+                            tx.index
+                        ),
+                    ))
                 }
                 MopKind::Append => {
                     index_write(log, &mut writes, t, i, "appended to", "list-append")?;
@@ -150,12 +162,15 @@ pub(crate) fn list_append(log: &TxnLog, found: &mut Found) -> Result<Inferred, H
                             *l = (t as u32, m.read_start, m.read_len);
                         }
                     } else if tx.outcome == Outcome::Ok && m.known && m.value != NIL {
-                        return Err(model_err(format!(
+                        return Err(model_err(
+                            tx.index,
+                            format!(
                             "history index {}: list-append read of key {} returned {}, not a list",
                             tx.index,
                             log.key_value(m.key),
                             log.decode(m.value)
-                        )));
+                        ),
+                        ));
                     }
                 }
             }
@@ -659,26 +674,35 @@ pub(crate) fn rw_register(log: &TxnLog, found: &mut Found) -> Result<Inferred, H
         for (i, m) in mops.iter().enumerate() {
             match m.kind {
                 MopKind::Append => {
-                    return Err(model_err(format!(
-                        "history index {}: micro-op [append ..] in an rw-register history \
+                    return Err(model_err(
+                        tx.index,
+                        format!(
+                            "history index {}: micro-op [append ..] in an rw-register history \
                          (check it as list-append)",
-                        tx.index
-                    )))
+                            tx.index
+                        ),
+                    ))
                 }
                 MopKind::Read if m.read_len != u32::MAX => {
-                    return Err(model_err(format!(
-                        "history index {}: register read of key {} returned a list",
+                    return Err(model_err(
                         tx.index,
-                        log.key_value(m.key)
-                    )))
+                        format!(
+                            "history index {}: register read of key {} returned a list",
+                            tx.index,
+                            log.key_value(m.key)
+                        ),
+                    ))
                 }
                 MopKind::Write => {
                     if m.value == NIL {
-                        return Err(model_err(format!(
+                        return Err(model_err(
+                            tx.index,
+                            format!(
                             "history index {}: write of nil to key {}; nil is the initial state",
                             tx.index,
                             log.key_value(m.key)
-                        )));
+                        ),
+                        ));
                     }
                     index_write(log, &mut writes, t, i, "written to", "rw-register")?;
                 }
