@@ -55,14 +55,25 @@ pub fn check_workload(
         failed_cas_observed: false,
     };
     match check_kind(kind, model_options, history, &options) {
-        Ok(report) => CheckOutcome {
-            name: "linearizable".into(),
-            verdict: report.verdict,
-            summary: format!("{} (model {}, per key)", report.summary, report.model),
-            html: (report.verdict == Verdict::Invalid)
-                .then(|| report.to_html(&format!("{} counterexample", report.model))),
-            details: serde_json::to_value(&report).unwrap_or_default(),
-        },
+        Ok(report) => {
+            let mut details = serde_json::to_value(&report).unwrap_or_default();
+            let stuck = annotate_nodes(&mut details, history);
+            CheckOutcome {
+                name: "linearizable".into(),
+                verdict: report.verdict,
+                summary: format!(
+                    "{} (model {}, per key){}",
+                    report.summary,
+                    report.model,
+                    stuck
+                        .map(|s| format!("; no order admits {s}"))
+                        .unwrap_or_default()
+                ),
+                html: (report.verdict == Verdict::Invalid)
+                    .then(|| report.to_html(&format!("{} counterexample", report.model))),
+                details,
+            }
+        }
         Err(e) => CheckOutcome {
             name: "linearizable".into(),
             verdict: Verdict::Unknown,
@@ -71,6 +82,32 @@ pub fn check_workload(
             html: None,
         },
     }
+}
+
+/// Adds to every op of a linearizability counterexample the node that served it (from its
+/// invoke event), and returns the op no linearization gets past, e.g. `p25 read -> 53 (node n1)`:
+/// on a stale read, the read and the node that answered it.
+fn annotate_nodes(details: &mut serde_json::Value, history: &History) -> Option<String> {
+    let node_of = |op: &serde_json::Value| {
+        let index = op["invoke_index"].as_u64()? as usize;
+        history.events.get(index)?.node.clone()
+    };
+    let ce = details.get_mut("counterexample")?;
+    let stuck = ce["prefixes"]
+        .as_array()
+        .and_then(|p| p.iter().filter_map(|p| p["stuck"].as_u64()).max());
+    let ops = ce.get_mut("ops")?.as_array_mut()?;
+    for op in ops.iter_mut() {
+        if let Some(node) = node_of(op) {
+            op["node"] = serde_json::Value::String(node);
+        }
+    }
+    let op = ops.get(stuck? as usize)?;
+    Some(format!(
+        "{} (node {})",
+        op["description"].as_str().unwrap_or("?"),
+        op["node"].as_str().unwrap_or("?")
+    ))
 }
 
 /// The Elle-style txn checker over the whole history.

@@ -10,3 +10,4 @@ pub mod plots;
 pub mod record;
 pub mod report;
 pub mod runner;
+pub mod target;

@@ -94,6 +94,38 @@ pub fn enter_netns() -> Result<()> {
     Ok(())
 }
 
+/// For targets whose nodes dial peers from any address (the kernel picks 127.0.0.1 on `lo`):
+/// rewrites the source address of every connection node `id` opens to its own 127.0.0.(10+id),
+/// matched by the group id it runs under (`gid_base + id`), so that the cut and loss rules between
+/// node addresses see the real link. Lives in the run's namespace and dies with it.
+pub fn snat_by_gid(layout: &crate::cluster::Layout, gid_base: u32) -> Result<()> {
+    for node in &layout.nodes {
+        let gid = (gid_base + node.id as u32).to_string();
+        let ip = node.peer.ip().to_string();
+        run_cmd(
+            "iptables",
+            &[
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-d",
+                "127.0.0.0/8",
+                "-m",
+                "owner",
+                "--gid-owner",
+                &gid,
+                "-j",
+                "SNAT",
+                "--to-source",
+                &ip,
+            ],
+        )
+        .with_context(|| format!("source address for {} (iptables nat)", node.name))?;
+    }
+    Ok(())
+}
+
 /// What the `network` fault does to the links it picks, as Jepsen's `:packet` behaviours.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "behaviour", rename_all = "lowercase")]

@@ -7,10 +7,11 @@ use crate::nemesis::{self, Nemesis, NemesisConfig};
 use crate::net::{self, LinkKind, Net, NetChoice, NetnsNet, ProxyLink, ProxyNet};
 use crate::record::{self, Recorder};
 use crate::report;
+use crate::target::{self, Client, ClientConfig, ReadConsistency, Target, TargetInfo};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ordeal_checker::{Event, EventType, History, Process, Value, Verdict};
-use ordeal_workloads::{Generator, GeneratorConfig, OpSpec, StoreClient, WorkloadKind};
+use ordeal_workloads::{Generator, GeneratorConfig, OpSpec, WorkloadKind};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,11 @@ use tokio::sync::{watch, Mutex};
 
 #[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct TestArgs {
+    /// The system under test: paxos-kv (built in), etcd (built in; `etcd` on PATH), or a
+    /// target file `*.toml` (see targets/paxos-kv.toml and PROTOCOL.md).
+    #[arg(long, default_value = "paxos-kv")]
+    #[serde(default = "default_target")]
+    pub target: String,
     /// register | kv | list-append | rw-register | bank
     #[arg(long, default_value = "register")]
     pub workload: String,
@@ -52,9 +58,16 @@ pub struct TestArgs {
     /// Where run directories go.
     #[arg(long, default_value = "results")]
     pub results: PathBuf,
-    /// The store binary; default: `paxos-kv` next to `ordeal`.
-    #[arg(long)]
-    pub store_bin: Option<PathBuf>,
+    /// The target's binary; default: `paxos-kv` next to `ordeal`, `etcd` on PATH, or the target
+    /// file's command.
+    #[arg(long, alias = "store-bin")]
+    #[serde(alias = "store_bin")]
+    pub target_bin: Option<PathBuf>,
+    /// How clients read: linearizable, or local (the node answers from its own state; etcd's
+    /// serializable reads), which may be stale under a partition.
+    #[arg(long, default_value = "linearizable")]
+    #[serde(default = "default_read_consistency")]
+    pub read_consistency: String,
     /// Per-operation client timeout.
     #[arg(long, default_value_t = 1000)]
     pub op_timeout_ms: u64,
@@ -114,11 +127,23 @@ pub struct RunConfig {
     pub seed: u64,
     pub net: String,
     pub net_note: String,
+    /// The target's binary.
     pub store_bin: PathBuf,
+    /// The target: name, file, binary, version, protocol.
+    #[serde(default)]
+    pub target: Option<TargetInfo>,
     pub reproduce: String,
     pub layout: serde_json::Value,
     pub started_at: String,
     pub ordeal_version: String,
+}
+
+fn default_target() -> String {
+    "paxos-kv".into()
+}
+
+fn default_read_consistency() -> String {
+    "linearizable".into()
 }
 
 fn default_any() -> String {
@@ -154,6 +179,9 @@ impl TestArgs {
             .parse::<ordeal_checker::txn::Consistency>()
             .map_err(|e| anyhow::anyhow!("--consistency: {e}"))?;
         nemesis::parse_nemesis(&self.nemesis)?;
+        self.read_consistency
+            .parse::<ReadConsistency>()
+            .map_err(|e| anyhow::anyhow!("--read-consistency: {e}"))?;
         NetChoice::parse(&self.net)?;
         if !(1..=9).contains(&self.nodes) {
             bail!("--nodes {}: expected 1 to 9", self.nodes);
@@ -177,12 +205,24 @@ impl TestArgs {
 
     pub fn test_name(&self) -> String {
         self.name.clone().unwrap_or_else(|| {
-            let mut n = format!(
+            let mut n = String::new();
+            if self.target != "paxos-kv" {
+                let stem = Path::new(&self.target)
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| self.target.clone());
+                n.push_str(&stem);
+                n.push('-');
+            }
+            n.push_str(&format!(
                 "{}-{}-{}n",
                 self.workload,
                 self.nemesis.replace(',', "+"),
                 self.nodes
-            );
+            ));
+            if self.read_consistency != "linearizable" {
+                n.push_str(&format!("-{}-reads", self.read_consistency));
+            }
             if let Some(b) = &self.bug {
                 n.push('-');
                 n.push_str(b);
@@ -198,6 +238,15 @@ impl TestArgs {
             self.workload, self.nemesis, self.nodes, self.time_limit_s, self.rate, self.concurrency, seed, net,
             self.op_timeout_ms, self.nemesis_interval_ms, self.nemesis_hold_ms, self.recovery_s
         );
+        if self.target != "paxos-kv" {
+            c.push_str(&format!(" --target {}", self.target));
+        }
+        if let Some(bin) = &self.target_bin {
+            c.push_str(&format!(" --target-bin {}", bin.display()));
+        }
+        if self.read_consistency != "linearizable" {
+            c.push_str(&format!(" --read-consistency {}", self.read_consistency));
+        }
         if let Some(b) = &self.bug {
             c.push_str(&format!(" --bug {b}"));
         }
@@ -252,11 +301,6 @@ pub fn choose_net(choice: NetChoice) -> Result<(&'static str, String)> {
             )),
         },
     }
-}
-
-fn default_store_bin() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("finding the ordeal binary")?;
-    Ok(exe.with_file_name("paxos-kv"))
 }
 
 fn timestamp() -> String {
@@ -403,7 +447,7 @@ async fn client_loop(
     seed: u64,
     node: NodeAddr,
     gen: Arc<std::sync::Mutex<Generator>>,
-    client: StoreClient,
+    client: Client,
     recorder: Recorder,
     counters: Arc<Counters>,
     mut stop: watch::Receiver<bool>,
@@ -446,7 +490,7 @@ async fn client_loop(
 
 /// Performs and records one operation. Returns true if it ended `info`.
 async fn run_one(
-    client: &StoreClient,
+    client: &Client,
     recorder: &Recorder,
     process: u64,
     url: &str,
@@ -495,8 +539,27 @@ pub fn run_test(args: TestArgs) -> i32 {
         eprintln!("ordeal test: {e:#}");
         return 255;
     }
+    // The target is checked before anything starts: a bad target file is refused here.
+    let target = match target::resolve(
+        &args.target,
+        args.target_bin.as_deref(),
+        args.bug.as_deref(),
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("ordeal test: --target {}: {e:#}", args.target);
+            return 255;
+        }
+    };
     install_panic_hook();
     let choice = NetChoice::parse(&args.net).expect("validated");
+    if choice == NetChoice::Proxy && !target.per_node_peer_addresses() {
+        eprintln!(
+            "ordeal test: --net proxy: target {}'s nodes share one address per peer, so the userspace proxy cannot sit on each link; use --net netns (needs root)",
+            target.name()
+        );
+        return 255;
+    }
     let (net_name, net_note) = match choose_net(choice) {
         Ok(x) => x,
         Err(e) => {
@@ -515,7 +578,14 @@ pub fn run_test(args: TestArgs) -> i32 {
             return 255;
         }
     };
-    let result = rt.block_on(run_async(args, net_name, net_note));
+    if net_name == "proxy" && !target.per_node_peer_addresses() {
+        eprintln!(
+            "ordeal test: target {}'s nodes share one address per peer, so partitions need the network-namespace backend, which is unavailable: {net_note}",
+            target.name()
+        );
+        return 255;
+    }
+    let result = rt.block_on(run_async(args, target, net_name, net_note));
     // Belt and braces: whatever path we took, no store process outlives the run.
     cluster::kill_all_registered();
     rt.shutdown_timeout(Duration::from_secs(2));
@@ -564,16 +634,21 @@ fn init_log(run_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> Result<RunOutcome> {
+async fn run_async(
+    args: TestArgs,
+    target: Arc<dyn Target>,
+    net_name: &'static str,
+    net_note: String,
+) -> Result<RunOutcome> {
     let workload = WorkloadKind::parse(&args.workload)?;
     let kinds = nemesis::parse_nemesis(&args.nemesis)?;
     let seed = args
         .seed
         .unwrap_or_else(|| rand::thread_rng().gen_range(0..1_000_000));
-    let store_bin = match &args.store_bin {
-        Some(p) => p.clone(),
-        None => default_store_bin()?,
-    };
+    let read_consistency: ReadConsistency = args
+        .read_consistency
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--read-consistency: {e}"))?;
     let run_dir = make_run_dir(&args.results, &args.test_name())?;
     init_log(&run_dir)?;
     update_latest(&args.results, &run_dir);
@@ -590,7 +665,9 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
     } else {
         None
     };
-    let use_proxy = !kernel || netem_unavailable.is_some();
+    // A target whose nodes share one address per peer cannot have the proxy on its links: its
+    // delay and duplication are skipped when netem is missing (the network note says so).
+    let use_proxy = (!kernel || netem_unavailable.is_some()) && target.per_node_peer_addresses();
     let (layout, proxy_links) = plan_layout(args.nodes, use_proxy, kernel)?;
     let net = Arc::new(Net {
         kernel: kernel.then(|| {
@@ -621,12 +698,25 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
         net_note
     };
     tracing::info!("{net_note}");
+    let snat_by_gid = kernel && !target.binds_source_ip();
+    if snat_by_gid {
+        net::snat_by_gid(&layout, cluster::SNAT_GID_BASE)?;
+    }
+    let target_info = target.info();
+    tracing::info!(
+        "target {} ({}), {}, protocol {}",
+        target_info.name,
+        target_info.binary.display(),
+        target_info.version,
+        target_info.protocol
+    );
     let config = RunConfig {
         args: args.clone(),
         seed,
         net: net_name.to_string(),
         net_note: net_note.clone(),
-        store_bin: store_bin.clone(),
+        store_bin: target_info.binary.clone(),
+        target: Some(target_info),
         reproduce: args.reproduce(seed, net_name),
         layout: serde_json::to_value(&layout)?,
         started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
@@ -638,7 +728,7 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
     )
     .context("writing config.json")?;
 
-    let mut cluster = Cluster::new(store_bin, args.bug.clone(), layout.clone(), &run_dir)?;
+    let mut cluster = Cluster::new(target.clone(), layout.clone(), &run_dir, snat_by_gid)?;
     cluster.start_all()?;
     let pids = cluster.pids();
     tracing::info!("node pids: {pids:?}");
@@ -647,8 +737,10 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
         pids.iter().map(|p| format!("{p}\n")).collect::<String>(),
     )
     .context("writing nodes/pids")?;
-    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
-    tracing::info!("leader: {}", cluster.name(leader));
+    match cluster.wait_ready(Duration::from_secs(30)).await? {
+        Some(leader) => tracing::info!("leader: {}", cluster.name(leader)),
+        None => tracing::info!("every node serves (the target has no leader query)"),
+    }
     let cluster = Arc::new(Mutex::new(cluster));
 
     // Interrupts (Ctrl-C, SIGTERM) turn into a stop of the main phase and a clean teardown.
@@ -674,10 +766,12 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
         gen_config.ops_per_key = k.max(1);
     }
     let gen = Arc::new(std::sync::Mutex::new(Generator::new(gen_config)));
-    let client = StoreClient::new(
-        Duration::from_millis(args.op_timeout_ms),
-        args.concurrency.max(8),
-    )?;
+    let client = Client::new(ClientConfig {
+        protocol: target.protocol(),
+        timeout: Duration::from_millis(args.op_timeout_ms),
+        max_idle_per_host: args.concurrency.max(8),
+        read_consistency,
+    })?;
     let counters = Arc::new(Counters::default());
     let current_fault = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -843,8 +937,9 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
     if !interrupted {
         {
             let mut c = cluster.lock().await;
-            match c.wait_for_leader(Duration::from_secs(30)).await {
-                Ok(l) => tracing::info!("after healing, leader: {}", c.name(l)),
+            match c.wait_ready(Duration::from_secs(30)).await {
+                Ok(Some(l)) => tracing::info!("after healing, leader: {}", c.name(l)),
+                Ok(None) => tracing::info!("after healing, every node serves"),
                 Err(e) => tracing::warn!("after healing: {e:#}"),
             }
         }
@@ -912,7 +1007,7 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
 async fn final_reads(
     keys: &[String],
     nodes: &[NodeAddr],
-    client: &StoreClient,
+    client: &Client,
     recorder: &Recorder,
     concurrency: usize,
 ) {
@@ -967,22 +1062,31 @@ async fn final_reads(
     );
 }
 
-/// Every replica's `/status` digest must agree once they have applied the same prefix.
+/// Every replica's state digest (the target's convergence query: paxos-kv's `/status` digest,
+/// etcd's backend hash) must agree once they have applied the same prefix.
 async fn check_convergence(cluster: &Arc<Mutex<Cluster>>) -> CheckOutcome {
+    let query = cluster.lock().await.target().convergence_query();
+    if query == target::ConvergenceQuery::None {
+        // Not judged: the target offers no state digest. Valid so the verdict is the checkers'.
+        return CheckOutcome {
+            name: "convergence".into(),
+            verdict: Verdict::Valid,
+            summary: "not checked: the target has no state digest (status_digest in its file)"
+                .into(),
+            details: serde_json::Value::Null,
+            html: None,
+        };
+    }
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut last;
     loop {
         let c = cluster.lock().await;
-        let statuses = futures::future::join_all((0..c.len()).map(|i| c.status(i))).await;
+        let statuses = futures::future::join_all((0..c.len()).map(|i| c.state(i))).await;
         drop(c);
         let reachable: Vec<_> = statuses.iter().flatten().collect();
         let digests: Vec<Option<String>> = statuses
             .iter()
-            .map(|s| {
-                s.as_ref()
-                    .and_then(|s| s.digest.as_ref())
-                    .map(|d| d.to_string())
-            })
+            .map(|s| s.as_ref().and_then(|s| s.digest.clone()))
             .collect();
         last = statuses.clone();
         if reachable.len() == statuses.len() && digests.iter().all(|d| d.is_some()) {
@@ -1002,7 +1106,7 @@ async fn check_convergence(cluster: &Arc<Mutex<Cluster>>) -> CheckOutcome {
             }
             let applied: Vec<Option<u64>> = statuses
                 .iter()
-                .map(|s| s.as_ref().and_then(|s| s.applied_index))
+                .map(|s| s.as_ref().and_then(|s| s.applied))
                 .collect();
             if applied.iter().all(|a| a.is_some() && *a == applied[0]) && Instant::now() >= deadline
             {
