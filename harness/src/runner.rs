@@ -737,7 +737,17 @@ async fn run_async(
         pids.iter().map(|p| format!("{p}\n")).collect::<String>(),
     )
     .context("writing nodes/pids")?;
-    match cluster.wait_ready(Duration::from_secs(30)).await? {
+    let ready = cluster
+        .wait_ready(Duration::from_secs(30))
+        .await
+        .with_context(|| match target.file() {
+            Some(f) => format!(
+                "target file {}: field `command`: the nodes did not come up",
+                f.display()
+            ),
+            None => format!("starting {}", target.name()),
+        })?;
+    match ready {
         Some(leader) => tracing::info!("leader: {}", cluster.name(leader)),
         None => tracing::info!("every node serves (the target has no leader query)"),
     }
