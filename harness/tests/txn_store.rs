@@ -15,7 +15,7 @@
 //! proxy otherwise); one pins `proxy` so the fallback is covered whoever runs the tests.
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
