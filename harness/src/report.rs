@@ -1,8 +1,9 @@
 //! report.html: one self-contained page (charts inlined as base64 PNG, no network), and
 //! `ordeal report DIR`, which re-checks a stored run and re-renders everything.
 
+use crate::analyse::analyse;
 use crate::checks::{CheckOutcome, Counts};
-use crate::runner::{analyse, RunConfig};
+use crate::plan::RunConfig;
 use anyhow::{Context, Result};
 use base64::Engine;
 use clap::Args;
