@@ -2,6 +2,7 @@
 //! stats, availability, a scan of node logs for panics, and convergence of replica digests.
 //! The run's verdict is the worst of them.
 
+use crate::nemesis::FaultKind;
 use ordeal_checker::txn::{self, Consistency, TxnOptions, TxnResult, Workload};
 use ordeal_checker::{Event, EventType, History, Process, Value, Verdict};
 use ordeal_workloads::{bank, WorkloadKind};
@@ -244,16 +245,6 @@ pub struct FaultInterval {
     pub end_ns: i64,
 }
 
-fn fault_end_for(f: &str) -> Option<&'static str> {
-    match f {
-        "pause" => Some("resume"),
-        "kill" => Some("start"),
-        "start-partition" => Some("stop-partition"),
-        "start-network" => Some("stop-network"),
-        _ => None,
-    }
-}
-
 /// Pairs nemesis start and stop events into intervals. Faults of different kinds may overlap
 /// (one nemesis per kind runs at once); each kind holds one fault at a time. An interval never
 /// stopped ends at the last event.
@@ -263,7 +254,7 @@ pub fn fault_intervals(events: &[Event]) -> Vec<FaultInterval> {
     // Open fault per start-f.
     let mut open: BTreeMap<String, (String, i64)> = BTreeMap::new();
     for e in events.iter().filter(|e| e.process == Process::Nemesis) {
-        if fault_end_for(&e.f).is_some() {
+        if let Some(spec) = crate::faults::by_start(&e.f) {
             let label = match &e.value {
                 Value::List(items) => items
                     .iter()
@@ -273,9 +264,9 @@ pub fn fault_intervals(events: &[Event]) -> Vec<FaultInterval> {
                     .join(" "),
                 other => other.to_string(),
             };
-            let label = if e.f == "start-partition" {
+            let label = if spec.kind == FaultKind::Partition {
                 format!("partition {}", label.split(' ').next().unwrap_or(""))
-            } else if e.f == "start-network" {
+            } else if spec.kind == FaultKind::Network {
                 // The first item says what and how: `delay 80ms ±16ms via proxy`.
                 match &e.value {
                     Value::List(items) if !items.is_empty() => format!("network {}", items[0]),
@@ -285,10 +276,7 @@ pub fn fault_intervals(events: &[Event]) -> Vec<FaultInterval> {
                 format!("{} {label}", e.f)
             };
             open.insert(e.f.clone(), (label, e.time));
-        } else if let Some(start_f) = ["pause", "kill", "start-partition", "start-network"]
-            .into_iter()
-            .find(|f| fault_end_for(f) == Some(e.f.as_str()))
-        {
+        } else if let Some(start_f) = crate::faults::by_stop(&e.f).map(|s| s.start_f) {
             if let Some((label, start_ns)) = open.remove(start_f) {
                 out.push(FaultInterval {
                     f: start_f.to_string(),

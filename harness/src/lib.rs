@@ -5,6 +5,7 @@ pub mod campaign;
 pub mod check;
 pub mod checks;
 pub mod cluster;
+pub mod faults;
 pub mod nemesis;
 pub mod net;
 pub mod plan;
