@@ -108,6 +108,23 @@ pub struct TestArgs {
     pub name: Option<String>,
 }
 
+/// `ordeal test`'s options, each parsed once: what the run uses.
+#[derive(Clone, Debug)]
+pub struct RunPlan {
+    pub workload: WorkloadKind,
+    pub consistency: ordeal_checker::txn::Consistency,
+    pub read_consistency: ReadConsistency,
+    pub net: NetChoice,
+    pub faults: Vec<nemesis::FaultKind>,
+    pub targets: Vec<nemesis::Target>,
+    pub shapes: Vec<nemesis::Shape>,
+    pub behaviours: Vec<nemesis::BehaviourKind>,
+    pub interval_ms: (u64, u64),
+    pub hold_ms: (u64, u64),
+    /// An earlier run's faults to inject instead of drawn ones.
+    pub replay: Option<Vec<nemesis::ScheduledFault>>,
+}
+
 /// What `config.json` holds: every option, resolved.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunConfig {
@@ -161,16 +178,19 @@ pub fn parse_range(s: &str, what: &str) -> Result<(u64, u64)> {
 }
 
 impl TestArgs {
-    pub fn validate(&self) -> Result<()> {
-        WorkloadKind::parse(&self.workload)?;
-        self.consistency
+    /// Checks every option and parses each once into the typed plan the run uses.
+    pub fn plan(&self) -> Result<RunPlan> {
+        let workload = WorkloadKind::parse(&self.workload)?;
+        let consistency = self
+            .consistency
             .parse::<ordeal_checker::txn::Consistency>()
             .map_err(|e| anyhow::anyhow!("--consistency: {e}"))?;
-        nemesis::parse_nemesis(&self.nemesis)?;
-        self.read_consistency
+        let faults = nemesis::parse_nemesis(&self.nemesis)?;
+        let read_consistency = self
+            .read_consistency
             .parse::<ReadConsistency>()
             .map_err(|e| anyhow::anyhow!("--read-consistency: {e}"))?;
-        NetChoice::parse(&self.net)?;
+        let net = NetChoice::parse(&self.net)?;
         if !(1..=9).contains(&self.nodes) {
             bail!("--nodes {}: expected 1 to 9", self.nodes);
         }
@@ -180,15 +200,27 @@ impl TestArgs {
         if self.rate < 0.0 || !self.rate.is_finite() {
             bail!("--rate {}: expected a non-negative number", self.rate);
         }
-        nemesis::parse_targets(&self.nemesis_targets)?;
-        nemesis::parse_shapes(&self.partition_shapes)?;
-        nemesis::parse_behaviours(&self.network_behaviours)?;
-        parse_range(&self.nemesis_interval_ms, "--nemesis-interval-ms")?;
-        parse_range(&self.nemesis_hold_ms, "--nemesis-hold-ms")?;
-        if let Some(path) = &self.replay_faults {
-            nemesis::load_schedule(path, self.nodes, &nemesis::parse_nemesis(&self.nemesis)?)?;
-        }
-        Ok(())
+        let replay = match &self.replay_faults {
+            Some(path) => Some(nemesis::load_schedule(path, self.nodes, &faults)?),
+            None => None,
+        };
+        Ok(RunPlan {
+            workload,
+            consistency,
+            read_consistency,
+            net,
+            targets: nemesis::parse_targets(&self.nemesis_targets)?,
+            shapes: nemesis::parse_shapes(&self.partition_shapes)?,
+            behaviours: nemesis::parse_behaviours(&self.network_behaviours)?,
+            interval_ms: parse_range(&self.nemesis_interval_ms, "--nemesis-interval-ms")?,
+            hold_ms: parse_range(&self.nemesis_hold_ms, "--nemesis-hold-ms")?,
+            faults,
+            replay,
+        })
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.plan().map(|_| ())
     }
 
     pub fn test_name(&self) -> String {

@@ -6,12 +6,12 @@ use crate::checks::CheckOutcome;
 use crate::cluster::{self, Cluster, Layout, NodeAddr};
 use crate::nemesis::{self, Nemesis, NemesisConfig};
 use crate::net::{self, LinkKind, Net, NetChoice, NetnsNet, ProxyLink, ProxyNet};
-use crate::plan::{parse_range, RunConfig, TestArgs};
+use crate::plan::{RunConfig, RunPlan, TestArgs};
 use crate::record::{self, Recorder};
-use crate::target::{self, Client, ClientConfig, ReadConsistency, Target};
+use crate::target::{self, Client, ClientConfig, Target};
 use anyhow::{bail, Context, Result};
 use ordeal_checker::{Event, EventType, History, Process, Value, Verdict};
-use ordeal_workloads::{Generator, GeneratorConfig, OpSpec, WorkloadKind};
+use ordeal_workloads::{Generator, GeneratorConfig, OpSpec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::net::SocketAddr;
@@ -281,10 +281,13 @@ pub struct RunOutcome {
 
 /// Entry point of `ordeal test`. Call from `main` before any runtime exists.
 pub fn run_test(args: TestArgs) -> i32 {
-    if let Err(e) = args.validate() {
-        eprintln!("ordeal test: {e:#}");
-        return 255;
-    }
+    let plan = match args.plan() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ordeal test: {e:#}");
+            return 255;
+        }
+    };
     // The target is checked before anything starts: a bad target file is refused here.
     let target = match target::resolve(
         &args.target,
@@ -298,7 +301,7 @@ pub fn run_test(args: TestArgs) -> i32 {
         }
     };
     install_panic_hook();
-    let choice = NetChoice::parse(&args.net).expect("validated");
+    let choice = plan.net;
     if choice == NetChoice::Proxy && !target.per_node_peer_addresses() {
         eprintln!(
             "ordeal test: --net proxy: target {}'s nodes share one address per peer, so the userspace proxy cannot sit on each link; use --net netns (needs root)",
@@ -331,7 +334,7 @@ pub fn run_test(args: TestArgs) -> i32 {
         );
         return 255;
     }
-    let result = rt.block_on(run_async(args, target, net_name, net_note));
+    let result = rt.block_on(run_async(args, plan, target, net_name, net_note));
     // Belt and braces: whatever path we took, no store process outlives the run.
     cluster::kill_all_registered();
     rt.shutdown_timeout(Duration::from_secs(2));
@@ -382,19 +385,16 @@ fn init_log(run_dir: &Path) -> Result<()> {
 
 async fn run_async(
     args: TestArgs,
+    plan: RunPlan,
     target: Arc<dyn Target>,
     net_name: &'static str,
     net_note: String,
 ) -> Result<RunOutcome> {
-    let workload = WorkloadKind::parse(&args.workload)?;
-    let kinds = nemesis::parse_nemesis(&args.nemesis)?;
+    let workload = plan.workload;
+    let kinds = plan.faults.clone();
     let seed = args
         .seed
         .unwrap_or_else(|| rand::thread_rng().gen_range(0..1_000_000));
-    let read_consistency: ReadConsistency = args
-        .read_consistency
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--read-consistency: {e}"))?;
     let run_dir = make_run_dir(&args.results, &args.test_name())?;
     init_log(&run_dir)?;
     update_latest(&args.results, &run_dir);
@@ -526,7 +526,7 @@ async fn run_async(
         protocol: target.protocol(),
         timeout: Duration::from_millis(args.op_timeout_ms),
         max_idle_per_host: args.concurrency.max(8),
-        read_consistency,
+        read_consistency: plan.read_consistency,
     })?;
     let counters = Arc::new(Counters::default());
     let current_fault = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
@@ -549,15 +549,15 @@ async fn run_async(
     }
     // One nemesis per fault kind, running at once, as Jepsen composes them: a kill can land
     // in the middle of a partition, which is where leader changes go wrong.
-    let interval_ms = parse_range(&args.nemesis_interval_ms, "--nemesis-interval-ms")?;
-    let hold_ms = parse_range(&args.nemesis_hold_ms, "--nemesis-hold-ms")?;
-    let targets = nemesis::parse_targets(&args.nemesis_targets)?;
-    let shapes = nemesis::parse_shapes(&args.partition_shapes)?;
-    let behaviours = nemesis::parse_behaviours(&args.network_behaviours)?;
-    let replay = match &args.replay_faults {
-        Some(path) => Some(nemesis::load_schedule(path, args.nodes, &kinds)?),
-        None => None,
-    };
+    let RunPlan {
+        interval_ms,
+        hold_ms,
+        targets,
+        shapes,
+        behaviours,
+        replay,
+        ..
+    } = plan;
     let schedule: Arc<std::sync::Mutex<Vec<nemesis::ScheduledFault>>> = Arc::default();
     let nemesis_tasks: Vec<_> = kinds
         .iter()
