@@ -3,7 +3,7 @@ CARGO ?= cargo
 SHARED ?= $(abspath ../shared)
 export ORDEAL_SHARED := $(SHARED)
 
-.PHONY: check test verify fix bench bench-store sim campaign nightly build net-tools
+.PHONY: check check-etcd test verify fix bench bench-store sim campaign nightly build net-tools
 
 # As root, partitions run in a network namespace with iptables; without root (or without
 # iptables) the harness falls back to its userspace proxy and says so.
@@ -19,6 +19,12 @@ build:
 # The main job: the check campaign (campaigns/check.toml) against the bundled store.
 check: build net-tools
 	./target/release/ordeal campaign campaigns/check.toml
+
+# A real etcd cluster under every fault (campaigns/etcd.toml). Needs `etcd` (apt-get install
+# etcd-server) and root for the network namespace.
+check-etcd: build net-tools
+	@command -v etcd >/dev/null || { echo "make check-etcd: etcd not on PATH (apt-get install etcd-server)"; exit 2; }
+	./target/release/ordeal campaign campaigns/etcd.toml
 
 # All tests.
 test:

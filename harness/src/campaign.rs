@@ -45,6 +45,11 @@ pub struct TestSpec {
     pub ops_per_key: Option<u64>,
     pub results: Option<String>,
     pub store_bin: Option<String>,
+    /// paxos-kv (default), etcd, or a target file.
+    pub target: Option<String>,
+    pub target_bin: Option<String>,
+    /// linearizable (default) or local.
+    pub read_consistency: Option<String>,
     /// valid | invalid | unknown
     pub expect: Option<String>,
     /// Txn workloads: the isolation model to check against.
@@ -115,6 +120,9 @@ impl TestSpec {
         );
         push("--results", pick!(self, d, results));
         push("--store-bin", pick!(self, d, store_bin));
+        push("--target", pick!(self, d, target));
+        push("--target-bin", pick!(self, d, target_bin));
+        push("--read-consistency", pick!(self, d, read_consistency));
         a
     }
 

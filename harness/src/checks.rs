@@ -2,6 +2,7 @@
 //! stats, availability, a scan of node logs for panics, and convergence of replica digests.
 //! The run's verdict is the worst of them.
 
+use crate::nemesis::FaultKind;
 use ordeal_checker::txn::{self, Consistency, TxnOptions, TxnResult, Workload};
 use ordeal_checker::{Event, EventType, History, Process, Value, Verdict};
 use ordeal_workloads::{bank, WorkloadKind};
@@ -29,6 +30,7 @@ pub struct CheckOutcome {
 pub fn check_workload(
     history: &History,
     workload: WorkloadKind,
+    protocol: ordeal_workloads::Protocol,
     time_budget_s: u64,
     consistency: Consistency,
 ) -> CheckOutcome {
@@ -42,7 +44,7 @@ pub fn check_workload(
         WorkloadKind::RwRegister => {
             return check_txn(history, Workload::RwRegister, consistency, time_budget_s)
         }
-        WorkloadKind::Bank => return check_bank(history),
+        WorkloadKind::Bank => return check_bank(history, protocol),
     };
     let options = CheckOptions {
         timeout: Some(std::time::Duration::from_secs(time_budget_s.max(1))),
@@ -55,14 +57,25 @@ pub fn check_workload(
         failed_cas_observed: false,
     };
     match check_kind(kind, model_options, history, &options) {
-        Ok(report) => CheckOutcome {
-            name: "linearizable".into(),
-            verdict: report.verdict,
-            summary: format!("{} (model {}, per key)", report.summary, report.model),
-            html: (report.verdict == Verdict::Invalid)
-                .then(|| report.to_html(&format!("{} counterexample", report.model))),
-            details: serde_json::to_value(&report).unwrap_or_default(),
-        },
+        Ok(report) => {
+            let mut details = serde_json::to_value(&report).unwrap_or_default();
+            let stuck = annotate_nodes(&mut details, history);
+            CheckOutcome {
+                name: "linearizable".into(),
+                verdict: report.verdict,
+                summary: format!(
+                    "{} (model {}, per key){}",
+                    report.summary,
+                    report.model,
+                    stuck
+                        .map(|s| format!("; no order admits {s}"))
+                        .unwrap_or_default()
+                ),
+                html: (report.verdict == Verdict::Invalid)
+                    .then(|| report.to_html(&format!("{} counterexample", report.model))),
+                details,
+            }
+        }
         Err(e) => CheckOutcome {
             name: "linearizable".into(),
             verdict: Verdict::Unknown,
@@ -71,6 +84,32 @@ pub fn check_workload(
             html: None,
         },
     }
+}
+
+/// Adds to every op of a linearizability counterexample the node that served it (from its
+/// invoke event), and returns the op no linearization gets past, e.g. `p25 read -> 53 (node n1)`:
+/// on a stale read, the read and the node that answered it.
+fn annotate_nodes(details: &mut serde_json::Value, history: &History) -> Option<String> {
+    let node_of = |op: &serde_json::Value| {
+        let index = op["invoke_index"].as_u64()? as usize;
+        history.events.get(index)?.node.clone()
+    };
+    let ce = details.get_mut("counterexample")?;
+    let stuck = ce["prefixes"]
+        .as_array()
+        .and_then(|p| p.iter().filter_map(|p| p["stuck"].as_u64()).max());
+    let ops = ce.get_mut("ops")?.as_array_mut()?;
+    for op in ops.iter_mut() {
+        if let Some(node) = node_of(op) {
+            op["node"] = serde_json::Value::String(node);
+        }
+    }
+    let op = ops.get(stuck? as usize)?;
+    Some(format!(
+        "{} (node {})",
+        op["description"].as_str().unwrap_or("?"),
+        op["node"].as_str().unwrap_or("?")
+    ))
 }
 
 /// The Elle-style txn checker over the whole history.
@@ -160,9 +199,10 @@ pub fn txn_html(r: &TxnResult) -> String {
     h
 }
 
-/// The bank checker: every read of all accounts sums to the total.
-pub fn check_bank(history: &History) -> CheckOutcome {
-    let r = bank::check(history, bank::ACCOUNTS, bank::INITIAL_BALANCE);
+/// The bank checker: every read of all accounts sums to the total (and, where the protocol's
+/// transfers compare balances, none is negative).
+pub fn check_bank(history: &History, protocol: ordeal_workloads::Protocol) -> CheckOutcome {
+    let r = ordeal_checker::bank::check_with(history, &bank::options(protocol));
     CheckOutcome {
         name: "bank".into(),
         verdict: r.verdict,
@@ -207,16 +247,6 @@ pub struct FaultInterval {
     pub end_ns: i64,
 }
 
-fn fault_end_for(f: &str) -> Option<&'static str> {
-    match f {
-        "pause" => Some("resume"),
-        "kill" => Some("start"),
-        "start-partition" => Some("stop-partition"),
-        "start-network" => Some("stop-network"),
-        _ => None,
-    }
-}
-
 /// Pairs nemesis start and stop events into intervals. Faults of different kinds may overlap
 /// (one nemesis per kind runs at once); each kind holds one fault at a time. An interval never
 /// stopped ends at the last event.
@@ -226,7 +256,7 @@ pub fn fault_intervals(events: &[Event]) -> Vec<FaultInterval> {
     // Open fault per start-f.
     let mut open: BTreeMap<String, (String, i64)> = BTreeMap::new();
     for e in events.iter().filter(|e| e.process == Process::Nemesis) {
-        if fault_end_for(&e.f).is_some() {
+        if let Some(spec) = crate::faults::by_start(&e.f) {
             let label = match &e.value {
                 Value::List(items) => items
                     .iter()
@@ -236,9 +266,9 @@ pub fn fault_intervals(events: &[Event]) -> Vec<FaultInterval> {
                     .join(" "),
                 other => other.to_string(),
             };
-            let label = if e.f == "start-partition" {
+            let label = if spec.kind == FaultKind::Partition {
                 format!("partition {}", label.split(' ').next().unwrap_or(""))
-            } else if e.f == "start-network" {
+            } else if spec.kind == FaultKind::Network {
                 // The first item says what and how: `delay 80ms ±16ms via proxy`.
                 match &e.value {
                     Value::List(items) if !items.is_empty() => format!("network {}", items[0]),
@@ -248,10 +278,7 @@ pub fn fault_intervals(events: &[Event]) -> Vec<FaultInterval> {
                 format!("{} {label}", e.f)
             };
             open.insert(e.f.clone(), (label, e.time));
-        } else if let Some(start_f) = ["pause", "kill", "start-partition", "start-network"]
-            .into_iter()
-            .find(|f| fault_end_for(f) == Some(e.f.as_str()))
-        {
+        } else if let Some(start_f) = crate::faults::by_stop(&e.f).map(|s| s.start_f) {
             if let Some((label, start_ns)) = open.remove(start_f) {
                 out.push(FaultInterval {
                     f: start_f.to_string(),

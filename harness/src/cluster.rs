@@ -1,17 +1,19 @@
-//! Cluster control: start `paxos-kv` nodes as child processes, pause, kill, restart and stop
-//! them by pid, and ask them who leads.
+//! Cluster control for every target: start its nodes as child processes, pause, kill, restart,
+//! wipe and stop them by pid, wait until they serve, and ask them who leads (by the target's
+//! leader query).
 //!
 //! Every pid the harness starts is registered in a process-wide table so that a panic hook and
 //! the Ctrl-C path can kill them all even when the `Cluster` value is out of reach; and every
 //! child gets PR_SET_PDEATHSIG, so they die with the harness even if it is SIGKILLed.
 
+use crate::target::{ConvergenceQuery, LeaderQuery, NodeDirs, Target};
 use anyhow::{bail, Context, Result};
 use std::fs::OpenOptions;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Every live child pid, for the panic hook and the interrupt path.
@@ -105,18 +107,33 @@ pub fn check_ports_free(addrs: &[SocketAddr]) -> Result<()> {
 
 struct NodeProc {
     addr: NodeAddr,
-    data_dir: PathBuf,
-    log_path: PathBuf,
+    dirs: NodeDirs,
     child: Option<Child>,
     paused: bool,
 }
 
 pub struct Cluster {
-    store_bin: PathBuf,
-    bug: Option<String>,
+    target: Arc<dyn Target>,
     layout: Layout,
     nodes: Vec<NodeProc>,
     http: reqwest::Client,
+    /// With the kernel backend and a target whose nodes do not dial from their own address:
+    /// each node runs under group id `SNAT_GID_BASE + id`, which the namespace's SNAT rules
+    /// turn into its source address.
+    snat_by_gid: bool,
+}
+
+/// Node `id` runs under group `SNAT_GID_BASE + id` when its source address is rewritten.
+pub const SNAT_GID_BASE: u32 = 40_000;
+
+/// The one-line verdict of a convergence query on one node.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NodeState {
+    /// How far the node has applied (paxos-kv's applied index, etcd's revision).
+    pub applied: Option<u64>,
+    /// A digest of its state at that point.
+    pub digest: Option<String>,
+    pub raw: serde_json::Value,
 }
 
 /// One node's `/status` reply, as much as the harness needs.
@@ -133,17 +150,11 @@ pub struct NodeStatus {
 
 impl Cluster {
     pub fn new(
-        store_bin: PathBuf,
-        bug: Option<String>,
+        target: Arc<dyn Target>,
         layout: Layout,
         run_dir: &Path,
+        snat_by_gid: bool,
     ) -> Result<Cluster> {
-        if !store_bin.is_file() {
-            bail!(
-                "store binary {} not found (build it with `cargo build --release -p paxos-kv`, or pass --store-bin)",
-                store_bin.display()
-            );
-        }
         let nodes_dir = run_dir.join("nodes");
         std::fs::create_dir_all(&nodes_dir)
             .with_context(|| format!("creating {}", nodes_dir.display()))?;
@@ -152,8 +163,10 @@ impl Cluster {
             .iter()
             .map(|a| NodeProc {
                 addr: a.clone(),
-                data_dir: nodes_dir.join(format!("{}-data", a.name)),
-                log_path: nodes_dir.join(format!("{}.log", a.name)),
+                dirs: NodeDirs {
+                    data_dir: nodes_dir.join(format!("{}-data", a.name)),
+                    log_path: nodes_dir.join(format!("{}.log", a.name)),
+                },
                 child: None,
                 paused: false,
             })
@@ -164,11 +177,11 @@ impl Cluster {
             .build()
             .context("building the status client")?;
         Ok(Cluster {
-            store_bin,
-            bug,
+            target,
             layout,
             nodes,
             http,
+            snat_by_gid,
         })
     }
 
@@ -195,51 +208,23 @@ impl Cluster {
             .collect()
     }
 
+    /// Every node's log: what the harness captured, and any log the target writes itself.
     pub fn log_paths(&self) -> Vec<PathBuf> {
-        self.nodes.iter().map(|n| n.log_path.clone()).collect()
+        let mut logs: Vec<PathBuf> = self.nodes.iter().map(|n| n.dirs.log_path.clone()).collect();
+        logs.extend(
+            (0..self.nodes.len())
+                .filter_map(|i| self.target.extra_log(i, &self.layout, &self.nodes[i].dirs)),
+        );
+        logs
+    }
+
+    pub fn target(&self) -> &Arc<dyn Target> {
+        &self.target
     }
 
     /// The command line for node `i`, as started.
     pub fn command_line(&self, i: usize) -> Vec<String> {
-        let n = &self.nodes[i];
-        let peers: Vec<String> = self
-            .layout
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(j, other)| format!("{}={}", other.id, self.layout.peer_target[i][j]))
-            .collect();
-        let mut args = vec![
-            "--id".to_string(),
-            n.addr.id.to_string(),
-            "--listen".into(),
-            n.addr.peer.to_string(),
-            "--client".into(),
-            n.addr.client.to_string(),
-            "--peers".into(),
-            peers.join(","),
-            "--data-dir".into(),
-            n.data_dir.display().to_string(),
-        ];
-        if let Some(forward) = &self.layout.forward_target {
-            let targets: Vec<String> = self
-                .layout
-                .nodes
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(j, other)| format!("{}={}", other.id, forward[i][j]))
-                .collect();
-            if !targets.is_empty() {
-                args.push("--peer-clients".into());
-                args.push(targets.join(","));
-            }
-        }
-        if let Some(bug) = &self.bug {
-            args.push("--bug".into());
-            args.push(bug.clone());
-        }
-        args
+        self.target.args(i, &self.layout, &self.nodes[i].dirs)
     }
 
     /// Starts node `i` (again, on the same data directory if it ran before).
@@ -248,16 +233,20 @@ impl Cluster {
             return Ok(());
         }
         let args = self.command_line(i);
+        let bin = self.target.binary().to_path_buf();
+        let gid = self
+            .snat_by_gid
+            .then(|| SNAT_GID_BASE + self.nodes[i].addr.id as u32);
         let n = &mut self.nodes[i];
-        std::fs::create_dir_all(&n.data_dir)
-            .with_context(|| format!("creating {}", n.data_dir.display()))?;
+        std::fs::create_dir_all(&n.dirs.data_dir)
+            .with_context(|| format!("creating {}", n.dirs.data_dir.display()))?;
         let log = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&n.log_path)
-            .with_context(|| format!("opening {}", n.log_path.display()))?;
+            .open(&n.dirs.log_path)
+            .with_context(|| format!("opening {}", n.dirs.log_path.display()))?;
         let log_err = log.try_clone().context("duplicating the node log handle")?;
-        let mut cmd = Command::new(&self.store_bin);
+        let mut cmd = Command::new(&bin);
         cmd.args(&args)
             .stdin(Stdio::null())
             .stdout(log)
@@ -265,18 +254,24 @@ impl Cluster {
             .env("RUST_BACKTRACE", "1");
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                // setgroups first: supplementary groups would match other nodes' rules.
+                if let Some(gid) = gid {
+                    if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
         }
-        let child = cmd.spawn().with_context(|| {
-            format!("starting {} for {}", self.store_bin.display(), n.addr.name)
-        })?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {} for {}", bin.display(), n.addr.name))?;
         register_pid(child.id() as i32);
-        tracing::info!(node = %n.addr.name, pid = child.id(), "started: {} {}", self.store_bin.display(), args.join(" "));
+        tracing::info!(node = %n.addr.name, pid = child.id(), "started: {} {}", bin.display(), args.join(" "));
         n.child = Some(child);
         n.paused = false;
         Ok(())
@@ -347,6 +342,18 @@ impl Cluster {
         n.paused = false;
     }
 
+    /// Deletes node `i`'s data directory (the node must be stopped): it starts empty next time.
+    pub fn wipe(&mut self, i: usize) -> Result<()> {
+        if self.nodes[i].child.is_some() {
+            bail!("wipe {}: the node is running", self.nodes[i].addr.name);
+        }
+        let dir = &self.nodes[i].dirs.data_dir;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("wiping {}", dir.display()))?;
+        }
+        Ok(())
+    }
+
     /// Undo every process fault: resume the paused, restart the killed.
     pub fn heal_processes(&mut self) -> Result<()> {
         for i in 0..self.nodes.len() {
@@ -367,50 +374,171 @@ impl Cluster {
         }
     }
 
-    pub async fn status(&self, i: usize) -> Option<NodeStatus> {
-        let url = format!("{}/status", self.nodes[i].addr.client_url());
+    async fn get_json(&self, i: usize, path: &str) -> Option<serde_json::Value> {
+        let url = format!("{}{path}", self.nodes[i].addr.client_url());
         let resp = self.http.get(url).send().await.ok()?;
         if !resp.status().is_success() {
             return None;
         }
-        resp.json::<NodeStatus>().await.ok()
+        resp.json().await.ok()
     }
 
-    /// The index of the node that says it leads (the highest ballot wins if several do).
+    async fn post_json(
+        &self,
+        i: usize,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Option<serde_json::Value> {
+        let url = format!("{}{path}", self.nodes[i].addr.client_url());
+        let resp = self.http.post(url).json(&body).send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.json().await.ok()
+    }
+
+    /// Node `i`'s `/status` (DESIGN's store API).
+    pub async fn status(&self, i: usize) -> Option<NodeStatus> {
+        serde_json::from_value(self.get_json(i, "/status").await?).ok()
+    }
+
+    /// Does node `i` claim to lead, and how strongly (a higher claim wins: ballot or term)?
+    async fn leader_claim(&self, i: usize, query: &LeaderQuery) -> Option<(u64, u64)> {
+        match query {
+            LeaderQuery::None => None,
+            LeaderQuery::OrdealStatus => {
+                let s = self.status(i).await?;
+                (s.role.as_deref() == Some("leader"))
+                    .then(|| s.ballot.as_ref().map(ballot_order).unwrap_or_default())
+            }
+            LeaderQuery::EtcdStatus => {
+                let s = self
+                    .post_json(i, "/v3/maintenance/status", serde_json::json!({}))
+                    .await?;
+                let me = json_u64(&s["header"]["member_id"])?;
+                let leader = json_u64(&s["leader"])?;
+                let term = json_u64(&s["raft_term"])
+                    .or_else(|| json_u64(&s["raftTerm"]))
+                    .unwrap_or(0);
+                (me == leader).then_some((term, 0))
+            }
+            LeaderQuery::Http { path, field, value } => {
+                let s = self.get_json(i, path).await?;
+                let v = &s[field.as_str()];
+                let text = v
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string());
+                (text == *value).then_some((0, 0))
+            }
+        }
+    }
+
+    /// The index of the node that says it leads (the strongest claim wins if several do).
+    /// None also when the target has no leader query.
     pub async fn leader(&self) -> Option<usize> {
-        let statuses =
-            futures::future::join_all((0..self.nodes.len()).map(|i| self.status(i))).await;
+        let query = self.target.leader_query();
+        let claims =
+            futures::future::join_all((0..self.nodes.len()).map(|i| self.leader_claim(i, &query)))
+                .await;
         let mut best: Option<(usize, (u64, u64))> = None;
-        for (i, s) in statuses.into_iter().enumerate() {
-            let Some(s) = s else { continue };
-            if s.role.as_deref() == Some("leader") && !self.nodes[i].paused {
-                let ballot = s.ballot.as_ref().map(ballot_order).unwrap_or_default();
-                if best.as_ref().map(|(_, b)| ballot > *b).unwrap_or(true) {
-                    best = Some((i, ballot));
-                }
+        for (i, claim) in claims.into_iter().enumerate() {
+            let Some(claim) = claim else { continue };
+            if !self.nodes[i].paused && best.as_ref().map(|(_, b)| claim > *b).unwrap_or(true) {
+                best = Some((i, claim));
             }
         }
         best.map(|(i, _)| i)
     }
 
-    /// Waits until some node reports itself leader, or `timeout` passes.
-    pub async fn wait_for_leader(&mut self, timeout: Duration) -> Result<usize> {
+    /// Is node `i` serving: its ready path answers 2xx, or (without one) its client port
+    /// accepts a connection?
+    async fn serves(&self, i: usize) -> bool {
+        match self.target.ready_path() {
+            Some(path) => {
+                let url = format!("{}{path}", self.nodes[i].addr.client_url());
+                matches!(self.http.get(url).send().await, Ok(r) if r.status().is_success())
+            }
+            None => tokio::time::timeout(
+                Duration::from_millis(300),
+                tokio::net::TcpStream::connect(self.nodes[i].addr.client),
+            )
+            .await
+            .map(|r| r.is_ok())
+            .unwrap_or(false),
+        }
+    }
+
+    /// Node `i`'s state for the convergence check, by the target's query.
+    pub async fn state(&self, i: usize) -> Option<NodeState> {
+        match self.target.convergence_query() {
+            ConvergenceQuery::None => None,
+            ConvergenceQuery::OrdealStatusDigest => {
+                let raw = self.get_json(i, "/status").await?;
+                let s: NodeStatus = serde_json::from_value(raw.clone()).ok()?;
+                Some(NodeState {
+                    applied: s.applied_index,
+                    digest: s.digest.as_ref().map(|d| d.to_string()),
+                    raw,
+                })
+            }
+            ConvergenceQuery::EtcdHash => {
+                // 3.4's gateway has no hashkv: the whole backend's hash, compared at equal
+                // applied raft index (status before and after, so no entry slipped in between).
+                let before = self
+                    .post_json(i, "/v3/maintenance/status", serde_json::json!({}))
+                    .await?;
+                let hash = self
+                    .post_json(i, "/v3/maintenance/hash", serde_json::json!({}))
+                    .await?;
+                let after = self
+                    .post_json(i, "/v3/maintenance/status", serde_json::json!({}))
+                    .await?;
+                let applied = |s: &serde_json::Value| {
+                    json_u64(&s["raftAppliedIndex"]).or_else(|| json_u64(&s["raft_applied_index"]))
+                };
+                let index = applied(&before).filter(|b| Some(*b) == applied(&after))?;
+                Some(NodeState {
+                    applied: Some(index),
+                    digest: json_u64(&hash["hash"]).map(|h| h.to_string()),
+                    raw: serde_json::json!({"status": after, "hash": hash}),
+                })
+            }
+        }
+    }
+
+    /// Waits until every running node serves and, if the target can say, one leads.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<Option<usize>> {
         let deadline = Instant::now() + timeout;
+        let has_leader_query = !matches!(self.target.leader_query(), LeaderQuery::None);
         loop {
-            if let Some(i) = self.leader().await {
-                return Ok(i);
+            if has_leader_query {
+                if let Some(i) = self.leader().await {
+                    return Ok(Some(i));
+                }
+            } else {
+                let serving =
+                    futures::future::join_all((0..self.nodes.len()).map(|i| self.serves(i))).await;
+                if serving.iter().all(|s| *s) {
+                    return Ok(None);
+                }
             }
             for i in 0..self.nodes.len() {
                 if !self.is_running(i) {
                     bail!(
-                        "{} exited during start-up; see {}",
+                        "{} exited during start-up ({} {}); see {}",
                         self.nodes[i].addr.name,
-                        self.nodes[i].log_path.display()
+                        self.target.binary().display(),
+                        self.command_line(i).join(" "),
+                        self.nodes[i].dirs.log_path.display()
                     );
                 }
             }
             if Instant::now() >= deadline {
-                bail!("no node reported itself leader on /status within {timeout:?}");
+                if has_leader_query {
+                    bail!("no node reported itself leader within {timeout:?}");
+                }
+                bail!("not every node answered on its client port within {timeout:?}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -421,6 +549,11 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop_all();
     }
+}
+
+/// etcd's JSON gateway writes 64-bit numbers as strings.
+fn json_u64(v: &serde_json::Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_str()?.parse().ok())
 }
 
 /// Orders ballots as the store defines them, `(round, node)`: `/status` reports a ballot as

@@ -1,6 +1,7 @@
 //! `ordeal`: Jepsen-style consistency tests on one machine.
 
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 /// Reading a big history parses on several threads and frees on another; glibc's allocator
 /// spends more time in its arena locks there than in parsing (measured: 2x on 100k txns).
@@ -23,14 +24,26 @@ enum Command {
     /// Check a history file for linearizability or serializability.
     Check(ordeal::check::CheckArgs),
     /// Run a test: start a cluster, drive clients, inject faults, check, report.
-    Test(Box<ordeal::runner::TestArgs>),
+    Test(Box<ordeal::plan::TestArgs>),
     /// Re-check a stored run and re-render its report.
     Report(ordeal::report::ReportArgs),
     /// Run a campaign file of tests with expected verdicts.
     Campaign(ordeal::campaign::CampaignArgs),
 }
 
-fn main() {
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ordeal: {e:#}");
+            ExitCode::from(255)
+        }
+    }
+}
+
+/// Runs one subcommand. Each reports its own errors and returns Jepsen's exit code: 0 valid,
+/// 1 invalid, 2 unknown, 255 the tool failed.
+fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Check(args) => ordeal::check::run(args),
@@ -38,5 +51,7 @@ fn main() {
         Command::Report(args) => ordeal::report::run_report(args),
         Command::Campaign(args) => ordeal::campaign::run_campaign(args),
     };
-    std::process::exit(code);
+    let code =
+        u8::try_from(code).map_err(|_| anyhow::anyhow!("exit code {code} is outside 0-255"))?;
+    Ok(ExitCode::from(code))
 }

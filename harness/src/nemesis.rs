@@ -30,19 +30,18 @@ pub fn parse_nemesis(s: &str) -> Result<Vec<FaultKind>> {
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part {
             "none" => {}
-            "all" => kinds.extend([
-                FaultKind::Pause,
-                FaultKind::Kill,
-                FaultKind::Partition,
-                FaultKind::Network,
-            ]),
-            "pause" => kinds.push(FaultKind::Pause),
-            "kill" => kinds.push(FaultKind::Kill),
-            "partition" => kinds.push(FaultKind::Partition),
-            "network" => kinds.push(FaultKind::Network),
-            other => bail!(
-                "--nemesis: unknown fault {other:?}; expected none, all, pause, kill, partition, network"
-            ),
+            "all" => kinds.extend(crate::faults::FAULTS.iter().map(|s| s.kind)),
+            other => match crate::faults::by_option(other) {
+                Some(spec) => kinds.push(spec.kind),
+                None => bail!(
+                    "--nemesis: unknown fault {other:?}; expected none, all, {}",
+                    crate::faults::FAULTS
+                        .iter()
+                        .map(|s| s.option)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
         }
     }
     kinds.dedup();
@@ -601,12 +600,18 @@ impl Nemesis {
                     for &i in &nodes {
                         cluster.pause(i);
                     }
-                    ("pause", Active::Paused(nodes.clone()))
+                    (
+                        FaultKind::Pause.spec().start_f,
+                        Active::Paused(nodes.clone()),
+                    )
                 } else {
                     for &i in &nodes {
                         cluster.kill(i);
                     }
-                    ("kill", Active::Killed(nodes.clone()))
+                    (
+                        FaultKind::Kill.spec().start_f,
+                        Active::Killed(nodes.clone()),
+                    )
                 };
                 drop(cluster);
                 self.record(
@@ -622,7 +627,7 @@ impl Nemesis {
                 let desc = describe_cuts(&cuts, n);
                 tracing::info!("partition {label}: {desc}");
                 self.record(
-                    "start-partition",
+                    FaultKind::Partition.spec().start_f,
                     Value::List(vec![Value::Str(label.clone()), Value::Str(desc)]),
                 );
                 self.set_current(&format!("partition {label}"));
@@ -651,7 +656,7 @@ impl Nemesis {
                         names(&nodes)
                     );
                     self.record(
-                        "start-network",
+                        FaultKind::Network.spec().start_f,
                         Value::List(vec![
                             Value::Str(format!("{desc} via {via}")),
                             Value::Str(link_text),
@@ -675,7 +680,7 @@ impl Nemesis {
                     cluster.resume(i);
                 }
                 drop(cluster);
-                self.record("resume", names(&nodes));
+                self.record(FaultKind::Pause.spec().stop_f, names(&nodes));
             }
             Active::Killed(nodes) => {
                 let mut cluster = self.cluster.lock().await;
@@ -683,15 +688,15 @@ impl Nemesis {
                     cluster.start(i)?;
                 }
                 drop(cluster);
-                self.record("start", names(&nodes));
+                self.record(FaultKind::Kill.spec().stop_f, names(&nodes));
             }
             Active::Partitioned => {
                 self.net.heal_partition()?;
-                self.record("stop-partition", Value::Null);
+                self.record(FaultKind::Partition.spec().stop_f, Value::Null);
             }
             Active::Network => {
                 self.net.heal_network()?;
-                self.record("stop-network", Value::Null);
+                self.record(FaultKind::Network.spec().stop_f, Value::Null);
             }
             Active::Nothing => {}
         }

@@ -98,39 +98,8 @@ fn data(history: &History) -> Result<Data> {
     Ok(Data { ops, end_s })
 }
 
-/// A kind of fault as the charts show it: the nemesis `f` that starts it, its name in the band of
-/// fault lanes, and its colour (shading and lane bars). Adding a kind is one line here; a kind
-/// not listed still gets a lane, named after its `f`, in a spare colour.
-struct FaultKind {
-    f: &'static str,
-    name: &'static str,
-    colour: RGBColor,
-}
-
-const FAULT_KINDS: &[FaultKind] = &[
-    FaultKind {
-        f: "pause",
-        name: "pause",
-        colour: RGBColor(230, 171, 2),
-    },
-    FaultKind {
-        f: "kill",
-        name: "kill",
-        colour: RGBColor(214, 39, 40),
-    },
-    FaultKind {
-        f: "start-partition",
-        name: "partition",
-        colour: RGBColor(44, 160, 44),
-    },
-    FaultKind {
-        f: "start-network",
-        name: "network",
-        colour: RGBColor(31, 119, 180),
-    },
-];
-
-/// Colours for kinds missing from `FAULT_KINDS`, in order of first appearance.
+/// Colours for kinds missing from [`crate::faults::FAULTS`] (an older history's), in order of
+/// first appearance; those get a lane named after their `f`.
 const SPARE_FAULT_COLOURS: &[RGBColor] = &[
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
@@ -147,13 +116,16 @@ const LANE_FONT_PX: u32 = 12;
 /// Space kept between one label and the next fault's start in the same lane.
 const LABEL_GAP_PX: i32 = 4;
 
-/// One lane per kind of fault present, in `FAULT_KINDS` order, then unknown kinds in order of
-/// appearance: (f, name, colour).
+/// One lane per kind of fault present, in [`crate::faults::FAULTS`] order (its lane name and
+/// colour), then unknown kinds in order of appearance: (f, name, colour).
 fn fault_lanes(faults: &[FaultInterval]) -> Vec<(String, String, RGBColor)> {
-    let mut lanes: Vec<(String, String, RGBColor)> = FAULT_KINDS
+    let mut lanes: Vec<(String, String, RGBColor)> = crate::faults::FAULTS
         .iter()
-        .filter(|k| faults.iter().any(|f| f.f == k.f))
-        .map(|k| (k.f.to_string(), k.name.to_string(), k.colour))
+        .filter(|k| faults.iter().any(|f| f.f == k.start_f))
+        .map(|k| {
+            let (r, g, b) = k.colour;
+            (k.start_f.to_string(), k.lane.to_string(), RGBColor(r, g, b))
+        })
         .collect();
     let mut spare = SPARE_FAULT_COLOURS.iter().cycle();
     for f in faults {

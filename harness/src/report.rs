@@ -1,8 +1,9 @@
 //! report.html: one self-contained page (charts inlined as base64 PNG, no network), and
 //! `ordeal report DIR`, which re-checks a stored run and re-renders everything.
 
+use crate::analyse::analyse;
 use crate::checks::{CheckOutcome, Counts};
-use crate::runner::{analyse, RunConfig};
+use crate::plan::RunConfig;
 use anyhow::{Context, Result};
 use base64::Engine;
 use clap::Args;
@@ -42,6 +43,38 @@ fn embed_png(run_dir: &Path, name: &str, alt: &str) -> String {
 }
 
 /// How to inject this run's faults again, when it had any (see `faults.json`).
+/// The target: its name, version, binary, protocol and planted bug (older runs: the binary).
+fn target_cell(config: &RunConfig) -> String {
+    let bug = config
+        .args
+        .bug
+        .as_ref()
+        .map(|b| format!(" with <code>--bug {}</code>", esc(b)))
+        .unwrap_or_default();
+    match &config.target {
+        Some(t) => format!(
+            "{} ({}){}<br><small><code>{}</code>{}, protocol {}, reads {}</small>",
+            esc(&t.name),
+            esc(&t.version),
+            bug,
+            esc(&t.binary.display().to_string()),
+            t.file
+                .as_ref()
+                .map(|f| format!(
+                    ", target file <code>{}</code>",
+                    esc(&f.display().to_string())
+                ))
+                .unwrap_or_default(),
+            t.protocol,
+            esc(&config.args.read_consistency),
+        ),
+        None => format!(
+            "<code>{}</code>{bug}",
+            esc(&config.store_bin.display().to_string())
+        ),
+    }
+}
+
 fn replay_hint(run_dir: &Path) -> String {
     let path = run_dir.join("faults.json");
     let any = std::fs::read_to_string(&path)
@@ -140,7 +173,7 @@ td.num,th.num{{text-align:right;font-variant-numeric:tabular-nums}}
 <tr><th>nodes</th><td>{}</td></tr><tr><th>time limit</th><td>{} s</td></tr>\
 <tr><th>target rate / concurrency</th><td>{} ops/s / {} clients</td></tr>\
 <tr><th>seed</th><td>{}</td></tr><tr><th>network backend</th><td>{}</td></tr>\
-<tr><th>store</th><td><code>{}</code>{}</td></tr><tr><th>started</th><td>{}</td></tr>\
+<tr><th>target</th><td>{}</td></tr><tr><th>started</th><td>{}</td></tr>\
 <tr><th>throughput (main phase)</th><td>{:.0} ops/s attempted, {:.0} ops/s completed (ok){}</td></tr>\
 <tr><th>reproduce</th><td><code>{}</code><br><small>Same seed, same operations and fault schedule, except that a fault aimed at the leader hits whoever leads then; the OS still schedules threads as it likes, so interleavings differ.{}</small></td></tr></table>",
         esc(&a.workload),
@@ -151,8 +184,7 @@ td.num,th.num{{text-align:right;font-variant-numeric:tabular-nums}}
         a.concurrency,
         config.seed,
         esc(&config.net_note),
-        esc(&config.store_bin.display().to_string()),
-        a.bug.as_ref().map(|b| format!(" with <code>--bug {}</code>", esc(b))).unwrap_or_default(),
+        target_cell(config),
         esc(&config.started_at),
         run["throughput_ops_per_s"].as_f64().unwrap_or(0.0),
         run["completed_ops_per_s"].as_f64().unwrap_or(0.0),

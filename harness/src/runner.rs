@@ -1,233 +1,25 @@
 //! `ordeal test`: one run, start to finish. Cluster up, clients and nemesis for the time limit,
 //! heal, recover, final reads, convergence, checks, results directory.
 
-use crate::checks::{self, CheckOutcome};
+use crate::analyse::analyse;
+use crate::checks::CheckOutcome;
 use crate::cluster::{self, Cluster, Layout, NodeAddr};
 use crate::nemesis::{self, Nemesis, NemesisConfig};
 use crate::net::{self, LinkKind, Net, NetChoice, NetnsNet, ProxyLink, ProxyNet};
+use crate::plan::{RunConfig, RunPlan, TestArgs};
 use crate::record::{self, Recorder};
-use crate::report;
+use crate::target::{self, Client, ClientConfig, Target};
 use anyhow::{bail, Context, Result};
-use clap::Args;
 use ordeal_checker::{Event, EventType, History, Process, Value, Verdict};
-use ordeal_workloads::{
-    Backoff, BackoffConfig, Client as StoreClient, ClientConfig, Generator, GeneratorConfig,
-    OpSpec, Protocol, ReadConsistency, WorkloadKind,
-};
+use ordeal_workloads::{Backoff, BackoffConfig, Generator, GeneratorConfig, OpSpec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Mutex};
-
-#[derive(Args, Debug, Clone, Serialize, Deserialize)]
-pub struct TestArgs {
-    /// register | kv | list-append | rw-register | bank
-    #[arg(long, default_value = "register")]
-    pub workload: String,
-    /// none | all | a comma list of pause, kill, partition, network
-    #[arg(long, default_value = "none")]
-    pub nemesis: String,
-    #[arg(long, default_value_t = 3)]
-    pub nodes: usize,
-    /// Length of the main phase, in seconds.
-    #[arg(long = "time-limit", default_value_t = 60)]
-    pub time_limit_s: u64,
-    /// Target operations per second over all clients; 0 means as fast as they can.
-    #[arg(long, default_value_t = 1000.0)]
-    pub rate: f64,
-    /// Number of concurrent clients.
-    #[arg(long, default_value_t = 16)]
-    pub concurrency: usize,
-    /// Seed for the generator, the fault schedule and the proxy; random when absent.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// A planted store bug to switch on (`paxos-kv --bug NAME`).
-    #[arg(long)]
-    pub bug: Option<String>,
-    /// auto | netns | proxy
-    #[arg(long, default_value = "auto")]
-    pub net: String,
-    /// Where run directories go.
-    #[arg(long, default_value = "results")]
-    pub results: PathBuf,
-    /// The store binary; default: `paxos-kv` next to `ordeal`.
-    #[arg(long)]
-    pub store_bin: Option<PathBuf>,
-    /// Per-operation client timeout.
-    #[arg(long, default_value_t = 1000)]
-    pub op_timeout_ms: u64,
-    /// Quiet time between faults, `MIN-MAX` milliseconds.
-    #[arg(long, default_value = "5000-10000")]
-    pub nemesis_interval_ms: String,
-    /// How long each fault is held, `MIN-MAX` milliseconds.
-    #[arg(long, default_value = "3000-8000")]
-    pub nemesis_hold_ms: String,
-    /// Which nodes pause, kill and network faults hit: `any` or a comma list of one,
-    /// minority, majority, all, leader.
-    #[arg(long, default_value = "any")]
-    pub nemesis_targets: String,
-    /// Which partitions to use: `any` or a comma list of isolate-one, isolate-leader, halves,
-    /// majorities-ring, bridge.
-    #[arg(long, default_value = "any")]
-    pub partition_shapes: String,
-    /// What the network fault does: `any` or a comma list of delay, loss, duplicate.
-    #[arg(long, default_value = "any")]
-    #[serde(default = "default_any")]
-    pub network_behaviours: String,
-    /// Inject exactly the faults an earlier run injected (its `faults.json`, or its run
-    /// directory) instead of drawing them: the same nodes, links, behaviours and timings.
-    /// `--nemesis` must include every kind of fault in it.
-    #[arg(long, value_name = "FILE")]
-    #[serde(default)]
-    pub replay_faults: Option<PathBuf>,
-    /// Quiet time after healing before the final reads.
-    #[arg(long, default_value_t = 3)]
-    pub recovery_s: u64,
-    /// Operations per key before moving to a fresh key (default per workload).
-    #[arg(long)]
-    pub ops_per_key: Option<u64>,
-    /// The isolation model txn workloads are checked against: read-committed, repeatable-read,
-    /// snapshot-isolation, serializable or strict-serializable.
-    #[arg(long, default_value = "strict-serializable")]
-    #[serde(default = "default_consistency")]
-    pub consistency: String,
-    /// Time budget of the workload checker.
-    #[arg(long, default_value_t = 60)]
-    pub check_time_limit_s: u64,
-    /// Keep the history in memory only (to measure what writing it costs).
-    #[arg(long)]
-    pub no_history_file: bool,
-    /// No progress bar.
-    #[arg(long)]
-    pub no_progress: bool,
-    /// Name of the test (the results sub-directory); default from workload, nemesis, nodes, bug.
-    #[arg(long)]
-    pub name: Option<String>,
-}
-
-/// What `config.json` holds: every option, resolved.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RunConfig {
-    pub args: TestArgs,
-    pub seed: u64,
-    pub net: String,
-    pub net_note: String,
-    pub store_bin: PathBuf,
-    pub reproduce: String,
-    pub layout: serde_json::Value,
-    pub started_at: String,
-    pub ordeal_version: String,
-}
-
-fn default_any() -> String {
-    "any".into()
-}
-
-fn default_consistency() -> String {
-    "strict-serializable".into()
-}
-
-fn parse_range(s: &str, what: &str) -> Result<(u64, u64)> {
-    let (a, b) = s
-        .split_once('-')
-        .with_context(|| format!("{what} {s:?}: expected MIN-MAX milliseconds"))?;
-    let (a, b): (u64, u64) = (
-        a.trim()
-            .parse()
-            .with_context(|| format!("{what} {s:?}: bad minimum"))?,
-        b.trim()
-            .parse()
-            .with_context(|| format!("{what} {s:?}: bad maximum"))?,
-    );
-    if a > b {
-        bail!("{what} {s:?}: minimum is above maximum");
-    }
-    Ok((a, b))
-}
-
-impl TestArgs {
-    pub fn validate(&self) -> Result<()> {
-        WorkloadKind::parse(&self.workload)?;
-        self.consistency
-            .parse::<ordeal_checker::txn::Consistency>()
-            .map_err(|e| anyhow::anyhow!("--consistency: {e}"))?;
-        nemesis::parse_nemesis(&self.nemesis)?;
-        NetChoice::parse(&self.net)?;
-        if !(1..=9).contains(&self.nodes) {
-            bail!("--nodes {}: expected 1 to 9", self.nodes);
-        }
-        if self.concurrency == 0 || self.concurrency > 4096 {
-            bail!("--concurrency {}: expected 1 to 4096", self.concurrency);
-        }
-        if self.rate < 0.0 || !self.rate.is_finite() {
-            bail!("--rate {}: expected a non-negative number", self.rate);
-        }
-        nemesis::parse_targets(&self.nemesis_targets)?;
-        nemesis::parse_shapes(&self.partition_shapes)?;
-        nemesis::parse_behaviours(&self.network_behaviours)?;
-        parse_range(&self.nemesis_interval_ms, "--nemesis-interval-ms")?;
-        parse_range(&self.nemesis_hold_ms, "--nemesis-hold-ms")?;
-        if let Some(path) = &self.replay_faults {
-            nemesis::load_schedule(path, self.nodes, &nemesis::parse_nemesis(&self.nemesis)?)?;
-        }
-        Ok(())
-    }
-
-    pub fn test_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| {
-            let mut n = format!(
-                "{}-{}-{}n",
-                self.workload,
-                self.nemesis.replace(',', "+"),
-                self.nodes
-            );
-            if let Some(b) = &self.bug {
-                n.push('-');
-                n.push_str(b);
-            }
-            n
-        })
-    }
-
-    /// The command that repeats this run.
-    pub fn reproduce(&self, seed: u64, net: &str) -> String {
-        let mut c = format!(
-            "ordeal test --workload {} --nemesis {} --nodes {} --time-limit {} --rate {} --concurrency {} --seed {} --net {} --op-timeout-ms {} --nemesis-interval-ms {} --nemesis-hold-ms {} --recovery-s {}",
-            self.workload, self.nemesis, self.nodes, self.time_limit_s, self.rate, self.concurrency, seed, net,
-            self.op_timeout_ms, self.nemesis_interval_ms, self.nemesis_hold_ms, self.recovery_s
-        );
-        if let Some(b) = &self.bug {
-            c.push_str(&format!(" --bug {b}"));
-        }
-        if self.nemesis_targets != "any" {
-            c.push_str(&format!(" --nemesis-targets {}", self.nemesis_targets));
-        }
-        if self.partition_shapes != "any" {
-            c.push_str(&format!(" --partition-shapes {}", self.partition_shapes));
-        }
-        if self.network_behaviours != "any" {
-            c.push_str(&format!(
-                " --network-behaviours {}",
-                self.network_behaviours
-            ));
-        }
-        if let Some(k) = self.ops_per_key {
-            c.push_str(&format!(" --ops-per-key {k}"));
-        }
-        if let Some(path) = &self.replay_faults {
-            c.push_str(&format!(" --replay-faults {}", path.display()));
-        }
-        if self.consistency != "strict-serializable" {
-            c.push_str(&format!(" --consistency {}", self.consistency));
-        }
-        c
-    }
-}
 
 /// Decides the network backend before any thread exists: with `auto` or `netns`, unshare into a
 /// fresh namespace. Returns the backend name and a sentence saying why.
@@ -255,11 +47,6 @@ pub fn choose_net(choice: NetChoice) -> Result<(&'static str, String)> {
             )),
         },
     }
-}
-
-fn default_store_bin() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("finding the ordeal binary")?;
-    Ok(exe.with_file_name("paxos-kv"))
 }
 
 fn timestamp() -> String {
@@ -410,7 +197,7 @@ async fn client_loop(
     seed: u64,
     node: NodeAddr,
     gen: Arc<std::sync::Mutex<Generator>>,
-    client: StoreClient,
+    client: Client,
     recorder: Recorder,
     counters: Arc<Counters>,
     mut stop: watch::Receiver<bool>,
@@ -466,7 +253,7 @@ async fn client_loop(
 /// Performs and records one operation. Returns whether it ended `info`, and whether it was a
 /// refusal to back off from.
 async fn run_one(
-    client: &StoreClient,
+    client: &Client,
     recorder: &Recorder,
     process: u64,
     url: &str,
@@ -515,12 +302,34 @@ pub struct RunOutcome {
 
 /// Entry point of `ordeal test`. Call from `main` before any runtime exists.
 pub fn run_test(args: TestArgs) -> i32 {
-    if let Err(e) = args.validate() {
-        eprintln!("ordeal test: {e:#}");
+    let plan = match args.plan() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ordeal test: {e:#}");
+            return 255;
+        }
+    };
+    // The target is checked before anything starts: a bad target file is refused here.
+    let target = match target::resolve(
+        &args.target,
+        args.target_bin.as_deref(),
+        args.bug.as_deref(),
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("ordeal test: --target {}: {e:#}", args.target);
+            return 255;
+        }
+    };
+    install_panic_hook();
+    let choice = plan.net;
+    if choice == NetChoice::Proxy && !target.per_node_peer_addresses() {
+        eprintln!(
+            "ordeal test: --net proxy: target {}'s nodes share one address per peer, so the userspace proxy cannot sit on each link; use --net netns (needs root)",
+            target.name()
+        );
         return 255;
     }
-    install_panic_hook();
-    let choice = NetChoice::parse(&args.net).expect("validated");
     let (net_name, net_note) = match choose_net(choice) {
         Ok(x) => x,
         Err(e) => {
@@ -539,7 +348,14 @@ pub fn run_test(args: TestArgs) -> i32 {
             return 255;
         }
     };
-    let result = rt.block_on(run_async(args, net_name, net_note));
+    if net_name == "proxy" && !target.per_node_peer_addresses() {
+        eprintln!(
+            "ordeal test: target {}'s nodes share one address per peer, so partitions need the network-namespace backend, which is unavailable: {net_note}",
+            target.name()
+        );
+        return 255;
+    }
+    let result = rt.block_on(run_async(args, plan, target, net_name, net_note));
     // Belt and braces: whatever path we took, no store process outlives the run.
     cluster::kill_all_registered();
     rt.shutdown_timeout(Duration::from_secs(2));
@@ -588,16 +404,18 @@ fn init_log(run_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> Result<RunOutcome> {
-    let workload = WorkloadKind::parse(&args.workload)?;
-    let kinds = nemesis::parse_nemesis(&args.nemesis)?;
+async fn run_async(
+    args: TestArgs,
+    plan: RunPlan,
+    target: Arc<dyn Target>,
+    net_name: &'static str,
+    net_note: String,
+) -> Result<RunOutcome> {
+    let workload = plan.workload;
+    let kinds = plan.faults.clone();
     let seed = args
         .seed
         .unwrap_or_else(|| rand::thread_rng().gen_range(0..1_000_000));
-    let store_bin = match &args.store_bin {
-        Some(p) => p.clone(),
-        None => default_store_bin()?,
-    };
     let run_dir = make_run_dir(&args.results, &args.test_name())?;
     init_log(&run_dir)?;
     update_latest(&args.results, &run_dir);
@@ -614,7 +432,9 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
     } else {
         None
     };
-    let use_proxy = !kernel || netem_unavailable.is_some();
+    // A target whose nodes share one address per peer cannot have the proxy on its links: its
+    // delay and duplication are skipped when netem is missing (the network note says so).
+    let use_proxy = (!kernel || netem_unavailable.is_some()) && target.per_node_peer_addresses();
     let (layout, proxy_links) = plan_layout(args.nodes, use_proxy, kernel)?;
     let net = Arc::new(Net {
         kernel: kernel.then(|| {
@@ -645,12 +465,25 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
         net_note
     };
     tracing::info!("{net_note}");
+    let snat_by_gid = kernel && !target.binds_source_ip();
+    if snat_by_gid {
+        net::snat_by_gid(&layout, cluster::SNAT_GID_BASE)?;
+    }
+    let target_info = target.info();
+    tracing::info!(
+        "target {} ({}), {}, protocol {}",
+        target_info.name,
+        target_info.binary.display(),
+        target_info.version,
+        target_info.protocol
+    );
     let config = RunConfig {
         args: args.clone(),
         seed,
         net: net_name.to_string(),
         net_note: net_note.clone(),
-        store_bin: store_bin.clone(),
+        store_bin: target_info.binary.clone(),
+        target: Some(target_info),
         reproduce: args.reproduce(seed, net_name),
         layout: serde_json::to_value(&layout)?,
         started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
@@ -662,7 +495,7 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
     )
     .context("writing config.json")?;
 
-    let mut cluster = Cluster::new(store_bin, args.bug.clone(), layout.clone(), &run_dir)?;
+    let mut cluster = Cluster::new(target.clone(), layout.clone(), &run_dir, snat_by_gid)?;
     cluster.start_all()?;
     let pids = cluster.pids();
     tracing::info!("node pids: {pids:?}");
@@ -671,8 +504,20 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
         pids.iter().map(|p| format!("{p}\n")).collect::<String>(),
     )
     .context("writing nodes/pids")?;
-    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
-    tracing::info!("leader: {}", cluster.name(leader));
+    let ready = cluster
+        .wait_ready(Duration::from_secs(30))
+        .await
+        .with_context(|| match target.file() {
+            Some(f) => format!(
+                "target file {}: field `command`: the nodes did not come up",
+                f.display()
+            ),
+            None => format!("starting {}", target.name()),
+        })?;
+    match ready {
+        Some(leader) => tracing::info!("leader: {}", cluster.name(leader)),
+        None => tracing::info!("every node serves (the target has no leader query)"),
+    }
     let cluster = Arc::new(Mutex::new(cluster));
 
     // Interrupts (Ctrl-C, SIGTERM) turn into a stop of the main phase and a clean teardown.
@@ -693,16 +538,17 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
         (!args.no_history_file).then_some(history_path.as_path()),
         start,
     )?;
-    let mut gen_config = GeneratorConfig::for_workload(workload, seed, args.concurrency);
+    let mut gen_config = GeneratorConfig::for_workload(workload, seed, args.concurrency)
+        .with_protocol(target.protocol());
     if let Some(k) = args.ops_per_key {
         gen_config.ops_per_key = k.max(1);
     }
     let gen = Arc::new(std::sync::Mutex::new(Generator::new(gen_config)));
-    let client = StoreClient::new(ClientConfig {
-        protocol: Protocol::OrdealHttp,
+    let client = Client::new(ClientConfig {
+        protocol: target.protocol(),
         timeout: Duration::from_millis(args.op_timeout_ms),
         max_idle_per_host: args.concurrency.max(8),
-        read_consistency: ReadConsistency::Linearizable,
+        read_consistency: plan.read_consistency,
     })?;
     let counters = Arc::new(Counters::default());
     let current_fault = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
@@ -725,15 +571,15 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
     }
     // One nemesis per fault kind, running at once, as Jepsen composes them: a kill can land
     // in the middle of a partition, which is where leader changes go wrong.
-    let interval_ms = parse_range(&args.nemesis_interval_ms, "--nemesis-interval-ms")?;
-    let hold_ms = parse_range(&args.nemesis_hold_ms, "--nemesis-hold-ms")?;
-    let targets = nemesis::parse_targets(&args.nemesis_targets)?;
-    let shapes = nemesis::parse_shapes(&args.partition_shapes)?;
-    let behaviours = nemesis::parse_behaviours(&args.network_behaviours)?;
-    let replay = match &args.replay_faults {
-        Some(path) => Some(nemesis::load_schedule(path, args.nodes, &kinds)?),
-        None => None,
-    };
+    let RunPlan {
+        interval_ms,
+        hold_ms,
+        targets,
+        shapes,
+        behaviours,
+        replay,
+        ..
+    } = plan;
     let schedule: Arc<std::sync::Mutex<Vec<nemesis::ScheduledFault>>> = Arc::default();
     let nemesis_tasks: Vec<_> = kinds
         .iter()
@@ -872,8 +718,9 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
     if !interrupted {
         {
             let mut c = cluster.lock().await;
-            match c.wait_for_leader(Duration::from_secs(30)).await {
-                Ok(l) => tracing::info!("after healing, leader: {}", c.name(l)),
+            match c.wait_ready(Duration::from_secs(30)).await {
+                Ok(Some(l)) => tracing::info!("after healing, leader: {}", c.name(l)),
+                Ok(None) => tracing::info!("after healing, every node serves"),
                 Err(e) => tracing::warn!("after healing: {e:#}"),
             }
         }
@@ -946,7 +793,7 @@ async fn run_async(args: TestArgs, net_name: &'static str, net_note: String) -> 
 async fn final_reads(
     keys: &[String],
     nodes: &[NodeAddr],
-    client: &StoreClient,
+    client: &Client,
     recorder: &Recorder,
     concurrency: usize,
 ) {
@@ -1002,22 +849,31 @@ async fn final_reads(
     );
 }
 
-/// Every replica's `/status` digest must agree once they have applied the same prefix.
+/// Every replica's state digest (the target's convergence query: paxos-kv's `/status` digest,
+/// etcd's backend hash) must agree once they have applied the same prefix.
 async fn check_convergence(cluster: &Arc<Mutex<Cluster>>) -> CheckOutcome {
+    let query = cluster.lock().await.target().convergence_query();
+    if query == target::ConvergenceQuery::None {
+        // Not judged: the target offers no state digest. Valid so the verdict is the checkers'.
+        return CheckOutcome {
+            name: "convergence".into(),
+            verdict: Verdict::Valid,
+            summary: "not checked: the target has no state digest (status_digest in its file)"
+                .into(),
+            details: serde_json::Value::Null,
+            html: None,
+        };
+    }
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut last;
     loop {
         let c = cluster.lock().await;
-        let statuses = futures::future::join_all((0..c.len()).map(|i| c.status(i))).await;
+        let statuses = futures::future::join_all((0..c.len()).map(|i| c.state(i))).await;
         drop(c);
         let reachable: Vec<_> = statuses.iter().flatten().collect();
         let digests: Vec<Option<String>> = statuses
             .iter()
-            .map(|s| {
-                s.as_ref()
-                    .and_then(|s| s.digest.as_ref())
-                    .map(|d| d.to_string())
-            })
+            .map(|s| s.as_ref().and_then(|s| s.digest.clone()))
             .collect();
         last = statuses.clone();
         if reachable.len() == statuses.len() && digests.iter().all(|d| d.is_some()) {
@@ -1037,7 +893,7 @@ async fn check_convergence(cluster: &Arc<Mutex<Cluster>>) -> CheckOutcome {
             }
             let applied: Vec<Option<u64>> = statuses
                 .iter()
-                .map(|s| s.as_ref().and_then(|s| s.applied_index))
+                .map(|s| s.as_ref().and_then(|s| s.applied))
                 .collect();
             if applied.iter().all(|a| a.is_some() && *a == applied[0]) && Instant::now() >= deadline
             {
@@ -1063,66 +919,4 @@ async fn check_convergence(cluster: &Arc<Mutex<Cluster>>) -> CheckOutcome {
         details: serde_json::to_value(&last).unwrap_or_default(),
         html: None,
     }
-}
-
-/// Runs every check over a history and writes results.json, the charts and report.html.
-/// Shared by `ordeal test` and `ordeal report`.
-pub fn analyse(
-    run_dir: &Path,
-    config: &RunConfig,
-    history: &History,
-    log_paths: &[PathBuf],
-    convergence: CheckOutcome,
-    extra: serde_json::Value,
-) -> Result<Verdict> {
-    let workload = WorkloadKind::parse(&config.args.workload)?;
-    let faults = checks::fault_intervals(&history.events);
-    let started = Instant::now();
-    let consistency = config
-        .args
-        .consistency
-        .parse::<ordeal_checker::txn::Consistency>()
-        .map_err(|e| anyhow::anyhow!("--consistency: {e}"))?;
-    let lin = checks::check_workload(
-        history,
-        workload,
-        config.args.check_time_limit_s,
-        consistency,
-    );
-    let check_s = started.elapsed().as_secs_f64();
-    let (stats, counts) = checks::stats(history);
-    let avail = checks::availability(history, &faults);
-    let logs = checks::scan_logs(log_paths);
-    let all = vec![lin, stats, avail, logs, convergence];
-    let verdict = all.iter().fold(Verdict::Valid, |v, c| v.worst(c.verdict));
-    let results = serde_json::json!({
-        "verdict": verdict,
-        "checks": all,
-        "counts": counts,
-        "faults": faults,
-        "check_seconds": check_s,
-        "run": extra,
-    });
-    checks::write_results(&run_dir.join("results.json"), &results)?;
-    // The charts are the one part of a run that only illustrates it: a bug there (plotters
-    // panics on some inputs) must not cost the verdict's report, so a panic is caught and
-    // reported like an error.
-    let drawn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        crate::plots::draw_all(history, &faults, run_dir)
-    }))
-    .unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("a panic");
-        Err(anyhow::anyhow!("panicked: {what}"))
-    });
-    if let Err(e) = drawn {
-        tracing::error!("drawing charts: {e:#}");
-        eprintln!("ordeal: drawing charts failed (the report has no charts): {e:#}");
-    }
-    report::write_report(run_dir, config, &results, &all, &counts)?;
-    tracing::info!("verdict: {verdict}");
-    Ok(verdict)
 }

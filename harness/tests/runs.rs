@@ -6,7 +6,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+
+mod common;
+use common::{
+    alive, any_process_in_netns, interrupt_and_wait, netns_inode, netns_possible, node_pids,
+    wait_for_fault,
+};
 
 fn fake_store() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ordeal-fake-kv"))
@@ -53,65 +58,6 @@ fn start_run(results: &Path, net: &str, fault: &[&str]) -> Child {
 }
 
 const PARTITION: &[&str] = &["--nemesis", "partition"];
-
-/// Waits (bounded) until the run's history shows the fault `start_f` in force; returns the run
-/// dir.
-fn wait_for_fault(results: &Path, child: &mut Child, start_f: &str) -> PathBuf {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "ordeal exited before {start_f}"
-        );
-        let latest = results.join("latest");
-        if let Ok(h) = std::fs::read_to_string(latest.join("history.jsonl")) {
-            if h.contains(start_f) {
-                return std::fs::canonicalize(&latest).unwrap();
-            }
-        }
-        assert!(Instant::now() < deadline, "no {start_f} within 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn alive(pid: i32) -> bool {
-    // A zombie counts as gone: it holds no resources but its pid.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
-}
-
-fn interrupt_and_wait(child: &mut Child) -> i32 {
-    // SAFETY: signalling a child we started.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("ordeal did not exit within 30 s of SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn node_pids(run_dir: &Path) -> Vec<i32> {
-    std::fs::read_to_string(run_dir.join("nodes").join("pids"))
-        .unwrap()
-        .lines()
-        .map(|l| l.trim().parse().unwrap())
-        .collect()
-}
 
 /// The proxy addresses in the run's layout: `peer_target` or `forward_target`.
 fn proxy_ports(run_dir: &Path, which: &str) -> Vec<std::net::SocketAddr> {
@@ -161,42 +107,6 @@ fn interrupt_mid_partition_with_proxy_leaves_nothing() {
     let h = std::fs::read_to_string(run_dir.join("history.jsonl")).unwrap();
     assert!(h.contains("start-partition"));
     let _ = std::fs::remove_dir_all(&results);
-}
-
-fn netns_inode(pid: u32) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}/ns/net"))
-        .ok()
-        .map(|m| m.ino())
-}
-
-fn any_process_in_netns(inode: u64) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .chars()
-                .all(|c| c.is_ascii_digit())
-        })
-        .any(|e| {
-            std::fs::metadata(e.path().join("ns/net"))
-                .map(|m| m.ino() == inode)
-                .unwrap_or(false)
-        })
-}
-
-/// Whether the netns backend can run here (root and iptables). Without them it cannot run at
-/// all, and the proxy tests cover the fallback: say so rather than pretend.
-fn netns_possible(test: &str) -> bool {
-    let root = unsafe { libc::geteuid() } == 0;
-    let iptables = Command::new("iptables").arg("--version").output().is_ok();
-    if !root || !iptables {
-        eprintln!("skipping {test}: needs root and iptables");
-    }
-    root && iptables
 }
 
 #[test]

@@ -15,93 +15,16 @@
 //! proxy otherwise); one pins `proxy` so the fallback is covered whoever runs the tests.
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::store_bin;
 
 /// The one check a txn workload's verdict comes from, by the name results.json gives it.
 const TXN_CHECK: &str = "strict-serializable";
 const BANK_CHECK: &str = "bank";
-
-/// The `paxos-kv` beside `ordeal`, built first (once per test process) if it is missing or
-/// older than the store's sources. Under `cargo test --workspace` Cargo has already built it
-/// (the store has integration tests of its own), so this costs nothing there; it matters when
-/// only this crate's tests run after the store changed.
-fn store_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let bin = PathBuf::from(env!("CARGO_BIN_EXE_ordeal")).with_file_name("paxos-kv");
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("the harness crate sits in the workspace");
-        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-        let sources = newest_mtime(&[
-            workspace.join("store"),
-            workspace.join("Cargo.lock"),
-            workspace.join("Cargo.toml"),
-        ]);
-        let stale = match built {
-            Some(b) => b < sources,
-            None => true,
-        };
-        if stale {
-            build_store(&bin);
-        }
-        bin
-    })
-}
-
-/// Builds `paxos-kv` with the profile `ordeal` was built with, so it lands beside `ordeal`.
-fn build_store(bin: &Path) {
-    let profile_dir = bin.parent().expect("ordeal has a directory");
-    let profile = profile_dir
-        .file_name()
-        .and_then(|p| p.to_str())
-        .expect("ordeal's directory is named after its profile");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "paxos-kv", "--bin", "paxos-kv"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    // Cargo names the dev profile's directory `debug`, any other profile's by its own name.
-    match profile {
-        "debug" => {}
-        other => {
-            cmd.args(["--profile", other]);
-        }
-    }
-    let status = cmd.status().expect("run cargo to build paxos-kv");
-    assert!(status.success(), "building paxos-kv failed: {status}");
-    assert!(
-        bin.is_file(),
-        "paxos-kv not found at {} after building it",
-        bin.display()
-    );
-}
-
-/// The newest modification time of the given files and of every file below the given
-/// directories (skipping `target`), a few levels deep at most.
-fn newest_mtime(paths: &[PathBuf]) -> SystemTime {
-    const MAX_DEPTH: usize = 6;
-    let mut newest = SystemTime::UNIX_EPOCH;
-    let mut stack: Vec<(PathBuf, usize)> = paths.iter().map(|p| (p.clone(), 0)).collect();
-    while let Some((p, depth)) = stack.pop() {
-        let Ok(meta) = std::fs::metadata(&p) else {
-            continue;
-        };
-        if meta.is_dir() {
-            if depth >= MAX_DEPTH || p.file_name().is_some_and(|n| n == "target") {
-                continue;
-            }
-            for e in std::fs::read_dir(&p).into_iter().flatten().flatten() {
-                stack.push((e.path(), depth + 1));
-            }
-        } else if let Ok(m) = meta.modified() {
-            newest = newest.max(m);
-        }
-    }
-    newest
-}
 
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ordeal-txn-it-{tag}-{}", std::process::id()));
