@@ -278,6 +278,9 @@ pub struct PlannedRun {
     pub workload: String,
     pub nemesis: String,
     pub bug: Option<String>,
+    /// The system under test: the store binary's file name (`paxos-kv` by default); a run's
+    /// config.json naming its target overrides it.
+    pub target: String,
 }
 
 impl PlannedRun {
@@ -366,6 +369,13 @@ pub fn plan(
                 workload: pick!(t, c.defaults, workload).unwrap_or_else(|| "register".into()),
                 nemesis: pick!(t, c.defaults, nemesis).unwrap_or_else(|| "none".into()),
                 bug: pick!(t, c.defaults, bug),
+                target: pick!(t, c.defaults, store_bin)
+                    .and_then(|b| {
+                        Path::new(&b)
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                    })
+                    .unwrap_or_else(|| "paxos-kv".into()),
             });
         }
     }
@@ -449,7 +459,7 @@ pub fn judge(
         test: run.test.clone(),
         seed: run.seed,
         workload: run.workload.clone(),
-        target: "paxos-kv".into(),
+        target: run.target.clone(),
         nemesis: run.nemesis.clone(),
         bug: run.bug.clone(),
         expected: run.expect.clone(),
@@ -775,6 +785,7 @@ mod tests {
             workload: "list-append".into(),
             nemesis: "none".into(),
             bug: None,
+            target: "paxos-kv".into(),
         }
     }
 

@@ -126,6 +126,7 @@ fn two_shards_merge_into_one_campaign_with_detection_figures() {
         assert_eq!(r["bug"].as_str(), lost.then_some("lost-writes"));
         assert_eq!(r["workload"], "register");
         assert_eq!(r["nemesis"], "kill");
+        assert_eq!(r["target"], "ordeal-fake-kv");
         assert!(r["ops_per_s"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["availability"].as_f64().is_some(), "{r}");
         // Every report the merged index links to was copied in.

@@ -146,6 +146,7 @@ pub fn draw_detection(d: &[Detection], path: &Path) -> Result<()> {
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .light_line_style(WHITE)
             .x_labels(d.len().max(1) * 2 + 1)
             .x_label_formatter(&|x| {
                 let i = x.floor() as usize;
