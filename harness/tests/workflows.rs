@@ -134,6 +134,10 @@ fn ci_workflow_installs_fetches_data_verifies_and_uploads() {
     assert!(
         step_index(check, "make build") < step_index(check, "ordeal campaign campaigns/check.toml")
     );
+    assert!(
+        step_index(check, "make build")
+            < step_index(check, "ordeal campaign campaigns/regressions.toml")
+    );
     let uploads: Vec<String> = uses(check, "actions/upload-artifact@")
         .iter()
         .map(|s| s["with"]["path"].as_str().unwrap().to_string())
