@@ -2,8 +2,9 @@
 //! files parse as YAML and have the steps a fresh runner needs (tools installed, cargo cached,
 //! build as the runner user, only the campaign as root, results and junit uploaded, the nightly
 //! sharded and merged within its time limit); every script they call exists and is executable;
-//! and `.ci/fetch-testdata`, run offline against local copies of its sources, produces exactly
-//! the layout and verdicts of ../shared/testdata.
+//! and `.ci/fetch-testdata`, run offline against local copies of its sources (the real ones
+//! where this machine has them, else a tree of the same shape built from ../shared/testdata),
+//! produces exactly the layout and verdicts of ../shared/testdata.
 
 use serde_yaml::Value;
 use std::path::{Path, PathBuf};
@@ -255,10 +256,16 @@ fn nightly_is_a_matrix_of_shards_then_a_merge_within_the_time_limit() {
     );
 }
 
-fn sources_dir() -> PathBuf {
-    std::env::var_os("ORDEAL_TESTDATA_SOURCES")
+/// The real sources, when this machine has them: ORDEAL_TESTDATA_SOURCES, else where
+/// `.ci/fetch-testdata` keeps what it fetched.
+fn real_sources() -> Option<PathBuf> {
+    let dir = std::env::var_os("ORDEAL_TESTDATA_SOURCES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/testdata-sources"))
+        .unwrap_or_else(|| repo().join("target/testdata-sources"));
+    ["porcupine", "elle", "elle-cli"]
+        .iter()
+        .all(|s| dir.join(s).is_dir())
+        .then_some(dir)
 }
 
 fn files_under(root: &Path) -> Vec<PathBuf> {
@@ -278,34 +285,141 @@ fn files_under(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-#[test]
-fn fetch_testdata_offline_reproduces_the_shared_test_data_exactly() {
-    let shared = ordeal_checker::read::shared_testdata_dir();
-    for sub in ["porcupine", "elle"] {
-        ordeal_checker::read::shared_testdata(sub).unwrap_or_else(|e| panic!("{e}"));
+/// A fresh, empty temp directory unique to this process and `tag`.
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ordeal-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    std::fs::copy(from, to)
+        .unwrap_or_else(|e| panic!("{} -> {}: {e}", from.display(), to.display()));
+}
+
+/// The rows of a verdicts.tsv, header skipped, each split at tabs.
+fn tsv_rows(path: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .skip(1)
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+/// A source tree of the shape `.ci/fetch-testdata --sources` reads, built from
+/// ../shared/testdata alone, for machines without the real sources (CI has no GitHub access):
+/// the histories at the paths the script reads them from, porcupine's LICENSE.md, Elle's
+/// `huge-scc.edn` un-gzipped, elle-cli's `-result.json` files, and a `porcupine_test.go`
+/// written here with one `checkJepsen`/`checkKv` call per expectation in porcupine's
+/// verdicts.tsv. The script's whole offline path (layout, copying, gzip, parsing the
+/// expectations, the verdict tables) runs on it; only the git fetch is left out.
+fn synthetic_sources(shared: &Path, tag: &str) -> PathBuf {
+    let root = scratch(tag);
+    let (porcupine, elle) = (shared.join("porcupine"), shared.join("elle"));
+    let data = root.join("porcupine/test_data");
+    for sub in ["jepsen", "kv"] {
+        for f in files_under(&porcupine.join(sub)) {
+            copy(&porcupine.join(sub).join(&f), &data.join(sub).join(&f));
+        }
     }
-    let sources = sources_dir();
-    assert!(
-        sources.join("porcupine").is_dir(),
-        "{}: missing: the local copies of porcupine, elle and elle-cli that \
-         .ci/fetch-testdata reads offline; run .ci/fetch-testdata once with network (it keeps \
-         them there) or set ORDEAL_TESTDATA_SOURCES",
-        sources.display()
+    copy(
+        &porcupine.join("LICENSE-porcupine.md"),
+        &root.join("porcupine/LICENSE.md"),
     );
-    let out = std::env::temp_dir().join(format!("ordeal-fetch-testdata-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    // Go test functions in porcupine's own syntax; a `none` row is a log with no check.
+    let mut go = String::from("package porcupine\n\nimport \"testing\"\n");
+    for (i, row) in tsv_rows(&porcupine.join("verdicts.tsv")).iter().enumerate() {
+        let (file, model, expected) = (&row[0], &row[1], &row[2]);
+        let ok = match expected.as_str() {
+            "ok" => true,
+            "illegal" => false,
+            "none" => continue,
+            other => panic!("porcupine/verdicts.tsv: {file}: unknown verdict {other:?}"),
+        };
+        let call = if let Some(n) = file
+            .strip_prefix("jepsen/etcd_")
+            .and_then(|r| r.strip_suffix(".log"))
+        {
+            format!("checkJepsen(t, {}, {ok})", n.parse::<u32>().unwrap())
+        } else {
+            let name = file
+                .strip_prefix("kv/")
+                .and_then(|r| r.strip_suffix(".txt"))
+                .unwrap_or_else(|| panic!("porcupine/verdicts.tsv: unexpected path {file}"));
+            format!("checkKv(t, \"{name}\", {ok}, {})", model == "kv")
+        };
+        go.push_str(&format!(
+            "\nfunc TestCase{i:03}(t *testing.T) {{\n\t{call}\n}}\n"
+        ));
+    }
+    std::fs::write(root.join("porcupine/porcupine_test.go"), go).unwrap();
+    // elle-cli's cases are the `.json` rows (with their `-result.json` when there is one);
+    // the rest are Elle's histories, which the script gzips itself where the name says so.
+    let cli = root.join("elle-cli/test/test-data");
+    for row in tsv_rows(&elle.join("verdicts.tsv")) {
+        let name = &row[0];
+        if let Some(case) = name.strip_suffix(".json") {
+            copy(&elle.join(name), &cli.join(name));
+            let result = format!("{case}-result.json");
+            if elle.join(&result).exists() {
+                copy(&elle.join(&result), &cli.join(&result));
+            }
+        } else if let Some(plain) = name.strip_suffix(".gz") {
+            let out = Command::new("gzip")
+                .arg("-dc")
+                .arg(elle.join(name))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "gzip -dc {name}");
+            let to = root.join("elle/histories").join(plain);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::write(to, out.stdout).unwrap();
+        } else {
+            copy(&elle.join(name), &root.join("elle/histories").join(name));
+        }
+    }
+    root
+}
+
+/// Runs `.ci/fetch-testdata --sources` on `sources` into a fresh directory and returns it.
+fn fetch_testdata_offline(sources: &Path, tag: &str) -> PathBuf {
+    let out = scratch(tag).join("testdata");
     let result = Command::new(repo().join(".ci/fetch-testdata"))
         .arg("--sources")
-        .arg(&sources)
+        .arg(sources)
         .arg("--out")
         .arg(&out)
         .output()
         .unwrap();
     assert!(
         result.status.success(),
-        "{}",
+        "fetch-testdata --sources {}: {}",
+        sources.display(),
         String::from_utf8_lossy(&result.stderr)
     );
+    out
+}
+
+#[test]
+fn fetch_testdata_offline_reproduces_the_shared_test_data_exactly() {
+    let shared = ordeal_checker::read::shared_testdata_dir();
+    for sub in ["porcupine", "elle"] {
+        ordeal_checker::read::shared_testdata(sub).unwrap_or_else(|e| panic!("{e}"));
+    }
+    // The real sources where this machine has them; else (CI: no GitHub) a tree of the same
+    // shape built from ../shared/testdata, which still runs all of the script but the fetch.
+    let (sources, synthetic) = match real_sources() {
+        Some(dir) => (dir, false),
+        None => (synthetic_sources(&shared, "fetch-sources"), true),
+    };
+    eprintln!(
+        "fetch-testdata runs on the {} sources in {}",
+        if synthetic { "synthetic" } else { "real" },
+        sources.display()
+    );
+    let out = fetch_testdata_offline(&sources, "fetch-testdata");
     let (built, want) = (files_under(&out), files_under(&shared));
     assert_eq!(built, want, "layout differs from {}", shared.display());
     for f in &want {
@@ -320,14 +434,12 @@ fn fetch_testdata_offline_reproduces_the_shared_test_data_exactly() {
             shared.join(f).display()
         );
     }
-    // The verdict tables were derived, not copied: a changed expectation in a source changes them.
     let elle = std::fs::read_to_string(out.join("elle/verdicts.tsv")).unwrap();
     assert!(elle.contains("list-append-anomaly-g0-cycle.json\tlist-append\tno\tno\tG0\t"));
-    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::remove_dir_all(out.parent().unwrap()).unwrap();
 
     // Refusals name what is wrong: an empty source directory, an output that exists.
-    let empty = std::env::temp_dir().join(format!("ordeal-fetch-empty-{}", std::process::id()));
-    std::fs::create_dir_all(&empty).unwrap();
+    let empty = scratch("fetch-empty");
     let r = Command::new(repo().join(".ci/fetch-testdata"))
         .arg("--sources")
         .arg(&empty)
@@ -350,6 +462,63 @@ fn fetch_testdata_offline_reproduces_the_shared_test_data_exactly() {
         .unwrap();
     assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("not empty"));
     std::fs::remove_dir_all(&empty).unwrap();
+    if synthetic {
+        std::fs::remove_dir_all(&sources).unwrap();
+    }
+}
+
+/// The verdict tables come from the sources' expectations, not from anywhere else: flipping
+/// one porcupine check and one elle-cli result changes exactly those two rows.
+#[test]
+fn a_flipped_expectation_in_the_sources_flips_its_verdict_row() {
+    let shared = ordeal_checker::read::shared_testdata_dir();
+    for sub in ["porcupine", "elle"] {
+        ordeal_checker::read::shared_testdata(sub).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let sources = synthetic_sources(&shared, "fetch-flipped-sources");
+    let test_go = sources.join("porcupine/porcupine_test.go");
+    let go = std::fs::read_to_string(&test_go).unwrap();
+    assert_eq!(go.matches("checkJepsen(t, 2, true)").count(), 1, "{go}");
+    std::fs::write(
+        &test_go,
+        go.replace("checkJepsen(t, 2, true)", "checkJepsen(t, 2, false)"),
+    )
+    .unwrap();
+    let result = sources.join("elle-cli/test/test-data/list-append-anomaly-g0-cycle-result.json");
+    let json = std::fs::read_to_string(&result).unwrap();
+    assert_eq!(json.matches("\"valid?\":false").count(), 1);
+    std::fs::write(&result, json.replace("\"valid?\":false", "\"valid?\":true")).unwrap();
+
+    let out = fetch_testdata_offline(&sources, "fetch-flipped");
+    for (table, changed_path, want_row) in [
+        (
+            "porcupine/verdicts.tsv",
+            "jepsen/etcd_002.log",
+            "jepsen/etcd_002.log\tcas-register\tillegal",
+        ),
+        (
+            "elle/verdicts.tsv",
+            "list-append-anomaly-g0-cycle.json",
+            "list-append-anomaly-g0-cycle.json\tlist-append\tyes\tyes\tG0\t",
+        ),
+    ] {
+        let (built, orig) = (tsv_rows(&out.join(table)), tsv_rows(&shared.join(table)));
+        assert_eq!(built.len(), orig.len(), "{table}");
+        let differing: Vec<_> = built
+            .iter()
+            .zip(&orig)
+            .filter(|(b, o)| b != o)
+            .map(|(b, _)| b.join("\t"))
+            .collect();
+        assert_eq!(differing.len(), 1, "{table}: {differing:?}");
+        assert!(
+            differing[0].starts_with(changed_path) && differing[0].starts_with(want_row),
+            "{table}: {}",
+            differing[0]
+        );
+    }
+    std::fs::remove_dir_all(out.parent().unwrap()).unwrap();
+    std::fs::remove_dir_all(&sources).unwrap();
 }
 
 #[test]
