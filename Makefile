@@ -3,7 +3,7 @@ CARGO ?= cargo
 SHARED ?= $(abspath ../shared)
 export ORDEAL_SHARED := $(SHARED)
 
-.PHONY: check check-etcd test verify fix bench bench-store sim campaign nightly build net-tools
+.PHONY: check check-etcd test verify fix bench bench-store sim campaign regressions nightly build net-tools testdata
 
 # As root, partitions run in a network namespace with iptables; without root (or without
 # iptables) the harness falls back to its userspace proxy and says so.
@@ -16,15 +16,24 @@ net-tools:
 build:
 	$(CARGO) build --release --workspace
 
-# The main job: the check campaign (campaigns/check.toml) against the bundled store.
+# Extra flags for every campaign target, e.g. CAMPAIGN_FLAGS="--jobs 2 --keep failures".
+CAMPAIGN_FLAGS ?=
+
+# The main job: the check campaign (campaigns/check.toml) against the bundled store, then the
+# regressions (every seed and fault schedule that once exposed a planted bug). Each writes
+# results/campaigns/<name>/<start>/ (index.html, summary.json, junit.xml) and results/index.html.
 check: build net-tools
-	./target/release/ordeal campaign campaigns/check.toml
+	./target/release/ordeal campaign campaigns/check.toml $(CAMPAIGN_FLAGS)
+	./target/release/ordeal campaign campaigns/regressions.toml $(CAMPAIGN_FLAGS)
+
+regressions: build net-tools
+	./target/release/ordeal campaign campaigns/regressions.toml $(CAMPAIGN_FLAGS)
 
 # A real etcd cluster under every fault (campaigns/etcd.toml). Needs `etcd` (apt-get install
 # etcd-server) and root for the network namespace.
 check-etcd: build net-tools
 	@command -v etcd >/dev/null || { echo "make check-etcd: etcd not on PATH (apt-get install etcd-server)"; exit 2; }
-	./target/release/ordeal campaign campaigns/etcd.toml
+	./target/release/ordeal campaign campaigns/etcd.toml $(CAMPAIGN_FLAGS)
 
 # All tests.
 test:
@@ -51,7 +60,11 @@ sim:
 	ORDEAL_SIM_SEEDS=20000 $(CARGO) test --release -p paxos-kv --test simulation -- --nocapture
 
 campaign: build
-	./target/release/ordeal campaign $(CAMPAIGN)
+	./target/release/ordeal campaign $(CAMPAIGN) $(CAMPAIGN_FLAGS)
 
-nightly: build
-	./target/release/ordeal campaign campaigns/nightly.toml
+nightly: build net-tools
+	./target/release/ordeal campaign campaigns/nightly.toml $(CAMPAIGN_FLAGS)
+
+# The known-verdict test data ($(SHARED)/testdata) from its public sources at pinned commits.
+testdata:
+	.ci/fetch-testdata --out $(SHARED)/testdata

@@ -27,6 +27,14 @@ pub enum HistoryError {
     /// A history that a model cannot interpret (a write with no value, an unknown `f`, ...).
     #[error("{0}")]
     Model(String),
+    /// The shared known-verdict test data is not where the tests look for it.
+    #[error(
+        "{}: missing: the known-verdict test data is not there; build it with \
+         `.ci/fetch-testdata` (it writes $ORDEAL_SHARED/testdata, else ../shared/testdata), or \
+         point ORDEAL_SHARED at a directory holding testdata/",
+        dir.display()
+    )]
+    MissingTestdata { dir: PathBuf },
 }
 
 impl HistoryError {

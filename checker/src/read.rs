@@ -796,6 +796,18 @@ pub fn shared_testdata_dir() -> PathBuf {
     ))
 }
 
+/// `sub` (e.g. `porcupine`, `elle`) of the shared test data, or an error that names the missing
+/// directory and `.ci/fetch-testdata`, the script that builds it: every test that reads the
+/// data finds it through here, so none passes silently or fails obscurely without it.
+pub fn shared_testdata(sub: &str) -> Result<PathBuf, HistoryError> {
+    let dir = shared_testdata_dir().join(sub);
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(HistoryError::MissingTestdata { dir })
+    }
+}
+
 /// Counts events per (type, f), for summaries.
 pub fn count_by_type(history: &History) -> HashMap<(EventType, String), usize> {
     let mut counts = HashMap::new();

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 fn elle_dir() -> PathBuf {
-    ordeal_checker::read::shared_testdata_dir().join("elle")
+    ordeal_checker::read::shared_testdata("elle").unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn opts(workload: Workload, consistency: Consistency) -> TxnOptions {

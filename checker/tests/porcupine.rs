@@ -2,14 +2,14 @@
 //! the model verdicts.tsv names (the etcd logs under both readings of a failed cas).
 
 use ordeal_checker::linear::{check_kind, CheckOptions, ModelKind, ModelOptions};
-use ordeal_checker::read::{read_path, shared_testdata_dir, Format};
+use ordeal_checker::read::{read_path, Format};
 use ordeal_checker::Verdict;
 use std::time::Duration;
 
 mod common;
 
 fn rows() -> Vec<Vec<String>> {
-    common::tsv_rows(&shared_testdata_dir().join("porcupine/verdicts.tsv"))
+    common::tsv_rows(&common::testdata("porcupine").join("verdicts.tsv"))
 }
 
 fn options() -> CheckOptions {
@@ -21,7 +21,7 @@ fn options() -> CheckOptions {
 
 #[test]
 fn every_porcupine_history_gets_the_expected_verdict() {
-    let dir = shared_testdata_dir().join("porcupine");
+    let dir = common::testdata("porcupine");
     let rows = rows();
     assert!(rows.len() >= 113, "expected the full porcupine set");
     let mut failures = Vec::new();

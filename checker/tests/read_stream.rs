@@ -2,7 +2,7 @@
 //! reading the whole history and converting it gives, across JSONL batches, EDN chunks, cuts
 //! inside multi-line ops, gzip, and with errors named at the right line.
 
-use ordeal_checker::read::{read_path, shared_testdata_dir, write_edn, write_jsonl, Format};
+use ordeal_checker::read::{read_path, write_edn, write_jsonl, Format};
 use ordeal_checker::txn::{generate, read_log, GenOptions, TxnLog, Workload};
 use ordeal_checker::{HistoryError, Outcome, Value};
 use std::io::Write;
@@ -45,7 +45,7 @@ fn streamed(path: &Path) -> TxnLog {
 
 #[test]
 fn every_elle_history_streams_as_it_reads_whole() {
-    let dir = shared_testdata_dir().join("elle");
+    let dir = common::testdata("elle");
     let mut files = 0;
     for row in common::tsv_rows(&dir.join("verdicts.tsv")) {
         let file = &row[0];

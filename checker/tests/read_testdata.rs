@@ -1,14 +1,14 @@
 //! Every shared test history parses, and pairs into the number of operations the test data's
 //! verdicts.tsv records.
 
-use ordeal_checker::read::{read_path, shared_testdata_dir, Format};
+use ordeal_checker::read::{read_path, Format};
 
 mod common;
 use common::tsv_rows;
 
 #[test]
 fn porcupine_histories_parse_with_the_recorded_op_counts() {
-    let dir = shared_testdata_dir().join("porcupine");
+    let dir = common::testdata("porcupine");
     let rows = tsv_rows(&dir.join("verdicts.tsv"));
     assert!(rows.len() > 100, "expected the full porcupine set");
     for row in rows {
@@ -31,7 +31,7 @@ fn porcupine_histories_parse_with_the_recorded_op_counts() {
 
 #[test]
 fn elle_histories_parse() {
-    let dir = shared_testdata_dir().join("elle");
+    let dir = common::testdata("elle");
     let rows = tsv_rows(&dir.join("verdicts.tsv"));
     assert!(rows.len() >= 14);
     for row in rows {

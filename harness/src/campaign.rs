@@ -1,21 +1,129 @@
-//! `ordeal campaign FILE.toml`: a list of tests with expected verdicts, each run as its own
-//! `ordeal test` process (its own namespace, its own cleanup), then a table and an exit code
-//! that is non-zero on any mismatch.
+//! `ordeal campaign FILE.toml`: a list of tests with expected verdicts, each run over its seeds as
+//! its own `ordeal test` process (its own namespace, its own cleanup), in parallel with `--jobs`,
+//! one deterministic slice of it with `--shard i/n`. Writes
+//! `results/campaigns/<name>/<start>/` (index.html, summary.json, junit.xml, detection.png and
+//! the runs), refreshes `results/index.html`, and exits non-zero when any run misses its
+//! expectation. `ordeal campaign merge DIR...` combines slices into one campaign.
+
+mod index;
+mod junit;
+mod merge;
+mod summary;
+
+pub use summary::{Detection, RunRecord, Summary};
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, Subcommand, ValueEnum};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
+/// At most this many seeds per test: a typo like `1-100000` should not queue days of runs.
+pub const MAX_SEEDS: usize = 1000;
+/// At most this many parallel jobs (each runs a whole cluster).
+pub const MAX_JOBS: usize = 32;
+
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct CampaignArgs {
+    #[command(subcommand)]
+    pub command: Option<CampaignCommand>,
     /// The campaign file (e.g. campaigns/check.toml).
-    pub file: PathBuf,
+    #[arg(required = true)]
+    pub file: Option<PathBuf>,
     /// Run only the tests whose name contains this.
     #[arg(long)]
     pub only: Option<String>,
+    /// Run every test with these seeds (`1-10`, `1,4,9`) instead of its own seed(s).
+    #[arg(long)]
+    pub seeds: Option<String>,
+    /// Runs at once. With the netns backend each run has its own network namespace; with the
+    /// proxy backend each job gets its own port range.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Run only slice i of n (1-based): every n-th run, so that slices take similar time.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// `failures`: delete the histories of runs that met their expectations.
+    #[arg(long, value_enum, default_value_t = Keep::All)]
+    pub keep: Keep,
+    /// Where campaigns are written: `<out>/<name>/<start>/`; `<out>/../index.html` lists them.
+    #[arg(long, default_value = "results/campaigns")]
+    pub out: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CampaignCommand {
+    /// Combine the results of campaign slices (`--shard`) into one index, summary and junit.
+    Merge(merge::MergeArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Keep {
+    All,
+    Failures,
+}
+
+/// A `seeds` field: `"1-10"`, `"1,4,9"` or a list.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SeedsSpec {
+    Text(String),
+    List(Vec<u64>),
+}
+
+impl SeedsSpec {
+    pub fn seeds(&self) -> Result<Vec<u64>> {
+        match self {
+            SeedsSpec::Text(t) => parse_seeds(t),
+            SeedsSpec::List(v) if v.is_empty() => bail!("seeds: the list is empty"),
+            SeedsSpec::List(v) if v.len() > MAX_SEEDS => {
+                bail!("seeds: {} seeds, at most {MAX_SEEDS}", v.len())
+            }
+            SeedsSpec::List(v) => Ok(v.clone()),
+        }
+    }
+}
+
+/// `1-10`, `3`, `1,4,9` or a mix (`1-3,7`), in the order given, at most `MAX_SEEDS`.
+pub fn parse_seeds(text: &str) -> Result<Vec<u64>> {
+    let mut seeds = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let parse = |v: &str| {
+            v.parse::<u64>()
+                .with_context(|| format!("seeds {text:?}: {v:?} is not a seed number"))
+        };
+        let (lo, hi) = (parse(lo)?, parse(hi)?);
+        if hi < lo {
+            bail!("seeds {text:?}: {lo}-{hi} is an empty range");
+        }
+        if (hi - lo) as usize >= MAX_SEEDS || seeds.len() + (hi - lo) as usize >= MAX_SEEDS {
+            bail!("seeds {text:?}: more than {MAX_SEEDS} seeds");
+        }
+        seeds.extend(lo..=hi);
+    }
+    Ok(seeds)
+}
+
+/// `i/n` with 1 <= i <= n.
+pub fn parse_shard(text: &str) -> Result<(usize, usize)> {
+    let bad = || anyhow::anyhow!("--shard {text:?}: expected i/n with 1 <= i <= n, e.g. 2/4");
+    let (i, n) = text.split_once('/').ok_or_else(bad)?;
+    let (i, n): (usize, usize) = (
+        i.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if i == 0 || n == 0 || i > n {
+        return Err(bad());
+    }
+    Ok((i, n))
 }
 
 /// Settings a test may give; anything absent comes from `[defaults]`, then `ordeal test`'s own.
@@ -52,6 +160,8 @@ pub struct TestSpec {
     pub read_consistency: Option<String>,
     /// valid | invalid | unknown
     pub expect: Option<String>,
+    /// Seeds to run the test with: `"1-10"`, `"1,4,9"` or `[1, 4, 9]` (else `seed`).
+    pub seeds: Option<SeedsSpec>,
     /// Txn workloads: the isolation model to check against.
     pub consistency: Option<String>,
     /// An anomaly type (e.g. `G1b`) the run's results must name; checked with `expect`.
@@ -162,38 +272,420 @@ pub fn load(path: &Path) -> Result<CampaignFile> {
     Ok(c)
 }
 
-fn verdict_of_exit(code: Option<i32>) -> &'static str {
-    match code {
-        Some(0) => "valid",
-        Some(1) => "invalid",
-        Some(2) => "unknown",
-        _ => "error",
+/// One planned run: a test with one seed.
+#[derive(Clone, Debug)]
+pub struct PlannedRun {
+    /// `test#seed` (or just `test` without a seed): unique within the campaign.
+    pub id: String,
+    pub test: String,
+    pub seed: Option<u64>,
+    /// `ordeal test` arguments; `--results` and `--name` are set when it runs.
+    pub args: Vec<String>,
+    pub expect: String,
+    pub expect_anomaly: Option<String>,
+    pub workload: String,
+    pub nemesis: String,
+    pub bug: Option<String>,
+    /// The system under test: the store binary's file name (`paxos-kv` by default); a run's
+    /// config.json naming its target overrides it.
+    pub target: String,
+}
+
+impl PlannedRun {
+    /// The run's `--name`: the test's, with the seed appended when there is one.
+    pub fn run_name(&self) -> String {
+        match self.seed {
+            Some(s) => format!("{}-s{s}", self.test),
+            None => self.test.clone(),
+        }
     }
 }
 
-/// Whether the results.json next to `report` (a report.html path) lists `anomaly` among any
-/// check's `anomaly_types`.
-fn results_name_anomaly(report: &str, anomaly: &str) -> bool {
-    let Some(dir) = std::path::Path::new(report).parent() else {
-        return false;
+/// Replaces `flag`'s value in `args`, or appends the flag.
+fn set_flag(args: &mut Vec<String>, flag: &str, value: String) {
+    match args.iter().position(|a| a == flag) {
+        Some(i) if i + 1 < args.len() => args[i + 1] = value,
+        _ => {
+            args.push(flag.to_string());
+            args.push(value);
+        }
+    }
+}
+
+/// Every run of the campaign, test by test and seed by seed: `seeds` (from `--seeds`) replaces
+/// each test's own `seeds` or `seed`.
+pub fn plan(
+    c: &CampaignFile,
+    file: &Path,
+    only: Option<&str>,
+    seeds: Option<&[u64]>,
+) -> Result<Vec<PlannedRun>> {
+    let names: Vec<String> = c
+        .tests
+        .iter()
+        .map(|t| t.display_name(&c.defaults))
+        .collect();
+    if let Some(only) = only {
+        if !names.iter().any(|n| n.contains(only)) {
+            bail!(
+                "{}: no test's name contains {only:?}; the tests are: {}",
+                file.display(),
+                names.join(", ")
+            );
+        }
+    }
+    let mut runs: Vec<PlannedRun> = Vec::new();
+    for (t, name) in c.tests.iter().zip(&names) {
+        if only.is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        let own = match pick!(t, c.defaults, seeds) {
+            Some(spec) => spec
+                .seeds()
+                .with_context(|| format!("{}: test {name}", file.display()))?
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None => vec![pick!(t, c.defaults, seed)],
+        };
+        let seeds: Vec<Option<u64>> = match seeds {
+            Some(s) => s.iter().copied().map(Some).collect(),
+            None => own,
+        };
+        for seed in seeds {
+            let mut args = t.to_args(&c.defaults);
+            if let Some(s) = seed {
+                set_flag(&mut args, "--seed", s.to_string());
+            }
+            let id = match seed {
+                Some(s) => format!("{name}#{s}"),
+                None => name.clone(),
+            };
+            if runs.iter().any(|r| r.id == id) {
+                bail!(
+                    "{}: two runs are both {id}; give the tests distinct names",
+                    file.display()
+                );
+            }
+            runs.push(PlannedRun {
+                id,
+                test: name.clone(),
+                seed,
+                args,
+                expect: pick!(t, c.defaults, expect).unwrap_or_default(),
+                expect_anomaly: pick!(t, c.defaults, expect_anomaly),
+                workload: pick!(t, c.defaults, workload).unwrap_or_else(|| "register".into()),
+                nemesis: pick!(t, c.defaults, nemesis).unwrap_or_else(|| "none".into()),
+                bug: pick!(t, c.defaults, bug),
+                target: pick!(t, c.defaults, store_bin)
+                    .and_then(|b| {
+                        Path::new(&b)
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                    })
+                    .unwrap_or_else(|| "paxos-kv".into()),
+            });
+        }
+    }
+    Ok(runs)
+}
+
+/// Slice `i` of `n` (1-based): every n-th run from the (i-1)-th, so that slices mix long and
+/// short tests alike, and the same file, seeds and n always give the same slices.
+pub fn shard_slice(runs: &[PlannedRun], i: usize, n: usize) -> Vec<PlannedRun> {
+    runs.iter()
+        .enumerate()
+        .filter(|(k, _)| k % n == i - 1)
+        .map(|(_, r)| r.clone())
+        .collect()
+}
+
+/// The one place a campaign calls the runner: `ordeal test` as a child process (its own
+/// namespace and cleanup, and a crash stays its own). `slot` of `jobs` picks the job's own
+/// port range for the proxy backend (ORDEAL_JOB_SLOT, read by the runner's address planning).
+fn run_one(
+    exe: &Path,
+    run: &PlannedRun,
+    campaign_dir: &Path,
+    slot: usize,
+    jobs: usize,
+) -> RunRecord {
+    let mut args = run.args.clone();
+    set_flag(
+        &mut args,
+        "--results",
+        campaign_dir.join("runs").display().to_string(),
+    );
+    set_flag(&mut args, "--name", run.run_name());
+    let t0 = Instant::now();
+    let out = Command::new(exe)
+        .args(&args)
+        .env("ORDEAL_JOB_SLOT", format!("{slot}/{jobs}"))
+        .stdin(std::process::Stdio::null())
+        .output();
+    let duration_s = t0.elapsed().as_secs_f64();
+    match out {
+        Ok(out) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let run_dir = stderr
+                .lines()
+                .find_map(|l| l.strip_prefix("ordeal test: results in "))
+                .map(PathBuf::from);
+            judge(
+                run,
+                out.status.code(),
+                &stderr,
+                run_dir.as_deref(),
+                campaign_dir,
+                duration_s,
+            )
+        }
+        Err(e) => judge(
+            run,
+            None,
+            &format!("could not start {}: {e}", exe.display()),
+            None,
+            campaign_dir,
+            duration_s,
+        ),
+    }
+}
+
+/// A run's record from how its process ended and what its run directory holds. Only a run
+/// that exited with a verdict (0, 1, 2) and wrote results.json has one; anything else (a
+/// crash, a signal, no results) is an error, never valid.
+pub fn judge(
+    run: &PlannedRun,
+    exit_code: Option<i32>,
+    stderr: &str,
+    run_dir: Option<&Path>,
+    campaign_dir: &Path,
+    duration_s: f64,
+) -> RunRecord {
+    let mut r = RunRecord {
+        id: run.id.clone(),
+        test: run.test.clone(),
+        seed: run.seed,
+        workload: run.workload.clone(),
+        target: run.target.clone(),
+        nemesis: run.nemesis.clone(),
+        bug: run.bug.clone(),
+        expected: run.expect.clone(),
+        expect_anomaly: run.expect_anomaly.clone(),
+        got: "error".into(),
+        duration_s,
+        run_dir: run_dir.map(|d| {
+            d.strip_prefix(campaign_dir)
+                .unwrap_or(d)
+                .display()
+                .to_string()
+        }),
+        ..RunRecord::default()
     };
-    let Ok(text) = std::fs::read_to_string(dir.join("results.json")) else {
-        return false;
-    };
-    let Ok(results) = serde_json::from_str::<serde_json::Value>(&text) else {
-        return false;
-    };
-    results["checks"].as_array().is_some_and(|checks| {
-        checks.iter().any(|c| {
-            c["details"]["anomaly_types"]
-                .as_array()
-                .is_some_and(|ts| ts.iter().any(|t| t == anomaly))
-        })
-    })
+    let last_line = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no output")
+        .trim()
+        .to_string();
+    let facts = run_dir.and_then(summary::run_facts);
+    match (exit_code, facts) {
+        (Some(0..=2), Some(f)) if f.verdict.is_some() => {
+            r.got = f.verdict.clone().unwrap_or_default();
+            r.anomalies = f.anomalies.clone();
+            r.ops_per_s = f.ops_per_s;
+            r.availability = f.availability;
+            r.first_anomaly_s = f.first_anomaly_s;
+            if let Some(t) = f.target.clone() {
+                r.target = t;
+            }
+            let named = match &run.expect_anomaly {
+                Some(a) => f.anomalies.iter().any(|t| t == a),
+                None => true,
+            };
+            r.ok = r.got == r.expected && named;
+            let summary = f
+                .worst_summary
+                .unwrap_or_else(|| "every check valid".into());
+            r.explanation = if r.got != r.expected {
+                format!("expected {}, got {}: {summary}", r.expected, r.got)
+            } else if !named {
+                format!(
+                    "{} as expected, but the checks name {} and not {}",
+                    r.got,
+                    if f.anomalies.is_empty() {
+                        "no anomaly".to_string()
+                    } else {
+                        f.anomalies.join(", ")
+                    },
+                    run.expect_anomaly.as_deref().unwrap_or("")
+                )
+            } else {
+                summary
+            };
+        }
+        (Some(code @ 0..=2), _) => {
+            r.explanation = format!(
+                "ordeal test exited {code} but left no results.json{}: {last_line}",
+                run_dir
+                    .map(|d| format!(" in {}", d.display()))
+                    .unwrap_or_default()
+            );
+        }
+        (Some(code), _) => {
+            r.explanation = format!("ordeal test crashed (exit {code}): {last_line}");
+        }
+        (None, _) => {
+            r.explanation = format!("ordeal test was killed by a signal or never ran: {last_line}");
+        }
+    }
+    r
+}
+
+/// Runs `runs` on `jobs` worker threads, each taking the next run in order; returns the
+/// records in plan order.
+fn execute(exe: &Path, runs: &[PlannedRun], jobs: usize, campaign_dir: &Path) -> Vec<RunRecord> {
+    let next = AtomicUsize::new(0);
+    let records: Mutex<Vec<Option<RunRecord>>> = Mutex::new(vec![None; runs.len()]);
+    let done = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for slot in 1..=jobs.min(runs.len().max(1)) {
+            let (next, records, done) = (&next, &records, &done);
+            scope.spawn(move || loop {
+                let k = next.fetch_add(1, Ordering::SeqCst);
+                let Some(run) = runs.get(k) else { break };
+                eprintln!("ordeal campaign: {}: ordeal {}", run.id, run.args.join(" "));
+                let r = run_one(exe, run, campaign_dir, slot, jobs);
+                let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+                eprintln!(
+                    "ordeal campaign: [{n}/{}] {}: expected {}, got {} in {:.0} s{}",
+                    runs.len(),
+                    r.id,
+                    r.expected,
+                    r.got,
+                    r.duration_s,
+                    if r.ok {
+                        String::new()
+                    } else {
+                        format!("  <-- MISMATCH: {}", r.explanation)
+                    }
+                );
+                records.lock().unwrap_or_else(|p| p.into_inner())[k] = Some(r);
+            });
+        }
+    });
+    records
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// `20261127T130512Z`: the start time, also the campaign directory's name.
+fn timestamp() -> String {
+    let t = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    t.chars().filter(|c| c.is_ascii_alphanumeric()).collect()
+}
+
+/// A fresh `<base>/<stamp>` directory (a suffix when two campaigns start in the same second).
+fn create_campaign_dir(base: &Path) -> Result<(PathBuf, String)> {
+    std::fs::create_dir_all(base).with_context(|| format!("creating {}", base.display()))?;
+    let stamp = timestamp();
+    for attempt in 0..100 {
+        let name = if attempt == 0 {
+            stamp.clone()
+        } else {
+            format!("{stamp}-{attempt}")
+        };
+        let dir = base.join(&name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok((dir, name)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
+    bail!("{}: no free directory name for {stamp}", base.display())
+}
+
+/// `--keep failures`: the histories of runs that met their expectations go; everything of an
+/// unexpected result stays.
+fn prune_expected(campaign_dir: &Path, runs: &[RunRecord]) {
+    for r in runs.iter().filter(|r| r.ok) {
+        let Some(rel) = &r.run_dir else { continue };
+        for name in ["history.jsonl", "history.jsonl.gz"] {
+            let path = campaign_dir.join(rel).join(name);
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    eprintln!("ordeal campaign: could not remove {}: {e}", path.display());
+                }
+            }
+        }
+    }
+}
+
+/// Writes summary.json, junit.xml, detection.png and index.html into `dir`, refreshes the
+/// index of all campaigns beside `out`, and prints the table.
+fn publish(dir: &Path, s: &Summary, out: &Path) -> Result<()> {
+    s.write(dir)?;
+    let junit = dir.join("junit.xml");
+    std::fs::write(&junit, junit::render(s))
+        .with_context(|| format!("writing {}", junit.display()))?;
+    if !s.detection.is_empty() {
+        if let Err(e) = index::draw_detection(&s.detection, &dir.join("detection.png")) {
+            eprintln!("ordeal campaign: {e:#} (the index has no detection chart)");
+        }
+    }
+    let page = dir.join("index.html");
+    std::fs::write(&page, index::render_campaign(s))
+        .with_context(|| format!("writing {}", page.display()))?;
+    index::write_results_index(out)?;
+    print_table(s);
+    eprintln!("ordeal campaign: results in {}", dir.display());
+    Ok(())
+}
+
+fn print_table(s: &Summary) {
+    let width = s.runs.iter().map(|r| r.id.len()).max().unwrap_or(4).max(4);
+    println!(
+        "{:<width$}  {:<8}  {:<8}  {:>7}  report",
+        "run", "expected", "got", "seconds"
+    );
+    for r in &s.runs {
+        println!(
+            "{:<width$}  {:<8}  {:<8}  {:>7.1}  {}{}",
+            r.id,
+            r.expected,
+            r.got,
+            r.duration_s,
+            r.run_dir.as_deref().unwrap_or("-"),
+            if r.ok { "" } else { "  MISMATCH" }
+        );
+    }
+    for d in &s.detection {
+        println!(
+            "bug {}: caught by {} of {} seeds{}",
+            d.bug,
+            d.caught,
+            d.runs,
+            d.median_first_anomaly_s
+                .map(|t| format!(", median first anomaly at {t:.1} s"))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "{} passed, {} failed, {} errors ({:.0} s)",
+        s.passed, s.failed, s.errors, s.wall_s
+    );
 }
 
 pub fn run_campaign(args: CampaignArgs) -> i32 {
-    match campaign_inner(&args) {
+    let result = match &args.command {
+        Some(CampaignCommand::Merge(m)) => merge::run(m),
+        None => campaign_inner(&args),
+    };
+    match result {
         Ok(true) => 0,
         Ok(false) => 1,
         Err(e) => {
@@ -204,88 +696,43 @@ pub fn run_campaign(args: CampaignArgs) -> i32 {
 }
 
 fn campaign_inner(args: &CampaignArgs) -> Result<bool> {
-    let c = load(&args.file)?;
+    let file = args.file.as_deref().context("no campaign file given")?;
+    let c = load(file)?;
+    let seeds = args.seeds.as_deref().map(parse_seeds).transpose()?;
+    let planned = plan(&c, file, args.only.as_deref(), seeds.as_deref())?;
+    let shard = args.shard.as_deref().map(parse_shard).transpose()?;
+    if !(1..=MAX_JOBS).contains(&args.jobs) {
+        bail!("--jobs {}: between 1 and {MAX_JOBS}", args.jobs);
+    }
+    let mine = match shard {
+        Some((i, n)) => shard_slice(&planned, i, n),
+        None => planned.clone(),
+    };
+    let name = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "campaign".into());
+    let (dir, started) = create_campaign_dir(&args.out.join(&name))?;
     let exe = std::env::current_exe().context("finding the ordeal binary")?;
-    let mut rows = Vec::new();
-    let started = Instant::now();
-    if let Some(only) = &args.only {
-        let names: Vec<String> = c
-            .tests
-            .iter()
-            .map(|t| t.display_name(&c.defaults))
-            .collect();
-        if !names.iter().any(|n| n.contains(only.as_str())) {
-            bail!(
-                "{}: no test's name contains {only:?}; the tests are: {}",
-                args.file.display(),
-                names.join(", ")
-            );
-        }
+    let t0 = Instant::now();
+    let runs = execute(&exe, &mine, args.jobs, &dir);
+    let mut s = Summary {
+        campaign: name,
+        file: file.display().to_string(),
+        started,
+        shard: args.shard.clone(),
+        jobs: args.jobs,
+        wall_s: t0.elapsed().as_secs_f64(),
+        planned: planned.iter().map(|r| r.id.clone()).collect(),
+        runs,
+        ..Summary::default()
+    };
+    s.finish();
+    if args.keep == Keep::Failures {
+        prune_expected(&dir, &s.runs);
     }
-    for t in &c.tests {
-        let name = t.display_name(&c.defaults);
-        if let Some(only) = &args.only {
-            if !name.contains(only.as_str()) {
-                continue;
-            }
-        }
-        let expect = pick!(t, c.defaults, expect).unwrap_or_default();
-        let test_args = t.to_args(&c.defaults);
-        eprintln!("ordeal campaign: {name}: ordeal {}", test_args.join(" "));
-        let t0 = Instant::now();
-        let out = Command::new(&exe)
-            .args(&test_args)
-            .output()
-            .with_context(|| format!("running {}", exe.display()))?;
-        let secs = t0.elapsed().as_secs_f64();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let report = stderr
-            .lines()
-            .find_map(|l| l.strip_prefix("ordeal test: results in "))
-            .map(|d| format!("{d}/report.html"))
-            .unwrap_or_else(|| "-".into());
-        let got = verdict_of_exit(out.status.code());
-        if got == "error" {
-            eprintln!("ordeal campaign: {name} failed:\n{stderr}");
-        }
-        let mut ok = got == expect;
-        if let Some(anomaly) = pick!(t, c.defaults, expect_anomaly) {
-            let named = results_name_anomaly(&report, &anomaly);
-            if !named {
-                eprintln!("ordeal campaign: {name}: results do not name anomaly {anomaly}");
-            }
-            ok &= named;
-        }
-        eprintln!(
-            "ordeal campaign: {name}: expected {expect}, got {got} in {secs:.0} s{}",
-            if ok { "" } else { "  <-- MISMATCH" }
-        );
-        rows.push((name, expect, got.to_string(), secs, report, ok));
-    }
-    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(4).max(4);
-    println!(
-        "{:<width$}  {:<8}  {:<8}  {:>7}  report",
-        "run", "expected", "got", "seconds"
-    );
-    for (name, expect, got, secs, report, ok) in &rows {
-        println!(
-            "{:<width$}  {:<8}  {:<8}  {:>7.1}  {}{}",
-            name,
-            expect,
-            got,
-            secs,
-            report,
-            if *ok { "" } else { "  MISMATCH" }
-        );
-    }
-    let mismatches = rows.iter().filter(|r| !r.5).count();
-    println!(
-        "{} passed, {} failed ({:.0} s)",
-        rows.len() - mismatches,
-        mismatches,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(mismatches == 0)
+    publish(&dir, &s, &args.out)?;
+    Ok(s.all_ok())
 }
 
 #[cfg(test)]
@@ -335,37 +782,163 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    fn planned(expect: &str, anomaly: Option<&str>) -> PlannedRun {
+        PlannedRun {
+            id: "t#1".into(),
+            test: "t".into(),
+            seed: Some(1),
+            args: vec![],
+            expect: expect.into(),
+            expect_anomaly: anomaly.map(str::to_string),
+            workload: "list-append".into(),
+            nemesis: "none".into(),
+            bug: None,
+            target: "paxos-kv".into(),
+        }
+    }
+
     #[test]
-    fn expected_anomaly_is_looked_up_in_results() {
-        let dir = std::env::temp_dir().join(format!("ordeal-camp-anom-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let report = dir.join("report.html").to_string_lossy().into_owned();
-        // No results.json: not named.
-        assert!(!results_name_anomaly(&report, "G1b"));
+    fn judge_takes_the_verdict_from_results_and_calls_a_crash_an_error() {
+        let dir = std::env::temp_dir().join(format!("ordeal-camp-judge-{}", std::process::id()));
+        let run_dir = dir.join("runs/t-s1/x");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        // A crash is an error whatever the expectation, even with no results at all.
+        let r = judge(
+            &planned("valid", None),
+            Some(255),
+            "boom\nstore failed\n",
+            None,
+            &dir,
+            1.0,
+        );
+        assert_eq!((r.got.as_str(), r.ok), ("error", false));
+        assert!(r.explanation.contains("crashed") && r.explanation.contains("store failed"));
+        // Exit 0 without results.json is an error too, not valid.
+        let r = judge(
+            &planned("valid", None),
+            Some(0),
+            "",
+            Some(&run_dir),
+            &dir,
+            1.0,
+        );
+        assert_eq!(r.got, "error", "{}", r.explanation);
         std::fs::write(
-            dir.join("results.json"),
-            r#"{"checks":[{"name":"stats","details":{}},{"name":"strict-serializable","details":{"anomaly_types":["G0","G1b"]}}]}"#,
+            run_dir.join("results.json"),
+            r#"{"verdict":"invalid","checks":[{"name":"strict-serializable","verdict":"invalid",
+               "summary":"G1b found","details":{"anomaly_types":["G0","G1b"]}}]}"#,
         )
         .unwrap();
-        assert!(results_name_anomaly(&report, "G1b"));
-        assert!(!results_name_anomaly(&report, "G2-item"));
+        let r = judge(
+            &planned("invalid", Some("G1b")),
+            Some(1),
+            "",
+            Some(&run_dir),
+            &dir,
+            2.0,
+        );
+        assert!(r.ok, "{}", r.explanation);
+        assert_eq!(r.run_dir.as_deref(), Some("runs/t-s1/x"));
+        let r = judge(
+            &planned("invalid", Some("G2-item")),
+            Some(1),
+            "",
+            Some(&run_dir),
+            &dir,
+            2.0,
+        );
+        assert!(
+            !r.ok && r.explanation.contains("not G2-item"),
+            "{}",
+            r.explanation
+        );
+        let r = judge(
+            &planned("valid", None),
+            Some(1),
+            "",
+            Some(&run_dir),
+            &dir,
+            2.0,
+        );
+        assert!(
+            !r.ok
+                && r.explanation
+                    .starts_with("expected valid, got invalid: strict-serializable: G1b found"),
+            "{}",
+            r.explanation
+        );
         std::fs::remove_dir_all(&dir).unwrap();
-        // The shipped campaign file parses, with its txn entries.
-        let shipped = load(Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../campaigns/check.toml"
-        )))
+        // The shipped campaign files parse.
+        for f in ["check.toml", "nightly.toml", "regressions.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../campaigns")
+                .join(f);
+            let c = load(&path).unwrap_or_else(|e| panic!("{e:#}"));
+            plan(&c, &path, None, None).unwrap();
+        }
+    }
+
+    #[test]
+    fn seeds_and_shards_parse_and_slices_partition_the_plan() {
+        assert_eq!(parse_seeds("1-3,7").unwrap(), vec![1, 2, 3, 7]);
+        assert_eq!(parse_seeds("5").unwrap(), vec![5]);
+        assert!(parse_seeds("3-1").is_err());
+        assert!(parse_seeds("1-100000")
+            .unwrap_err()
+            .to_string()
+            .contains("more than"));
+        assert!(parse_seeds("x").is_err());
+        assert_eq!(parse_shard("2/4").unwrap(), (2, 4));
+        for bad in ["0/2", "3/2", "2", "a/b"] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+        let dir = std::env::temp_dir().join(format!("ordeal-camp-seeds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[defaults]\nexpect = \"valid\"\n[[test]]\nname = \"a\"\nseeds = \"1-3\"\n[[test]]\nname = \"b\"\nseeds = [4, 9]\n[[test]]\nname = \"c\"\nseed = 5\n",
+        )
         .unwrap();
-        assert!(shipped
-            .tests
+        let c = load(&file).unwrap();
+        let runs = plan(&c, &file, None, None).unwrap();
+        let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["a#1", "a#2", "a#3", "b#4", "b#9", "c#5"]);
+        assert!(
+            runs[4].args.windows(2).any(|w| w == ["--seed", "9"]),
+            "{:?}",
+            runs[4].args
+        );
+        // --seeds replaces every test's own.
+        let over = plan(&c, &file, Some("b"), Some(&[1, 2])).unwrap();
+        let ids: Vec<&str> = over.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["b#1", "b#2"]);
+        // Three slices: disjoint, together the whole plan, the same every time.
+        let slices: Vec<Vec<String>> = (1..=3)
+            .map(|i| shard_slice(&runs, i, 3).into_iter().map(|r| r.id).collect())
+            .collect();
+        let mut all: Vec<String> = slices.concat();
+        all.sort();
+        let mut want: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
+        want.sort();
+        assert_eq!(all, want);
+        assert_eq!(slices[0], ["a#1", "b#4"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn each_job_slot_gets_its_own_port_blocks() {
+        assert_eq!(crate::runner::job_port_blocks(None), (0, 170));
+        assert_eq!(crate::runner::job_port_blocks(Some("junk")), (0, 170));
+        let slices: Vec<(u16, u16)> = (1..=4)
+            .map(|i| crate::runner::job_port_blocks(Some(&format!("{i}/4"))))
+            .collect();
+        for w in slices.windows(2) {
+            assert!(w[0].0 + w[0].1 <= w[1].0, "{slices:?}");
+        }
+        assert!(slices
             .iter()
-            .any(|t| t.expect_anomaly.is_some() && t.bug.as_deref() == Some("non-atomic-txn")));
-        let nightly = load(Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../campaigns/nightly.toml"
-        )))
-        .unwrap();
-        assert!(nightly.tests.len() >= 10);
+            .all(|&(first, count)| count > 0 && first + count <= 170));
     }
 
     #[test]
@@ -374,12 +947,10 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/../campaigns/check.toml"
         ));
-        let err = campaign_inner(&CampaignArgs {
-            file,
-            only: Some("no-such-test".into()),
-        })
-        .unwrap_err()
-        .to_string();
+        let c = load(&file).unwrap();
+        let err = plan(&c, &file, Some("no-such-test"), None)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("\"no-such-test\"") && err.contains("register-none"),
             "{err}"

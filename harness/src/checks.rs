@@ -503,8 +503,8 @@ mod tests {
 
     #[test]
     fn txn_outcome_carries_explanation_and_picture() {
-        let path = ordeal_checker::read::shared_testdata_dir()
-            .join("elle")
+        let path = ordeal_checker::read::shared_testdata("elle")
+            .unwrap_or_else(|e| panic!("{e}"))
             .join("list-append-anomaly-g0-cycle.json");
         let h = ordeal_checker::read::read_path(&path, ordeal_checker::read::Format::Auto)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));

@@ -23,7 +23,7 @@ const HEIGHT_PX: u32 = 520;
 /// and the PNG stays quick to draw.
 const MAX_RAW_POINTS: usize = 60_000;
 
-fn register_font() {
+pub(crate) fn register_font() {
     REGISTER_FONT.call_once(|| {
         // The bytes are a valid TTF shipped in the crate; failure would be a build mistake.
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT_BYTES);

@@ -87,6 +87,24 @@ fn update_latest(results: &Path, run_dir: &Path) {
 /// directed peer link, then one per directed forwarding link (at most 9 nodes: 9 x 9 each).
 pub const LAYOUT_BLOCK_PORTS: u16 = 256;
 
+/// The port blocks (of the 170 from port 20000) a run may use: all of them, or with
+/// `ORDEAL_JOB_SLOT=i/n` (set by `ordeal campaign --jobs n` for its i-th job) a slice of its
+/// own, so that parallel runs on the proxy backend never race for the same ports.
+pub fn job_port_blocks(slot: Option<&str>) -> (u16, u16) {
+    const BLOCKS: u16 = 170;
+    let parsed = slot.and_then(|s| s.split_once('/')).and_then(|(i, n)| {
+        let (i, n) = (i.trim().parse::<u16>().ok()?, n.trim().parse::<u16>().ok()?);
+        (1..=n).contains(&i).then_some((i, n.min(BLOCKS)))
+    });
+    match parsed {
+        Some((i, n)) if i <= n => {
+            let per = BLOCKS / n;
+            ((i - 1) * per, per)
+        }
+        _ => (0, BLOCKS),
+    }
+}
+
 /// Picks addresses for every node (and, with `use_proxy`, every proxied link) that are free
 /// right now.
 fn plan_layout(n: usize, use_proxy: bool, kernel: bool) -> Result<(Layout, Vec<ProxyLink>)> {
@@ -97,7 +115,10 @@ fn plan_layout(n: usize, use_proxy: bool, kernel: bool) -> Result<(Layout, Vec<P
         let base: u16 = if kernel && attempt == 0 {
             7000
         } else {
-            20000 + ((pid.wrapping_mul(37).wrapping_add(attempt * 13)) % 170) * LAYOUT_BLOCK_PORTS
+            let (first, count) = job_port_blocks(std::env::var("ORDEAL_JOB_SLOT").ok().as_deref());
+            20000
+                + (first + (pid.wrapping_mul(37).wrapping_add(attempt * 13)) % count)
+                    * LAYOUT_BLOCK_PORTS
         };
         let nodes: Vec<NodeAddr> = (1..=n)
             .map(|id| {

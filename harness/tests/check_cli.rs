@@ -3,7 +3,7 @@
 use std::process::Command;
 
 fn testdata() -> std::path::PathBuf {
-    ordeal_checker::read::shared_testdata_dir().join("porcupine")
+    ordeal_checker::read::shared_testdata("porcupine").unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn ordeal(args: &[&str]) -> (i32, String, String) {
@@ -171,7 +171,7 @@ fn multi_register_with_initial_values() {
 /// and an invalid verdict prints the anomaly's explanation.
 #[test]
 fn txn_models_on_elle_histories() {
-    let dir = ordeal_checker::read::shared_testdata_dir().join("elle");
+    let dir = ordeal_checker::read::shared_testdata("elle").unwrap_or_else(|e| panic!("{e}"));
     let tsv = std::fs::read_to_string(dir.join("verdicts.tsv"))
         .unwrap_or_else(|e| panic!("{}: {e}", dir.join("verdicts.tsv").display()));
     let mut checked = 0;
