@@ -11,8 +11,8 @@ pub mod etcd;
 pub mod paxos_kv;
 pub mod toml_target;
 
-pub use ordeal_workloads::{Client, ClientConfig, Protocol, ReadConsistency};
 pub use etcd::Etcd;
+pub use ordeal_workloads::{Client, ClientConfig, Protocol, ReadConsistency};
 pub use paxos_kv::PaxosKv;
 pub use toml_target::TomlTarget;
 
