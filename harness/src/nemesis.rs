@@ -476,9 +476,9 @@ fn names(idx: &[usize]) -> Value {
 }
 
 impl Nemesis {
-    fn record(&self, f: &str, value: Value) {
+    async fn record(&self, f: &str, value: Value) {
         let e = Event::new(Process::Nemesis, EventType::Info, f, value);
-        self.recorder.record(e);
+        self.recorder.record_async(e).await;
     }
 
     fn set_current(&self, s: &str) {
@@ -617,7 +617,8 @@ impl Nemesis {
                 self.record(
                     f,
                     Value::List(vec![Value::Str(label.clone()), names(&nodes)]),
-                );
+                )
+                .await;
                 self.set_current(&format!("{f} {label} {}", names(&nodes)));
                 active
             }
@@ -629,7 +630,8 @@ impl Nemesis {
                 self.record(
                     FaultKind::Partition.spec().start_f,
                     Value::List(vec![Value::Str(label.clone()), Value::Str(desc)]),
-                );
+                )
+                .await;
                 self.set_current(&format!("partition {label}"));
                 Active::Partitioned
             }
@@ -664,7 +666,8 @@ impl Nemesis {
                             names(&nodes),
                             Value::Str(how),
                         ]),
-                    );
+                    )
+                    .await;
                     self.set_current(&format!("network {desc} via {via}"));
                     Active::Network
                 }
@@ -680,7 +683,8 @@ impl Nemesis {
                     cluster.resume(i);
                 }
                 drop(cluster);
-                self.record(FaultKind::Pause.spec().stop_f, names(&nodes));
+                self.record(FaultKind::Pause.spec().stop_f, names(&nodes))
+                    .await;
             }
             Active::Killed(nodes) => {
                 let mut cluster = self.cluster.lock().await;
@@ -688,15 +692,18 @@ impl Nemesis {
                     cluster.start(i)?;
                 }
                 drop(cluster);
-                self.record(FaultKind::Kill.spec().stop_f, names(&nodes));
+                self.record(FaultKind::Kill.spec().stop_f, names(&nodes))
+                    .await;
             }
             Active::Partitioned => {
                 self.net.heal_partition()?;
-                self.record(FaultKind::Partition.spec().stop_f, Value::Null);
+                self.record(FaultKind::Partition.spec().stop_f, Value::Null)
+                    .await;
             }
             Active::Network => {
                 self.net.heal_network()?;
-                self.record(FaultKind::Network.spec().stop_f, Value::Null);
+                self.record(FaultKind::Network.spec().stop_f, Value::Null)
+                    .await;
             }
             Active::Nothing => {}
         }
