@@ -24,6 +24,10 @@ enum Command {
     /// Check a history file for linearizability or serializability.
     Check(ordeal::check::CheckArgs),
     /// Run a test: start a cluster, drive clients, inject faults, check, report.
+    ///
+    /// Ctrl-C or SIGTERM ends the main phase early: the run heals, recovers, reads, checks
+    /// what was recorded (results.json says `"interrupted": true`) and exits with its verdict.
+    /// A second Ctrl-C aborts at once: faults undone, nodes killed, exit 130, no verdict.
     Test(Box<ordeal::plan::TestArgs>),
     /// Re-check a stored run and re-render its report.
     Report(ordeal::report::ReportArgs),

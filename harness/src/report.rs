@@ -115,6 +115,19 @@ fn why_line(verdict: Verdict, checks: &[CheckOutcome]) -> String {
     format!("<span class=\"why\">{}</span>", deciding.join("<br>"))
 }
 
+/// "interrupted after N s of its M s main phase" for a run stopped by Ctrl-C or SIGTERM, so a
+/// reader knows its verdict covers a shorter run than asked for.
+fn interrupted_line(run: &serde_json::Value, time_limit_s: u64) -> Option<String> {
+    if !run["interrupted"].as_bool().unwrap_or(false) {
+        return None;
+    }
+    Some(format!(
+        "interrupted after {:.1} s of its {} s main phase; checked over what was recorded",
+        run["main_phase_s"].as_f64().unwrap_or(0.0),
+        run["time_limit_s"].as_u64().unwrap_or(time_limit_s)
+    ))
+}
+
 pub fn write_report(
     run_dir: &Path,
     config: &RunConfig,
@@ -147,10 +160,13 @@ iframe.cx{{width:100%;height:900px;border:1px solid #ddd;background:#fff}}
 .banner .why{{display:block;font-size:16px;font-weight:400;margin-top:8px;overflow-wrap:anywhere}}
 td.num,th.num{{text-align:right;font-variant-numeric:tabular-nums}}
 </style></head><body>
-<div class="banner">{verdict_upper}<small>{name} · {workload} workload · nemesis {nemesis} · {nodes} nodes · seed {seed}{bug}</small>{why}</div><main>
+<div class="banner">{verdict_upper}<small>{name} · {workload} workload · nemesis {nemesis} · {nodes} nodes · seed {seed}{bug}</small>{interrupted}{why}</div><main>
 "#,
         colour = verdict_colour(verdict),
         why = why_line(verdict, checks),
+        interrupted = interrupted_line(&results["run"], a.time_limit_s)
+            .map(|l| format!("<small class=\"interrupted\">{}</small>", esc(&l)))
+            .unwrap_or_default(),
         verdict_upper = verdict.as_str().to_uppercase(),
         name = esc(&a.test_name()),
         workload = esc(&a.workload),
@@ -170,7 +186,7 @@ td.num,th.num{{text-align:right;font-variant-numeric:tabular-nums}}
         h,
         "<h2>What ran</h2><table>\
 <tr><th>workload</th><td>{}</td></tr><tr><th>nemesis</th><td>{}</td></tr>\
-<tr><th>nodes</th><td>{}</td></tr><tr><th>time limit</th><td>{} s</td></tr>\
+<tr><th>nodes</th><td>{}</td></tr><tr><th>time limit</th><td>{} s{}</td></tr>\
 <tr><th>target rate / concurrency</th><td>{} ops/s / {} clients</td></tr>\
 <tr><th>seed</th><td>{}</td></tr><tr><th>network backend</th><td>{}</td></tr>\
 <tr><th>target</th><td>{}</td></tr><tr><th>started</th><td>{}</td></tr>\
@@ -180,6 +196,9 @@ td.num,th.num{{text-align:right;font-variant-numeric:tabular-nums}}
         esc(&a.nemesis),
         a.nodes,
         a.time_limit_s,
+        interrupted_line(run, a.time_limit_s)
+            .map(|l| format!(" ({})", esc(&l)))
+            .unwrap_or_default(),
         a.rate,
         a.concurrency,
         config.seed,

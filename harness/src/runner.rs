@@ -385,9 +385,8 @@ pub fn run_test(args: TestArgs) -> i32 {
             eprintln!("ordeal test: results in {}", out.run_dir.display());
             if out.interrupted {
                 eprintln!(
-                    "ordeal test: interrupted; every fault was undone and every node stopped"
+                    "ordeal test: the run was interrupted; its verdict covers what was recorded"
                 );
-                return 255;
             }
             match out.verdict {
                 Some(v) => {
@@ -541,17 +540,9 @@ async fn run_async(
     }
     let cluster = Arc::new(Mutex::new(cluster));
 
-    // Interrupts (Ctrl-C, SIGTERM) turn into a stop of the main phase and a clean teardown.
+    // Interrupts (Ctrl-C, SIGTERM): the first ends the main phase early, a second aborts.
     let (interrupt_tx, mut interrupt_rx) = watch::channel(false);
-    let signal_task = tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
-        }
-        let _ = interrupt_tx.send(true);
-    });
+    let signal_task = spawn_signal_handler(net.clone(), interrupt_tx);
 
     let history_path = run_dir.join("history.jsonl");
     let start = Instant::now();
@@ -699,7 +690,11 @@ async fn run_async(
     let _ = ticker.await;
     progress.finish_and_clear();
     if interrupted {
-        eprintln!("ordeal test: interrupted: healing and stopping the cluster");
+        eprintln!(
+            "ordeal test: interrupted after {:.1} s of the {} s main phase: healing, recovering and checking what was recorded",
+            main_elapsed.as_secs_f64(),
+            args.time_limit_s
+        );
     }
 
     // Heal everything, whatever the nemesis managed to do.
@@ -729,38 +724,30 @@ async fn run_async(
         tracing::error!("restarting nodes: {e:#}");
     }
 
-    let mut convergence = CheckOutcome {
-        name: "convergence".into(),
-        verdict: Verdict::Unknown,
-        summary: "not checked (run interrupted)".into(),
-        details: serde_json::Value::Null,
-        html: None,
-    };
-    if !interrupted {
-        {
-            let mut c = cluster.lock().await;
-            match c.wait_ready(Duration::from_secs(30)).await {
-                Ok(Some(l)) => tracing::info!("after healing, leader: {}", c.name(l)),
-                Ok(None) => tracing::info!("after healing, every node serves"),
-                Err(e) => tracing::warn!("after healing: {e:#}"),
-            }
+    // An interrupted run recovers and reads like a finished one: the final reads are what
+    // make a register or kv verdict sound, and the checks judge whatever was recorded.
+    {
+        let mut c = cluster.lock().await;
+        match c.wait_ready(Duration::from_secs(30)).await {
+            Ok(Some(l)) => tracing::info!("after healing, leader: {}", c.name(l)),
+            Ok(None) => tracing::info!("after healing, every node serves"),
+            Err(e) => tracing::warn!("after healing: {e:#}"),
         }
-        tokio::time::sleep(Duration::from_secs(args.recovery_s)).await;
-        // Txn workloads' checkers judge the txns themselves; final reads are per-key reads
-        // for the linearizability checker.
-        let keys: Vec<String> = if workload.is_txn() {
-            Vec::new()
-        } else {
-            gen.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .keys()
-                .to_vec()
-        };
-        final_reads(&keys, &layout.nodes, &client, &recorder, args.concurrency).await;
-        convergence = check_convergence(&cluster).await;
     }
+    tokio::time::sleep(Duration::from_secs(args.recovery_s)).await;
+    // Txn workloads' checkers judge the txns themselves; final reads are per-key reads
+    // for the linearizability checker.
+    let keys: Vec<String> = if workload.is_txn() {
+        Vec::new()
+    } else {
+        gen.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .to_vec()
+    };
+    final_reads(&keys, &layout.nodes, &client, &recorder, args.concurrency).await;
+    let convergence = check_convergence(&cluster).await;
     cluster.lock().await.stop_all();
-    signal_task.abort();
     let log_paths = cluster.lock().await.log_paths();
     drop(recorder);
     let recorded = writer.await.context("history writer")??;
@@ -781,6 +768,7 @@ async fn run_async(
         "history_bytes": write_bytes,
         "history_file": !args.no_history_file,
         "interrupted": interrupted,
+        "time_limit_s": args.time_limit_s,
         "proxy_stats": proxy_stats,
     });
     tracing::info!(
@@ -791,22 +779,55 @@ async fn run_async(
         "ordeal test: {ops_main} operations in {:.1} s: {throughput:.0} ops/s attempted, {completed_per_s:.0} ops/s completed (ok)",
         main_elapsed.as_secs_f64()
     );
-    let verdict = if interrupted {
-        None
-    } else {
-        Some(analyse(
-            &run_dir,
-            &config,
-            &history,
-            &log_paths,
-            convergence,
-            extra,
-        )?)
-    };
+    let verdict = analyse(&run_dir, &config, &history, &log_paths, convergence, extra)?;
+    // The handler stays up through the checks, so a second interrupt still aborts them.
+    signal_task.abort();
     Ok(RunOutcome {
         run_dir,
-        verdict,
+        verdict: Some(verdict),
         interrupted,
+    })
+}
+
+/// Exit code of a run aborted by a second interrupt: 128 + SIGINT, as shells report Ctrl-C.
+pub const ABORT_EXIT_CODE: i32 = 130;
+
+/// The one place SIGINT and SIGTERM are handled once the cluster is up. The first ends the
+/// main phase early (through `interrupt_tx`); the run then heals, recovers, reads and is
+/// checked as usual. A second aborts at once: every network fault undone, every node killed,
+/// exit `ABORT_EXIT_CODE` without a verdict. Store processes also carry PR_SET_PDEATHSIG, so
+/// one started by a restart racing the abort dies with the harness too.
+fn spawn_signal_handler(
+    net: Arc<Net>,
+    interrupt_tx: watch::Sender<bool>,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let mut int = signal(SignalKind::interrupt()).ok();
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut received = 0u32;
+        loop {
+            tokio::select! {
+                _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending::<()>().await } } => {}
+                _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending::<()>().await } } => {}
+            }
+            received += 1;
+            if received == 1 {
+                eprintln!(
+                    "ordeal test: interrupt received: the run ends early and is checked over what was recorded; interrupt again to abort at once"
+                );
+                let _ = interrupt_tx.send(true);
+                continue;
+            }
+            eprintln!(
+                "ordeal test: second interrupt: aborting (healing, killing every node, no verdict)"
+            );
+            if let Err(e) = net.heal() {
+                eprintln!("ordeal test: healing the network while aborting: {e:#}");
+            }
+            cluster::kill_all_registered();
+            std::process::exit(ABORT_EXIT_CODE);
+        }
     })
 }
 

@@ -96,7 +96,10 @@ fn interrupt_mid_partition_with_proxy_leaves_nothing() {
     proxies.extend(proxy_ports(&run_dir, "forward_target"));
     assert_eq!(proxies.len(), 12, "and one per directed forwarding link");
     let code = interrupt_and_wait(&mut child);
-    assert_eq!(code, 255, "an interrupted run exits 255");
+    assert!(
+        matches!(code, 0..=2),
+        "an interrupted run exits with its verdict, not {code}"
+    );
     for p in &pids {
         assert!(!alive(*p), "store process {p} survived the interrupt");
     }
@@ -138,7 +141,7 @@ fn interrupt_mid_partition_with_netns_leaves_nothing() {
         .unwrap();
     assert!(!host_rules.status.success(), "host has an ORDEAL chain");
     let code = interrupt_and_wait(&mut child);
-    assert_eq!(code, 255);
+    assert!(matches!(code, 0..=2), "exit {code}: not a verdict");
     for p in &pids {
         assert!(!alive(*p), "store process {p} survived the interrupt");
     }
@@ -173,7 +176,7 @@ fn interrupt_mid_network_fault_with_proxy_leaves_nothing() {
     // Mid-fault the proxies are there (binding one fails).
     assert!(std::net::TcpListener::bind(proxies[0]).is_err());
     let code = interrupt_and_wait(&mut child);
-    assert_eq!(code, 255);
+    assert!(matches!(code, 0..=2), "exit {code}: not a verdict");
     for p in &pids {
         assert!(!alive(*p), "store process {p} survived the interrupt");
     }
@@ -231,7 +234,7 @@ fn interrupt_mid_network_fault_with_netns_leaves_nothing() {
         );
     }
     let code = interrupt_and_wait(&mut child);
-    assert_eq!(code, 255);
+    assert!(matches!(code, 0..=2), "exit {code}: not a verdict");
     for p in &pids {
         assert!(!alive(*p), "store process {p} survived the interrupt");
     }
