@@ -292,7 +292,7 @@ fn interrupting_an_etcd_run_leaves_nothing_behind() {
         "an etcd node is not running"
     );
     let code = interrupt_and_wait(&mut child);
-    assert_eq!(code, 255);
+    assert!(matches!(code, 0..=2), "exit {code}: not a verdict");
     for p in &pids {
         assert!(!alive(*p), "etcd process {p} survived the interrupt");
     }
