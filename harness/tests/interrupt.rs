@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{alive, node_pids};
+use common::{alive, any_process_in_netns, netns_inode, netns_possible, node_pids};
 
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ordeal-int-{tag}-{}", std::process::id()));
@@ -21,10 +21,20 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 /// A run asked to last a minute, with no faults, on the proxy backend (needs no root).
 fn start_run(results: &Path, recovery_s: u64) -> Child {
+    start_run_with(
+        results,
+        recovery_s,
+        &["--nemesis", "none", "--net", "proxy"],
+    )
+}
+
+/// A run asked to last a minute; `extra` picks the nemesis and the network backend.
+fn start_run_with(results: &Path, recovery_s: u64, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ordeal"))
         .args(["test", "--no-progress", "--time-limit", "60"])
-        .args(["--nemesis", "none", "--rate", "200", "--concurrency", "4"])
-        .args(["--seed", "7", "--net", "proxy", "--recovery-s"])
+        .args(extra)
+        .args(["--rate", "200", "--concurrency", "4"])
+        .args(["--seed", "7", "--recovery-s"])
         .arg(recovery_s.to_string())
         .arg("--store-bin")
         .arg(env!("CARGO_BIN_EXE_ordeal-fake-kv"))
@@ -146,5 +156,48 @@ fn second_interrupt_aborts_at_once_leaving_nothing() {
         !run_dir.join("results.json").exists(),
         "an aborted run has no verdict"
     );
+    let _ = std::fs::remove_dir_all(&results);
+}
+
+#[test]
+fn second_interrupt_mid_partition_in_a_netns_leaves_no_rule_or_process() {
+    if !netns_possible("the netns double-interrupt test") {
+        return;
+    }
+    let results = temp_dir("twice-netns");
+    let mut child = start_run_with(
+        &results,
+        120,
+        &[
+            "--nemesis",
+            "partition",
+            "--nemesis-interval-ms",
+            "300-300",
+            "--nemesis-hold-ms",
+            "60000-60000",
+            "--net",
+            "netns",
+        ],
+    );
+    let run_dir = common::wait_for_fault(&results, &mut child, "start-partition");
+    let run_ns = netns_inode(child.id()).unwrap();
+    let pids = node_pids(&run_dir);
+    sigint(&child);
+    std::thread::sleep(Duration::from_millis(500));
+    sigint(&child);
+    let code = wait_exit(&mut child, Duration::from_secs(60));
+    assert_eq!(code, 130, "a second interrupt aborts with 130");
+    for p in &pids {
+        assert!(!alive(*p), "store process {p} survived the abort");
+    }
+    assert!(
+        !any_process_in_netns(run_ns),
+        "a process still holds the run's namespace (and its iptables rules)"
+    );
+    let host_rules = Command::new("iptables")
+        .args(["-S", "ORDEAL"])
+        .output()
+        .unwrap();
+    assert!(!host_rules.status.success(), "host has an ORDEAL chain");
     let _ = std::fs::remove_dir_all(&results);
 }
