@@ -924,6 +924,30 @@ impl Group {
         self.propose_once(format!("local{id}"), cmd);
     }
 
+    /// Why a participant must refuse `txn`'s read or prepare over `keys` before touching any
+    /// lock: not ready to serve, already aborted here, a shard it does not serve, or a
+    /// duplicate the exactly-once table answers.
+    fn admission<'k>(
+        &self,
+        txn: TxnId,
+        keys: impl IntoIterator<Item = &'k str>,
+    ) -> Option<TxnReply> {
+        if !self.is_ready() {
+            return Some(TxnReply::Aborted {
+                reason: AbortReason::NotReady,
+            });
+        }
+        if self.v.aborted.contains(&txn) {
+            return Some(TxnReply::Aborted {
+                reason: AbortReason::LockConflict,
+            });
+        }
+        keys.into_iter().find_map(|k| {
+            let s = self.shard(k);
+            self.refusal(s).or_else(|| self.dedup(s, txn))
+        })
+    }
+
     fn on_read(&mut self, from: Addr, txn: TxnId, age: Age, keys: Vec<String>) {
         let refuse = |g: &mut Group, reply: TxnReply| {
             g.send(
@@ -934,27 +958,8 @@ impl Group {
                 },
             )
         };
-        if !self.is_ready() {
-            return refuse(
-                self,
-                TxnReply::Aborted {
-                    reason: AbortReason::NotReady,
-                },
-            );
-        }
-        if self.v.aborted.contains(&txn) {
-            return refuse(
-                self,
-                TxnReply::Aborted {
-                    reason: AbortReason::LockConflict,
-                },
-            );
-        }
-        for k in &keys {
-            let s = self.shard(k);
-            if let Some(r) = self.refusal(s).or_else(|| self.dedup(s, txn)) {
-                return refuse(self, r);
-            }
+        if let Some(r) = self.admission(txn, keys.iter().map(String::as_str)) {
+            return refuse(self, r);
         }
         if self.cfg.cc == Cc::TwoPl {
             let wants: Vec<(String, Mode)> =
@@ -1017,31 +1022,12 @@ impl Group {
                 },
             )
         };
-        if !self.is_ready() {
-            return refuse(
-                self,
-                TxnReply::Aborted {
-                    reason: AbortReason::NotReady,
-                },
-            );
-        }
-        if self.v.aborted.contains(&txn) {
-            return refuse(
-                self,
-                TxnReply::Aborted {
-                    reason: AbortReason::LockConflict,
-                },
-            );
-        }
         let keys = reads
             .iter()
             .map(|(k, _)| k.as_str())
             .chain(writes.iter().map(WriteOp::key));
-        for k in keys {
-            let s = self.shard(k);
-            if let Some(r) = self.refusal(s).or_else(|| self.dedup(s, txn)) {
-                return refuse(self, r);
-            }
+        if let Some(r) = self.admission(txn, keys) {
+            return refuse(self, r);
         }
         if self.cfg.cc == Cc::TwoPl {
             // The reads were made under shared locks taken by this leader; if they are gone
