@@ -26,15 +26,34 @@ pub fn etcd_bin(test: &str) -> Option<PathBuf> {
     None
 }
 
-/// `n` ports nobody listens on now (bound to port 0, then released).
+/// `n` ports nobody listens on now and never handed out before in this process: the kernel may
+/// give a port just released by `bind(0)` to the next `bind(0)`, so two tests (or two clusters
+/// in one test) could otherwise get the same port for different nodes.
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..(1000 * n.max(1)) {
+        if ports.len() == n {
+            break;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("binding a free port")
+            .local_addr()
+            .expect("local addr")
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            ports.push(port);
+        }
+    }
+    assert_eq!(
+        ports.len(),
+        n,
+        "no {n} fresh loopback ports in {} tries",
+        1000 * n.max(1)
+    );
+    ports
 }
 
 pub struct Node {
