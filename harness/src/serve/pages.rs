@@ -247,19 +247,16 @@ fn campaign_row(h: &mut String, c: &CampaignEntry) {
             "-".into(),
         ),
     };
-    let link = if c.state_is_done() {
-        format!(
-            "<a href=\"{}\">{}</a>",
-            file_href(&c.rel, "index.html"),
-            escape(&c.stamp)
-        )
-    } else {
-        format!(
-            "<a href=\"{}\">{}</a>",
-            file_href(&c.rel, ""),
-            escape(&c.stamp)
-        )
+    // A finished campaign has its index.html; one in progress only its files so far.
+    let page = match c.state {
+        CampaignState::Done(_) => "index.html",
+        _ => "",
     };
+    let link = format!(
+        "<a href=\"{}\">{}</a>",
+        file_href(&c.rel, page),
+        escape(&pretty_stamp(&c.stamp))
+    );
     let _ = writeln!(
         h,
         "<tr class=\"{class}\"><td>{link}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -268,12 +265,6 @@ fn campaign_row(h: &mut String, c: &CampaignEntry) {
         escape(&counts),
         escape(&slice)
     );
-}
-
-impl CampaignEntry {
-    fn state_is_done(&self) -> bool {
-        matches!(self.state, CampaignState::Done(_))
-    }
 }
 
 fn campaign_table(h: &mut String, cs: &[&CampaignEntry]) {
