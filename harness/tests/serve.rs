@@ -82,6 +82,19 @@ impl Drop for Server {
     }
 }
 
+/// A child killed by pid if the test fails before it ends it (its store nodes die with it:
+/// PR_SET_PDEATHSIG).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 struct Reply {
     status: u16,
     head: String,
@@ -217,7 +230,7 @@ fn serve_lists_filters_opens_reports_shows_progress_and_refuses_traversal() {
     std::fs::create_dir_all(&results).unwrap();
     // A run that is still going while the server is looked at: a long main phase, ended by
     // SIGINT below.
-    let mut live = test_run(&results, "live-run", 120).spawn().unwrap();
+    let mut live = KillOnDrop(test_run(&results, "live-run", 120).spawn().unwrap());
     tiny_campaign(&dir, &results.join("campaigns"));
     // Outside the results directory: no request may read it, directly or through a symlink.
     std::fs::write(dir.join("secret.txt"), "TOP-SECRET").unwrap();
@@ -364,7 +377,7 @@ fn serve_lists_filters_opens_reports_shows_progress_and_refuses_traversal() {
     assert!(err.contains("in use") && err.contains(&addr), "{err}");
 
     // The live run ends: it leaves the in-progress section with a verdict and a report.
-    let code = common::interrupt_and_wait(&mut live);
+    let code = common::interrupt_and_wait(&mut live.0);
     assert_eq!(code, 0, "the interrupted run's verdict");
     assert_eq!(only("/?verdict=running").len(), 0);
     let done = only("/?verdict=valid");
