@@ -62,7 +62,10 @@ sim:
 campaign: build
 	./target/release/ordeal campaign $(CAMPAIGN) $(CAMPAIGN_FLAGS)
 
+# The whole nightly campaign on one machine: under 2 hours with one job (the estimate it prints
+# first is an upper bound; a test keeps it under 2 hours).
 nightly: build net-tools
+	./target/release/ordeal campaign campaigns/nightly.toml --estimate $(CAMPAIGN_FLAGS)
 	./target/release/ordeal campaign campaigns/nightly.toml $(CAMPAIGN_FLAGS)
 
 # The known-verdict test data ($(SHARED)/testdata) from its public sources at pinned commits.

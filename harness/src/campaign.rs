@@ -5,11 +5,13 @@
 //! the runs), refreshes `results/index.html`, and exits non-zero when any run misses its
 //! expectation. `ordeal campaign merge DIR...` combines slices into one campaign.
 
+mod estimate;
 mod index;
 mod junit;
 mod merge;
 mod summary;
 
+pub(crate) use junit::escape;
 pub use summary::{Detection, RunRecord, Summary};
 
 use anyhow::{bail, Context, Result};
@@ -20,6 +22,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
+
+use crate::serve::progress::{self, CampaignProgress};
 
 /// At most this many seeds per test: a typo like `1-100000` should not queue days of runs.
 pub const MAX_SEEDS: usize = 1000;
@@ -53,6 +57,10 @@ pub struct CampaignArgs {
     /// Where campaigns are written: `<out>/<name>/<start>/`; `<out>/../index.html` lists them.
     #[arg(long, default_value = "results/campaigns")]
     pub out: PathBuf,
+    /// Run nothing: print the planned runs (after --only, --seeds, --shard) and the estimated
+    /// wall time with --jobs.
+    #[arg(long)]
+    pub estimate: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -543,20 +551,50 @@ pub fn judge(
     r
 }
 
+/// Updates the campaign's progress.json (read by `ordeal serve`); a failure to write it only
+/// costs the live view.
+fn show_progress(
+    dir: &Path,
+    live: &Mutex<CampaignProgress>,
+    change: impl FnOnce(&mut CampaignProgress),
+) {
+    let mut p = live.lock().unwrap_or_else(|e| e.into_inner());
+    change(&mut p);
+    p.updated_unix_ms = progress::now_unix_ms();
+    if let Err(e) = progress::write(dir, &*p) {
+        eprintln!(
+            "ordeal campaign: writing {}: {e}",
+            dir.join(progress::PROGRESS_FILE).display()
+        );
+    }
+}
+
 /// Runs `runs` on `jobs` worker threads, each taking the next run in order; returns the
 /// records in plan order.
 fn execute(exe: &Path, runs: &[PlannedRun], jobs: usize, campaign_dir: &Path) -> Vec<RunRecord> {
     let next = AtomicUsize::new(0);
     let records: Mutex<Vec<Option<RunRecord>>> = Mutex::new(vec![None; runs.len()]);
     let done = AtomicUsize::new(0);
+    let live = Mutex::new(CampaignProgress {
+        pid: std::process::id(),
+        runs_planned: runs.len(),
+        ..CampaignProgress::default()
+    });
+    show_progress(campaign_dir, &live, |_| {});
     std::thread::scope(|scope| {
         for slot in 1..=jobs.min(runs.len().max(1)) {
-            let (next, records, done) = (&next, &records, &done);
+            let (next, records, done, live) = (&next, &records, &done, &live);
             scope.spawn(move || loop {
                 let k = next.fetch_add(1, Ordering::SeqCst);
                 let Some(run) = runs.get(k) else { break };
                 eprintln!("ordeal campaign: {}: ordeal {}", run.id, run.args.join(" "));
+                show_progress(campaign_dir, live, |p| p.running.push(run.id.clone()));
                 let r = run_one(exe, run, campaign_dir, slot, jobs);
+                show_progress(campaign_dir, live, |p| {
+                    p.running.retain(|id| *id != run.id);
+                    p.runs_done += 1;
+                    p.runs_ok += usize::from(r.ok);
+                });
                 let n = done.fetch_add(1, Ordering::SeqCst) + 1;
                 eprintln!(
                     "ordeal campaign: [{n}/{}] {}: expected {}, got {} in {:.0} s{}",
@@ -708,6 +746,10 @@ fn campaign_inner(args: &CampaignArgs) -> Result<bool> {
         Some((i, n)) => shard_slice(&planned, i, n),
         None => planned.clone(),
     };
+    if args.estimate {
+        estimate::print(&mine, args.jobs)?;
+        return Ok(true);
+    }
     let name = file
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

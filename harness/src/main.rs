@@ -33,6 +33,8 @@ enum Command {
     Report(ordeal::report::ReportArgs),
     /// Run a campaign file of tests with expected verdicts.
     Campaign(ordeal::campaign::CampaignArgs),
+    /// A local web UI over a results directory: runs and campaigns, filters, reports, progress.
+    Serve(ordeal::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +56,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Test(args) => ordeal::runner::run_test(*args),
         Command::Report(args) => ordeal::report::run_report(args),
         Command::Campaign(args) => ordeal::campaign::run_campaign(args),
+        Command::Serve(args) => ordeal::serve::run_serve(args),
     };
     let code =
         u8::try_from(code).map_err(|_| anyhow::anyhow!("exit code {code} is outside 0-255"))?;

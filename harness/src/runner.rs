@@ -642,6 +642,8 @@ async fn run_async(
         let counters = counters.clone();
         let current = current_fault.clone();
         let mut stop = stop_rx.clone();
+        // progress.json in the run directory: `ordeal serve` shows the run live from it.
+        let mut live = crate::serve::progress::LiveRun::new(&run_dir, args.time_limit_s);
         tokio::spawn(async move {
             loop {
                 pb.set_position(start.elapsed().as_secs());
@@ -653,13 +655,15 @@ async fn run_async(
                         map.values().cloned().collect::<Vec<_>>().join(" + ")
                     }
                 };
+                let ops = [&counters.ok, &counters.fail, &counters.info]
+                    .map(|c| c.load(Ordering::Relaxed));
                 pb.set_message(format!(
                     "ok {} fail {} info {} | fault: {fault}",
-                    counters.ok.load(Ordering::Relaxed),
-                    counters.fail.load(Ordering::Relaxed),
-                    counters.info.load(Ordering::Relaxed)
+                    ops[0], ops[1], ops[2]
                 ));
+                live.main_phase(start.elapsed(), ops, &fault);
                 if nemesis::sleep_or_stop(&mut stop, 200).await {
+                    live.checking(start.elapsed(), ops);
                     return;
                 }
             }

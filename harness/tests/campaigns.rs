@@ -1,7 +1,8 @@
 //! `ordeal campaign` end to end against the fake store: a two-seed campaign (a clean test
 //! expected valid, a planted bug expected invalid) run as two shards and merged, with the index,
 //! summary, junit and detection figures checked against exactly those runs; a campaign whose
-//! expectation fails exits non-zero, and one whose test crashes reports it as an error.
+//! expectation fails exits non-zero, and one whose test crashes reports it as an error;
+//! `--estimate` runs nothing and puts the nightly campaign under two hours.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -251,6 +252,53 @@ fn a_missed_expectation_fails_and_a_crashed_test_is_an_error() {
     assert!(
         crash < wrong,
         "unexpected results first, errors before mismatches"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn estimate_runs_nothing_and_puts_the_nightly_under_two_hours() {
+    let dir = temp_dir("estimate");
+    let out = dir.join("campaigns");
+    let nightly = concat!(env!("CARGO_MANIFEST_DIR"), "/../campaigns/nightly.toml");
+    let (code, log, made) = campaign(&[nightly, "--estimate", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        made.is_none() && !out.exists(),
+        "--estimate ran something: {log}"
+    );
+    assert!(log.contains("bug-non-atomic-txn-5n#12"), "{log}");
+    let estimate = |log: &str| -> u64 {
+        log.split("estimated wall time: ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no estimate in {log}"))
+    };
+    let one_job = estimate(&log);
+    assert!(one_job > 12 * 30 && one_job < 2 * 3600, "{log}");
+    // Two jobs share the runs; a slice has only its share.
+    let (_, log2, _) = campaign(&[
+        nightly,
+        "--estimate",
+        "--jobs",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(estimate(&log2) < one_job, "{log2}");
+    let (_, slice, _) = campaign(&[
+        nightly,
+        "--estimate",
+        "--shard",
+        "1/4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        slice.matches("-5n").count() + slice.matches("-3n").count(),
+        3,
+        "{slice}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
