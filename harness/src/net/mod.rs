@@ -13,7 +13,12 @@
 //!   j (`paxos-kv --peer-clients`). A cut blackholes the link: bytes are read and dropped, so the
 //!   store sees silence, not resets, as with a real partition. On heal, connections that lost
 //!   bytes are closed so that no stream resumes with a hole in it. Delay, loss and duplication
-//!   are applied per paxos-kv frame (see [`Framer`]).
+//!   are applied per paxos-kv frame (see [`Framer`]). A target whose nodes must all dial one
+//!   address per peer (etcd) gets one proxy in front of each node instead, which tells the
+//!   dialling peer by its first request's header or its source address ([`Dialer`]); the node
+//!   listens on its own address and advertises the proxy's. Client traffic from the harness
+//!   never passes through the proxy, as with the netns backend, whose rules never name the
+//!   harness's address: a partition separates nodes from each other, not from clients.
 //!
 //! Partitions and network faults are healed separately (two nemeses may hold one of each at
 //! once); [`Net::heal`] undoes both at the end of a run.
