@@ -280,6 +280,47 @@ fn etcd_local_reads_under_leader_isolation(net: &str) -> Run {
     r
 }
 
+/// `targets/etcd.toml` describes etcd as a user would (`peers.per_node = false`,
+/// `peers.dialer = "header:X-PeerURLs"`): through the proxy its partitions cut, so local reads
+/// under leader isolation go stale and the run is invalid.
+#[test]
+fn the_etcd_target_file_through_the_proxy_catches_stale_local_reads() {
+    etcd_installed();
+    let results = temp_dir("etcd-file-proxy");
+    let file = repo_file("targets/etcd.toml").display().to_string();
+    let r = run(
+        &results,
+        &[
+            "--target",
+            &file,
+            "--workload",
+            "register",
+            "--nemesis",
+            "partition",
+            "--partition-shapes",
+            "isolate-leader",
+            "--read-consistency",
+            "local",
+            "--net",
+            "proxy",
+        ],
+    );
+    assert_eq!(
+        r.code,
+        1,
+        "expected invalid: {}\n{}",
+        r.run_dir.display(),
+        r.stderr
+    );
+    assert_eq!(r.check("linearizable")["verdict"], "invalid");
+    assert_proxy_carried_peer_traffic(&r);
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(r.run_dir.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["target"]["name"], "etcd-file");
+    r.remove();
+}
+
 /// Needs the etcd list-append client of the workloads crate (branch `etcd-workloads`).
 #[test]
 fn etcd_list_append_under_kills_is_valid() {
@@ -464,7 +505,7 @@ per_node = true
 
 #[test]
 fn bad_target_files_are_refused_naming_the_file_the_field_and_why() {
-    let cases: [(&str, String, &[&str]); 4] = [
+    let cases: [(&str, String, &[&str]); 5] = [
         (
             "missing-command",
             format!("name = \"x\"\nprotocol = \"ordeal-http\"\n{GOOD_REST}"),
@@ -488,6 +529,11 @@ fn bad_target_files_are_refused_naming_the_file_the_field_and_why() {
                 "name = \"x\"\nprotocol = \"etcd-v3\"\ncommand = [\"/bin/true\", \"--port={{port}}\"]\n{GOOD_REST}"
             ),
             &["field `command`", "unknown placeholder {port}"],
+        ),
+        (
+            "bad-dialer",
+            "name = \"x\"\nprotocol = \"etcd-v3\"\ncommand = [\"/bin/true\"]\n[peers]\nentry = \"{id}={addr}\"\nper_node = false\ndialer = \"mac-address\"\n".to_string(),
+            &["field `peers.dialer`", "\"mac-address\"", "header:NAME"],
         ),
     ];
     for (tag, body, wanted) in cases {
