@@ -137,7 +137,7 @@ impl Net {
                 "network faults: loss by iptables statistic (kernel); netem unavailable ({why}): delay and duplication skipped"
             ),
             (None, _, _) => {
-                "network faults: by the userspace proxy, per paxos-kv frame on peer links (lost frames dropped, duplicated frames sent twice); forwarded HTTP requests stall on loss and ignore duplication, as over TCP".into()
+                "network faults: by the userspace proxy, per paxos-kv frame on paxos-kv peer links (lost frames dropped, duplicated frames sent twice); other streams (HTTP peer links such as etcd's, forwarded requests) are delayed, stall on loss and ignore duplication, as over TCP".into()
             }
         }
     }
