@@ -922,6 +922,49 @@ mod tests {
         drop(from0);
     }
 
+    /// A shared listener whose diallers dial from their own addresses tells them apart by
+    /// source address: a cut between nodes 0 and 1 silences node 0's connection only.
+    #[tokio::test]
+    async fn a_shared_listener_tells_diallers_apart_by_their_source_address() {
+        let receiver = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ip = |node: u8| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11 + node));
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let plan: Vec<ProxyLink> = [0usize, 2]
+            .into_iter()
+            .map(|from| ProxyLink {
+                from,
+                to: 1,
+                kind: LinkKind::Peer,
+                listen: any,
+                target: receiver.local_addr().unwrap(),
+                source_ip: ip(from as u8),
+                dialer: Dialer::SourceIp,
+            })
+            .collect();
+        let proxy = ProxyNet::start(&plan, 3).await.unwrap();
+        let front = proxy.listen_addr(0, 1, LinkKind::Peer).unwrap();
+        assert_eq!(Some(front), proxy.listen_addr(2, 1, LinkKind::Peer));
+        let dial_from = |node: u8| async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::new(ip(node), 0)).unwrap();
+            socket.connect(front).await.unwrap()
+        };
+        proxy.cut(&[(0, 1)].into_iter().collect());
+        let mut from0 = dial_from(0).await;
+        from0.write_all(&frame(b"hello")).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_millis(1000), receiver.accept()).await;
+        assert!(got.is_err(), "node 0 got through the cut");
+        let mut from2 = dial_from(2).await;
+        from2.write_all(&frame(b"hello")).await.unwrap();
+        let (mut in2, peer) = receiver.accept().await.unwrap();
+        assert_eq!(
+            peer.ip(),
+            ip(2),
+            "the proxy dials from the dialler's address"
+        );
+        assert_eq!(read_frame(&mut in2).await, b"hello");
+    }
+
     #[test]
     fn diallers_are_found_by_their_advertised_url() {
         let a: SocketAddr = "127.0.0.1:2004".parse().unwrap();
