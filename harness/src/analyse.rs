@@ -7,7 +7,6 @@ use crate::plan::RunConfig;
 use crate::report;
 use anyhow::Result;
 use ordeal_checker::{History, Verdict};
-use ordeal_workloads::WorkloadKind;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -21,14 +20,10 @@ pub fn analyse(
     convergence: CheckOutcome,
     extra: serde_json::Value,
 ) -> Result<Verdict> {
-    let workload = WorkloadKind::parse(&config.args.workload)?;
+    let workload = config.args.workload;
     let faults = checks::fault_intervals(&history.events);
     let started = Instant::now();
-    let consistency = config
-        .args
-        .consistency
-        .parse::<ordeal_checker::txn::Consistency>()
-        .map_err(|e| anyhow::anyhow!("--consistency: {e}"))?;
+    let consistency = config.args.consistency;
     let protocol = config
         .target
         .as_ref()

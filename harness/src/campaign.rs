@@ -14,6 +14,7 @@ mod summary;
 pub(crate) use junit::escape;
 pub use summary::{Detection, RunRecord, Summary};
 
+use crate::plan::TestArgs;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Deserialize;
@@ -135,45 +136,22 @@ pub fn parse_shard(text: &str) -> Result<(usize, usize)> {
 }
 
 /// Settings a test may give; anything absent comes from `[defaults]`, then `ordeal test`'s own.
+/// Besides the campaign's own fields below, every field is an `ordeal test` option named as
+/// in `config.json` (`workload`, `nemesis`, `time_limit_s`, `nemesis_hold_ms`, `store_bin`, ...):
+/// the option list is [`TestArgs`]'s, so a new option is a campaign field at once, and an
+/// unknown field or a bad value is refused at load, naming the test and the field.
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TestSpec {
     pub name: Option<String>,
-    pub workload: Option<String>,
-    pub nemesis: Option<String>,
-    pub nodes: Option<usize>,
-    pub time_limit_s: Option<u64>,
-    pub rate: Option<f64>,
-    pub concurrency: Option<usize>,
-    pub seed: Option<u64>,
-    pub bug: Option<String>,
-    pub net: Option<String>,
-    pub nemesis_interval_ms: Option<String>,
-    pub nemesis_hold_ms: Option<String>,
-    pub nemesis_targets: Option<String>,
-    pub partition_shapes: Option<String>,
-    /// The network fault's behaviours: `any` or a comma list of delay, loss, duplicate.
-    pub network_behaviours: Option<String>,
-    /// An earlier run's `faults.json` (or run directory) to inject instead of drawn faults.
-    pub replay_faults: Option<String>,
-    pub op_timeout_ms: Option<u64>,
-    pub recovery_s: Option<u64>,
-    pub ops_per_key: Option<u64>,
-    pub results: Option<String>,
-    pub store_bin: Option<String>,
-    /// paxos-kv (default), etcd, or a target file.
-    pub target: Option<String>,
-    pub target_bin: Option<String>,
-    /// linearizable (default) or local.
-    pub read_consistency: Option<String>,
     /// valid | invalid | unknown
     pub expect: Option<String>,
     /// Seeds to run the test with: `"1-10"`, `"1,4,9"` or `[1, 4, 9]` (else `seed`).
     pub seeds: Option<SeedsSpec>,
-    /// Txn workloads: the isolation model to check against.
-    pub consistency: Option<String>,
     /// An anomaly type (e.g. `G1b`) the run's results must name; checked with `expect`.
     pub expect_anomaly: Option<String>,
+    /// `ordeal test` options, by field name.
+    #[serde(flatten)]
+    pub options: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,68 +170,32 @@ macro_rules! pick {
 }
 
 impl TestSpec {
-    /// The `ordeal test` arguments for this test, defaults filled in.
-    pub fn to_args(&self, d: &TestSpec) -> Vec<String> {
-        let mut a = vec!["test".to_string(), "--no-progress".to_string()];
-        let mut push = |flag: &str, v: Option<String>| {
-            if let Some(v) = v {
-                a.push(flag.to_string());
-                a.push(v);
-            }
-        };
-        push("--name", pick!(self, d, name));
-        push("--workload", pick!(self, d, workload));
-        push("--consistency", pick!(self, d, consistency));
-        push("--nemesis", pick!(self, d, nemesis));
-        push("--nodes", pick!(self, d, nodes).map(|v| v.to_string()));
-        push(
-            "--time-limit",
-            pick!(self, d, time_limit_s).map(|v| v.to_string()),
-        );
-        push("--rate", pick!(self, d, rate).map(|v| v.to_string()));
-        push(
-            "--concurrency",
-            pick!(self, d, concurrency).map(|v| v.to_string()),
-        );
-        push("--seed", pick!(self, d, seed).map(|v| v.to_string()));
-        push("--bug", pick!(self, d, bug));
-        push("--net", pick!(self, d, net));
-        push("--nemesis-interval-ms", pick!(self, d, nemesis_interval_ms));
-        push("--nemesis-hold-ms", pick!(self, d, nemesis_hold_ms));
-        push("--nemesis-targets", pick!(self, d, nemesis_targets));
-        push("--partition-shapes", pick!(self, d, partition_shapes));
-        push("--network-behaviours", pick!(self, d, network_behaviours));
-        push("--replay-faults", pick!(self, d, replay_faults));
-        push(
-            "--op-timeout-ms",
-            pick!(self, d, op_timeout_ms).map(|v| v.to_string()),
-        );
-        push(
-            "--recovery-s",
-            pick!(self, d, recovery_s).map(|v| v.to_string()),
-        );
-        push(
-            "--ops-per-key",
-            pick!(self, d, ops_per_key).map(|v| v.to_string()),
-        );
-        push("--results", pick!(self, d, results));
-        push("--store-bin", pick!(self, d, store_bin));
-        push("--target", pick!(self, d, target));
-        push("--target-bin", pick!(self, d, target_bin));
-        push("--read-consistency", pick!(self, d, read_consistency));
-        a
+    /// This test's `ordeal test` options: its own fields over `[defaults]` over `ordeal test`'s.
+    pub fn test_args(&self, d: &TestSpec) -> Result<TestArgs> {
+        let mut fields = d.options.clone();
+        fields.extend(self.options.clone());
+        TestArgs::from_fields(&fields)
     }
 
+    /// The `ordeal test` arguments for this test, defaults filled in.
+    pub fn to_args(&self, d: &TestSpec) -> Result<Vec<String>> {
+        let mut a = vec!["test".to_string()];
+        let mut args = self.test_args(d)?;
+        args.no_progress = true;
+        a.extend(args.to_cli());
+        Ok(a)
+    }
+
+    /// The test's `name`, else `workload-nemesis[-bug]`.
     pub fn display_name(&self, d: &TestSpec) -> String {
-        pick!(self, d, name).unwrap_or_else(|| {
-            format!(
+        pick!(self, d, name).unwrap_or_else(|| match self.test_args(d) {
+            Ok(a) => format!(
                 "{}-{}{}",
-                pick!(self, d, workload).unwrap_or("register".into()),
-                pick!(self, d, nemesis).unwrap_or("none".into()),
-                pick!(self, d, bug)
-                    .map(|b| format!("-{b}"))
-                    .unwrap_or_default()
-            )
+                a.workload,
+                a.nemesis,
+                a.bug.map(|b| format!("-{b}")).unwrap_or_default()
+            ),
+            Err(_) => "unnamed".into(),
         })
     }
 }
@@ -267,6 +209,14 @@ pub fn load(path: &Path) -> Result<CampaignFile> {
         bail!("{}: no [[test]] entries", path.display());
     }
     for (i, t) in c.tests.iter().enumerate() {
+        t.test_args(&c.defaults).with_context(|| {
+            format!(
+                "{}: test {} ({})",
+                path.display(),
+                i + 1,
+                pick!(t, c.defaults, name).unwrap_or_else(|| "unnamed".into())
+            )
+        })?;
         match pick!(t, c.defaults, expect).as_deref() {
             Some("valid" | "invalid" | "unknown") => {}
             other => bail!(
@@ -347,6 +297,9 @@ pub fn plan(
         if only.is_some_and(|o| !name.contains(o)) {
             continue;
         }
+        let args = t
+            .test_args(&c.defaults)
+            .with_context(|| format!("{}: test {name}", file.display()))?;
         let own = match pick!(t, c.defaults, seeds) {
             Some(spec) => spec
                 .seeds()
@@ -354,16 +307,16 @@ pub fn plan(
                 .into_iter()
                 .map(Some)
                 .collect(),
-            None => vec![pick!(t, c.defaults, seed)],
+            None => vec![args.seed],
         };
         let seeds: Vec<Option<u64>> = match seeds {
             Some(s) => s.iter().copied().map(Some).collect(),
             None => own,
         };
         for seed in seeds {
-            let mut args = t.to_args(&c.defaults);
+            let mut cli = t.to_args(&c.defaults)?;
             if let Some(s) = seed {
-                set_flag(&mut args, "--seed", s.to_string());
+                set_flag(&mut cli, "--seed", s.to_string());
             }
             let id = match seed {
                 Some(s) => format!("{name}#{s}"),
@@ -379,19 +332,17 @@ pub fn plan(
                 id,
                 test: name.clone(),
                 seed,
-                args,
+                args: cli,
                 expect: pick!(t, c.defaults, expect).unwrap_or_default(),
                 expect_anomaly: pick!(t, c.defaults, expect_anomaly),
-                workload: pick!(t, c.defaults, workload).unwrap_or_else(|| "register".into()),
-                nemesis: pick!(t, c.defaults, nemesis).unwrap_or_else(|| "none".into()),
-                bug: pick!(t, c.defaults, bug),
-                target: pick!(t, c.defaults, store_bin)
-                    .and_then(|b| {
-                        Path::new(&b)
-                            .file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                    })
-                    .unwrap_or_else(|| "paxos-kv".into()),
+                workload: args.workload.to_string(),
+                nemesis: args.nemesis.to_string(),
+                bug: args.bug.clone(),
+                target: args
+                    .target_bin
+                    .as_ref()
+                    .and_then(|b| b.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .unwrap_or_else(|| args.target.clone()),
             });
         }
     }
@@ -792,7 +743,7 @@ mod tests {
         )
         .unwrap();
         let c = load(&good).unwrap();
-        let a = c.tests[0].to_args(&c.defaults);
+        let a = c.tests[0].to_args(&c.defaults).unwrap();
         assert!(
             a.windows(2).any(|w| w[0] == "--time-limit" && w[1] == "7"),
             "{a:?}"
@@ -809,7 +760,7 @@ mod tests {
         )
         .unwrap();
         let c = load(&replay).unwrap();
-        let a = c.tests[0].to_args(&c.defaults);
+        let a = c.tests[0].to_args(&c.defaults).unwrap();
         assert!(
             a.windows(2)
                 .any(|w| w[0] == "--replay-faults" && w[1] == "results/r/faults.json"),
@@ -821,7 +772,71 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("expect must be"));
+        // A misspelt option or a bad value is refused at load, naming the test and the field.
+        for (body, wanted) in [
+            (
+                "[[test]]\nname = \"t\"\nexpect = \"valid\"\ntime_limit = 5\n",
+                "`time_limit`",
+            ),
+            (
+                "[[test]]\nname = \"t\"\nexpect = \"valid\"\nworkload = \"queue\"\n",
+                "`workload`",
+            ),
+            (
+                "[defaults]\nnemesis = \"flood\"\n[[test]]\nname = \"t\"\nexpect = \"valid\"\n",
+                "`nemesis`",
+            ),
+        ] {
+            std::fs::write(&bad, body).unwrap();
+            let e = format!("{:#}", load(&bad).unwrap_err());
+            assert!(e.contains("test 1 (t)") && e.contains(wanted), "{e}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Every campaign file in the repository parses, every test to valid `ordeal test` options
+    /// that survive the trip through the command line unchanged.
+    #[test]
+    fn every_campaign_file_parses() {
+        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../campaigns"));
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        assert!(files.len() >= 5, "{files:?}");
+        for file in files {
+            let c = load(&file).unwrap_or_else(|e| panic!("{e:#}"));
+            let runs = plan(&c, &file, None, None).unwrap();
+            assert!(!runs.is_empty(), "{}", file.display());
+            for t in &c.tests {
+                let args = t.test_args(&c.defaults).unwrap();
+                let cli = t.to_args(&c.defaults).unwrap();
+                #[derive(clap::Parser)]
+                struct Cli {
+                    #[command(subcommand)]
+                    command: Sub,
+                }
+                #[derive(clap::Subcommand)]
+                enum Sub {
+                    Test(TestArgs),
+                }
+                let parsed = <Cli as clap::Parser>::try_parse_from(
+                    std::iter::once("ordeal".to_string()).chain(cli),
+                )
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                let Sub::Test(parsed) = parsed.command;
+                let mut want = args.clone();
+                want.no_progress = true;
+                assert_eq!(
+                    serde_json::to_value(&parsed).unwrap(),
+                    serde_json::to_value(&want).unwrap(),
+                    "{}",
+                    file.display()
+                );
+            }
+        }
     }
 
     fn planned(expect: &str, anomaly: Option<&str>) -> PlannedRun {

@@ -81,6 +81,18 @@ pub struct Layout {
     pub forward_target: Option<Vec<Vec<SocketAddr>>>,
 }
 
+impl Layout {
+    /// The one address every other node dials to reach node `i`, for targets whose nodes all
+    /// share one address per peer (etcd's advertised peer URL): the node's own peer address, or
+    /// the shared proxy listener in front of it.
+    pub fn shared_peer_address(&self, i: usize) -> SocketAddr {
+        (0..self.nodes.len())
+            .find(|&k| k != i)
+            .map(|k| self.peer_target[k][i])
+            .unwrap_or(self.nodes[i].peer)
+    }
+}
+
 /// The IP of node `id` (1-based): 127.0.0.(10+id), so that the harness itself (127.0.0.1) is
 /// never one of the addresses that partition rules name.
 pub fn node_ip(id: usize, distinct_ips: bool) -> Ipv4Addr {

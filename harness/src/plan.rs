@@ -1,14 +1,164 @@
-//! What one run is: `ordeal test`'s options (`TestArgs`), checked once, and what `config.json`
-//! records of them (`RunConfig`). `reproduce` and the default test name derive from the options.
+//! What one run is: `ordeal test`'s options (`TestArgs`), each parsed by clap into its type
+//! (workload, nemesis, network backend, consistency models, ranges, comma lists), the plan the
+//! run uses (`RunPlan`), and what `config.json` records of them (`RunConfig`).
+//!
+//! The option list exists once, in `TestArgs`: its command line ([`TestArgs::to_cli`], from
+//! which `reproduce` comes), a campaign test's fields ([`TestArgs::from_fields`]) and the
+//! default test name all derive from it.
 
-use crate::nemesis;
+use crate::nemesis::{self, BehaviourKind, FaultKind, Shape};
 use crate::net::NetChoice;
 use crate::target::{ReadConsistency, TargetInfo};
 use anyhow::{bail, Context, Result};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
+use ordeal_checker::txn::Consistency;
 use ordeal_workloads::WorkloadKind;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// A clap parser accepting exactly `names` (so that a bad value's error lists them), each
+/// parsed by the type's own `FromStr`.
+fn one_of<T>(names: impl IntoIterator<Item = &'static str>) -> impl TypedValueParser<Value = T>
+where
+    T: FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Display,
+{
+    PossibleValuesParser::new(names).try_map(|s| s.parse::<T>().map_err(|e| e.to_string()))
+}
+
+fn workload_names() -> [&'static str; 5] {
+    WorkloadKind::ALL.map(WorkloadKind::as_str)
+}
+
+fn consistency_names() -> [&'static str; 5] {
+    Consistency::ALL.map(Consistency::as_str)
+}
+
+fn read_consistency_names() -> [&'static str; 2] {
+    [ReadConsistency::Linearizable, ReadConsistency::Local].map(ReadConsistency::as_str)
+}
+
+/// An item of a comma-list option, with the one function that parses the whole list.
+pub trait ListItem: Sized + Clone + Send + Sync + std::fmt::Debug + 'static {
+    fn parse_list(text: &str) -> Result<Vec<Self>>;
+}
+
+impl ListItem for FaultKind {
+    fn parse_list(text: &str) -> Result<Vec<Self>> {
+        nemesis::parse_nemesis(text)
+    }
+}
+
+impl ListItem for nemesis::Target {
+    fn parse_list(text: &str) -> Result<Vec<Self>> {
+        nemesis::parse_targets(text)
+    }
+}
+
+impl ListItem for Shape {
+    fn parse_list(text: &str) -> Result<Vec<Self>> {
+        nemesis::parse_shapes(text)
+    }
+}
+
+impl ListItem for BehaviourKind {
+    fn parse_list(text: &str) -> Result<Vec<Self>> {
+        nemesis::parse_behaviours(text)
+    }
+}
+
+/// A comma-list option (`--nemesis partition,kill`, `--partition-shapes any`): the text as
+/// given, which is what the command line, `config.json` and campaign files hold, and what it
+/// parses to, parsed once.
+#[derive(Clone, Debug)]
+pub struct ListOption<T> {
+    text: String,
+    pub items: Vec<T>,
+}
+
+impl<T> PartialEq for ListOption<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl<T: ListItem> FromStr for ListOption<T> {
+    type Err = anyhow::Error;
+    fn from_str(text: &str) -> Result<Self> {
+        Ok(ListOption {
+            items: T::parse_list(text)?,
+            text: text.to_string(),
+        })
+    }
+}
+
+impl<T> std::fmt::Display for ListOption<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// The option's text, so that it reads where a string did (`esc(&args.nemesis)`).
+impl<T> std::ops::Deref for ListOption<T> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl<T> Serialize for ListOption<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de, T: ListItem> Deserialize<'de> for ListOption<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|e| serde::de::Error::custom(format!("{e:#}")))
+    }
+}
+
+/// `--nemesis`: `none`, `all` or a comma list of fault kinds.
+pub type NemesisOption = ListOption<FaultKind>;
+
+/// `MIN-MAX` milliseconds (`--nemesis-interval-ms 5000-10000`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsRange {
+    pub min_ms: u64,
+    pub max_ms: u64,
+}
+
+impl FromStr for MsRange {
+    type Err = anyhow::Error;
+    fn from_str(text: &str) -> Result<Self> {
+        let (min_ms, max_ms) = parse_range(text, "range")?;
+        Ok(MsRange { min_ms, max_ms })
+    }
+}
+
+impl std::fmt::Display for MsRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.min_ms, self.max_ms)
+    }
+}
+
+impl Serialize for MsRange {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for MsRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|e| serde::de::Error::custom(format!("{e:#}")))
+    }
+}
 
 #[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct TestArgs {
@@ -17,12 +167,11 @@ pub struct TestArgs {
     #[arg(long, default_value = "paxos-kv")]
     #[serde(default = "default_target")]
     pub target: String,
-    /// register | kv | list-append | rw-register | bank
-    #[arg(long, default_value = "register")]
-    pub workload: String,
+    #[arg(long, default_value = "register", value_parser = one_of::<WorkloadKind>(workload_names()))]
+    pub workload: WorkloadKind,
     /// none | all | a comma list of pause, kill, partition, network
     #[arg(long, default_value = "none")]
-    pub nemesis: String,
+    pub nemesis: NemesisOption,
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
     /// Length of the main phase, in seconds.
@@ -40,9 +189,10 @@ pub struct TestArgs {
     /// A planted store bug to switch on (`paxos-kv --bug NAME`).
     #[arg(long)]
     pub bug: Option<String>,
-    /// auto | netns | proxy
-    #[arg(long, default_value = "auto")]
-    pub net: String,
+    /// The network backend for partitions and network faults: netns (root), proxy, or auto
+    /// (netns when possible, else proxy).
+    #[arg(long, value_enum, default_value_t = NetChoice::Auto)]
+    pub net: NetChoice,
     /// Where run directories go.
     #[arg(long, default_value = "results")]
     pub results: PathBuf,
@@ -53,30 +203,30 @@ pub struct TestArgs {
     pub target_bin: Option<PathBuf>,
     /// How clients read: linearizable, or local (the node answers from its own state; etcd's
     /// serializable reads), which may be stale under a partition.
-    #[arg(long, default_value = "linearizable")]
-    #[serde(default = "default_read_consistency")]
-    pub read_consistency: String,
+    #[arg(long, default_value = "linearizable", value_parser = one_of::<ReadConsistency>(read_consistency_names()))]
+    #[serde(default)]
+    pub read_consistency: ReadConsistency,
     /// Per-operation client timeout.
     #[arg(long, default_value_t = 1000)]
     pub op_timeout_ms: u64,
     /// Quiet time between faults, `MIN-MAX` milliseconds.
     #[arg(long, default_value = "5000-10000")]
-    pub nemesis_interval_ms: String,
+    pub nemesis_interval_ms: MsRange,
     /// How long each fault is held, `MIN-MAX` milliseconds.
     #[arg(long, default_value = "3000-8000")]
-    pub nemesis_hold_ms: String,
+    pub nemesis_hold_ms: MsRange,
     /// Which nodes pause, kill and network faults hit: `any` or a comma list of one,
     /// minority, majority, all, leader.
     #[arg(long, default_value = "any")]
-    pub nemesis_targets: String,
+    pub nemesis_targets: ListOption<nemesis::Target>,
     /// Which partitions to use: `any` or a comma list of isolate-one, isolate-leader, halves,
     /// majorities-ring, bridge.
     #[arg(long, default_value = "any")]
-    pub partition_shapes: String,
+    pub partition_shapes: ListOption<Shape>,
     /// What the network fault does: `any` or a comma list of delay, loss, duplicate.
     #[arg(long, default_value = "any")]
     #[serde(default = "default_any")]
-    pub network_behaviours: String,
+    pub network_behaviours: ListOption<BehaviourKind>,
     /// Inject exactly the faults an earlier run injected (its `faults.json`, or its run
     /// directory) instead of drawing them: the same nodes, links, behaviours and timings.
     /// `--nemesis` must include every kind of fault in it.
@@ -89,11 +239,10 @@ pub struct TestArgs {
     /// Operations per key before moving to a fresh key (default per workload).
     #[arg(long)]
     pub ops_per_key: Option<u64>,
-    /// The isolation model txn workloads are checked against: read-committed, repeatable-read,
-    /// snapshot-isolation, serializable or strict-serializable.
-    #[arg(long, default_value = "strict-serializable")]
+    /// The isolation model txn workloads are checked against.
+    #[arg(long, default_value = "strict-serializable", value_parser = one_of::<Consistency>(consistency_names()))]
     #[serde(default = "default_consistency")]
-    pub consistency: String,
+    pub consistency: Consistency,
     /// Time budget of the workload checker.
     #[arg(long, default_value_t = 60)]
     pub check_time_limit_s: u64,
@@ -147,16 +296,15 @@ fn default_target() -> String {
     "paxos-kv".into()
 }
 
-fn default_read_consistency() -> String {
-    "linearizable".into()
+fn default_any() -> ListOption<BehaviourKind> {
+    ListOption {
+        text: "any".into(),
+        items: nemesis::ALL_BEHAVIOURS.to_vec(),
+    }
 }
 
-fn default_any() -> String {
-    "any".into()
-}
-
-fn default_consistency() -> String {
-    "strict-serializable".into()
+fn default_consistency() -> Consistency {
+    Consistency::StrictSerializable
 }
 
 pub fn parse_range(s: &str, what: &str) -> Result<(u64, u64)> {
@@ -177,20 +325,102 @@ pub fn parse_range(s: &str, what: &str) -> Result<(u64, u64)> {
     Ok((a, b))
 }
 
+/// Options that are not part of what a run does: left out of `reproduce`.
+const NOT_REPRODUCED: &[&str] = &["results", "name", "no_progress"];
+
 impl TestArgs {
+    /// `ordeal test`'s own defaults, as clap gives them.
+    pub fn defaults() -> TestArgs {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: TestArgs,
+        }
+        <Wrapper as clap::Parser>::try_parse_from(["ordeal-test"])
+            .map(|w| w.args)
+            .expect("every option of ordeal test has a default or is optional")
+    }
+
+    /// Every option as clap knows it: (field name, long flag, takes a value).
+    fn options() -> Vec<(String, String, bool)> {
+        let cmd = <TestArgs as clap::Args>::augment_args(clap::Command::new("ordeal-test"));
+        cmd.get_arguments()
+            .filter_map(|a| {
+                let long = a.get_long()?;
+                Some((
+                    a.get_id().to_string(),
+                    long.to_string(),
+                    a.get_action().takes_values(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Each option set, in the order clap lists them: (flag, value), with no value for a switch.
+    fn cli_pairs(&self) -> Vec<(String, Option<String>)> {
+        let fields = serde_json::to_value(self).unwrap_or_default();
+        let mut out = Vec::new();
+        for (id, long, takes_value) in Self::options() {
+            let value = match fields.get(&id) {
+                None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false)) => {
+                    continue
+                }
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+            };
+            out.push((format!("--{long}"), takes_value.then_some(value)));
+        }
+        out
+    }
+
+    /// The command-line arguments that give these options (after `ordeal test`), each option
+    /// once, from the one option list. Unset optional options and false switches are left out.
+    pub fn to_cli(&self) -> Vec<String> {
+        self.cli_pairs()
+            .into_iter()
+            .flat_map(|(flag, value)| std::iter::once(flag).chain(value))
+            .collect()
+    }
+
+    /// Options from named fields (a campaign test's, field names as in `config.json`), every
+    /// other option at its default. An unknown field or a bad value is an error naming it.
+    pub fn from_fields(fields: &serde_json::Map<String, serde_json::Value>) -> Result<TestArgs> {
+        let known: Vec<String> = Self::options().into_iter().map(|(id, _, _)| id).collect();
+        let mut merged = match serde_json::to_value(Self::defaults()) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => bail!("the default options do not serialise to an object"),
+        };
+        for (k, v) in fields {
+            let key = if k == "store_bin" {
+                "target_bin"
+            } else {
+                k.as_str()
+            };
+            if !known.iter().any(|id| id == key) {
+                bail!("unknown field `{k}`; known: {}", known.join(", "));
+            }
+            let v = match v {
+                // Numbers and paths may be given as text in a campaign file.
+                serde_json::Value::Number(_) if merged.get(key).is_some_and(|d| d.is_string()) => {
+                    serde_json::Value::String(v.to_string())
+                }
+                _ => v.clone(),
+            };
+            let one: serde_json::Map<String, serde_json::Value> =
+                [(key.to_string(), v.clone())].into_iter().collect();
+            let mut probe = merged.clone();
+            probe.extend(one);
+            serde_json::from_value::<TestArgs>(serde_json::Value::Object(probe.clone()))
+                .map_err(|e| anyhow::anyhow!("field `{k}` = {v}: {e}"))?;
+            merged = probe;
+        }
+        let args: TestArgs = serde_json::from_value(serde_json::Value::Object(merged))
+            .context("campaign test options")?;
+        Ok(args)
+    }
+
     /// Checks every option and parses each once into the typed plan the run uses.
     pub fn plan(&self) -> Result<RunPlan> {
-        let workload = WorkloadKind::parse(&self.workload)?;
-        let consistency = self
-            .consistency
-            .parse::<ordeal_checker::txn::Consistency>()
-            .map_err(|e| anyhow::anyhow!("--consistency: {e}"))?;
-        let faults = nemesis::parse_nemesis(&self.nemesis)?;
-        let read_consistency = self
-            .read_consistency
-            .parse::<ReadConsistency>()
-            .map_err(|e| anyhow::anyhow!("--read-consistency: {e}"))?;
-        let net = NetChoice::parse(&self.net)?;
         if !(1..=9).contains(&self.nodes) {
             bail!("--nodes {}: expected 1 to 9", self.nodes);
         }
@@ -200,20 +430,24 @@ impl TestArgs {
         if self.rate < 0.0 || !self.rate.is_finite() {
             bail!("--rate {}: expected a non-negative number", self.rate);
         }
+        let faults = self.nemesis.items.clone();
         let replay = match &self.replay_faults {
             Some(path) => Some(nemesis::load_schedule(path, self.nodes, &faults)?),
             None => None,
         };
         Ok(RunPlan {
-            workload,
-            consistency,
-            read_consistency,
-            net,
-            targets: nemesis::parse_targets(&self.nemesis_targets)?,
-            shapes: nemesis::parse_shapes(&self.partition_shapes)?,
-            behaviours: nemesis::parse_behaviours(&self.network_behaviours)?,
-            interval_ms: parse_range(&self.nemesis_interval_ms, "--nemesis-interval-ms")?,
-            hold_ms: parse_range(&self.nemesis_hold_ms, "--nemesis-hold-ms")?,
+            workload: self.workload,
+            consistency: self.consistency,
+            read_consistency: self.read_consistency,
+            net: self.net,
+            targets: self.nemesis_targets.items.clone(),
+            shapes: self.partition_shapes.items.clone(),
+            behaviours: self.network_behaviours.items.clone(),
+            interval_ms: (
+                self.nemesis_interval_ms.min_ms,
+                self.nemesis_interval_ms.max_ms,
+            ),
+            hold_ms: (self.nemesis_hold_ms.min_ms, self.nemesis_hold_ms.max_ms),
             faults,
             replay,
         })
@@ -237,10 +471,10 @@ impl TestArgs {
             n.push_str(&format!(
                 "{}-{}-{}n",
                 self.workload,
-                self.nemesis.replace(',', "+"),
+                self.nemesis.to_string().replace(',', "+"),
                 self.nodes
             ));
-            if self.read_consistency != "linearizable" {
+            if self.read_consistency != ReadConsistency::Linearizable {
                 n.push_str(&format!("-{}-reads", self.read_consistency));
             }
             if let Some(b) = &self.bug {
@@ -251,46 +485,184 @@ impl TestArgs {
         })
     }
 
-    /// The command that repeats this run.
+    /// The command that repeats this run: every option it ran with (not where its results
+    /// went or its name), the seed it drew and the backend it got (`netns` or `proxy`).
     pub fn reproduce(&self, seed: u64, net: &str) -> String {
-        let mut c = format!(
-            "ordeal test --workload {} --nemesis {} --nodes {} --time-limit {} --rate {} --concurrency {} --seed {} --net {} --op-timeout-ms {} --nemesis-interval-ms {} --nemesis-hold-ms {} --recovery-s {}",
-            self.workload, self.nemesis, self.nodes, self.time_limit_s, self.rate, self.concurrency, seed, net,
-            self.op_timeout_ms, self.nemesis_interval_ms, self.nemesis_hold_ms, self.recovery_s
+        let mut run = self.clone();
+        run.seed = Some(seed);
+        run.net = NetChoice::parse(net).unwrap_or(self.net);
+        let mut words = vec!["ordeal".to_string(), "test".to_string()];
+        let not_reproduced: Vec<String> = Self::options()
+            .into_iter()
+            .filter(|(id, _, _)| NOT_REPRODUCED.contains(&id.as_str()))
+            .map(|(_, long, _)| format!("--{long}"))
+            .collect();
+        for (flag, value) in run.cli_pairs() {
+            if not_reproduced.contains(&flag) {
+                continue;
+            }
+            words.push(flag);
+            words.extend(value.as_deref().map(shell_word));
+        }
+        words.join(" ")
+    }
+}
+
+/// `word` quoted for a POSIX shell when it needs it.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./,:=+@%".contains(c))
+    {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: TestArgs,
+    }
+
+    fn parse(words: &[&str]) -> std::result::Result<TestArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ordeal-test").chain(words.iter().copied()))
+            .map(|c| c.args)
+    }
+
+    #[test]
+    fn the_command_line_round_trips_through_to_cli() {
+        let args = parse(&[
+            "--target",
+            "etcd",
+            "--workload",
+            "list-append",
+            "--nemesis",
+            "partition,kill",
+            "--net",
+            "proxy",
+            "--read-consistency",
+            "local",
+            "--consistency",
+            "serializable",
+            "--nemesis-interval-ms",
+            "100-200",
+            "--partition-shapes",
+            "halves,bridge",
+            "--seed",
+            "7",
+            "--rate",
+            "0",
+            "--no-history-file",
+            "--name",
+            "x y",
+        ])
+        .unwrap();
+        let again = parse(&args.to_cli().iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        assert_eq!(
+            serde_json::to_value(&args).unwrap(),
+            serde_json::to_value(&again).unwrap()
         );
-        if self.target != "paxos-kv" {
-            c.push_str(&format!(" --target {}", self.target));
+        assert_eq!(again.workload, WorkloadKind::ListAppend);
+        assert_eq!(again.nemesis.items, [FaultKind::Partition, FaultKind::Kill]);
+        assert_eq!(again.partition_shapes.items, [Shape::Halves, Shape::Bridge]);
+        assert_eq!(
+            again.nemesis_interval_ms,
+            MsRange {
+                min_ms: 100,
+                max_ms: 200
+            }
+        );
+        // reproduce: the drawn seed and the backend used, not where results went.
+        let r = args.reproduce(9, "netns");
+        assert!(r.starts_with("ordeal test "), "{r}");
+        for w in [
+            "--seed 9",
+            "--net netns",
+            "--target etcd",
+            "--nemesis partition,kill",
+            "--no-history-file",
+        ] {
+            assert!(r.contains(w), "{w:?} not in {r}");
         }
-        if let Some(bin) = &self.target_bin {
-            c.push_str(&format!(" --target-bin {}", bin.display()));
+        assert!(!r.contains("--results") && !r.contains("--name"), "{r}");
+    }
+
+    #[test]
+    fn bad_values_are_clap_errors_naming_the_valid_ones() {
+        for (words, wanted) in [
+            (
+                &["--workload", "queue"][..],
+                &["queue", "register", "list-append", "bank"][..],
+            ),
+            (&["--net", "vpn"], &["vpn", "auto", "netns", "proxy"]),
+            (
+                &["--read-consistency", "stale"],
+                &["stale", "linearizable", "local"],
+            ),
+            (
+                &["--consistency", "acid"],
+                &["acid", "serializable", "snapshot-isolation"],
+            ),
+            (&["--nemesis", "flood"], &["flood", "partition"]),
+            (
+                &["--nemesis-hold-ms", "9-1"],
+                &["9-1", "minimum is above maximum"],
+            ),
+            (
+                &["--partition-shapes", "circle"],
+                &["circle", "majorities-ring"],
+            ),
+        ] {
+            let e = parse(words).expect_err("refused").to_string();
+            for w in wanted {
+                assert!(e.contains(w), "{words:?}: no {w:?} in {e}");
+            }
         }
-        if self.read_consistency != "linearizable" {
-            c.push_str(&format!(" --read-consistency {}", self.read_consistency));
-        }
-        if let Some(b) = &self.bug {
-            c.push_str(&format!(" --bug {b}"));
-        }
-        if self.nemesis_targets != "any" {
-            c.push_str(&format!(" --nemesis-targets {}", self.nemesis_targets));
-        }
-        if self.partition_shapes != "any" {
-            c.push_str(&format!(" --partition-shapes {}", self.partition_shapes));
-        }
-        if self.network_behaviours != "any" {
-            c.push_str(&format!(
-                " --network-behaviours {}",
-                self.network_behaviours
-            ));
-        }
-        if let Some(k) = self.ops_per_key {
-            c.push_str(&format!(" --ops-per-key {k}"));
-        }
-        if let Some(path) = &self.replay_faults {
-            c.push_str(&format!(" --replay-faults {}", path.display()));
-        }
-        if self.consistency != "strict-serializable" {
-            c.push_str(&format!(" --consistency {}", self.consistency));
-        }
-        c
+    }
+
+    #[test]
+    fn fields_give_the_same_options_as_flags() {
+        let fields = serde_json::json!({
+            "workload": "bank", "nemesis": "all", "time_limit_s": 5, "store_bin": "/x/paxos-kv",
+            "nemesis_hold_ms": "10-20", "read_consistency": "local"
+        });
+        let from_fields = TestArgs::from_fields(fields.as_object().unwrap()).unwrap();
+        let from_flags = parse(&[
+            "--workload",
+            "bank",
+            "--nemesis",
+            "all",
+            "--time-limit",
+            "5",
+            "--target-bin",
+            "/x/paxos-kv",
+            "--nemesis-hold-ms",
+            "10-20",
+            "--read-consistency",
+            "local",
+        ])
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&from_fields).unwrap(),
+            serde_json::to_value(&from_flags).unwrap()
+        );
+        let bad = serde_json::json!({"workload": "queue"});
+        let e = TestArgs::from_fields(bad.as_object().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`workload`") && e.contains("queue"), "{e}");
+        let unknown = serde_json::json!({"wrokload": "bank"});
+        let e = TestArgs::from_fields(unknown.as_object().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`wrokload`") && e.contains("workload"), "{e}");
     }
 }

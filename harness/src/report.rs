@@ -66,7 +66,7 @@ fn target_cell(config: &RunConfig) -> String {
                 ))
                 .unwrap_or_default(),
             t.protocol,
-            esc(&config.args.read_consistency),
+            esc(config.args.read_consistency.as_str()),
         ),
         None => format!(
             "<code>{}</code>{bug}",
@@ -169,7 +169,7 @@ td.num,th.num{{text-align:right;font-variant-numeric:tabular-nums}}
             .unwrap_or_default(),
         verdict_upper = verdict.as_str().to_uppercase(),
         name = esc(&a.test_name()),
-        workload = esc(&a.workload),
+        workload = esc(a.workload.as_str()),
         nemesis = esc(&a.nemesis),
         nodes = a.nodes,
         seed = config.seed,
@@ -192,7 +192,7 @@ td.num,th.num{{text-align:right;font-variant-numeric:tabular-nums}}
 <tr><th>target</th><td>{}</td></tr><tr><th>started</th><td>{}</td></tr>\
 <tr><th>throughput (main phase)</th><td>{:.0} ops/s attempted, {:.0} ops/s completed (ok){}</td></tr>\
 <tr><th>reproduce</th><td><code>{}</code><br><small>Same seed, same operations and fault schedule, except that a fault aimed at the leader hits whoever leads then; the OS still schedules threads as it likes, so interleavings differ.{}</small></td></tr></table>",
-        esc(&a.workload),
+        esc(a.workload.as_str()),
         esc(&a.nemesis),
         a.nodes,
         a.time_limit_s,

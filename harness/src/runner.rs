@@ -105,9 +105,14 @@ pub fn job_port_blocks(slot: Option<&str>) -> (u16, u16) {
     }
 }
 
-/// Picks addresses for every node (and, with `use_proxy`, every proxied link) that are free
-/// right now.
-fn plan_layout(n: usize, use_proxy: bool, kernel: bool) -> Result<(Layout, Vec<ProxyLink>)> {
+/// Picks addresses for every node (and, with `proxy`, every proxied link) that are free
+/// right now. With a shared [`net::Dialer`] every node dials one proxy per peer, so each node
+/// gets one listener in front of it and no forwarding links.
+fn plan_layout(
+    n: usize,
+    proxy: Option<&net::Dialer>,
+    kernel: bool,
+) -> Result<(Layout, Vec<ProxyLink>)> {
     assert!((1..=9).contains(&n), "validated: 1 to 9 nodes");
     let distinct = cluster::can_bind_distinct_loopback();
     let pid = std::process::id() as u16;
@@ -131,20 +136,24 @@ fn plan_layout(n: usize, use_proxy: bool, kernel: bool) -> Result<(Layout, Vec<P
                 }
             })
             .collect();
+        let shared = proxy.is_some_and(|d| *d != net::Dialer::Link);
         let proxy_addr = |offset: u16, i: usize, j: usize| {
+            let i = if shared { 0 } else { i };
             SocketAddr::new(
                 std::net::Ipv4Addr::LOCALHOST.into(),
                 base + offset + (9 * i + j) as u16,
             )
         };
         let mut links = Vec::new();
-        if use_proxy {
+        if let Some(dialer) = proxy {
             for i in 0..n {
                 for j in (0..n).filter(|&j| j != i) {
-                    for (kind, offset, target) in [
+                    let kinds = [
                         (LinkKind::Peer, 40, nodes[j].peer),
                         (LinkKind::Forward, 40 + 81, nodes[j].client),
-                    ] {
+                    ];
+                    for (kind, offset, target) in kinds.into_iter().take(if shared { 1 } else { 2 })
+                    {
                         links.push(ProxyLink {
                             from: i,
                             to: j,
@@ -152,6 +161,7 @@ fn plan_layout(n: usize, use_proxy: bool, kernel: bool) -> Result<(Layout, Vec<P
                             listen: proxy_addr(offset, i, j),
                             target,
                             source_ip: nodes[i].peer.ip(),
+                            dialer: dialer.clone(),
                         });
                     }
                 }
@@ -159,6 +169,8 @@ fn plan_layout(n: usize, use_proxy: bool, kernel: bool) -> Result<(Layout, Vec<P
         }
         let mut all: Vec<SocketAddr> = nodes.iter().flat_map(|a| [a.peer, a.client]).collect();
         all.extend(links.iter().map(|l| l.listen));
+        all.sort();
+        all.dedup();
         if cluster::check_ports_free(&all).is_err() {
             continue;
         }
@@ -176,7 +188,7 @@ fn plan_layout(n: usize, use_proxy: bool, kernel: bool) -> Result<(Layout, Vec<P
                     .collect()
             })
             .collect();
-        let forward_target = use_proxy.then(|| {
+        let forward_target = (proxy.is_some() && !shared).then(|| {
             (0..n)
                 .map(|i| {
                     (0..n)
@@ -344,9 +356,9 @@ pub fn run_test(args: TestArgs) -> i32 {
     };
     install_panic_hook();
     let choice = plan.net;
-    if choice == NetChoice::Proxy && !target.per_node_peer_addresses() {
+    if let (NetChoice::Proxy, Err(why)) = (choice, target.peer_proxy()) {
         eprintln!(
-            "ordeal test: --net proxy: target {}'s nodes share one address per peer, so the userspace proxy cannot sit on each link; use --net netns (needs root)",
+            "ordeal test: --net proxy: target {}: {why}; use --net netns (needs root)",
             target.name()
         );
         return 255;
@@ -369,9 +381,9 @@ pub fn run_test(args: TestArgs) -> i32 {
             return 255;
         }
     };
-    if net_name == "proxy" && !target.per_node_peer_addresses() {
+    if let ("proxy", Err(why)) = (net_name, target.peer_proxy()) {
         eprintln!(
-            "ordeal test: target {}'s nodes share one address per peer, so partitions need the network-namespace backend, which is unavailable: {net_note}",
+            "ordeal test: target {}: {why}, and the network-namespace backend is unavailable: {net_note}",
             target.name()
         );
         return 255;
@@ -452,10 +464,12 @@ async fn run_async(
     } else {
         None
     };
-    // A target whose nodes share one address per peer cannot have the proxy on its links: its
-    // delay and duplication are skipped when netem is missing (the network note says so).
-    let use_proxy = (!kernel || netem_unavailable.is_some()) && target.per_node_peer_addresses();
-    let (layout, proxy_links) = plan_layout(args.nodes, use_proxy, kernel)?;
+    // A target the proxy cannot sit in front of keeps its links direct: its delay and
+    // duplication are skipped when netem is missing (the network note says so).
+    let dialer = target.peer_proxy().ok();
+    let use_proxy = (!kernel || netem_unavailable.is_some()) && dialer.is_some();
+    let (layout, proxy_links) =
+        plan_layout(args.nodes, dialer.as_ref().filter(|_| use_proxy), kernel)?;
     let net = Arc::new(Net {
         kernel: kernel.then(|| {
             NetnsNet::new(

@@ -7,8 +7,9 @@
 //! - `targets/paxos-kv.toml` gives the built-in target's verdicts, the planted bug included.
 //! - Bad target files are refused before anything starts, naming the file, the field and why.
 //!
-//! etcd partitions need the network-namespace backend (etcd's peers share one address list, so
-//! the userspace proxy cannot sit on each link): without root those runs say so and are skipped.
+//! etcd partitions run on both backends: the network namespace (root; skipped with a message
+//! without it) and the userspace proxy (`--net proxy`, one proxy in front of each node that tells
+//! the dialling peer by etcd's `X-PeerURLs` header), so the same verdicts are asserted on each.
 //! A run that fails its assertions keeps its results directory for a person to read.
 
 use serde_json::Value;
@@ -84,6 +85,13 @@ impl Run {
             .unwrap_or_else(|| panic!("no check {name} in {}", self.run_dir.display()))
     }
 
+    /// Deletes the results directory the run was written to (a failed run keeps it).
+    fn remove(&self) {
+        if let Some(results) = self.run_dir.parent().and_then(Path::parent) {
+            let _ = std::fs::remove_dir_all(results);
+        }
+    }
+
     fn ok_count(&self) -> u64 {
         self.results["counts"]
             .as_object()
@@ -124,7 +132,37 @@ fn etcd_register_under_partitions_is_valid() {
     if !netns_possible("etcd under partitions") {
         return;
     }
-    let results = temp_dir("etcd-register");
+    etcd_register_under_partitions("netns").remove();
+}
+
+#[test]
+fn etcd_register_under_partitions_through_the_proxy_is_valid() {
+    etcd_installed();
+    let r = etcd_register_under_partitions("proxy");
+    assert_proxy_carried_peer_traffic(&r);
+    r.remove();
+}
+
+/// The run went through the userspace proxy, and its partitions cut etcd's peer links: a
+/// cut heals by closing the streams that lost bytes, so etcd logs a peer going inactive.
+fn assert_proxy_carried_peer_traffic(r: &Run) {
+    let stats = &r.results["run"]["proxy_stats"];
+    assert!(stats.is_object(), "no proxy stats: not the proxy backend");
+    let logs: String = (1..=3)
+        .map(|i| {
+            std::fs::read_to_string(r.run_dir.join(format!("nodes/n{i}.log"))).unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        logs.contains("peer became inactive"),
+        "no etcd node lost a peer: the partitions did not cut ({})",
+        r.run_dir.display()
+    );
+}
+
+/// An etcd register run under partitions on `net` is valid, names the target and its version.
+fn etcd_register_under_partitions(net: &str) -> Run {
+    let results = temp_dir(&format!("etcd-register-{net}"));
     let r = run(
         &results,
         &[
@@ -134,6 +172,8 @@ fn etcd_register_under_partitions_is_valid() {
             "register",
             "--nemesis",
             "partition",
+            "--net",
+            net,
         ],
     );
     assert_eq!(
@@ -169,7 +209,7 @@ fn etcd_register_under_partitions_is_valid() {
         report.contains(version),
         "the report does not name the version"
     );
-    let _ = std::fs::remove_dir_all(&results);
+    r
 }
 
 #[test]
@@ -178,7 +218,23 @@ fn etcd_local_reads_under_leader_isolation_are_invalid_with_the_stale_read() {
     if !netns_possible("etcd local reads") {
         return;
     }
-    let results = temp_dir("etcd-local");
+    etcd_local_reads_under_leader_isolation("netns").remove();
+}
+
+/// The proxy must really cut the isolated leader off its followers: otherwise its local reads
+/// stay fresh and the run is valid.
+#[test]
+fn etcd_local_reads_under_leader_isolation_through_the_proxy_are_invalid() {
+    etcd_installed();
+    let r = etcd_local_reads_under_leader_isolation("proxy");
+    assert_proxy_carried_peer_traffic(&r);
+    r.remove();
+}
+
+/// An etcd run with local reads under leader isolation on `net` is invalid, and the stuck op of
+/// its counterexample is a read naming the node that served it.
+fn etcd_local_reads_under_leader_isolation(net: &str) -> Run {
+    let results = temp_dir(&format!("etcd-local-{net}"));
     let r = run(
         &results,
         &[
@@ -192,6 +248,8 @@ fn etcd_local_reads_under_leader_isolation_are_invalid_with_the_stale_read() {
             "isolate-leader",
             "--read-consistency",
             "local",
+            "--net",
+            net,
         ],
     );
     assert_eq!(
@@ -219,7 +277,48 @@ fn etcd_local_reads_under_leader_isolation_are_invalid_with_the_stale_read() {
     );
     let ops = lin["details"]["counterexample"]["ops"].as_array().unwrap();
     assert!(ops.iter().all(|op| op["node"].as_str().is_some()));
-    let _ = std::fs::remove_dir_all(&results);
+    r
+}
+
+/// `targets/etcd.toml` describes etcd as a user would (`peers.per_node = false`,
+/// `peers.dialer = "header:X-PeerURLs"`): through the proxy its partitions cut, so local reads
+/// under leader isolation go stale and the run is invalid.
+#[test]
+fn the_etcd_target_file_through_the_proxy_catches_stale_local_reads() {
+    etcd_installed();
+    let results = temp_dir("etcd-file-proxy");
+    let file = repo_file("targets/etcd.toml").display().to_string();
+    let r = run(
+        &results,
+        &[
+            "--target",
+            &file,
+            "--workload",
+            "register",
+            "--nemesis",
+            "partition",
+            "--partition-shapes",
+            "isolate-leader",
+            "--read-consistency",
+            "local",
+            "--net",
+            "proxy",
+        ],
+    );
+    assert_eq!(
+        r.code,
+        1,
+        "expected invalid: {}\n{}",
+        r.run_dir.display(),
+        r.stderr
+    );
+    assert_eq!(r.check("linearizable")["verdict"], "invalid");
+    assert_proxy_carried_peer_traffic(&r);
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(r.run_dir.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["target"]["name"], "etcd-file");
+    r.remove();
 }
 
 /// Needs the etcd list-append client of the workloads crate (branch `etcd-workloads`).
@@ -406,7 +505,7 @@ per_node = true
 
 #[test]
 fn bad_target_files_are_refused_naming_the_file_the_field_and_why() {
-    let cases: [(&str, String, &[&str]); 4] = [
+    let cases: [(&str, String, &[&str]); 5] = [
         (
             "missing-command",
             format!("name = \"x\"\nprotocol = \"ordeal-http\"\n{GOOD_REST}"),
@@ -430,6 +529,11 @@ fn bad_target_files_are_refused_naming_the_file_the_field_and_why() {
                 "name = \"x\"\nprotocol = \"etcd-v3\"\ncommand = [\"/bin/true\", \"--port={{port}}\"]\n{GOOD_REST}"
             ),
             &["field `command`", "unknown placeholder {port}"],
+        ),
+        (
+            "bad-dialer",
+            "name = \"x\"\nprotocol = \"etcd-v3\"\ncommand = [\"/bin/true\"]\n[peers]\nentry = \"{id}={addr}\"\nper_node = false\ndialer = \"mac-address\"\n".to_string(),
+            &["field `peers.dialer`", "\"mac-address\"", "header:NAME"],
         ),
     ];
     for (tag, body, wanted) in cases {

@@ -246,7 +246,7 @@ fn nightly_is_a_matrix_of_shards_then_a_merge_within_the_time_limit() {
                 .iter()
                 .filter(|r| r.test == t.display_name(&c.defaults))
                 .count() as u64;
-            seeds * (t.time_limit_s.or(c.defaults.time_limit_s).unwrap_or(60) + 60)
+            seeds * (t.test_args(&c.defaults).unwrap().time_limit_s + 60)
         })
         .sum();
     let per_shard_min = total_s / n / 60 + 1;

@@ -13,7 +13,12 @@
 //!   j (`paxos-kv --peer-clients`). A cut blackholes the link: bytes are read and dropped, so the
 //!   store sees silence, not resets, as with a real partition. On heal, connections that lost
 //!   bytes are closed so that no stream resumes with a hole in it. Delay, loss and duplication
-//!   are applied per paxos-kv frame (see [`Framer`]).
+//!   are applied per paxos-kv frame (see [`Framer`]). A target whose nodes must all dial one
+//!   address per peer (etcd) gets one proxy in front of each node instead, which tells the
+//!   dialling peer by its first request's header or its source address ([`Dialer`]); the node
+//!   listens on its own address and advertises the proxy's. Client traffic from the harness
+//!   never passes through the proxy, as with the netns backend, whose rules never name the
+//!   harness's address: a partition separates nodes from each other, not from clients.
 //!
 //! Partitions and network faults are healed separately (two nemeses may hold one of each at
 //! once); [`Net::heal`] undoes both at the end of a run.
@@ -40,7 +45,9 @@ pub use framer::*;
 pub use netns::*;
 pub use proxy::*;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum NetChoice {
     Auto,
@@ -132,7 +139,7 @@ impl Net {
                 "network faults: loss by iptables statistic (kernel); netem unavailable ({why}): delay and duplication skipped"
             ),
             (None, _, _) => {
-                "network faults: by the userspace proxy, per paxos-kv frame on peer links (lost frames dropped, duplicated frames sent twice); forwarded HTTP requests stall on loss and ignore duplication, as over TCP".into()
+                "network faults: by the userspace proxy, per paxos-kv frame on paxos-kv peer links (lost frames dropped, duplicated frames sent twice); other streams (HTTP peer links such as etcd's, forwarded requests) are delayed, stall on loss and ignore duplication, as over TCP".into()
             }
         }
     }

@@ -1,5 +1,12 @@
 //! The userspace backend: a TCP proxy on every directed link the harness owns, which cuts
 //! (blackholes), delays, drops and duplicates per frame.
+//!
+//! A store that gives each node its own list of peer addresses (paxos-kv) gets one listener per
+//! directed link, so the listener says who dialled. A store whose nodes must all dial one
+//! address per peer (etcd: `--initial-cluster` and the advertised peer URLs are the same for
+//! every member) gets one listener in front of each node, shared by every dialler; the proxy
+//! then tells the dialler apart by its source address or by a header of the connection's first
+//! HTTP request ([`Dialer`]), and applies that directed link's cut and shaping from there on.
 
 use super::*;
 
@@ -45,6 +52,28 @@ pub enum LinkKind {
     Forward,
 }
 
+/// How a proxy listener knows which node dialled it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dialer {
+    /// The listener serves one directed link (the dialler's own peer list names it): whoever
+    /// connects is the link's `from`.
+    Link,
+    /// One listener per destination, shared by every dialler, which dials from its own node
+    /// address (the link's `source_ip`).
+    SourceIp,
+    /// One listener per destination, shared by every dialler; the first HTTP request on each
+    /// connection carries this header listing the dialler's own advertised peer URLs, which are
+    /// the addresses of the shared listeners in front of it (etcd's raft transport sends
+    /// `X-PeerURLs` on every stream, pipeline and snapshot request).
+    HttpHeader(String),
+}
+
+/// How long the proxy waits for the first request's headers on a shared listener before it
+/// treats the connection as unidentified.
+pub const PROXY_IDENTIFY_TIMEOUT_MS: u64 = 2000;
+/// At most this many bytes of a connection are read to find the first request's headers.
+pub const PROXY_IDENTIFY_MAX_BYTES: usize = 16 << 10;
+
 /// One directed link the proxy carries.
 #[derive(Clone, Debug)]
 pub struct ProxyLink {
@@ -58,6 +87,9 @@ pub struct ProxyLink {
     /// The source address of the proxy's own connection to the target: the dialling node's IP,
     /// so that iptables rules between node addresses see the real link.
     pub source_ip: IpAddr,
+    /// How the listener knows the dialler. Links with a shared dialler kind and the same `to`
+    /// and `kind` share one listener (the first one's `listen`).
+    pub dialer: Dialer,
 }
 
 struct LinkHandle {
@@ -77,6 +109,9 @@ pub struct ProxyStats {
     pub frames_duplicated: AtomicU64,
     /// Raw chunks held back as a lost TCP segment would be.
     pub chunks_stalled: AtomicU64,
+    /// Connections to a shared listener whose dialler could not be told (no identifying header:
+    /// etcd's `/raft/probing` and `/version` requests). They pass untouched by faults.
+    pub connections_unidentified: AtomicU64,
 }
 
 impl ProxyStats {
@@ -87,16 +122,18 @@ impl ProxyStats {
             "frames_dropped": self.frames_dropped.load(Ordering::Relaxed),
             "frames_duplicated": self.frames_duplicated.load(Ordering::Relaxed),
             "chunks_stalled": self.chunks_stalled.load(Ordering::Relaxed),
+            "connections_unidentified": self.connections_unidentified.load(Ordering::Relaxed),
         })
     }
 
     pub fn summary(&self) -> String {
         format!(
-            "{} units delayed, {} frames dropped, {} frames duplicated, {} raw chunks stalled",
+            "{} units delayed, {} frames dropped, {} frames duplicated, {} raw chunks stalled, {} connections unidentified (passed untouched)",
             self.units_delayed.load(Ordering::Relaxed),
             self.frames_dropped.load(Ordering::Relaxed),
             self.frames_duplicated.load(Ordering::Relaxed),
-            self.chunks_stalled.load(Ordering::Relaxed)
+            self.chunks_stalled.load(Ordering::Relaxed),
+            self.connections_unidentified.load(Ordering::Relaxed)
         )
     }
 }
@@ -108,41 +145,110 @@ pub struct ProxyNet {
 }
 
 impl ProxyNet {
-    /// Starts one proxy per link; `seed` drives every decision the proxies make.
+    /// Starts one proxy per link (one per destination for links with a shared [`Dialer`]);
+    /// `seed` drives every decision the proxies make.
     pub async fn start(plan: &[ProxyLink], seed: u64) -> Result<ProxyNet> {
         let mut links = Vec::with_capacity(plan.len());
         let mut tasks = Vec::with_capacity(plan.len());
         let stats = Arc::new(ProxyStats::default());
+        // Shared listeners: (to, kind) -> the indices of their links in `plan`.
+        let mut groups: Vec<((usize, LinkKind), Vec<usize>)> = Vec::new();
+        let mut receivers = Vec::with_capacity(plan.len());
         for (index, link) in plan.iter().enumerate() {
             assert_ne!(link.from, link.to, "a node has no link to itself");
-            let listener = tokio::net::TcpListener::bind(link.listen)
-                .await
-                .with_context(|| {
-                    format!(
-                        "proxy for {:?} link n{}->n{}: binding {}",
-                        link.kind,
-                        link.from + 1,
-                        link.to + 1,
-                        link.listen
-                    )
-                })?;
-            let listen = listener.local_addr().context("proxy listener address")?;
             let (tx, rx) = watch::channel(LinkState::default());
-            let link_seed = seed ^ (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            tasks.push(tokio::spawn(accept_loop(
-                listener,
-                link.clone(),
-                rx,
-                link_seed,
-                stats.clone(),
-            )));
+            receivers.push(rx);
             links.push(LinkHandle {
                 from: link.from,
                 to: link.to,
                 kind: link.kind,
-                listen,
+                listen: link.listen,
                 tx,
             });
+            if link.dialer != Dialer::Link {
+                let key = (link.to, link.kind);
+                match groups.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, members)) => members.push(index),
+                    None => groups.push((key, vec![index])),
+                }
+            }
+        }
+        if plan
+            .iter()
+            .any(|l| l.dialer == Dialer::SourceIp && l.source_ip.is_loopback())
+        {
+            let ips: BTreeSet<IpAddr> = plan.iter().map(|l| l.source_ip).collect();
+            let nodes: BTreeSet<usize> = plan.iter().map(|l| l.from).collect();
+            if ips.len() < nodes.len() {
+                bail!("the proxy tells diallers apart by source address, but nodes share addresses ({ips:?})");
+            }
+        }
+        let link_seed =
+            |index: usize| seed ^ (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let bind = |link: &ProxyLink| {
+            let link = link.clone();
+            async move {
+                tokio::net::TcpListener::bind(link.listen)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "proxy for {:?} link n{}->n{}: binding {}",
+                            link.kind,
+                            link.from + 1,
+                            link.to + 1,
+                            link.listen
+                        )
+                    })
+            }
+        };
+        for (index, link) in plan.iter().enumerate() {
+            if link.dialer != Dialer::Link {
+                continue;
+            }
+            let listener = bind(link).await?;
+            links[index].listen = listener.local_addr().context("proxy listener address")?;
+            tasks.push(tokio::spawn(accept_loop(
+                listener,
+                link.clone(),
+                receivers[index].clone(),
+                link_seed(index),
+                stats.clone(),
+            )));
+        }
+        let mut shared = Vec::with_capacity(groups.len());
+        for (_, members) in &groups {
+            let listener = bind(&plan[members[0]]).await?;
+            let listen = listener.local_addr().context("proxy listener address")?;
+            for &m in members {
+                links[m].listen = listen;
+            }
+            shared.push((listener, members.clone()));
+        }
+        // Who is who on shared listeners: a dialler's advertised address is the address of the
+        // shared listener in front of it.
+        let advertised: Arc<Vec<(SocketAddr, usize)>> = Arc::new(
+            links
+                .iter()
+                .enumerate()
+                .filter(|(i, l)| plan[*i].dialer != Dialer::Link && l.kind == LinkKind::Peer)
+                .map(|(_, l)| (l.listen, l.to))
+                .collect(),
+        );
+        for (listener, members) in shared {
+            let group = members
+                .iter()
+                .map(|&m| SharedMember {
+                    link: plan[m].clone(),
+                    rx: receivers[m].clone(),
+                    seed: link_seed(m),
+                })
+                .collect();
+            tasks.push(tokio::spawn(shared_accept_loop(
+                listener,
+                group,
+                advertised.clone(),
+                stats.clone(),
+            )));
         }
         Ok(ProxyNet {
             links,
@@ -271,64 +377,208 @@ async fn accept_loop(
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let _ = inbound.set_nodelay(true);
-        let rx = rx.clone();
-        let link = link.clone();
         let conn = connections.fetch_add(1, Ordering::Relaxed);
         let conn_seed = seed ^ (conn + 1).wrapping_mul(0xd1b5_4a32_d192_ed03);
+        tokio::spawn(serve_connection(
+            inbound,
+            Bytes::new(),
+            link.clone(),
+            rx.clone(),
+            conn_seed,
+            stats.clone(),
+        ));
+    }
+}
+
+/// One directed link behind a shared listener.
+struct SharedMember {
+    link: ProxyLink,
+    rx: watch::Receiver<LinkState>,
+    seed: u64,
+}
+
+/// A listener in front of one node, shared by every dialler: each connection is matched to its
+/// directed link by the dialler's source address or first request header, then served as that
+/// link's own listener would. A connection nobody can be matched to passes untouched.
+async fn shared_accept_loop(
+    listener: tokio::net::TcpListener,
+    group: Vec<SharedMember>,
+    advertised: Arc<Vec<(SocketAddr, usize)>>,
+    stats: Arc<ProxyStats>,
+) {
+    let group = Arc::new(group);
+    let connections = Arc::new(AtomicU64::new(0));
+    // Bounded: the loop ends when the task is aborted at the end of the run.
+    loop {
+        let Ok((mut inbound, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let group = group.clone();
+        let advertised = advertised.clone();
         let stats = stats.clone();
+        let connections = connections.clone();
         tokio::spawn(async move {
-            let start_epoch = rx.borrow().epoch;
-            let blocked_at_start = rx.borrow().blocked;
-            // While the link is cut, a new connection is accepted and then silent: the dialer
-            // sees a timeout, as it would behind a real partition.
-            let outbound = if blocked_at_start {
-                None
-            } else {
-                match connect_from(link.source_ip, link.target).await {
-                    Some(s) => Some(s),
-                    // The node is down: refuse, as the node itself would.
-                    None => return,
+            let Some(first) = group.first() else { return };
+            let (from, prefix) = match &first.link.dialer {
+                Dialer::Link => return,
+                Dialer::SourceIp => (
+                    group
+                        .iter()
+                        .find(|m| m.link.source_ip == peer.ip())
+                        .map(|m| m.link.from),
+                    Bytes::new(),
+                ),
+                Dialer::HttpHeader(name) => {
+                    let head = read_head(&mut inbound).await;
+                    let from = header_value(&head, name).and_then(|v| dialler_of(&v, &advertised));
+                    (from, Bytes::from(head))
                 }
             };
-            let (mut in_r, mut in_w) = inbound.into_split();
-            let Some(outbound) = outbound else {
-                let mut rx = rx;
-                let mut sink = vec![0u8; 16 * 1024];
-                loop {
-                    tokio::select! {
-                        r = in_r.read(&mut sink) => if matches!(r, Ok(0) | Err(_)) { return },
-                        c = rx.changed() => if c.is_err() || rx.borrow().epoch != start_epoch { return },
-                    }
+            let conn = connections.fetch_add(1, Ordering::Relaxed);
+            match group.iter().find(|m| Some(m.link.from) == from) {
+                Some(m) => {
+                    let conn_seed = m.seed ^ (conn + 1).wrapping_mul(0xd1b5_4a32_d192_ed03);
+                    serve_connection(
+                        inbound,
+                        prefix,
+                        m.link.clone(),
+                        m.rx.clone(),
+                        conn_seed,
+                        stats,
+                    )
+                    .await
                 }
-            };
-            let (mut out_r, mut out_w) = outbound.into_split();
-            let framed = link.kind == LinkKind::Peer;
-            let up = pump(
-                &mut in_r,
-                &mut out_w,
-                rx.clone(),
-                start_epoch,
-                framed,
-                ChaCha8Rng::seed_from_u64(conn_seed),
-                &stats,
-            );
-            // Replies flow back raw: paxos-kv's dialler only watches its read half for a close.
-            let down = pump(
-                &mut out_r,
-                &mut in_w,
-                rx,
-                start_epoch,
-                false,
-                ChaCha8Rng::seed_from_u64(!conn_seed),
-                &stats,
-            );
-            // Either direction ending closes both halves.
-            tokio::select! { _ = up => {}, _ = down => {} }
-            let _ = in_w.shutdown().await;
-            let _ = out_w.shutdown().await;
+                None => {
+                    stats
+                        .connections_unidentified
+                        .fetch_add(1, Ordering::Relaxed);
+                    let line = prefix.split(|b| *b == b'\r').next().unwrap_or_default();
+                    tracing::debug!(
+                        "proxy to n{}: dialler unidentified, passing untouched: {:?}",
+                        first.link.to + 1,
+                        String::from_utf8_lossy(line)
+                    );
+                    // From the harness's own address, which no partition rule names.
+                    let link = ProxyLink {
+                        source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                        ..first.link.clone()
+                    };
+                    let (_tx, rx) = watch::channel(LinkState::default());
+                    serve_connection(inbound, prefix, link, rx, conn, stats).await
+                }
+            }
         });
     }
+}
+
+/// Reads a connection's first bytes up to the end of its first request's headers (bounded in
+/// bytes and time): whatever arrived, to be forwarded first.
+async fn read_head(inbound: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_millis(PROXY_IDENTIFY_TIMEOUT_MS);
+    while head.len() < PROXY_IDENTIFY_MAX_BYTES && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout_at(deadline, inbound.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    head
+}
+
+/// The value of header `name` (case-insensitive) in an HTTP request head, if present.
+pub fn header_value(head: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(head);
+    let headers = text.split("\r\n\r\n").next()?;
+    headers.split("\r\n").skip(1).find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// Which node advertises one of the URLs in `urls` (comma-separated, `http://host:port`).
+pub fn dialler_of(urls: &str, advertised: &[(SocketAddr, usize)]) -> Option<usize> {
+    urls.split(',').find_map(|u| {
+        let host_port = u.trim();
+        let host_port = host_port
+            .split_once("://")
+            .map(|(_, rest)| rest)
+            .unwrap_or(host_port)
+            .trim_end_matches('/');
+        let addr: SocketAddr = host_port.parse().ok()?;
+        advertised
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map(|(_, node)| *node)
+    })
+}
+
+/// Carries one accepted connection over its link: dials the target (from the dialler's own
+/// address), forwards `prefix` (bytes already read to identify the dialler) first, and pumps
+/// both directions under the link's state.
+async fn serve_connection(
+    inbound: tokio::net::TcpStream,
+    prefix: Bytes,
+    link: ProxyLink,
+    rx: watch::Receiver<LinkState>,
+    conn_seed: u64,
+    stats: Arc<ProxyStats>,
+) {
+    let _ = inbound.set_nodelay(true);
+    let start_epoch = rx.borrow().epoch;
+    let blocked_at_start = rx.borrow().blocked;
+    // While the link is cut, a new connection is accepted and then silent: the dialer
+    // sees a timeout, as it would behind a real partition.
+    let outbound = if blocked_at_start {
+        None
+    } else {
+        match connect_from(link.source_ip, link.target).await {
+            Some(s) => Some(s),
+            // The node is down: refuse, as the node itself would.
+            None => return,
+        }
+    };
+    let (mut in_r, mut in_w) = inbound.into_split();
+    let Some(outbound) = outbound else {
+        let mut rx = rx;
+        let mut sink = vec![0u8; 16 * 1024];
+        loop {
+            tokio::select! {
+                r = in_r.read(&mut sink) => if matches!(r, Ok(0) | Err(_)) { return },
+                c = rx.changed() => if c.is_err() || rx.borrow().epoch != start_epoch { return },
+            }
+        }
+    };
+    let (mut out_r, mut out_w) = outbound.into_split();
+    let framed = link.kind == LinkKind::Peer;
+    let up = pump(
+        prefix,
+        &mut in_r,
+        &mut out_w,
+        rx.clone(),
+        start_epoch,
+        framed,
+        ChaCha8Rng::seed_from_u64(conn_seed),
+        &stats,
+    );
+    // Replies flow back raw: paxos-kv's dialler only watches its read half for a close.
+    let down = pump(
+        Bytes::new(),
+        &mut out_r,
+        &mut in_w,
+        rx,
+        start_epoch,
+        false,
+        ChaCha8Rng::seed_from_u64(!conn_seed),
+        &stats,
+    );
+    // Either direction ending closes both halves.
+    tokio::select! { _ = up => {}, _ = down => {} }
+    let _ = in_w.shutdown().await;
+    let _ = out_w.shutdown().await;
 }
 
 /// Why a pump's reader stopped.
@@ -343,7 +593,9 @@ enum ReadEnd {
 /// Copies one direction: cuts it into units, drops them while the link is cut, shapes them as
 /// the link's network fault says, and writes each at its delivery time (never earlier than the
 /// one before, so a stream is never reordered), closing on the heal that follows a cut.
+#[allow(clippy::too_many_arguments)]
 async fn pump<R, W>(
+    prefix: Bytes,
     from: &mut R,
     to: &mut W,
     mut rx: watch::Receiver<LinkState>,
@@ -379,10 +631,17 @@ async fn pump<R, W>(
         let mut framer = Framer::new(framed);
         let mut buf = vec![0u8; PROXY_READ_CHUNK_BYTES];
         let mut last_at = Instant::now();
+        let mut prefix = (!prefix.is_empty()).then_some(prefix);
         loop {
             // Only cancel-safe futures in the select: a read either completed or read nothing.
             tokio::select! {
-                r = from.read(&mut buf) => {
+                r = async {
+                    match prefix.take() {
+                        // Bytes read before the pump began (to identify the dialler) go first.
+                        Some(p) => { buf[..p.len()].copy_from_slice(&p); Ok(p.len()) }
+                        None => from.read(&mut buf).await,
+                    }
+                } => {
                     let n = match r { Ok(0) | Err(_) => return ReadEnd::Eof, Ok(n) => n };
                     framer.push(&buf[..n]);
                     let state = *rx.borrow();
@@ -454,6 +713,7 @@ mod tests {
             listen: any,
             target,
             source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            dialer: Dialer::Link,
         };
         let proxy = ProxyNet::start(&[link(0), link(2)], 5).await.unwrap();
         let a = proxy.listen_addr(0, 1, LinkKind::Peer).unwrap();
@@ -580,6 +840,148 @@ mod tests {
         proxy.heal_network();
         out.write_all(&frame(b"once")).await.unwrap();
         assert_eq!(read_frame(&mut inn).await, b"once");
+    }
+
+    /// Reads from `s` until the end of an HTTP head, within 10 s.
+    async fn read_http_head(s: &mut TcpStream) -> String {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut byte))
+                .await
+                .expect("a head within 10 s")
+                .unwrap();
+            assert_eq!(n, 1, "closed after {:?}", String::from_utf8_lossy(&head));
+            head.push(byte[0]);
+        }
+        String::from_utf8(head).unwrap()
+    }
+
+    /// etcd's shape: every node dials one listener per peer. The listener in front of node 1
+    /// tells its diallers apart by the `X-PeerURLs` header (each names the listener in front of
+    /// itself), so a cut between nodes 0 and 1 silences node 0's connection only; a connection
+    /// without the header passes untouched, and after the heal node 0 gets through again.
+    #[tokio::test]
+    async fn a_shared_listener_tells_diallers_apart_by_their_header() {
+        let mut receivers = Vec::new();
+        for _ in 0..3 {
+            receivers.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        }
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut plan = Vec::new();
+        for from in 0..3 {
+            for to in (0..3).filter(|&to| to != from) {
+                plan.push(ProxyLink {
+                    from,
+                    to,
+                    kind: LinkKind::Peer,
+                    listen: any,
+                    target: receivers[to].local_addr().unwrap(),
+                    source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    dialer: Dialer::HttpHeader("X-PeerURLs".into()),
+                });
+            }
+        }
+        let proxy = ProxyNet::start(&plan, 9).await.unwrap();
+        let front = |j: usize| proxy.listen_addr((j + 1) % 3, j, LinkKind::Peer).unwrap();
+        assert_eq!(front(1), proxy.listen_addr(2, 1, LinkKind::Peer).unwrap());
+        let request = |from: Option<usize>| match from {
+            Some(i) => format!(
+                "GET /raft/stream/message/{i} HTTP/1.1\r\nHost: x\r\nx-peerurls: http://{}\r\n\r\n",
+                front(i)
+            ),
+            None => "GET /version HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+        };
+        proxy.cut(&[(0, 1)].into_iter().collect());
+        let receiver = &receivers[1];
+
+        let mut from2 = TcpStream::connect(front(1)).await.unwrap();
+        from2.write_all(request(Some(2)).as_bytes()).await.unwrap();
+        let (mut in2, _) = receiver.accept().await.unwrap();
+        assert_eq!(read_http_head(&mut in2).await, request(Some(2)));
+
+        let mut from0 = TcpStream::connect(front(1)).await.unwrap();
+        from0.write_all(request(Some(0)).as_bytes()).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_millis(1000), receiver.accept()).await;
+        assert!(got.is_err(), "node 0 got through the cut");
+
+        let mut nobody = TcpStream::connect(front(1)).await.unwrap();
+        nobody.write_all(request(None).as_bytes()).await.unwrap();
+        let (mut in_nobody, _) = receiver.accept().await.unwrap();
+        assert_eq!(read_http_head(&mut in_nobody).await, request(None));
+        assert_eq!(
+            proxy.stats.connections_unidentified.load(Ordering::Relaxed),
+            1
+        );
+
+        proxy.heal_partition();
+        let mut again = TcpStream::connect(front(1)).await.unwrap();
+        again.write_all(request(Some(0)).as_bytes()).await.unwrap();
+        let (mut in0, _) = receiver.accept().await.unwrap();
+        assert_eq!(read_http_head(&mut in0).await, request(Some(0)));
+        drop(from0);
+    }
+
+    /// A shared listener whose diallers dial from their own addresses tells them apart by
+    /// source address: a cut between nodes 0 and 1 silences node 0's connection only.
+    #[tokio::test]
+    async fn a_shared_listener_tells_diallers_apart_by_their_source_address() {
+        let receiver = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ip = |node: u8| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11 + node));
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let plan: Vec<ProxyLink> = [0usize, 2]
+            .into_iter()
+            .map(|from| ProxyLink {
+                from,
+                to: 1,
+                kind: LinkKind::Peer,
+                listen: any,
+                target: receiver.local_addr().unwrap(),
+                source_ip: ip(from as u8),
+                dialer: Dialer::SourceIp,
+            })
+            .collect();
+        let proxy = ProxyNet::start(&plan, 3).await.unwrap();
+        let front = proxy.listen_addr(0, 1, LinkKind::Peer).unwrap();
+        assert_eq!(Some(front), proxy.listen_addr(2, 1, LinkKind::Peer));
+        let dial_from = |node: u8| async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::new(ip(node), 0)).unwrap();
+            socket.connect(front).await.unwrap()
+        };
+        proxy.cut(&[(0, 1)].into_iter().collect());
+        let mut from0 = dial_from(0).await;
+        from0.write_all(&frame(b"hello")).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_millis(1000), receiver.accept()).await;
+        assert!(got.is_err(), "node 0 got through the cut");
+        let mut from2 = dial_from(2).await;
+        from2.write_all(&frame(b"hello")).await.unwrap();
+        let (mut in2, peer) = receiver.accept().await.unwrap();
+        assert_eq!(
+            peer.ip(),
+            ip(2),
+            "the proxy dials from the dialler's address"
+        );
+        assert_eq!(read_frame(&mut in2).await, b"hello");
+    }
+
+    #[test]
+    fn diallers_are_found_by_their_advertised_url() {
+        let a: SocketAddr = "127.0.0.1:2004".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:20043".parse().unwrap();
+        let advertised = [(a, 0), (b, 2)];
+        assert_eq!(dialler_of("http://127.0.0.1:20043", &advertised), Some(2));
+        assert_eq!(
+            dialler_of("http://10.0.0.1:1, http://127.0.0.1:2004/", &advertised),
+            Some(0)
+        );
+        assert_eq!(dialler_of("http://127.0.0.1:200", &advertised), None);
+        let head = b"POST /raft HTTP/1.1\r\nX-Server-From: 1a\r\nX-PeerURLs: http://127.0.0.1:2004\r\n\r\nbody: x";
+        assert_eq!(
+            header_value(head, "x-peerurls").as_deref(),
+            Some("http://127.0.0.1:2004")
+        );
+        assert_eq!(header_value(head, "body"), None);
     }
 
     #[tokio::test]

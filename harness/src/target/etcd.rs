@@ -2,7 +2,7 @@
 //! node on 127.0.0.(10+id) with its own data directory, fsync left on. Clients speak its v3 JSON
 //! gateway; the leader comes from `POST /v3/maintenance/status`.
 
-use super::{ConvergenceQuery, LeaderQuery, NodeDirs, Protocol, Target};
+use super::{ConvergenceQuery, Dialer, LeaderQuery, NodeDirs, Protocol, Target};
 use crate::cluster::Layout;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
@@ -30,12 +30,14 @@ impl Etcd {
     }
 }
 
-/// `n1=http://ip:port,...`: every member's peer URL, the same list for every node.
+/// `n1=http://ip:port,...`: every member's advertised peer URL (the node itself, or the proxy in
+/// front of it), the same list for every node.
 pub fn initial_cluster(layout: &Layout) -> String {
     layout
         .nodes
         .iter()
-        .map(|n| format!("{}=http://{}", n.name, n.peer))
+        .enumerate()
+        .map(|(j, n)| format!("{}=http://{}", n.name, layout.shared_peer_address(j)))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -59,15 +61,18 @@ impl Target for Etcd {
 
     fn args(&self, i: usize, layout: &Layout, dirs: &NodeDirs) -> Vec<String> {
         let node = &layout.nodes[i];
-        let peer_url = format!("http://{}", node.peer);
+        // The node listens on its own address; peers reach it at its advertised one, which is
+        // the proxy in front of it with the userspace backend.
+        let listen_peer_url = format!("http://{}", node.peer);
+        let advertise_peer_url = format!("http://{}", layout.shared_peer_address(i));
         let client_url = format!("http://{}", node.client);
         // On a restart the data directory wins and the --initial-* flags are ignored, so the
         // same command line serves both.
         vec![
             format!("--name={}", node.name),
             format!("--data-dir={}", dirs.data_dir.display()),
-            format!("--listen-peer-urls={peer_url}"),
-            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--listen-peer-urls={listen_peer_url}"),
+            format!("--initial-advertise-peer-urls={advertise_peer_url}"),
             format!("--listen-client-urls={client_url}"),
             format!("--advertise-client-urls={client_url}"),
             format!("--initial-cluster={}", initial_cluster(layout)),
@@ -86,8 +91,11 @@ impl Target for Etcd {
         ConvergenceQuery::EtcdHash
     }
 
-    fn per_node_peer_addresses(&self) -> bool {
-        false
+    fn peer_proxy(&self) -> std::result::Result<Dialer, String> {
+        // Every member must be known by the same peer URLs (member ids hash them), so one proxy
+        // stands in front of each node; etcd's raft transport names its sender's advertised
+        // peer URLs in `X-PeerURLs` on every stream, pipeline and snapshot request.
+        Ok(Dialer::HttpHeader("X-PeerURLs".into()))
     }
 
     fn binds_source_ip(&self) -> bool {

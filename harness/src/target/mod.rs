@@ -17,6 +17,7 @@ pub use paxos_kv::PaxosKv;
 pub use toml_target::TomlTarget;
 
 use crate::cluster::Layout;
+pub use crate::net::Dialer;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -89,10 +90,12 @@ pub trait Target: Send + Sync {
     fn ready_path(&self) -> Option<String> {
         None
     }
-    /// True when every node is given its own list of peer addresses, so that the userspace
-    /// proxy can sit on each directed link. False when all nodes must agree on one address per
-    /// peer (etcd's `--initial-cluster`): then only the kernel backend can cut links.
-    fn per_node_peer_addresses(&self) -> bool;
+    /// How the userspace proxy sits between this target's peers: [`Dialer::Link`] when every
+    /// node is given its own list of peer addresses (a proxy per directed link); a shared
+    /// dialler kind when all nodes must dial one address per peer (etcd's `--initial-cluster`),
+    /// so one proxy stands in front of each node and tells diallers apart. Err: why it cannot
+    /// (then only the kernel backend can cut links).
+    fn peer_proxy(&self) -> std::result::Result<Dialer, String>;
     /// True when a node dials its peers from its own address (127.0.0.(10+id)). False: the
     /// kernel backend rewrites its outgoing source address (SNAT by the node's group id), so
     /// that partition rules between node addresses see the real link.

@@ -1,6 +1,6 @@
 //! The built-in target: `paxos-kv`, the store this workspace ships (with its planted bugs).
 
-use super::{ConvergenceQuery, LeaderQuery, NodeDirs, Protocol, Target};
+use super::{ConvergenceQuery, Dialer, LeaderQuery, NodeDirs, Protocol, Target};
 use crate::cluster::Layout;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
@@ -106,8 +106,8 @@ impl Target for PaxosKv {
         ConvergenceQuery::OrdealStatusDigest
     }
 
-    fn per_node_peer_addresses(&self) -> bool {
-        true
+    fn peer_proxy(&self) -> std::result::Result<Dialer, String> {
+        Ok(Dialer::Link)
     }
 
     fn binds_source_ip(&self) -> bool {

@@ -14,6 +14,8 @@
 //! entry = "{id}={addr}"                # one peer in {peers}; {addr} is host:port to dial
 //! separator = ","
 //! per_node = true                      # each node gets its own list: the proxy can sit between
+//! # dialer = "header:X-PeerURLs"       # per_node = false: how the proxy in front of a node tells
+//! #                                    # which peer dialled ("source-ip" or "header:NAME")
 //! [ready]                              # optional: GET path answering 2xx once a node serves
 //! path = "/health"
 //! [leader]                             # optional: the node whose GET path has field == value
@@ -23,13 +25,14 @@
 //! ```
 //!
 //! Placeholders in `command` and `log`: `{id}` (1-based), `{name}` (`n{id}`), `{ip}`,
-//! `{peer_port}`, `{client_port}`, `{peers}`, `{peer_clients}` (with the userspace proxy, where
+//! `{peer_port}`, `{client_port}`, `{peer_addr}` (host:port every peer dials to reach this node
+//! when `per_node = false`: `{ip}:{peer_port}`, or the proxy in front of the node), `{peers}`, `{peer_clients}` (with the userspace proxy, where
 //! this node forwards client requests to each other node, `{id}={addr}` comma-separated; empty
 //! otherwise), `{data_dir}`, `{bug}` (`--bug`), `{ordeal_dir}` (where `ordeal` is). An argument
 //! containing a placeholder that expands to nothing is left out, so `"--bug={bug}"` disappears
 //! when there is no `--bug`.
 
-use super::{ConvergenceQuery, LeaderQuery, NodeDirs, Protocol, Target};
+use super::{ConvergenceQuery, Dialer, LeaderQuery, NodeDirs, Protocol, Target};
 use crate::cluster::{Layout, NodeAddr};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
@@ -68,6 +71,10 @@ struct PeersSpec {
     #[serde(default = "comma")]
     separator: String,
     per_node: bool,
+    /// With `per_node = false`: how the proxy in front of a node tells which peer dialled it,
+    /// `source-ip` or `header:NAME`.
+    #[serde(default)]
+    dialer: Option<String>,
 }
 
 fn comma() -> String {
@@ -102,6 +109,7 @@ const NODE_PLACEHOLDERS: &[&str] = &[
     "ip",
     "peer_port",
     "client_port",
+    "peer_addr",
     "peers",
     "peer_clients",
     "data_dir",
@@ -199,6 +207,21 @@ impl TomlTarget {
                 "--bug was given but no argument uses {bug}".into(),
             ));
         }
+        if let Some(d) = &spec.peers.dialer {
+            let dialer = parse_dialer(d).map_err(|why| at("peers.dialer", why))?;
+            if spec.peers.per_node {
+                return Err(at(
+                    "peers.dialer",
+                    "only means something with per_node = false (with per_node = true each link has its own proxy)".into(),
+                ));
+            }
+            if dialer == Dialer::SourceIp && !spec.binds_source_ip {
+                return Err(at(
+                    "peers.dialer",
+                    "\"source-ip\" needs binds_source_ip = true (nodes that dial from any address all look like 127.0.0.1)".into(),
+                ));
+            }
+        }
         if spec.name.trim().is_empty() {
             return Err(at("name", "is empty".into()));
         }
@@ -245,7 +268,7 @@ impl TomlTarget {
                 let addr = if self.spec.peers.per_node {
                     layout.peer_target[i][j]
                 } else {
-                    other.peer
+                    layout.shared_peer_address(j)
                 };
                 expand(
                     &self.spec.peers.entry,
@@ -277,6 +300,7 @@ impl TomlTarget {
             ("ip", node.peer.ip().to_string()),
             ("peer_port", node.peer.port().to_string()),
             ("client_port", node.client.port().to_string()),
+            ("peer_addr", layout.shared_peer_address(i).to_string()),
             ("peers", self.peers(i, layout)?),
             ("peer_clients", super::paxos_kv::peer_client_list(i, layout)),
             ("data_dir", dirs.data_dir.display().to_string()),
@@ -295,6 +319,21 @@ impl TomlTarget {
             }
         }
         Ok(out)
+    }
+}
+
+/// `source-ip` or `header:NAME`.
+fn parse_dialer(text: &str) -> std::result::Result<Dialer, String> {
+    match text.trim() {
+        "source-ip" => Ok(Dialer::SourceIp),
+        t => match t.strip_prefix("header:").map(str::trim) {
+            Some(name) if !name.is_empty() && !name.contains(char::is_whitespace) => {
+                Ok(Dialer::HttpHeader(name.to_string()))
+            }
+            _ => Err(format!(
+                "{text:?}: expected \"source-ip\" or \"header:NAME\" (e.g. \"header:X-PeerURLs\")"
+            )),
+        },
     }
 }
 
@@ -375,8 +414,17 @@ impl Target for TomlTarget {
         self.spec.ready.as_ref().map(|r| r.path.clone())
     }
 
-    fn per_node_peer_addresses(&self) -> bool {
-        self.spec.peers.per_node
+    fn peer_proxy(&self) -> std::result::Result<Dialer, String> {
+        if self.spec.peers.per_node {
+            return Ok(Dialer::Link);
+        }
+        match &self.spec.peers.dialer {
+            Some(d) => parse_dialer(d),
+            None => Err(format!(
+                "target file {}: its nodes share one address per peer (peers.per_node = false) and field `peers.dialer` does not say how the proxy in front of a node tells which peer dialled (\"source-ip\" or \"header:NAME\")",
+                self.file.display()
+            )),
+        }
     }
 
     fn binds_source_ip(&self) -> bool {
@@ -409,5 +457,18 @@ mod tests {
         let e = expand("{nope}", &v, &["id"]).unwrap_err().to_string();
         assert!(e.contains("{nope}"), "{e}");
         assert!(expand("{id", &v, &["id"]).is_err());
+    }
+
+    #[test]
+    fn dialers_parse_and_bad_ones_are_named() {
+        assert_eq!(parse_dialer("source-ip"), Ok(Dialer::SourceIp));
+        assert_eq!(
+            parse_dialer("header:X-PeerURLs"),
+            Ok(Dialer::HttpHeader("X-PeerURLs".into()))
+        );
+        for bad in ["header:", "ip", "header:a b"] {
+            let e = parse_dialer(bad).unwrap_err();
+            assert!(e.contains(bad) && e.contains("header:NAME"), "{e}");
+        }
     }
 }
