@@ -698,6 +698,78 @@ mod tests {
         assert!(r.summary.contains("memory budget"), "{}", r.summary);
     }
 
+    /// As in Knossos: a keyword is not the string of its name, a float not the integer of its
+    /// value, for every model that compares values.
+    #[test]
+    fn keywords_strings_floats_and_integers_are_different_values() {
+        let verdict = |model: ModelKind, text: &str| {
+            let h = crate::read::read_str(text, crate::read::Format::Edn, "t.edn".as_ref())
+                .unwrap();
+            check_kind(model, ModelOptions::default(), &h, &CheckOptions::default())
+                .unwrap()
+                .verdict
+        };
+        let write_read = |written: &str, read: &str| {
+            format!(
+                "{{:process 0 :type :invoke :f :write :value {written}}}\n\
+                 {{:process 0 :type :ok :f :write :value {written}}}\n\
+                 {{:process 0 :type :invoke :f :read :value nil}}\n\
+                 {{:process 0 :type :ok :f :read :value {read}}}\n"
+            )
+        };
+        for (written, read, want) in [
+            (":a", ":a", Verdict::Valid),
+            ("\"a\"", "\"a\"", Verdict::Valid),
+            (":a", "\"a\"", Verdict::Invalid),
+            ("\"a\"", ":a", Verdict::Invalid),
+            ("1", "1", Verdict::Valid),
+            ("1.0", "1.0", Verdict::Valid),
+            ("1", "1.0", Verdict::Invalid),
+            ("1.0", "1", Verdict::Invalid),
+        ] {
+            for model in [ModelKind::Register, ModelKind::CasRegister] {
+                assert_eq!(
+                    verdict(model, &write_read(written, read)),
+                    want,
+                    "{} {written} then read {read}",
+                    model.as_str()
+                );
+            }
+        }
+        // A cas compares too: [1.0 2] does not match a register holding 1.
+        let cas = "{:process 0 :type :invoke :f :write :value 1}\n\
+                   {:process 0 :type :ok :f :write :value 1}\n\
+                   {:process 0 :type :invoke :f :cas :value [1.0 2]}\n\
+                   {:process 0 :type :ok :f :cas :value [1.0 2]}\n";
+        assert_eq!(verdict(ModelKind::CasRegister, cas), Verdict::Invalid);
+        assert_eq!(
+            verdict(ModelKind::CasRegister, &cas.replace("1.0", "1")),
+            Verdict::Valid
+        );
+        // Sets: an added keyword is not read back as a string.
+        let set = |added: &str, read: &str| {
+            format!(
+                "{{:process 0 :type :invoke :f :add :value {added}}}\n\
+                 {{:process 0 :type :ok :f :add :value {added}}}\n\
+                 {{:process 0 :type :invoke :f :read :value nil}}\n\
+                 {{:process 0 :type :ok :f :read :value #{{{read}}}}}\n"
+            )
+        };
+        assert_eq!(verdict(ModelKind::Set, &set(":a", ":a")), Verdict::Valid);
+        assert_eq!(verdict(ModelKind::Set, &set(":a", "\"a\"")), Verdict::Invalid);
+        assert_eq!(verdict(ModelKind::Set, &set("2", "2.0")), Verdict::Invalid);
+        // Keys: :x and "x" are two objects, each checked on its own.
+        let keys = "{:process 0 :type :invoke :f :write :key :x :value 1}\n\
+                    {:process 0 :type :ok :f :write :key :x :value 1}\n\
+                    {:process 0 :type :invoke :f :read :key \"x\" :value nil}\n\
+                    {:process 0 :type :ok :f :read :key \"x\" :value nil}\n";
+        assert_eq!(verdict(ModelKind::CasRegister, keys), Verdict::Valid);
+        assert_eq!(
+            verdict(ModelKind::CasRegister, &keys.replace("\"x\"", ":x")),
+            Verdict::Invalid
+        );
+    }
+
     #[test]
     fn kv_and_set_semantics() {
         use EventType::*;

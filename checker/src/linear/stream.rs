@@ -412,6 +412,8 @@ const TAG_INT: u8 = 3;
 const TAG_STR: u8 = 4;
 const TAG_LIST: u8 = 5;
 const TAG_MAP: u8 = 6;
+const TAG_FLOAT: u8 = 7;
+const TAG_KEYWORD: u8 = 8;
 
 fn put_value(out: &mut Vec<u8>, v: &Value) {
     match v {
@@ -422,8 +424,16 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
             out.push(TAG_INT);
             put_ivar(out, *i);
         }
+        Value::Float(x) => {
+            out.push(TAG_FLOAT);
+            out.extend_from_slice(&x.0.to_bits().to_le_bytes());
+        }
         Value::Str(s) => {
             out.push(TAG_STR);
+            put_bytes(out, s.as_bytes());
+        }
+        Value::Keyword(s) => {
+            out.push(TAG_KEYWORD);
             put_bytes(out, s.as_bytes());
         }
         Value::List(items) => {
@@ -539,6 +549,14 @@ impl Decoder<'_> {
             TAG_TRUE => Value::Bool(true),
             TAG_INT => Value::Int(self.ivar()?),
             TAG_STR => Value::Str(self.string()?),
+            TAG_KEYWORD => Value::Keyword(self.string()?),
+            TAG_FLOAT => {
+                let b = self.bytes.get(self.at..self.at + 8)?;
+                self.at += 8;
+                Value::Float(crate::value::Float(f64::from_bits(u64::from_le_bytes(
+                    b.try_into().ok()?,
+                ))))
+            }
             TAG_LIST => {
                 let n = self.usize()?;
                 let mut items = Vec::with_capacity(n.min(1 << 16));
