@@ -254,7 +254,7 @@ fn main() {
         }
     }
     let dir = dir.unwrap_or_else(shared_testdata_dir);
-    // ORDEAL_BENCH_ONLY=etcd|kv|kv-one-key|generated runs one group.
+    // ORDEAL_BENCH_ONLY=etcd|kv|kv-one-key|cas-info|generated|big runs one group.
     let only = std::env::var("ORDEAL_BENCH_ONLY").unwrap_or_default();
     let want = |group: &str| only.is_empty() || only == group;
     let timeout = Duration::from_secs(60);
@@ -422,6 +422,36 @@ fn main() {
                 );
             }
         }
+    }
+    if want("cas-info") {
+        // Issue 11's pathological case: one register, two clients, 29% unknown outcomes,
+        // failed cas observed. Its unknown cas ops were once placed as no-ops in every subset
+        // (unknown after 60 s).
+        let h = generate(&GenOptions {
+            workload: Workload::CasRegister,
+            ops: 93,
+            keys: 1,
+            clients: 2,
+            info_rate: 0.29,
+            seed: 3543358975698587692,
+        });
+        measure(
+            "cas-register 93 ops, 29% info, failed cas observed",
+            runs,
+            "was unknown after 60 s",
+            || {
+                let options = CheckOptions {
+                    timeout: Some(timeout),
+                    ..CheckOptions::default()
+                };
+                let observed = ModelOptions {
+                    failed_cas_observed: true,
+                };
+                let r = check_kind(ModelKind::CasRegister, observed, &h, &options)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                (r.operations, r.verdict)
+            },
+        );
     }
     if want("generated") {
         let (ops, keys, clients) = if quick {

@@ -703,8 +703,8 @@ mod tests {
     #[test]
     fn keywords_strings_floats_and_integers_are_different_values() {
         let verdict = |model: ModelKind, text: &str| {
-            let h = crate::read::read_str(text, crate::read::Format::Edn, "t.edn".as_ref())
-                .unwrap();
+            let h =
+                crate::read::read_str(text, crate::read::Format::Edn, "t.edn".as_ref()).unwrap();
             check_kind(model, ModelOptions::default(), &h, &CheckOptions::default())
                 .unwrap()
                 .verdict
@@ -756,7 +756,10 @@ mod tests {
             )
         };
         assert_eq!(verdict(ModelKind::Set, &set(":a", ":a")), Verdict::Valid);
-        assert_eq!(verdict(ModelKind::Set, &set(":a", "\"a\"")), Verdict::Invalid);
+        assert_eq!(
+            verdict(ModelKind::Set, &set(":a", "\"a\"")),
+            Verdict::Invalid
+        );
         assert_eq!(verdict(ModelKind::Set, &set("2", "2.0")), Verdict::Invalid);
         // Keys: :x and "x" are two objects, each checked on its own.
         let keys = "{:process 0 :type :invoke :f :write :key :x :value 1}\n\
