@@ -44,14 +44,15 @@ pub fn check_path<M: Model>(
     let mut broken: Option<HistoryError> = None;
     let streamed = stream_path(path, format, &mut |e, line| {
         let pos = pairing.next_pos;
-        pairing.push(e, line, model, &mut spill).map_err(|message| {
-            broken = Some(HistoryError::Invalid {
-                line: Some(line),
-                index: pos,
-                message: message.clone(),
-            });
-            message
-        })
+        pairing
+            .push(e, line, model, &mut spill)
+            .inspect_err(|message| {
+                broken = Some(HistoryError::Invalid {
+                    line: Some(line),
+                    index: pos,
+                    message: message.clone(),
+                });
+            })
     });
     let processes = match (streamed, broken) {
         (Ok(processes), _) => processes,
