@@ -1,10 +1,11 @@
 //! A small EDN reader for Jepsen histories, which also reads JSON (JSON arrays of op objects from
 //! elle-cli), so that one parser reports line numbers for both.
 //!
-//! Supported: nil/true/false, integers, strings with escapes, keywords (become strings without
-//! the colon), symbols (become strings), vectors, lists and sets (become lists), maps, comments,
-//! commas as white space, `#_` discard, and tagged elements such as `#jepsen.history.Op{...}`
-//! (the tag is dropped). Floats are accepted only when integral; ratios and chars are errors.
+//! Supported: nil/true/false, integers, floats (`1.0`, `1e3`, `1M`: never equal to an integer,
+//! as in Clojure), strings with escapes, keywords (`Value::Keyword`, never equal to a string),
+//! symbols (become strings), vectors, lists and sets (become lists), maps, comments, commas as
+//! white space, `#_` discard, and tagged elements such as `#jepsen.history.Op{...}` (the tag
+//! is dropped). Ratios and chars are errors.
 
 use crate::value::Value;
 
@@ -179,7 +180,7 @@ impl<'a> Parser<'a> {
                 if word.is_empty() {
                     return self.err("a lone ':' is not a keyword");
                 }
-                Ok(Value::Str(word.to_string()))
+                Ok(Value::Keyword(word.to_string()))
             }
             b'#' => {
                 self.bump();
@@ -367,12 +368,20 @@ impl<'a> Parser<'a> {
         if !numeric {
             return Ok(Value::Str(word.to_string()));
         }
+        // `1N` is an integer; `1.0`, `1e3` and `1M` (a decimal) are not, as in Clojure, where
+        // (= 1 1.0) is false.
+        let decimal = word.ends_with('M');
         let digits = word.trim_end_matches(['N', 'M']);
-        if let Ok(i) = digits.parse::<i64>() {
-            return Ok(Value::Int(i));
+        if !decimal {
+            if let Ok(i) = digits.parse::<i64>() {
+                return Ok(Value::Int(i));
+            }
+            if !digits.contains(['.', 'e', 'E']) {
+                return self.err(format!("integer '{word}' is out of range"));
+            }
         }
         match digits.parse::<f64>() {
-            Ok(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => Ok(Value::Int(x as i64)),
+            Ok(x) => Ok(Value::Float(crate::value::Float(x))),
             _ => self.err(format!("unsupported number '{word}'")),
         }
     }
@@ -403,11 +412,11 @@ mod tests {
     #[test]
     fn reads_jepsen_op_maps() {
         let v = parse(r#"{:type :invoke, :f :txn, :value [[:append 11 1] [:r 11 nil]], :process 10, :time 145, :index 0}"#).unwrap();
-        assert_eq!(v.get("type"), Some(&Value::Str("invoke".into())));
+        assert_eq!(v.get("type"), Some(&Value::Keyword("invoke".into())));
         assert_eq!(v.get("process"), Some(&Value::Int(10)));
         assert_eq!(
             v.get("value").unwrap().to_edn(),
-            r#"[["append" 11 1] ["r" 11 nil]]"#
+            r#"[[:append 11 1] [:r 11 nil]]"#
         );
     }
 
@@ -415,7 +424,23 @@ mod tests {
     fn drops_tags_and_discards() {
         let v = parse(r#"#jepsen.history.Op{:index 3 #_ :ignored :f :read}"#).unwrap();
         assert_eq!(v.get("index"), Some(&Value::Int(3)));
-        assert_eq!(v.get("f"), Some(&Value::Str("read".into())));
+        assert_eq!(v.get("f"), Some(&Value::Keyword("read".into())));
+    }
+
+    #[test]
+    fn keywords_strings_floats_and_integers_differ() {
+        assert_eq!(parse(":a").unwrap(), Value::Keyword("a".into()));
+        assert_eq!(parse("\"a\"").unwrap(), Value::Str("a".into()));
+        assert_ne!(parse(":a").unwrap(), parse("\"a\"").unwrap());
+        assert_ne!(parse("1.0").unwrap(), parse("1").unwrap());
+        assert_eq!(parse("1N").unwrap(), Value::Int(1));
+        assert_ne!(parse("1M").unwrap(), Value::Int(1));
+        assert_eq!(parse("1.5").unwrap().to_edn(), "1.5");
+        assert_eq!(parse("-2e3").unwrap(), parse("-2000.0").unwrap());
+        assert!(parse("99999999999999999999").is_err());
+        let mut p = Parser::new("[1.0, 1]", 1).json();
+        let v = p.value().unwrap();
+        assert_ne!(v.as_list().unwrap()[0], v.as_list().unwrap()[1]);
     }
 
     #[test]

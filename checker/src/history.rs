@@ -36,7 +36,7 @@ impl<'de> Deserialize<'de> for Process {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match Value::deserialize(d)? {
             Value::Int(p) if p >= 0 => Ok(Process::Client(p as u64)),
-            Value::Str(s) if s == "nemesis" => Ok(Process::Nemesis),
+            ref v if v.as_str() == Some("nemesis") => Ok(Process::Nemesis),
             other => Err(serde::de::Error::custom(format!(
                 "process must be a non-negative integer or \"nemesis\", got {other}"
             ))),

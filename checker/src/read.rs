@@ -599,8 +599,8 @@ fn event_from_map(map: Value) -> Result<(Event, bool), String> {
     let mut process = None;
     let mut event = Event::new(Process::Client(0), EventType::Invoke, "", Value::Null);
     for (k, v) in entries {
-        let Value::Str(k) = k else { continue };
-        match k.as_str() {
+        let Some(k) = k.as_str() else { continue };
+        match k {
             "type" => {
                 let s = v
                     .as_str()
@@ -612,7 +612,7 @@ fn event_from_map(map: Value) -> Result<(Event, bool), String> {
             "process" => {
                 process = Some(match v {
                     Value::Int(p) if p >= 0 => Process::Client(p as u64),
-                    Value::Str(s) if s == "nemesis" => Process::Nemesis,
+                    ref v if v.as_str() == Some("nemesis") => Process::Nemesis,
                     Value::Null => continue,
                     other => return Err(format!("bad process {other}")),
                 })
@@ -625,7 +625,7 @@ fn event_from_map(map: Value) -> Result<(Event, bool), String> {
             "f" => {
                 event.f = match v {
                     Value::Null => String::new(),
-                    Value::Str(s) => s,
+                    Value::Str(s) | Value::Keyword(s) => s,
                     other => other.to_string(),
                 }
             }
@@ -752,7 +752,9 @@ fn edn_value(v: &Value) -> String {
                 .iter()
                 .enumerate()
                 .map(|(i, item)| match item {
-                    Value::Str(s) if i == 0 && is_micro_op_name(s) && items.len() == 3 => {
+                    Value::Str(s) | Value::Keyword(s)
+                        if i == 0 && is_micro_op_name(s) && items.len() == 3 =>
+                    {
                         format!(":{s}")
                     }
                     other => edn_value(other),
@@ -835,7 +837,7 @@ mod tests {
         let h = read(text, Format::Auto).unwrap();
         assert_eq!(h.len(), 4);
         assert_eq!(h.events[1].value.to_edn(), "[1 2]");
-        assert_eq!(h.events[3].value, Value::Str("timed-out".into()));
+        assert_eq!(h.events[3].value, Value::Keyword("timed-out".into()));
         assert_eq!(h.source_lines, vec![1, 3, 4, 5]);
         let ops = h.operations().unwrap();
         assert_eq!(ops[0].output, Value::Int(3));
@@ -905,7 +907,21 @@ mod tests {
         let mut jsonl = Vec::new();
         write_jsonl(&h, &mut jsonl).unwrap();
         let back = read(std::str::from_utf8(&jsonl).unwrap(), Format::Jsonl).unwrap();
-        assert_eq!(back.events, h.events);
+        // JSON has no keywords: `:none` comes back as "none", and nothing else changes.
+        fn strings_for_keywords(v: &Value) -> Value {
+            match v {
+                Value::Keyword(k) => Value::Str(k.clone()),
+                Value::List(items) => Value::List(items.iter().map(strings_for_keywords).collect()),
+                other => other.clone(),
+            }
+        }
+        let mut want = h.events.clone();
+        for e in &mut want {
+            e.value = strings_for_keywords(&e.value);
+            e.error = e.error.as_ref().map(strings_for_keywords);
+        }
+        assert_ne!(want, h.events);
+        assert_eq!(back.events, want);
         let mut edn = Vec::new();
         write_edn(&h, &mut edn).unwrap();
         let edn = String::from_utf8(edn).unwrap();

@@ -1,5 +1,8 @@
 //! A dynamically typed value as it appears in histories: the subset of EDN and JSON that Jepsen
-//! histories use. Keywords from EDN become strings (`:timed-out` -> `"timed-out"`).
+//! histories use. As in Knossos (Clojure's `=`), a keyword is not the string of its name
+//! (`:a` is not `"a"`) and a float is not the integer of its value (`1.0` is not `1`); names
+//! (`:f`, `:type`, micro-op names) are read through `as_str`, which takes either. JSON has no
+//! keywords: a keyword written to JSON becomes its name as a string.
 
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
@@ -14,12 +17,72 @@ pub enum Value {
     Null,
     Bool(bool),
     Int(i64),
-    /// Strings and EDN keywords (without the leading colon).
+    /// A floating-point number (EDN `1.5`, `1.0`, `1M`; a JSON number with a fraction or an
+    /// exponent).
+    Float(Float),
     Str(String),
+    /// An EDN keyword, without the leading colon.
+    Keyword(String),
     /// EDN vectors, lists and sets; JSON arrays.
     List(Vec<Value>),
     /// EDN and JSON maps, in the order read.
     Map(Vec<(Value, Value)>),
+}
+
+/// An `f64` with total equality, order and hashing (by `f64::total_cmp`, with `-0.0` taken
+/// as `0.0`), so that values can be compared, sorted and interned.
+#[derive(Clone, Copy, Debug)]
+pub struct Float(pub f64);
+
+impl Float {
+    fn key(self) -> f64 {
+        if self.0 == 0.0 {
+            0.0
+        } else {
+            self.0
+        }
+    }
+}
+
+impl PartialEq for Float {
+    fn eq(&self, other: &Float) -> bool {
+        self.key().total_cmp(&other.key()).is_eq()
+    }
+}
+
+impl Eq for Float {}
+
+impl PartialOrd for Float {
+    fn partial_cmp(&self, other: &Float) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Float {
+    fn cmp(&self, other: &Float) -> std::cmp::Ordering {
+        self.key().total_cmp(&other.key())
+    }
+}
+
+impl std::hash::Hash for Float {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().to_bits().hash(state)
+    }
+}
+
+impl fmt::Display for Float {
+    /// As Clojure prints doubles: always with a fraction or an exponent (`1.0`, `1.5E20`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let x = self.0;
+        if x.is_nan() {
+            f.write_str("##NaN")
+        } else if x.is_infinite() {
+            f.write_str(if x > 0.0 { "##Inf" } else { "##-Inf" })
+        } else {
+            let text = format!("{x:?}");
+            f.write_str(&text)
+        }
+    }
 }
 
 impl Value {
@@ -34,9 +97,11 @@ impl Value {
         }
     }
 
+    /// The text of a string, or the name of a keyword: for names (`f`, `type`, micro-op
+    /// names, map keys), which Jepsen writes as keywords and JSON as strings.
     pub fn as_str(&self) -> Option<&str> {
         match self {
-            Value::Str(s) => Some(s),
+            Value::Str(s) | Value::Keyword(s) => Some(s),
             _ => None,
         }
     }
@@ -71,8 +136,13 @@ impl Value {
             Value::Null => out.push_str("nil"),
             Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             Value::Int(i) => out.push_str(&i.to_string()),
+            Value::Float(x) => out.push_str(&x.to_string()),
             Value::Str(s) => {
                 out.push_str(&serde_json::to_string(s).expect("a string serialises"));
+            }
+            Value::Keyword(k) => {
+                out.push(':');
+                out.push_str(k);
             }
             Value::List(items) => {
                 out.push('[');
@@ -100,11 +170,12 @@ impl Value {
     }
 }
 
-/// Short human form: `nil`, `3`, `x`, `[1 2]`. Strings are not quoted.
+/// Short human form: `nil`, `3`, `x`, `[1 2]`. Strings and keywords are shown by their text
+/// alone (use `to_edn` where the two must be told apart).
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Value::Str(s) => f.write_str(s),
+            Value::Str(s) | Value::Keyword(s) => f.write_str(s),
             other => f.write_str(&other.to_edn()),
         }
     }
@@ -140,7 +211,8 @@ impl Serialize for Value {
             Value::Null => serializer.serialize_unit(),
             Value::Bool(b) => serializer.serialize_bool(*b),
             Value::Int(i) => serializer.serialize_i64(*i),
-            Value::Str(s) => serializer.serialize_str(s),
+            Value::Float(x) => serializer.serialize_f64(x.0),
+            Value::Str(s) | Value::Keyword(s) => serializer.serialize_str(s),
             Value::List(items) => {
                 let mut seq = serializer.serialize_seq(Some(items.len()))?;
                 for item in items {
@@ -153,7 +225,7 @@ impl Serialize for Value {
                 for (k, v) in entries {
                     // JSON object keys must be strings.
                     match k {
-                        Value::Str(s) => map.serialize_entry(s, v)?,
+                        Value::Str(s) | Value::Keyword(s) => map.serialize_entry(s, v)?,
                         other => map.serialize_entry(&other.to_edn(), v)?,
                     }
                 }
@@ -175,7 +247,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("null, a boolean, an integer, a string, an array or an object")
+        f.write_str("null, a boolean, a number, a string, an array or an object")
     }
 
     fn visit_unit<E>(self) -> Result<Value, E> {
@@ -204,14 +276,10 @@ impl<'de> Visitor<'de> for ValueVisitor {
             .map_err(|_| E::custom(format!("integer {u} is out of range")))
     }
 
+    /// A JSON number with a fraction or an exponent (`1.0`, `2e3`) is a float, never the
+    /// integer of its value.
     fn visit_f64<E: de::Error>(self, x: f64) -> Result<Value, E> {
-        if x.fract() == 0.0 && x.abs() < 9.0e15 {
-            Ok(Value::Int(x as i64))
-        } else {
-            Err(E::custom(format!(
-                "non-integer number {x} is not supported"
-            )))
-        }
+        Ok(Value::Float(Float(x)))
     }
 
     fn visit_str<E>(self, s: &str) -> Result<Value, E> {
@@ -248,6 +316,26 @@ mod tests {
         let text = r#"[null,true,-3,"x",[1,["r","k",[1,2]]],{"a":1}]"#;
         let v: Value = serde_json::from_str(text).unwrap();
         assert_eq!(serde_json::to_string(&v).unwrap(), text);
+    }
+
+    #[test]
+    fn keywords_and_floats_are_values_of_their_own() {
+        let kw = Value::Keyword("a".into());
+        let s = Value::Str("a".into());
+        assert_ne!(kw, s);
+        assert_eq!(kw.as_str(), Some("a"));
+        assert_eq!(kw.to_edn(), ":a");
+        assert_eq!(s.to_edn(), "\"a\"");
+        let one: Value = serde_json::from_str("1.0").unwrap();
+        assert_eq!(one, Value::Float(Float(1.0)));
+        assert_ne!(one, Value::Int(1));
+        assert_eq!(one.to_edn(), "1.0");
+        assert_eq!(serde_json::to_string(&one).unwrap(), "1.0");
+        assert_eq!(Value::Float(Float(-0.0)), Value::Float(Float(0.0)));
+        let mut sorted = vec![kw.clone(), s.clone(), one.clone(), Value::Int(1)];
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 4);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use clap::Args;
 use ordeal_checker::linear::{self, CheckOptions, LinearReport, ModelKind, ModelOptions};
-use ordeal_checker::read::{locate_event, read_path, Format};
+use ordeal_checker::read::{locate_event, Format};
 use ordeal_checker::txn;
 use ordeal_checker::HistoryError;
 use std::io::Write;
@@ -190,7 +190,6 @@ fn check_file(args: &CheckArgs, file: &Path) -> Result<FileResult, String> {
             });
         }
     };
-    let history = read_path(file, format).map_err(|e| e.to_string())?;
     let options = CheckOptions {
         timeout: Some(args.timeout),
         memo_limit_bytes: args.memo_limit_mib.saturating_mul(1 << 20),
@@ -203,10 +202,11 @@ fn check_file(args: &CheckArgs, file: &Path) -> Result<FileResult, String> {
                 .map_err(|e| format!("--initial: {}", e.message))?;
             let model =
                 linear::MultiRegister::new(&initial).map_err(|e| format!("--initial: {e}"))?;
-            linear::check(&model, &history, &options)
+            // Streamed by partition: a big history is never held whole.
+            linear::check_path(&model, file, format, &options)
         }
         (Some(_), _) => return Err("--initial only applies to --model multi-register".into()),
-        (None, _) => linear::check_kind(kind, model_options, &history, &options),
+        (None, _) => linear::check_kind_path(kind, model_options, file, format, &options),
     };
     let report: LinearReport = checked.map_err(|e: HistoryError| e.in_file(file).to_string())?;
     Ok(FileResult {

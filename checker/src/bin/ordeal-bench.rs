@@ -2,9 +2,13 @@
 //! history, and prints a table (file, ops, verdict, median ms of 5 runs, peak RSS).
 //!
 //! Usage: ordeal-bench [TESTDATA_DIR] [--quick]
+//!        ordeal-bench --write-big OPS KEYS FILE     (a generated cas-register history, JSONL)
+//!        ordeal-bench --check-big memory|stream FILE (one check; prints time and peak RSS)
 
-use ordeal_checker::linear::generate::{corrupt_read, generate, GenOptions, Workload};
-use ordeal_checker::linear::{check_kind, CheckOptions, ModelKind, ModelOptions};
+use ordeal_checker::linear::generate::{
+    corrupt_read, generate, generate_into, GenOptions, Workload,
+};
+use ordeal_checker::linear::{check_kind, check_kind_path, CheckOptions, ModelKind, ModelOptions};
 use ordeal_checker::read::{read_path, shared_testdata_dir, Format};
 use ordeal_checker::{History, Verdict};
 use std::path::{Path, PathBuf};
@@ -129,7 +133,116 @@ fn read(path: &Path) -> History {
     read_path(path, Format::Auto).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The big generated histories: cas-register over 1,000 keys from 64 clients, 1% info.
+fn big_options(ops: usize, keys: usize) -> GenOptions {
+    GenOptions {
+        workload: Workload::CasRegister,
+        ops,
+        keys,
+        clients: 64,
+        info_rate: 0.01,
+        seed: 7,
+    }
+}
+
+/// Writes a generated history to `path` as JSONL without holding it.
+fn write_big(ops: usize, keys: usize, path: &Path) {
+    use std::io::Write;
+    let file = std::fs::File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    generate_into(&big_options(ops, keys), |e| {
+        serde_json::to_writer(&mut out, &e).expect("write the history");
+        out.write_all(b"\n").expect("write the history");
+    });
+    out.flush().expect("write the history");
+}
+
+/// One check of a file, in memory (read the whole history, then check) or streaming; prints
+/// `RESULT ops verdict wall_ms cpu_ms peak_mib` for the parent to parse.
+fn check_big(how: &str, path: &Path) {
+    let options = CheckOptions {
+        timeout: Some(Duration::from_secs(600)),
+        ..CheckOptions::default()
+    };
+    let start = Instant::now();
+    let cpu_start = cpu_time();
+    let report = match how {
+        "memory" => check_kind(
+            ModelKind::CasRegister,
+            ModelOptions::default(),
+            &read(path),
+            &options,
+        ),
+        "stream" => check_kind_path(
+            ModelKind::CasRegister,
+            ModelOptions::default(),
+            path,
+            Format::Auto,
+            &options,
+        ),
+        other => panic!("--check-big {other}: expected memory or stream"),
+    }
+    .unwrap_or_else(|e| panic!("{e}"));
+    let wall = start.elapsed();
+    let cpu = match (cpu_start, cpu_time()) {
+        (Some(a), Some(b)) => b.saturating_sub(a),
+        _ => Duration::ZERO,
+    };
+    println!(
+        "RESULT {} {} {:.1} {:.1} {:.0}",
+        report.operations,
+        report.verdict,
+        wall.as_secs_f64() * 1000.0,
+        cpu.as_secs_f64() * 1000.0,
+        peak_rss_mib().unwrap_or(f64::NAN)
+    );
+}
+
+/// Runs `check_big` in a child process, so that each row's peak RSS is its own.
+fn big_row(how: &str, path: &Path, name: &str, note: &str) {
+    let out = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .args(["--check-big", how])
+        .arg(path)
+        .output()
+        .expect("run the check in a child process");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(fields) = text
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+    else {
+        println!(
+            "{name:<44} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        return;
+    };
+    let ms = |s: &str| Duration::from_secs_f64(s.parse::<f64>().unwrap_or(f64::NAN) / 1000.0);
+    print_row(&Row {
+        name: name.to_string(),
+        ops: fields[0].parse().unwrap_or(0),
+        verdict: fields[1].to_string(),
+        runs: vec![ms(fields[2])],
+        cpu: vec![ms(fields[3])],
+        peak_mib: fields[4].parse().ok(),
+        note: note.to_string(),
+    });
+}
+
 fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    match argv.first().map(String::as_str) {
+        Some("--write-big") if argv.len() == 4 => {
+            let n = |s: &str| s.parse::<usize>().unwrap_or_else(|e| panic!("{s}: {e}"));
+            write_big(n(&argv[1]), n(&argv[2]), Path::new(&argv[3]));
+            return;
+        }
+        Some("--check-big") if argv.len() == 3 => {
+            check_big(&argv[1], Path::new(&argv[2]));
+            return;
+        }
+        _ => {}
+    }
     let mut args = std::env::args().skip(1);
     let mut dir: Option<PathBuf> = None;
     let mut quick = false;
@@ -141,7 +254,7 @@ fn main() {
         }
     }
     let dir = dir.unwrap_or_else(shared_testdata_dir);
-    // ORDEAL_BENCH_ONLY=etcd|kv|kv-one-key|generated runs one group.
+    // ORDEAL_BENCH_ONLY=etcd|kv|kv-one-key|cas-info|generated|big runs one group.
     let only = std::env::var("ORDEAL_BENCH_ONLY").unwrap_or_default();
     let want = |group: &str| only.is_empty() || only == group;
     let timeout = Duration::from_secs(60);
@@ -310,6 +423,36 @@ fn main() {
             }
         }
     }
+    if want("cas-info") {
+        // Issue 11's pathological case: one register, two clients, 29% unknown outcomes,
+        // failed cas observed. Its unknown cas ops were once placed as no-ops in every subset
+        // (unknown after 60 s).
+        let h = generate(&GenOptions {
+            workload: Workload::CasRegister,
+            ops: 93,
+            keys: 1,
+            clients: 2,
+            info_rate: 0.29,
+            seed: 3543358975698587692,
+        });
+        measure(
+            "cas-register 93 ops, 29% info, failed cas observed",
+            runs,
+            "was unknown after 60 s",
+            || {
+                let options = CheckOptions {
+                    timeout: Some(timeout),
+                    ..CheckOptions::default()
+                };
+                let observed = ModelOptions {
+                    failed_cas_observed: true,
+                };
+                let r = check_kind(ModelKind::CasRegister, observed, &h, &options)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                (r.operations, r.verdict)
+            },
+        );
+    }
     if want("generated") {
         let (ops, keys, clients) = if quick {
             (100_000, 100, 64)
@@ -336,5 +479,41 @@ fn main() {
             "cas-register; target <= 5000 ms, <= 2048 MiB",
             || check(ModelKind::CasRegister, &history, timeout),
         );
+    }
+    if want("big") && !quick {
+        // Big histories from a file: the whole history in memory versus streamed by
+        // partition (`check_path`), each in a child process of its own. 10M ops in memory
+        // takes ~8 GiB, so it runs only with ORDEAL_BENCH_BIG_MEMORY=1.
+        let dir = std::env::temp_dir().join(format!("ordeal-bench-big-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let all_memory = std::env::var("ORDEAL_BENCH_BIG_MEMORY").is_ok_and(|v| v == "1");
+        for ops in [1_000_000, 10_000_000] {
+            let path = dir.join(format!("big-{ops}.jsonl"));
+            let start = Instant::now();
+            write_big(ops, 1_000, &path);
+            let mib = std::fs::metadata(&path).map_or(0, |m| m.len() >> 20);
+            println!(
+                "  (wrote {}M cas-register ops over 1000 keys, {mib} MiB of JSONL, in {:.1} s)",
+                ops / 1_000_000,
+                start.elapsed().as_secs_f64()
+            );
+            let label = format!("file {}M ops, 1000 keys", ops / 1_000_000);
+            big_row(
+                "stream",
+                &path,
+                &format!("{label}, streamed"),
+                "read + check; target: 10M within 2048 MiB",
+            );
+            if ops <= 1_000_000 || all_memory {
+                big_row(
+                    "memory",
+                    &path,
+                    &format!("{label}, in memory"),
+                    "read_path + check",
+                );
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -101,6 +101,14 @@ struct Pending {
 
 /// Generates a linearizable history.
 pub fn generate(opts: &GenOptions) -> History {
+    let mut events: Vec<Event> = Vec::with_capacity(opts.ops * 2);
+    generate_into(opts, |e| events.push(e));
+    History::new(events)
+}
+
+/// `generate`, handing the events to `sink` in order (numbered from 0) instead of holding
+/// them: big histories go straight to a file.
+pub fn generate_into(opts: &GenOptions, mut sink: impl FnMut(Event)) {
     let mut rng = Rng::new(opts.seed);
     let clients = opts.clients.max(1);
     let keys = opts.keys.max(1);
@@ -115,14 +123,15 @@ pub fn generate(opts: &GenOptions) -> History {
     let mut written: Vec<Vec<i64>> = vec![Vec::new(); keys];
     let mut process: Vec<u64> = (0..clients as u64).collect();
     let mut pending: Vec<Option<Pending>> = (0..clients).map(|_| None).collect();
-    let mut events: Vec<Event> = Vec::with_capacity(opts.ops * 2);
+    // Events handed to `sink` so far: the next one's index, and the clock.
+    let mut emitted = 0u64;
     let mut invoked = 0usize;
     let mut open = 0usize;
     let mut counter = 0i64;
 
     while invoked < opts.ops || open > 0 {
         let c = rng.below(clients);
-        let time = events.len() as i64 * 1000;
+        let time = emitted as i64 * 1000;
         match &mut pending[c] {
             None => {
                 if invoked >= opts.ops {
@@ -184,16 +193,17 @@ pub fn generate(opts: &GenOptions) -> History {
                         }
                     }
                 };
-                events.push(
-                    Event::new(
-                        Process::Client(process[c]),
-                        EventType::Invoke,
-                        f,
-                        input.clone(),
-                    )
-                    .with_key(key)
-                    .with_time(time),
-                );
+                let mut e = Event::new(
+                    Process::Client(process[c]),
+                    EventType::Invoke,
+                    f,
+                    input.clone(),
+                )
+                .with_key(key)
+                .with_time(time);
+                e.index = emitted;
+                emitted += 1;
+                sink(e);
                 pending[c] = Some(Pending {
                     f,
                     key,
@@ -266,12 +276,13 @@ pub fn generate(opts: &GenOptions) -> History {
                     // Jepsen retires the process of an indeterminate op.
                     process[c] += clients as u64;
                 }
-                events.push(e);
+                e.index = emitted;
+                emitted += 1;
+                sink(e);
                 open -= 1;
             }
         }
     }
-    History::new(events)
 }
 
 /// Changes the result of the `n`th successful read (modulo their number) to a value no

@@ -20,6 +20,7 @@ pub mod register;
 mod report;
 pub mod search;
 pub mod set;
+pub mod stream;
 
 pub use kv::{Kv, KvUnpartitioned};
 pub use model::{Interner, Model, Prepared};
@@ -27,6 +28,7 @@ pub use multi_register::MultiRegister;
 pub use register::Register;
 pub use report::{timeline_html, CxOp, CxPrefix, CxStep};
 pub use set::Set;
+pub use stream::check_path;
 
 use crate::error::HistoryError;
 use crate::history::{History, Operation, Outcome};
@@ -47,6 +49,15 @@ pub struct CheckOptions {
     pub memo_limit_bytes: usize,
     /// How many longest prefixes (with different stuck operations) to report.
     pub max_prefixes: usize,
+    /// `check_path`: bytes of encoded operations held in memory before they go to a
+    /// temporary file.
+    pub stream_buffer_bytes: usize,
+    /// `check_path`: operations loaded (and checked in parallel) at once; a partition larger
+    /// than this is still loaded whole.
+    pub stream_batch_ops: usize,
+    /// `check_path`: where the temporary file goes (unlinked at once); `None` for the
+    /// system's temporary directory.
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for CheckOptions {
@@ -55,6 +66,9 @@ impl Default for CheckOptions {
             timeout: Some(Duration::from_secs(60)),
             memo_limit_bytes: 1 << 30,
             max_prefixes: 3,
+            stream_buffer_bytes: 64 << 20,
+            stream_batch_ops: 1 << 18,
+            spill_dir: None,
         }
     }
 }
@@ -133,6 +147,31 @@ pub fn check_kind(
         ModelKind::Set => check(&Set, history, options),
         // Registers start nil; `check` with `MultiRegister::new(initial)` gives them values.
         ModelKind::MultiRegister => check(&MultiRegister::default(), history, options),
+    }
+}
+
+/// `check_kind` for a history file, streaming it (see `stream`): the entry point for files.
+pub fn check_kind_path(
+    kind: ModelKind,
+    model_options: ModelOptions,
+    path: &std::path::Path,
+    format: crate::read::Format,
+    options: &CheckOptions,
+) -> Result<LinearReport, HistoryError> {
+    match kind {
+        ModelKind::Register => check_path(&Register::plain(), path, format, options),
+        ModelKind::CasRegister => check_path(
+            &Register::cas(model_options.failed_cas_observed),
+            path,
+            format,
+            options,
+        ),
+        ModelKind::Kv => check_path(&Kv::default(), path, format, options),
+        ModelKind::KvUnpartitioned => {
+            check_path(&KvUnpartitioned::default(), path, format, options)
+        }
+        ModelKind::Set => check_path(&Set, path, format, options),
+        ModelKind::MultiRegister => check_path(&MultiRegister::default(), path, format, options),
     }
 }
 
@@ -255,16 +294,58 @@ pub fn check_operations<M: Model>(
         groups[g].1.push(i);
     }
 
+    let line_of = |pos: usize| history.line_of(pos);
     let results: Vec<Result<PartitionResult, HistoryError>> = groups
         .into_par_iter()
-        .map(|(key, members)| check_partition(model, history, ops, key, &members, &budget, options))
+        .map(|(key, members)| {
+            check_partition(model, &line_of, ops, key, &members, &budget, options)
+        })
         .collect();
 
     let mut parts = Vec::with_capacity(results.len());
     for r in results {
         parts.push(r?);
     }
+    let totals = OpTotals::of(ops);
+    Ok(build_report(model, parts, totals, start, options))
+}
 
+/// How many client operations a history has, of which unknown and failed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct OpTotals {
+    pub operations: usize,
+    pub indeterminate: usize,
+    pub failed: usize,
+}
+
+impl OpTotals {
+    fn of(ops: &[Operation]) -> OpTotals {
+        let mut t = OpTotals::default();
+        for op in ops {
+            t.count(op.outcome);
+        }
+        t
+    }
+
+    pub(crate) fn count(&mut self, outcome: Outcome) {
+        self.operations += 1;
+        match outcome {
+            Outcome::Info => self.indeterminate += 1,
+            Outcome::Fail => self.failed += 1,
+            Outcome::Ok => {}
+        }
+    }
+}
+
+/// The report from every partition's result, in partition order (the first invalid
+/// partition's counterexample is the one shown).
+fn build_report<M: Model>(
+    model: &M,
+    mut parts: Vec<PartitionResult>,
+    totals: OpTotals,
+    start: Instant,
+    options: &CheckOptions,
+) -> LinearReport {
     let mut counts = PartitionCounts {
         total: parts.len(),
         ..Default::default()
@@ -315,8 +396,11 @@ pub fn check_operations<M: Model>(
     }
     stats.elapsed_ms = start.elapsed().as_millis() as u64;
 
-    let indeterminate = ops.iter().filter(|o| o.outcome == Outcome::Info).count();
-    let failed = ops.iter().filter(|o| o.outcome == Outcome::Fail).count();
+    let OpTotals {
+        operations,
+        indeterminate,
+        failed,
+    } = totals;
     let unknown_reason = gave_up.map(|why| {
         let what = match why {
             GaveUp::Time => format!(
@@ -342,10 +426,10 @@ pub fn check_operations<M: Model>(
         )
     });
     let summary = match verdict {
-        Verdict::Valid if ops.is_empty() => "empty history: valid".to_string(),
+        Verdict::Valid if operations == 0 => "empty history: valid".to_string(),
         Verdict::Valid => format!(
             "valid: linearizable ({} operations, {} partition{})",
-            ops.len(),
+            operations,
             counts.total,
             if counts.total == 1 { "" } else { "s" }
         ),
@@ -364,11 +448,11 @@ pub fn check_operations<M: Model>(
         ),
         Verdict::Unknown => format!("unknown: {}", unknown_reason.clone().unwrap_or_default()),
     };
-    Ok(LinearReport {
+    LinearReport {
         model: model.name().to_string(),
         verdict,
         summary,
-        operations: ops.len(),
+        operations,
         indeterminate,
         failed,
         pruned,
@@ -378,12 +462,14 @@ pub fn check_operations<M: Model>(
         invalid_partitions,
         counterexample,
         stats,
-    })
+    }
 }
 
+/// Checks one partition: `members` index `ops` in invocation order; `line_of` gives the
+/// source line of an event position, for errors and the counterexample.
 fn check_partition<M: Model>(
     model: &M,
-    history: &History,
+    line_of: &dyn Fn(usize) -> Option<usize>,
     ops: &[Operation],
     key: Option<Value>,
     members: &[usize],
@@ -396,10 +482,11 @@ fn check_partition<M: Model>(
         let op = &ops[i];
         match model.prepare(op, &mut ctx) {
             Err(message) => {
-                return Err(history.error_at(
-                    op.invoke_pos,
-                    format!("{} {}: {message}", op.f, op.input.to_edn()),
-                ))
+                return Err(HistoryError::Invalid {
+                    line: line_of(op.invoke_pos),
+                    index: op.invoke_pos,
+                    message: format!("{} {}: {message}", op.f, op.input.to_edn()),
+                })
             }
             Ok(None) => {}
             Ok(Some((input, output))) => {
@@ -436,7 +523,7 @@ fn check_partition<M: Model>(
     );
     let counterexample = match &outcome {
         SearchOutcome::Invalid(stuck) => Some(report::build_counterexample(
-            model, &ctx, history, ops, &key, &prepared, &prune, stuck,
+            model, &ctx, line_of, ops, &key, &prepared, &prune, stuck,
         )),
         _ => None,
     };
@@ -609,6 +696,81 @@ mod tests {
         let r = check(&Register::cas(false), &h, &opts).unwrap();
         assert_eq!(r.verdict, Verdict::Unknown, "{}", r.summary);
         assert!(r.summary.contains("memory budget"), "{}", r.summary);
+    }
+
+    /// As in Knossos: a keyword is not the string of its name, a float not the integer of its
+    /// value, for every model that compares values.
+    #[test]
+    fn keywords_strings_floats_and_integers_are_different_values() {
+        let verdict = |model: ModelKind, text: &str| {
+            let h =
+                crate::read::read_str(text, crate::read::Format::Edn, "t.edn".as_ref()).unwrap();
+            check_kind(model, ModelOptions::default(), &h, &CheckOptions::default())
+                .unwrap()
+                .verdict
+        };
+        let write_read = |written: &str, read: &str| {
+            format!(
+                "{{:process 0 :type :invoke :f :write :value {written}}}\n\
+                 {{:process 0 :type :ok :f :write :value {written}}}\n\
+                 {{:process 0 :type :invoke :f :read :value nil}}\n\
+                 {{:process 0 :type :ok :f :read :value {read}}}\n"
+            )
+        };
+        for (written, read, want) in [
+            (":a", ":a", Verdict::Valid),
+            ("\"a\"", "\"a\"", Verdict::Valid),
+            (":a", "\"a\"", Verdict::Invalid),
+            ("\"a\"", ":a", Verdict::Invalid),
+            ("1", "1", Verdict::Valid),
+            ("1.0", "1.0", Verdict::Valid),
+            ("1", "1.0", Verdict::Invalid),
+            ("1.0", "1", Verdict::Invalid),
+        ] {
+            for model in [ModelKind::Register, ModelKind::CasRegister] {
+                assert_eq!(
+                    verdict(model, &write_read(written, read)),
+                    want,
+                    "{} {written} then read {read}",
+                    model.as_str()
+                );
+            }
+        }
+        // A cas compares too: [1.0 2] does not match a register holding 1.
+        let cas = "{:process 0 :type :invoke :f :write :value 1}\n\
+                   {:process 0 :type :ok :f :write :value 1}\n\
+                   {:process 0 :type :invoke :f :cas :value [1.0 2]}\n\
+                   {:process 0 :type :ok :f :cas :value [1.0 2]}\n";
+        assert_eq!(verdict(ModelKind::CasRegister, cas), Verdict::Invalid);
+        assert_eq!(
+            verdict(ModelKind::CasRegister, &cas.replace("1.0", "1")),
+            Verdict::Valid
+        );
+        // Sets: an added keyword is not read back as a string.
+        let set = |added: &str, read: &str| {
+            format!(
+                "{{:process 0 :type :invoke :f :add :value {added}}}\n\
+                 {{:process 0 :type :ok :f :add :value {added}}}\n\
+                 {{:process 0 :type :invoke :f :read :value nil}}\n\
+                 {{:process 0 :type :ok :f :read :value #{{{read}}}}}\n"
+            )
+        };
+        assert_eq!(verdict(ModelKind::Set, &set(":a", ":a")), Verdict::Valid);
+        assert_eq!(
+            verdict(ModelKind::Set, &set(":a", "\"a\"")),
+            Verdict::Invalid
+        );
+        assert_eq!(verdict(ModelKind::Set, &set("2", "2.0")), Verdict::Invalid);
+        // Keys: :x and "x" are two objects, each checked on its own.
+        let keys = "{:process 0 :type :invoke :f :write :key :x :value 1}\n\
+                    {:process 0 :type :ok :f :write :key :x :value 1}\n\
+                    {:process 0 :type :invoke :f :read :key \"x\" :value nil}\n\
+                    {:process 0 :type :ok :f :read :key \"x\" :value nil}\n";
+        assert_eq!(verdict(ModelKind::CasRegister, keys), Verdict::Valid);
+        assert_eq!(
+            verdict(ModelKind::CasRegister, &keys.replace("\"x\"", ":x")),
+            Verdict::Invalid
+        );
     }
 
     #[test]

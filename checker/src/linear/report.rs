@@ -3,7 +3,7 @@
 use super::model::{Model, Prepared};
 use super::search::Stuck;
 use super::{Counterexample, LinearReport};
-use crate::history::{History, Operation, Outcome};
+use crate::history::{Operation, Outcome};
 use crate::value::Value;
 use crate::Verdict;
 use serde::{Deserialize, Serialize};
@@ -86,7 +86,7 @@ fn describe_op(op: &Operation) -> String {
 pub(crate) fn build_counterexample<M: Model + ?Sized>(
     model: &M,
     ctx: &M::Ctx,
-    history: &History,
+    line_of: &dyn Fn(usize) -> Option<usize>,
     ops: &[Operation],
     key: &Option<Value>,
     prepared: &[Prepared<M>],
@@ -106,8 +106,8 @@ pub(crate) fn build_counterexample<M: Model + ?Sized>(
                 outcome: op.outcome,
                 invoke_index: op.invoke_pos,
                 complete_index: op.complete_pos,
-                invoke_line: history.line_of(op.invoke_pos),
-                complete_line: op.complete_pos.and_then(|c| history.line_of(c)),
+                invoke_line: line_of(op.invoke_pos),
+                complete_line: op.complete_pos.and_then(line_of),
                 invoke_time: op.invoke_time,
                 complete_time: op.complete_time,
                 pruned: pruned.get(i).copied().unwrap_or(false),

@@ -457,6 +457,15 @@ fn search_inner<M: Model + ?Sized>(
                     cursor = advance;
                     continue;
                 };
+                if info && ns == state {
+                    // An unknown op that would change nothing here (a cas whose expected value
+                    // does not match, an append of nothing) is the same as one that never
+                    // happens, which is always allowed, and it stays available for later:
+                    // placing it would only multiply configurations that differ in which such
+                    // no-ops were spent (2^k of them for k unknown cas ops).
+                    cursor = advance;
+                    continue;
+                }
                 let forced = !info && read_only[op as usize];
                 if !memo.is_empty() {
                     let h = (set_hash ^ zob[op as usize]) ^ hash_state(&ns);
