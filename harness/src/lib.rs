@@ -13,4 +13,5 @@ pub mod plots;
 pub mod record;
 pub mod report;
 pub mod runner;
+pub mod summary;
 pub mod target;

@@ -192,8 +192,14 @@ async fn run_async(
     .await;
     drop(recorder);
     let recorded = writer.await.context("history writer")??;
+    // The run itself is over: what it held at its peak, before the checks read the history.
+    let peak_rss_before_checks = crate::analyse::peak_rss_bytes();
     let write_bytes = recorded.bytes_written;
-    let history = ordeal_checker::History::new(recorded.events);
+    if args.no_history_file {
+        // Kept in memory while the test ran; the checks read the file.
+        record::write_events(&history_path, &recorded.kept)?;
+    }
+    drop(recorded);
 
     let (throughput, completed_per_s) = (main.throughput(), main.completed_per_s());
     let (ops_main, ok_main, main_elapsed) = (main.ops_main, main.ok_main, main.main_elapsed);
@@ -209,6 +215,7 @@ async fn run_async(
         "ops_refused_main_phase": main.counters.refused.load(Ordering::Relaxed),
         "backoff_s_total": main.counters.backoff_ms.load(Ordering::Relaxed) as f64 / 1000.0,
         "history_bytes": write_bytes,
+        "harness_peak_rss_bytes_before_checks": peak_rss_before_checks,
         "history_file": !args.no_history_file,
         "interrupted": main.interrupted,
         "time_limit_s": args.time_limit_s,
@@ -225,7 +232,7 @@ async fn run_async(
     let verdict = analyse(
         &run_dir,
         &config,
-        &history,
+        &history_path,
         &recovered.log_paths,
         recovered.convergence,
         extra,
