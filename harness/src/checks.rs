@@ -274,13 +274,30 @@ pub fn txn_html(r: &TxnResult) -> String {
     h
 }
 
-/// Ok txns the bank check holds at once while a history file streams by.
+/// Ok txns the bank check holds at once while a history file streams by, at most.
 pub const BANK_BATCH_EVENTS: usize = 4096;
+/// Values (list items included) the bank check's batch holds, at most: a read returns every
+/// delta an account ever received, so late reads of a long run are large and a batch is
+/// bounded by size as well as by count.
+pub const BANK_BATCH_VALUES: usize = 1 << 19;
+
+/// How many values `v` is made of, itself and every list or map item within.
+fn value_nodes(v: &Value) -> usize {
+    1 + match v {
+        Value::List(items) => items.iter().map(value_nodes).sum(),
+        Value::Map(entries) => entries
+            .iter()
+            .map(|(k, v)| value_nodes(k) + value_nodes(v))
+            .sum(),
+        _ => 0,
+    }
+}
 
 /// The bank checker: every read of all accounts sums to the total (and, where the protocol's
 /// transfers compare balances, none is negative). Each read is judged on its own, so the file
-/// is streamed and checked `BANK_BATCH_EVENTS` ok txns at a time, the batches' results merged
-/// into what one check of the whole history gives.
+/// is streamed and checked a batch of ok txns at a time (`BANK_BATCH_EVENTS`,
+/// `BANK_BATCH_VALUES`), the batches' results merged into what one check of the whole history
+/// gives.
 pub fn check_bank(
     history: &Path,
     format: Format,
@@ -298,18 +315,39 @@ pub fn check_bank(
         merged.bad_reads.extend(r.bad_reads.into_iter().take(room));
     };
     let mut position = 0u64;
-    let read = read::stream_path(history, format, &mut |mut e, _| {
+    let mut batch_values = 0usize;
+    let mut take = |mut e: Event| {
         // Positions as in the whole history, so a bad read names its event.
         e.index = position;
         position += 1;
         if e.kind == EventType::Ok && e.f == "txn" {
+            batch_values += value_nodes(&e.value);
             batch.events.push(e);
-            if batch.events.len() >= BANK_BATCH_EVENTS {
+            if batch.events.len() >= BANK_BATCH_EVENTS || batch_values >= BANK_BATCH_VALUES {
                 absorb(&mut batch);
+                batch_values = 0;
             }
         }
-        Ok(())
-    });
+    };
+    // Our JSONL a line at a time (the general reader parses thousands of lines ahead, and a
+    // late read of a long run is large); other formats through the checker's reader.
+    let read: Result<(), String> = if format == Format::Jsonl {
+        crate::summary::for_each_line(history, |line, number| {
+            let e: Event = serde_json::from_slice(line).map_err(|e| {
+                anyhow::anyhow!("{}:{number}: not a history event: {e}", history.display())
+            })?;
+            take(e);
+            Ok(())
+        })
+        .map_err(|e| format!("{e:#}"))
+    } else {
+        read::stream_path(history, format, &mut |e, _| {
+            take(e);
+            Ok(())
+        })
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
     if let Err(e) = read {
         return CheckOutcome {
             name: "bank".into(),

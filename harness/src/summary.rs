@@ -14,7 +14,6 @@
 use crate::checks::{Counts, FaultInterval, FaultTracker};
 use crate::plots::ChartData;
 use anyhow::{Context, Result};
-use ordeal_checker::read::{stream_path, Format};
 use ordeal_checker::{Event, EventType, Outcome, Process};
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
@@ -109,14 +108,22 @@ impl Summariser {
 
     /// Takes the next event of the history.
     pub fn add(&mut self, e: &Event) {
+        self.take(e.time, e.process, e.kind, &e.f);
+    }
+
+    /// Takes the next event, given only what the summary reads of it.
+    fn take(&mut self, time: i64, process: Process, kind: EventType, f: &str) {
         let position = self.events;
         self.events += 1;
-        let Process::Client(p) = e.process else {
+        let Process::Client(p) = process else {
             return;
         };
-        if e.kind != EventType::Invoke {
-            let c = self.counts.entry(e.f.clone()).or_default();
-            match e.kind {
+        if kind != EventType::Invoke {
+            let c = match self.counts.get_mut(f) {
+                Some(c) => c,
+                None => self.counts.entry(f.to_string()).or_default(),
+            };
+            match kind {
                 EventType::Ok => c.ok += 1,
                 EventType::Fail => c.fail += 1,
                 _ => c.info += 1,
@@ -125,20 +132,20 @@ impl Summariser {
         if self.pairing_error.is_some() {
             return;
         }
-        if e.kind == EventType::Invoke {
+        if kind == EventType::Invoke {
             if let Some(open) = self.in_flight.get(&p) {
                 self.pairing_error = Some(format!(
-                    "event {position}: process {p} invoked {} while its {} (event {}) was still pending",
-                    e.f, open.f, open.position
+                    "event {position}: process {p} invoked {f} while its {} (event {}) was still pending",
+                    open.f, open.position
                 ));
                 return;
             }
-            let during_fault = self.during_fault(e.time);
+            let during_fault = self.during_fault(time);
             self.in_flight.insert(
                 p,
                 InFlight {
-                    f: e.f.clone(),
-                    invoke_ns: e.time,
+                    f: f.to_string(),
+                    invoke_ns: time,
                     position,
                     during_fault,
                 },
@@ -148,19 +155,18 @@ impl Summariser {
         }
         let Some(op) = self.in_flight.remove(&p) else {
             self.pairing_error = Some(format!(
-                "event {position}: {} of {} on process {p} has no pending invoke",
-                e.kind.as_str(),
-                e.f
+                "event {position}: {} of {f} on process {p} has no pending invoke",
+                kind.as_str(),
             ));
             return;
         };
-        let outcome = match e.kind {
+        let outcome = match kind {
             EventType::Ok => Outcome::Ok,
             EventType::Fail => Outcome::Fail,
             _ => Outcome::Info,
         };
         self.count_availability(outcome == Outcome::Ok, op.during_fault);
-        self.charts.add(&op.f, outcome, op.invoke_ns, e.time);
+        self.charts.add(&op.f, outcome, op.invoke_ns, time);
     }
 
     fn count_availability(&mut self, ok: bool, during_fault: bool) {
@@ -209,12 +215,50 @@ pub fn summarise_events(events: &[Event]) -> HistorySummary {
 pub fn summarise_file(path: &Path) -> Result<HistorySummary> {
     let (faults, end_time_ns) = scan_faults(path)?;
     let mut s = Summariser::new(faults, end_time_ns);
-    stream_path(path, Format::Jsonl, &mut |e, _line| {
-        s.add(&e);
+    for_each_line(path, |line, number| {
+        let head: EventHead = serde_json::from_slice(line)
+            .with_context(|| format!("{}:{number}: not a history event", path.display()))?;
+        s.take(head.time, head.process, head.kind, &head.f);
         Ok(())
-    })
-    .map_err(|e| anyhow::anyhow!("{}", e.in_file(path)))?;
+    })?;
     Ok(s.finish())
+}
+
+/// What the second pass reads of an event: its values (a read of a long list can be
+/// megabytes) are skipped unparsed.
+#[derive(serde::Deserialize)]
+struct EventHead {
+    #[serde(default = "no_time")]
+    time: i64,
+    process: Process,
+    #[serde(rename = "type")]
+    kind: EventType,
+    #[serde(default)]
+    f: String,
+}
+
+/// Calls `each` with every non-blank line of a file and its 1-based number, reading one line
+/// at a time.
+pub(crate) fn for_each_line(
+    path: &Path,
+    mut each: impl FnMut(&[u8], usize) -> Result<()>,
+) -> Result<()> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+    let mut line = Vec::with_capacity(512);
+    for number in 1.. {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("{}:{number}: reading", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            each(&line, number)?;
+        }
+    }
+    Ok(())
 }
 
 /// Only the time of a line, so that the first pass skips the rest without building values.
@@ -231,34 +275,22 @@ fn no_time() -> i64 {
 /// The first pass: the fault intervals (from the nemesis lines, parsed in full) and the latest
 /// time of any event. Lines that do not parse are left to the second pass to report.
 fn scan_faults(path: &Path) -> Result<(Vec<FaultInterval>, i64)> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
     let mut tracker = FaultTracker::default();
     let (mut last_ns, mut max_ns) = (0i64, 0i64);
-    let mut line = Vec::with_capacity(512);
-    loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        if let Ok(t) = serde_json::from_slice::<TimeOnly>(&line) {
+    for_each_line(path, |line, _| {
+        if let Ok(t) = serde_json::from_slice::<TimeOnly>(line) {
             last_ns = t.time;
             max_ns = max_ns.max(t.time);
         }
         // Only nemesis events say "nemesis" as their process; a client event that mentions it
         // in a value is parsed and passed over.
-        if memchr_nemesis(&line) {
-            if let Ok(e) = serde_json::from_slice::<Event>(&line) {
+        if memchr_nemesis(line) {
+            if let Ok(e) = serde_json::from_slice::<Event>(line) {
                 tracker.add(&e);
             }
         }
-    }
+        Ok(())
+    })?;
     // A fault still open at the end ends at the last event, as `fault_intervals` has it.
     Ok((tracker.finish(last_ns), max_ns))
 }

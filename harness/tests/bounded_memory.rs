@@ -383,3 +383,70 @@ fn the_bank_check_streams_a_large_history_in_bounded_memory() {
         growth / MIB
     );
 }
+
+/// Reads in a bank history whose account lists grow with the run, as paxos-kv's do (a read
+/// returns every delta an account received): the last is `GROWING_READS` deltas long.
+const GROWING_READS: usize = 3000;
+
+#[test]
+fn the_bank_check_stays_bounded_when_reads_grow_with_the_run() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = temp_dir("bank-growing");
+    let path = dir.join("history.jsonl");
+    let protocol = ordeal_workloads::Protocol::OrdealHttp;
+    let accounts = ordeal_workloads::bank::options(protocol).accounts;
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).expect("creating"));
+        for i in 0..GROWING_READS {
+            let p = Process::Client(i as u64 % 4);
+            // i transfers of 1 from acct1 to acct0 so far: the balances still sum up.
+            let ops: Vec<Value> = (0..accounts)
+                .map(|a| {
+                    let deltas = match a {
+                        0 => Value::List(vec![Value::Int(1); i]),
+                        1 => Value::List(vec![Value::Int(-1); i]),
+                        _ => Value::Null,
+                    };
+                    Value::List(vec![
+                        Value::Str("r".into()),
+                        Value::Str(format!("acct{a}")),
+                        deltas,
+                    ])
+                })
+                .collect();
+            for (n, (kind, value)) in [
+                (EventType::Invoke, Value::Null),
+                (EventType::Ok, Value::List(ops)),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let mut e = Event::new(p, kind, "txn", value).with_time((2 * i + n) as i64);
+                e.index = (2 * i + n) as u64;
+                serde_json::to_writer(&mut out, &e).expect("serialising");
+                out.write_all(b"\n").expect("writing");
+            }
+        }
+        out.flush().expect("flushing");
+    }
+    let (outcome, growth) =
+        peak_growth(|| checks::check_bank(&path, ordeal_checker::read::Format::Jsonl, protocol));
+    assert_eq!(outcome.verdict, Verdict::Valid, "{}", outcome.summary);
+    assert_eq!(outcome.details["reads_checked"], GROWING_READS);
+    assert!(
+        growth < BANK_BOUND_BYTES,
+        "checking {GROWING_READS} growing bank reads raised the heap by {} MiB",
+        growth / MIB
+    );
+    let (history, growth) = peak_growth(|| {
+        ordeal_checker::read::read_path(&path, ordeal_checker::read::Format::Jsonl)
+            .expect("reading the history")
+    });
+    drop(history);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        growth > BANK_BOUND_BYTES,
+        "reading the growing bank history whole raised the heap by only {} MiB",
+        growth / MIB
+    );
+}
