@@ -14,4 +14,5 @@ pub mod record;
 pub mod report;
 pub mod runner;
 pub mod serve;
+pub mod summary;
 pub mod target;

@@ -246,7 +246,8 @@ pub struct TestArgs {
     /// Time budget of the workload checker.
     #[arg(long, default_value_t = 60)]
     pub check_time_limit_s: u64,
-    /// Keep the history in memory only (to measure what writing it costs).
+    /// Keep the history in memory while the test runs and write it only afterwards, for the
+    /// checks (to measure what writing it costs; memory then grows with the run).
     #[arg(long)]
     pub no_history_file: bool,
     /// No progress bar.

@@ -1,10 +1,15 @@
 //! The run's charts, as PNG: raw latency, latency quantiles and throughput over time, with fault
 //! intervals shaded and labelled. Text is drawn with an embedded font (DejaVu Sans, licence in
 //! `assets/DejaVuSans-LICENSE.txt`) so a machine with no system fonts renders the same charts.
+//!
+//! The charts are drawn from [`ChartData`], which takes one operation at a time while the history
+//! streams by and holds a bounded amount whatever the run's length: about 100 time buckets, per
+//! bucket and operation a latency histogram and completion counts, and per operation and outcome
+//! an evenly thinned sample of points plus each bucket's slowest one.
 
 use crate::checks::FaultInterval;
 use anyhow::{anyhow, Result};
-use ordeal_checker::{History, Operation, Outcome};
+use ordeal_checker::Outcome;
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
@@ -19,9 +24,20 @@ static REGISTER_FONT: Once = Once::new();
 
 const WIDTH_PX: u32 = 1200;
 const HEIGHT_PX: u32 = 520;
-/// More points than this in the raw latency chart are thinned evenly: the picture is the same
-/// and the PNG stays quick to draw.
-const MAX_RAW_POINTS: usize = 60_000;
+/// Points each (operation, outcome) series of the raw latency chart keeps, at most: more are
+/// thinned evenly, so the picture is the same and the PNG stays quick to draw.
+const RAW_POINTS_PER_SERIES: usize = 10_000;
+/// Distinct operation names (`f`) the charts tell apart, at most; further ones are drawn as
+/// `other` (a run has a handful; a foreign history could have any number).
+const MAX_CHART_FS: usize = 16;
+/// The latency histograms' resolution: each bin is 2% wider than the one before, from
+/// `MIN_LATENCY_MS`, so a quantile read from them is within 2% of the exact one.
+const LATENCY_BIN_GROWTH: f64 = 1.02;
+/// Latencies below this are drawn at it (the log axis starts there).
+const MIN_LATENCY_MS: f64 = 0.01;
+/// Bins per histogram: 1,100 bins of 2% reach 0.01 ms x 1.02^1100, about 8 hours; longer
+/// latencies fall in the last bin (the exact maximum is kept apart).
+const LATENCY_BINS: usize = 1100;
 
 pub(crate) fn register_font() {
     REGISTER_FONT.call_once(|| {
@@ -83,19 +99,240 @@ fn secs(ns: i64) -> f64 {
     ns as f64 / 1e9
 }
 
-struct Data {
-    ops: Vec<Operation>,
-    end_s: f64,
+/// A series: one operation name (an index into [`ChartData::fs`]) and one outcome.
+type SeriesKey = (usize, OutcomeKey);
+
+/// [`Outcome`] as a map key, in the order the legend lists outcomes (by name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum OutcomeKey {
+    Fail,
+    Info,
+    Ok,
 }
 
-fn data(history: &History) -> Result<Data> {
-    let ops = history.operations().map_err(|e| anyhow!("history: {e}"))?;
-    let end_s = history
-        .events
-        .iter()
-        .map(|e| secs(e.time))
-        .fold(1.0, f64::max);
-    Ok(Data { ops, end_s })
+impl OutcomeKey {
+    fn of(o: Outcome) -> OutcomeKey {
+        match o {
+            Outcome::Ok => OutcomeKey::Ok,
+            Outcome::Fail => OutcomeKey::Fail,
+            Outcome::Info => OutcomeKey::Info,
+        }
+    }
+
+    fn outcome(self) -> Outcome {
+        match self {
+            OutcomeKey::Ok => Outcome::Ok,
+            OutcomeKey::Fail => Outcome::Fail,
+            OutcomeKey::Info => Outcome::Info,
+        }
+    }
+}
+
+/// An evenly thinned sample of a stream of points, at most `capacity` of them: every
+/// `stride`-th point is kept, and when the sample is full the stride doubles and every other
+/// kept point goes.
+#[derive(Clone, Debug)]
+struct Thinned {
+    capacity: usize,
+    stride: u64,
+    seen: u64,
+    points: Vec<(f64, f64)>,
+}
+
+impl Thinned {
+    fn new(capacity: usize) -> Thinned {
+        assert!(capacity >= 2, "a thinned sample keeps at least two points");
+        Thinned {
+            capacity,
+            stride: 1,
+            seen: 0,
+            points: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, point: (f64, f64)) {
+        if self.seen.is_multiple_of(self.stride) {
+            if self.points.len() == self.capacity {
+                // Kept points are the multiples of `stride`; keep the multiples of twice it.
+                let mut position = 0usize;
+                self.points.retain(|_| {
+                    position += 1;
+                    !position.is_multiple_of(2)
+                });
+                self.stride *= 2;
+            }
+            if self.seen.is_multiple_of(self.stride) {
+                self.points.push(point);
+            }
+        }
+        self.seen += 1;
+    }
+}
+
+/// Latencies of one bucket in bins 2% apart (see `LATENCY_BIN_GROWTH`), with the exact least
+/// and greatest.
+#[derive(Clone, Debug)]
+struct LatencyHistogram {
+    bins: Vec<u64>,
+    count: u64,
+    min_ms: f64,
+    max_ms: f64,
+}
+
+impl LatencyHistogram {
+    fn new() -> LatencyHistogram {
+        LatencyHistogram {
+            bins: vec![0; LATENCY_BINS],
+            count: 0,
+            min_ms: f64::INFINITY,
+            max_ms: 0.0,
+        }
+    }
+
+    fn bin_of(ms: f64) -> usize {
+        let bin = ((ms / MIN_LATENCY_MS).ln() / LATENCY_BIN_GROWTH.ln()).floor();
+        if bin.is_nan() || bin < 0.0 {
+            0
+        } else {
+            (bin as usize).min(LATENCY_BINS - 1)
+        }
+    }
+
+    fn record(&mut self, ms: f64) {
+        self.bins[Self::bin_of(ms)] += 1;
+        self.count += 1;
+        self.min_ms = self.min_ms.min(ms);
+        self.max_ms = self.max_ms.max(ms);
+    }
+
+    /// The latency at rank `round((count - 1) * q)` in increasing order, as an exact sort would
+    /// give it, to within one bin (its geometric middle, kept within the exact least and
+    /// greatest); `q = 1` is the exact maximum.
+    fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        if q >= 1.0 {
+            return Some(self.max_ms);
+        }
+        let rank = ((self.count - 1) as f64 * q).round() as u64;
+        let mut below = 0u64;
+        for (bin, &n) in self.bins.iter().enumerate() {
+            below += n;
+            if below > rank {
+                let middle = MIN_LATENCY_MS * LATENCY_BIN_GROWTH.powf(bin as f64 + 0.5);
+                return Some(middle.clamp(self.min_ms, self.max_ms));
+            }
+        }
+        Some(self.max_ms)
+    }
+}
+
+/// What the three charts show, gathered one operation at a time (see the module doc).
+#[derive(Clone, Debug)]
+pub struct ChartData {
+    /// The time axis' end: the latest event, at least 1 s.
+    end_s: f64,
+    bucket_s: f64,
+    n_buckets: usize,
+    /// Operation names in order of appearance, at most `MAX_CHART_FS` and then `other`.
+    fs: Vec<String>,
+    /// The raw latency chart's points: (invocation s, latency ms) per series.
+    raw: BTreeMap<SeriesKey, Thinned>,
+    /// Each bucket's slowest operation per series, so no outlier is thinned away.
+    slowest: BTreeMap<(SeriesKey, usize), (f64, f64)>,
+    /// Latencies of ok operations per operation name and bucket of invocation time.
+    ok_latency: BTreeMap<(usize, usize), LatencyHistogram>,
+    /// Completions per series and bucket of completion time.
+    completions: BTreeMap<SeriesKey, Vec<u64>>,
+    /// The greatest latency of any operation (ms).
+    max_latency_ms: f64,
+}
+
+impl ChartData {
+    /// Empty charts for a history whose latest event is at `end_time_ns`.
+    pub fn new(end_time_ns: i64) -> ChartData {
+        let end_s = secs(end_time_ns).max(1.0);
+        let bucket_s = bucket_s(end_s);
+        ChartData {
+            end_s,
+            bucket_s,
+            n_buckets: (end_s / bucket_s).ceil() as usize + 1,
+            fs: Vec::new(),
+            raw: BTreeMap::new(),
+            slowest: BTreeMap::new(),
+            ok_latency: BTreeMap::new(),
+            completions: BTreeMap::new(),
+            max_latency_ms: 0.0,
+        }
+    }
+
+    fn f_index(&mut self, f: &str) -> usize {
+        if let Some(i) = self.fs.iter().position(|x| x == f) {
+            return i;
+        }
+        if self.fs.len() < MAX_CHART_FS {
+            self.fs.push(f.to_string());
+            return self.fs.len() - 1;
+        }
+        if let Some(i) = self.fs.iter().position(|x| x == "other") {
+            return i;
+        }
+        self.fs.push("other".to_string());
+        self.fs.len() - 1
+    }
+
+    /// The bucket of time `s`: out-of-range times (a history whose times go backwards) are
+    /// drawn at the edges.
+    fn bucket_of(&self, s: f64) -> usize {
+        ((s / self.bucket_s).floor().max(0.0) as usize).min(self.n_buckets - 1)
+    }
+
+    /// Takes one completed operation.
+    pub fn add(&mut self, f: &str, outcome: Outcome, invoke_ns: i64, complete_ns: i64) {
+        let fi = self.f_index(f);
+        let key = (fi, OutcomeKey::of(outcome));
+        let latency_ms = ((complete_ns - invoke_ns) as f64 / 1e6).max(MIN_LATENCY_MS);
+        let invoke_s = secs(invoke_ns);
+        self.max_latency_ms = self.max_latency_ms.max(latency_ms);
+        self.raw
+            .entry(key)
+            .or_insert_with(|| Thinned::new(RAW_POINTS_PER_SERIES))
+            .push((invoke_s, latency_ms));
+        let invoke_bucket = self.bucket_of(invoke_s);
+        let slowest = self
+            .slowest
+            .entry((key, invoke_bucket))
+            .or_insert((invoke_s, latency_ms));
+        if latency_ms > slowest.1 {
+            *slowest = (invoke_s, latency_ms);
+        }
+        if outcome == Outcome::Ok {
+            self.ok_latency
+                .entry((fi, invoke_bucket))
+                .or_insert_with(LatencyHistogram::new)
+                .record(latency_ms);
+        }
+        let complete_bucket = self.bucket_of(secs(complete_ns));
+        let n_buckets = self.n_buckets;
+        self.completions
+            .entry(key)
+            .or_insert_with(|| vec![0; n_buckets])[complete_bucket] += 1;
+    }
+
+    /// Points held for the raw latency chart (bounded by `RAW_POINTS_PER_SERIES` per series
+    /// plus one per series and bucket): what a test checks to prove the charts do not grow
+    /// with the run.
+    pub fn points_held(&self) -> usize {
+        self.raw.values().map(|t| t.points.len()).sum::<usize>() + self.slowest.len()
+    }
+
+    /// Series in legend order: by operation name, then outcome name.
+    fn series_order<T>(&self, map: &BTreeMap<SeriesKey, T>) -> Vec<SeriesKey> {
+        let mut keys: Vec<SeriesKey> = map.keys().copied().collect();
+        keys.sort_by(|a, b| (&self.fs[a.0], a.1).cmp(&(&self.fs[b.0], b.1)));
+        keys
+    }
 }
 
 /// Colours for kinds missing from [`crate::faults::FAULTS`] (an older history's), in order of
@@ -368,20 +605,9 @@ fn layout<'a>(
 }
 
 /// Per-operation latency against invocation time, log scale.
-pub fn latency_raw(history: &History, faults: &[FaultInterval], path: &Path) -> Result<()> {
+pub fn latency_raw(data: &ChartData, faults: &[FaultInterval], path: &Path) -> Result<()> {
     register_font();
-    let d = data(history)?;
-    let points: Vec<(&str, Outcome, f64, f64)> = d
-        .ops
-        .iter()
-        .filter_map(|op| {
-            let done = op.complete_time?;
-            let latency_ms = ((done - op.invoke_time) as f64 / 1e6).max(0.01);
-            Some((op.f.as_str(), op.outcome, secs(op.invoke_time), latency_ms))
-        })
-        .collect();
-    let step = (points.len() / MAX_RAW_POINTS).max(1);
-    let max_ms = points.iter().map(|p| p.3).fold(10.0, f64::max) * 1.5;
+    let max_ms = data.max_latency_ms.max(10.0) * 1.5;
     let root = BitMapBackend::new(path, (WIDTH_PX, HEIGHT_PX)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let (band, plot) = layout(&root, "Latency of each operation", faults)?;
@@ -389,32 +615,35 @@ pub fn latency_raw(history: &History, faults: &[FaultInterval], path: &Path) -> 
         &plot,
         &band,
         faults,
-        d.end_s,
-        (0.01f64..max_ms).log_scale(),
-        (0.01, max_ms),
+        data.end_s,
+        (MIN_LATENCY_MS..max_ms).log_scale(),
+        (MIN_LATENCY_MS, max_ms),
         "latency (ms, log)",
         &|v| ms_label(*v),
     )?;
-    let mut groups: BTreeMap<(String, &'static str), Vec<(f64, f64)>> = BTreeMap::new();
-    let mut kinds: BTreeMap<(String, &'static str), (String, Outcome)> = BTreeMap::new();
-    for p in points.iter().step_by(step) {
-        let key = (p.0.to_string(), outcome_name(p.1));
-        groups.entry(key.clone()).or_default().push((p.2, p.3));
-        kinds.insert(key, (p.0.to_string(), p.1));
-    }
-    for (key, pts) in &groups {
-        let (f, outcome) = &kinds[key];
-        let colour = outcome_colour(f, *outcome);
-        let label = format!("{} {}", key.0, key.1);
+    for key in data.series_order(&data.raw) {
+        let f = data.fs[key.0].as_str();
+        let outcome = key.1.outcome();
+        let colour = outcome_colour(f, outcome);
+        let label = format!("{f} {}", outcome_name(outcome));
+        let slowest = data
+            .slowest
+            .range((key, 0)..=(key, usize::MAX))
+            .map(|(_, p)| *p);
+        let points: Vec<(f64, f64)> = data.raw[&key]
+            .points
+            .iter()
+            .copied()
+            .chain(slowest)
+            .collect();
         let series = chart
-            .draw_series(pts.iter().map(|&(x, y)| match outcome {
+            .draw_series(points.iter().map(|&(x, y)| match outcome {
                 Outcome::Ok => Circle::new((x, y), 2, colour.filled()).into_dyn(),
                 Outcome::Fail => Cross::new((x, y), 3, colour.stroke_width(1)).into_dyn(),
                 Outcome::Info => TriangleMarker::new((x, y), 3, colour.filled()).into_dyn(),
             }))
             .map_err(|e| anyhow!("{e}"))?;
         // The legend shows the same marker as the plot: circle ok, cross fail, triangle info.
-        let outcome = *outcome;
         series.label(label).legend(move |(x, y)| match outcome {
             Outcome::Ok => Circle::new((x, y), 4, colour.filled()).into_dyn(),
             Outcome::Fail => Cross::new((x, y), 4, colour.stroke_width(2)).into_dyn(),
@@ -429,35 +658,23 @@ fn bucket_s(end_s: f64) -> f64 {
     (end_s / 100.0).max(0.25)
 }
 
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let idx = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
 /// p50 / p95 / p99 / max latency of ok operations per time bucket and operation.
-pub fn latency_quantiles(history: &History, faults: &[FaultInterval], path: &Path) -> Result<()> {
+pub fn latency_quantiles(data: &ChartData, faults: &[FaultInterval], path: &Path) -> Result<()> {
     register_font();
-    let d = data(history)?;
-    let bucket = bucket_s(d.end_s);
-    let mut per: BTreeMap<(String, i64), Vec<f64>> = BTreeMap::new();
-    for op in &d.ops {
-        let (Some(done), Outcome::Ok) = (op.complete_time, op.outcome) else {
-            continue;
-        };
-        let b = (secs(op.invoke_time) / bucket).floor() as i64;
-        per.entry((op.f.clone(), b))
-            .or_default()
-            .push(((done - op.invoke_time) as f64 / 1e6).max(0.01));
-    }
-    let mut lines: BTreeMap<(String, &'static str), Vec<(f64, f64)>> = BTreeMap::new();
+    let bucket = data.bucket_s;
+    let mut lines: BTreeMap<(&str, &'static str), Vec<(f64, f64)>> = BTreeMap::new();
     let mut max_ms: f64 = 10.0;
-    for ((f, b), mut v) in per {
-        v.sort_by(|a, b| a.total_cmp(b));
+    for (&(fi, b), histogram) in &data.ok_latency {
         let x = (b as f64 + 0.5) * bucket;
         for (name, q) in [("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0)] {
-            let y = quantile(&v, q);
+            let Some(y) = histogram.quantile(q) else {
+                continue;
+            };
             max_ms = max_ms.max(y);
-            lines.entry((f.clone(), name)).or_default().push((x, y));
+            lines
+                .entry((data.fs[fi].as_str(), name))
+                .or_default()
+                .push((x, y));
         }
     }
     let max_ms = max_ms * 1.5;
@@ -472,15 +689,15 @@ pub fn latency_quantiles(history: &History, faults: &[FaultInterval], path: &Pat
         &plot,
         &band,
         faults,
-        d.end_s,
-        (0.01f64..max_ms).log_scale(),
-        (0.01, max_ms),
+        data.end_s,
+        (MIN_LATENCY_MS..max_ms).log_scale(),
+        (MIN_LATENCY_MS, max_ms),
         "latency (ms, log)",
         &|v| ms_label(*v),
     )?;
-    for ((f, q), pts) in &lines {
+    for (&(f, q), pts) in &lines {
         let base = f_colour(f);
-        let (opacity, width) = match *q {
+        let (opacity, width) = match q {
             "p50" => (1.0, 2),
             "p95" => (0.7, 1),
             "p99" => (0.45, 1),
@@ -508,25 +725,13 @@ pub fn latency_quantiles(history: &History, faults: &[FaultInterval], path: &Pat
 }
 
 /// Completions per second, per operation and outcome.
-pub fn rate(history: &History, faults: &[FaultInterval], path: &Path) -> Result<()> {
+pub fn rate(data: &ChartData, faults: &[FaultInterval], path: &Path) -> Result<()> {
     register_font();
-    let d = data(history)?;
-    let bucket = bucket_s(d.end_s);
-    let n_buckets = (d.end_s / bucket).ceil() as usize + 1;
-    let mut counts: BTreeMap<(String, &'static str), (Outcome, Vec<u64>)> = BTreeMap::new();
-    for op in &d.ops {
-        let Some(done) = op.complete_time else {
-            continue;
-        };
-        let b = ((secs(done) / bucket).floor() as usize).min(n_buckets - 1);
-        let entry = counts
-            .entry((op.f.clone(), outcome_name(op.outcome)))
-            .or_insert_with(|| (op.outcome, vec![0; n_buckets]));
-        entry.1[b] += 1;
-    }
-    let max_rate = counts
+    let bucket = data.bucket_s;
+    let max_rate = data
+        .completions
         .values()
-        .flat_map(|(_, v)| v.iter())
+        .flat_map(|v| v.iter())
         .map(|&c| c as f64 / bucket)
         .fold(1.0, f64::max)
         * 1.15;
@@ -537,24 +742,27 @@ pub fn rate(history: &History, faults: &[FaultInterval], path: &Path) -> Result<
         &plot,
         &band,
         faults,
-        d.end_s,
+        data.end_s,
         0f64..max_rate,
         (0.0, max_rate),
         "operations / s",
         &|v| format!("{v:.0}"),
     )?;
-    for ((f, o), (outcome, v)) in &counts {
-        let colour = outcome_colour(f, *outcome);
-        let style = colour.stroke_width(if *outcome == Outcome::Ok { 2 } else { 1 });
+    for key in data.series_order(&data.completions) {
+        let f = data.fs[key.0].as_str();
+        let outcome = key.1.outcome();
+        let colour = outcome_colour(f, outcome);
+        let style = colour.stroke_width(if outcome == Outcome::Ok { 2 } else { 1 });
         chart
             .draw_series(LineSeries::new(
-                v.iter()
+                data.completions[&key]
+                    .iter()
                     .enumerate()
                     .map(|(i, &c)| ((i as f64 + 0.5) * bucket, c as f64 / bucket)),
                 style,
             ))
             .map_err(|e| anyhow!("{e}"))?
-            .label(format!("{f} {o}"))
+            .label(format!("{f} {}", outcome_name(outcome)))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
     }
     finish(&mut chart, &root, path, 12)
@@ -620,10 +828,10 @@ fn finish<'a, 'b: 'a, CT: plotters::coord::CoordTranslate>(
 }
 
 /// Draws all three charts into `dir`.
-pub fn draw_all(history: &History, faults: &[FaultInterval], dir: &Path) -> Result<()> {
-    latency_raw(history, faults, &dir.join("latency-raw.png"))?;
-    latency_quantiles(history, faults, &dir.join("latency-quantiles.png"))?;
-    rate(history, faults, &dir.join("rate.png"))?;
+pub fn draw_all(data: &ChartData, faults: &[FaultInterval], dir: &Path) -> Result<()> {
+    latency_raw(data, faults, &dir.join("latency-raw.png"))?;
+    latency_quantiles(data, faults, &dir.join("latency-quantiles.png"))?;
+    rate(data, faults, &dir.join("rate.png"))?;
     Ok(())
 }
 
@@ -671,6 +879,56 @@ mod tests {
             .collect()
     }
 
+    /// However many points stream by, a thinned sample holds at most its capacity, evenly
+    /// spaced over all of them (every `stride`-th, from the first).
+    #[test]
+    fn a_thinned_sample_stays_within_capacity_and_even() {
+        for total in [1u64, 7, 100, 101, 1_000, 123_457] {
+            let mut t = Thinned::new(100);
+            for i in 0..total {
+                t.push((i as f64, 0.0));
+            }
+            assert!(t.points.len() <= 100, "{total}: {} held", t.points.len());
+            assert!(
+                t.points.len() > 100 / 2 || total <= 100,
+                "{total}: too thin"
+            );
+            for (k, p) in t.points.iter().enumerate() {
+                assert_eq!(p.0, (k as u64 * t.stride) as f64, "{total}: point {k}");
+            }
+        }
+    }
+
+    /// Quantiles from the histogram are those of an exact sort to within one 2% bin; the
+    /// maximum is exact.
+    #[test]
+    fn histogram_quantiles_are_within_a_bin_of_the_exact_ones() {
+        let mut x = 12345u64;
+        let mut latencies: Vec<f64> = (0..20_000)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                // 0.05 ms to about 2 s, log-spread.
+                0.05 * (1.0 + (x >> 11) as f64 / (1u64 << 53) as f64 * 40_000.0)
+            })
+            .collect();
+        let mut h = LatencyHistogram::new();
+        for &l in &latencies {
+            h.record(l);
+        }
+        latencies.sort_by(|a, b| a.total_cmp(b));
+        for q in [0.0, 0.5, 0.95, 0.99] {
+            let exact = latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+            let got = h.quantile(q).expect("not empty");
+            let ratio = got / exact;
+            assert!(
+                (1.0 / LATENCY_BIN_GROWTH..=LATENCY_BIN_GROWTH).contains(&ratio),
+                "q {q}: {got} vs exact {exact}"
+            );
+        }
+        assert_eq!(h.quantile(1.0), latencies.last().copied());
+        assert_eq!(LatencyHistogram::new().quantile(0.5), None);
+    }
+
     /// A fault that starts where the chart ends (a kill at the last instant of the main phase)
     /// or outlives it must still draw: it once made `clamp` panic with min > max.
     #[test]
@@ -687,7 +945,7 @@ mod tests {
                     .with_time(i * 100_000_000 + 5_000_000),
             );
         }
-        let history = History::new(events);
+        let charts = crate::summary::summarise_events(&events).charts;
         let end_ns = 39 * 100_000_000 + 5_000_000;
         let faults = vec![
             FaultInterval {
@@ -711,7 +969,7 @@ mod tests {
         ];
         let dir = std::env::temp_dir().join(format!("ordeal-plots-edge-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        draw_all(&history, &faults, &dir).unwrap();
+        draw_all(&charts, &faults, &dir).unwrap();
         for png in ["latency-raw.png", "latency-quantiles.png", "rate.png"] {
             let len = std::fs::metadata(dir.join(png))
                 .map(|m| m.len())

@@ -1,5 +1,8 @@
 //! Recording the history: every event goes through one bounded channel to one writer task, which
-//! numbers it, streams it to `history.jsonl` and keeps it in memory for the checkers.
+//! numbers it and streams it to `history.jsonl`. Nothing keeps the history in memory: the
+//! checks read the file afterwards. The recorder holds at most the queue
+//! (`RECORDER_QUEUE_EVENTS`), one batch taken from it (`WRITER_BATCH_EVENTS`) and the file's
+//! buffer, however long the run.
 //!
 //! Back-pressure, not buffering: [`Recorder::record_async`] waits for room in the queue, so a
 //! slow writer slows the clients instead of growing memory, and no event ever takes another path
@@ -67,19 +70,57 @@ impl Recorder {
     }
 }
 
-/// The writer's result: every event, in order.
+/// Events the writer takes from the queue at a time.
+pub const WRITER_BATCH_EVENTS: usize = 1024;
+
+/// The writer's result.
+#[derive(Debug, Default)]
 pub struct Recorded {
-    pub events: Vec<Event>,
+    /// Events recorded, numbered 0 to `events - 1`.
+    pub events: u64,
     pub bytes_written: u64,
+    /// The events themselves, in order: only when recording to memory (`start(None, ..)`),
+    /// empty otherwise.
+    pub kept: Vec<Event>,
+    /// The most events the writer held at once, queued or in its batch (the events kept in
+    /// memory excluded): at most `queue_events + WRITER_BATCH_EVENTS`.
+    pub peak_events_held: usize,
 }
 
-/// Starts the writer. With `path = None` nothing is written to disk (for measuring what writing
-/// costs); the events are still kept for checking.
+/// Starts the writer, streaming to `path`. With `path = None` nothing is written while the
+/// test runs (for measuring what writing costs) and the events are kept in memory instead, so
+/// that memory then grows with the run; [`write_events`] writes them out afterwards.
 pub fn start(
     path: Option<&Path>,
     start: Instant,
 ) -> Result<(Recorder, tokio::task::JoinHandle<Result<Recorded>>)> {
     start_with_queue(path, start, RECORDER_QUEUE_EVENTS)
+}
+
+/// One event as a line of `history.jsonl`, appended to `line`.
+fn event_line(e: &Event, line: &mut Vec<u8>) -> Result<()> {
+    serde_json::to_writer(&mut *line, e).context("serialising an event")?;
+    line.push(b'\n');
+    Ok(())
+}
+
+/// Writes events kept in memory to a `history.jsonl`; returns the bytes written.
+pub fn write_events(path: &Path, events: &[Event]) -> Result<u64> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
+    let mut line = Vec::with_capacity(256);
+    let mut bytes = 0u64;
+    for e in events {
+        line.clear();
+        event_line(e, &mut line)?;
+        out.write_all(&line)
+            .with_context(|| format!("writing {}", path.display()))?;
+        bytes += line.len() as u64;
+    }
+    out.flush()
+        .with_context(|| format!("flushing {}", path.display()))?;
+    Ok(bytes)
 }
 
 /// [`start`] with a queue of `queue_events` (at least 1): tests flood a tiny queue.
@@ -98,23 +139,25 @@ pub fn start_with_queue(
     };
     let path_text = path.map(|p| p.display().to_string()).unwrap_or_default();
     let handle = tokio::spawn(async move {
-        let mut events: Vec<Event> = Vec::with_capacity(1 << 16);
-        let mut bytes_written = 0u64;
+        let mut recorded = Recorded::default();
         let mut line = Vec::with_capacity(256);
-        let mut batch = Vec::with_capacity(1024);
+        let mut batch = Vec::with_capacity(WRITER_BATCH_EVENTS);
         // Ends when every sender is dropped.
-        while rx.recv_many(&mut batch, 1024).await > 0 {
+        while rx.recv_many(&mut batch, WRITER_BATCH_EVENTS).await > 0 {
+            recorded.peak_events_held = recorded.peak_events_held.max(batch.len() + rx.len());
             for mut e in batch.drain(..) {
-                e.index = events.len() as u64;
-                if let Some(w) = out.as_mut() {
-                    line.clear();
-                    serde_json::to_writer(&mut line, &e).context("serialising an event")?;
-                    line.push(b'\n');
-                    w.write_all(&line)
-                        .with_context(|| format!("writing {path_text}"))?;
-                    bytes_written += line.len() as u64;
+                e.index = recorded.events;
+                recorded.events += 1;
+                match out.as_mut() {
+                    Some(w) => {
+                        line.clear();
+                        event_line(&e, &mut line)?;
+                        w.write_all(&line)
+                            .with_context(|| format!("writing {path_text}"))?;
+                        recorded.bytes_written += line.len() as u64;
+                    }
+                    None => recorded.kept.push(e),
                 }
-                events.push(e);
             }
             // Flush whenever the queue runs dry, so a crash leaves (almost) everything on disk.
             if rx.is_empty() {
@@ -126,10 +169,7 @@ pub fn start_with_queue(
         if let Some(w) = out.as_mut() {
             w.flush().with_context(|| format!("flushing {path_text}"))?;
         }
-        Ok(Recorded {
-            events,
-            bytes_written,
-        })
+        Ok(recorded)
     });
     Ok((
         Recorder {
@@ -198,13 +238,18 @@ mod tests {
 
         let total = (FLOOD_TASKS as usize) * (FLOOD_EVENTS_PER_TASK as usize);
         assert_eq!(written.len(), total, "events written to the file");
-        assert_eq!(recorded.events.len(), total, "events kept in memory");
+        assert_eq!(recorded.events, total as u64, "events recorded");
+        assert!(recorded.kept.is_empty(), "nothing kept in memory");
+        assert!(
+            recorded.peak_events_held <= 2 + WRITER_BATCH_EVENTS,
+            "held {} events at once with a queue of 2",
+            recorded.peak_events_held
+        );
         let mut next_seq = vec![0i64; FLOOD_TASKS as usize];
         let mut last_time = vec![i64::MIN; FLOOD_TASKS as usize];
         let mut last_time_any = i64::MIN;
-        for (line, (e, kept)) in written.iter().zip(&recorded.events).enumerate() {
+        for (line, e) in written.iter().enumerate() {
             assert_eq!(e.index, line as u64, "index of line {line}");
-            assert_eq!(kept.index, e.index, "kept event {line} matches the file");
             let Process::Client(task) = e.process else {
                 panic!("line {line}: unexpected process {:?}", e.process);
             };

@@ -7,10 +7,9 @@ use crate::plan::RunConfig;
 use anyhow::{Context, Result};
 use base64::Engine;
 use clap::Args;
-use ordeal_checker::{Event, History, Verdict};
+use ordeal_checker::Verdict;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 fn esc(s: &str) -> String {
@@ -349,26 +348,6 @@ pub struct ReportArgs {
     pub dir: PathBuf,
 }
 
-/// Reads a `history.jsonl`, naming the file and line of anything it cannot parse.
-pub fn read_history_jsonl(path: &Path) -> Result<History> {
-    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut events = Vec::new();
-    let mut lines = Vec::new();
-    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let line = line.with_context(|| format!("{}:{}: reading", path.display(), i + 1))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let e: Event = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{}: not a history event", path.display(), i + 1))?;
-        events.push(e);
-        lines.push(i + 1);
-    }
-    let mut h = History::new(events);
-    h.source_lines = lines;
-    Ok(h)
-}
-
 /// `ordeal report DIR`: re-check and re-render. Returns the exit code.
 pub fn run_report(args: ReportArgs) -> i32 {
     match report_inner(&args.dir) {
@@ -390,7 +369,10 @@ fn report_inner(dir: &Path) -> Result<Verdict> {
             .with_context(|| format!("reading {}", config_path.display()))?,
     )
     .with_context(|| format!("parsing {}", config_path.display()))?;
-    let history = read_history_jsonl(&dir.join("history.jsonl"))?;
+    let history = dir.join("history.jsonl");
+    if !history.is_file() {
+        anyhow::bail!("{}: no history to check", history.display());
+    }
     let old: serde_json::Value = std::fs::read_to_string(dir.join("results.json"))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
