@@ -41,7 +41,8 @@ struct Proc {
     name: String,
     args: Vec<String>,
     client: String,
-    child: Option<Child>,
+    /// The running process (a lock so that a shared cluster can kill and restart it).
+    child: std::sync::Mutex<Option<Child>>,
 }
 
 /// A controller group and replica groups.
@@ -131,13 +132,13 @@ impl ShardCluster {
                 name,
                 args: a,
                 client: format!("127.0.0.1:{client}"),
-                child: None,
+                child: std::sync::Mutex::new(None),
             });
         }
         out
     }
 
-    fn spawn(&mut self, i: usize) {
+    fn spawn(&self, i: usize) {
         let p = &self.procs[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -150,11 +151,15 @@ impl ShardCluster {
             .stderr(log)
             .spawn()
             .expect("start paxos-kv");
-        self.procs[i].child = Some(child);
+        *self.procs[i].child.lock().unwrap() = Some(child);
     }
 
-    fn kill9(&mut self, i: usize) {
-        if let Some(mut c) = self.procs[i].child.take() {
+    fn is_running(&self, i: usize) -> bool {
+        self.procs[i].child.lock().unwrap().is_some()
+    }
+
+    fn kill9(&self, i: usize) {
+        if let Some(mut c) = self.procs[i].child.lock().unwrap().take() {
             c.kill().unwrap(); // SIGKILL
             c.wait().unwrap();
         }
@@ -228,7 +233,7 @@ impl ShardCluster {
     async fn group_status(&self, g: u64) -> Vec<Value> {
         let mut out = Vec::new();
         for i in &self.groups[&g] {
-            if self.procs[*i].child.is_none() {
+            if !self.is_running(*i) {
                 continue;
             }
             let addr = self.procs[*i].client.clone();
@@ -237,6 +242,27 @@ impl ShardCluster {
             }
         }
         out
+    }
+
+    /// The process index of group `g`'s leader (waits up to 20 s for one).
+    async fn leader_of(&self, g: u64) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            for i in &self.groups[&g] {
+                if !self.is_running(*i) {
+                    continue;
+                }
+                let addr = self.procs[*i].client.clone();
+                if let Some((200, v)) = self.req(reqwest::Method::GET, &addr, "/status", None).await
+                {
+                    if v["role"] == "leader" {
+                        return *i;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("group {g} has no leader within 20 s");
     }
 
     /// Waits until each group's leader has applied config `num` and finished its moves, and
@@ -335,8 +361,9 @@ impl ShardCluster {
 
 impl Drop for ShardCluster {
     fn drop(&mut self) {
-        for i in 0..self.procs.len() {
-            if let Some(mut c) = self.procs[i].child.take() {
+        for p in &self.procs {
+            let mut child = p.child.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(mut c) = child.take() {
                 let _ = c.kill();
                 let _ = c.wait();
             }
@@ -442,11 +469,23 @@ async fn keys_are_served_by_their_shard_owner_and_moves_keep_appends_exactly_onc
         for s in &moved {
             let cur = c.config().await["shards"][*s].as_u64().unwrap();
             let to = 3 - cur;
+            // In round 1 the losing group's leader dies (-9) as the move starts and comes
+            // back: the group resumes the hand-off from its log.
+            let victim = if round == 1 {
+                Some(c.leader_of(cur).await)
+            } else {
+                None
+            };
             let after = c
                 .controller_post("/shards/move", json!({"shard": s, "group": to}))
                 .await;
             assert_eq!(after["shards"][*s], json!(to), "round {round}: {after}");
             num = after["num"].as_u64().unwrap();
+            if let Some(v) = victim {
+                c.kill9(v);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                c.spawn(v);
+            }
         }
     }
     for w in writers {
@@ -677,7 +716,7 @@ async fn the_bank_audit_catches_occ_skip_read_validation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_killed_after_deciding_keeps_its_decisions() {
     let _serial = SERIAL.lock().await;
-    let mut c = ShardCluster::start("coord", 1, &[(1, 1), (2, 1), (3, 1)], &[]);
+    let c = ShardCluster::start("coord", 1, &[(1, 1), (2, 1), (3, 1)], &[]);
     let cfg = c.join_all().await;
     let none = BTreeSet::new();
     let k1 = ShardCluster::key_in(&cfg, 1, "audit", &none);
@@ -816,7 +855,7 @@ async fn a_coordinator_killed_after_deciding_keeps_its_decisions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_snapshot_catch_up_and_restart_from_snapshots() {
     let _serial = SERIAL.lock().await;
-    let mut c = ShardCluster::start(
+    let c = ShardCluster::start(
         "snap",
         1,
         &[(1, 3)],
