@@ -40,4 +40,7 @@ pub enum StoreError {
     Corrupt { what: String, detail: String },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The sharded core refused an input (a bad snapshot, an unknown name, ...).
+    #[error(transparent)]
+    Shard(#[from] shard::ShardError),
 }

@@ -3,7 +3,9 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use paxos_kv::paxos::Bug;
+use paxos_kv::server::sharded::{ShardRole, ShardSettings};
 use paxos_kv::server::{Server, ServerConfig};
+use paxos_kv::shard::{Cc, Deadlock, ShardBug};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,14 +14,51 @@ fn bug_help() -> String {
     let mut s =
         String::from("Planted bugs (off by default; enable with --bug NAME, repeatable):\n");
     for b in Bug::ALL {
-        s.push_str(&format!("  {:<20} {}\n", b.name(), b.description()));
+        s.push_str(&format!("  {:<24} {}\n", b.name(), b.description()));
+    }
+    s.push_str("Planted bugs of the sharded store (--mode group):\n");
+    for b in ShardBug::ALL {
+        s.push_str(&format!("  {:<24} anomaly: {}\n", b.name(), b.anomaly()));
     }
     s
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// One Paxos group holding every key (the default).
+    Single,
+    /// The shard controller: numbered configurations shard -> group.
+    Controller,
+    /// A replica group serving the shards the controller gives it.
+    Group,
 }
 
 #[derive(Parser, Debug)]
 #[command(name = "paxos-kv", version, about = "A multi-Paxos replicated key-value store (the system under test of ordeal)", after_help = bug_help())]
 struct Cli {
+    /// What this process is: the single-group store, a shard controller node, or a node of a
+    /// replica group.
+    #[arg(long, value_enum, default_value_t = Mode::Single)]
+    mode: Mode,
+    /// The replica group this node belongs to (--mode group; a positive integer).
+    #[arg(long)]
+    group_id: Option<u64>,
+    /// The controller nodes' client (HTTP) addresses as HOST:PORT, comma-separated
+    /// (--mode group).
+    #[arg(long, default_value = "")]
+    controller: String,
+    /// Number of shards (sharded modes); the controller and every group must agree.
+    #[arg(long, default_value_t = paxos_kv::shard::DEFAULT_SHARDS)]
+    shards: usize,
+    /// Concurrency control of transactions (--mode group): 2pl or occ.
+    #[arg(long, default_value = "2pl")]
+    cc: String,
+    /// How 2PL avoids deadlock (--mode group): wound-wait or no-wait.
+    #[arg(long, default_value = "wound-wait")]
+    deadlock: String,
+    /// Wall-clock milliseconds per tick of the replica group's shard core.
+    #[arg(long, default_value_t = 20)]
+    shard_tick_ms: u64,
     /// This node's id (a positive integer, one of the ids in --peers).
     #[arg(long)]
     id: u64,
@@ -193,18 +232,80 @@ fn run(cli: Cli) -> Result<()> {
         bail!("--peer-clients names node {id}, which --peers does not list");
     }
     let mut bugs = Vec::new();
+    let mut shard_bugs = Vec::new();
     for name in &cli.bugs {
-        let b: Bug = name.parse().with_context(|| format!("--bug {name}"))?;
-        bugs.push(b);
+        match (name.parse::<Bug>(), name.parse::<ShardBug>()) {
+            (Ok(b), _) => bugs.push(b),
+            (_, Ok(b)) if cli.mode == Mode::Group => shard_bugs.push(b),
+            (_, Ok(_)) => {
+                bail!("--bug {name} is a bug of the sharded store: it needs --mode group")
+            }
+            (Err(e), Err(_)) => {
+                return Err(anyhow::anyhow!("{e}")).with_context(|| {
+                    format!(
+                        "--bug {name} (sharded-store bugs: {})",
+                        ShardBug::ALL.map(|b| b.name()).join(", ")
+                    )
+                })
+            }
+        }
     }
-    if !bugs.is_empty() {
+    let sharding = match cli.mode {
+        Mode::Single => {
+            if cli.group_id.is_some() || !cli.controller.is_empty() {
+                bail!("--group-id and --controller need --mode group");
+            }
+            None
+        }
+        Mode::Controller | Mode::Group => {
+            let role = match (cli.mode, cli.group_id) {
+                (Mode::Group, Some(g)) => ShardRole::Group(g),
+                (Mode::Group, None) => bail!("--mode group needs --group-id"),
+                (_, Some(_)) => bail!("--group-id needs --mode group"),
+                _ => ShardRole::Controller,
+            };
+            let mut sh = ShardSettings::new(role);
+            sh.shards = cli.shards;
+            sh.tick_ms = cli.shard_tick_ms;
+            sh.bugs = shard_bugs.clone();
+            sh.cc = cli.cc.parse::<Cc>().context("--cc")?;
+            sh.deadlock = cli.deadlock.parse::<Deadlock>().context("--deadlock")?;
+            for b in &shard_bugs {
+                if let Some(cc) = b.needs_cc().filter(|cc| *cc != sh.cc) {
+                    tracing::warn!(bug = b.name(), "this bug only shows with --cc {cc}");
+                }
+            }
+            for (i, a) in cli
+                .controller
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .enumerate()
+            {
+                let addr: SocketAddr = a.parse().with_context(|| {
+                    format!(
+                        "--controller entry {} {a:?} is not an IP:PORT address",
+                        i + 1
+                    )
+                })?;
+                if !addr.ip().is_loopback() {
+                    bail!("--controller entry {} {a:?}: only loopback (127.0.0.0/8) addresses are allowed", i + 1);
+                }
+                sh.controller.push(addr.to_string());
+            }
+            Some(sh)
+        }
+    };
+    if !bugs.is_empty() || !shard_bugs.is_empty() {
         tracing::warn!(
             ?bugs,
+            ?shard_bugs,
             "planted bugs enabled: this node is deliberately incorrect"
         );
     }
     let mut cfg = ServerConfig::new(cli.id, cli.listen, cli.client, peers, cli.data_dir);
     cfg.bugs = bugs;
+    cfg.sharding = sharding;
     cfg.peer_clients = peer_clients;
     cfg.fsync = !cli.no_fsync;
     cfg.tick_ms = cli.tick_ms;

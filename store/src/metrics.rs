@@ -227,6 +227,57 @@ pub(crate) async fn render(State(s): State<Arc<Shared>>) -> Response {
         "frames received from peers",
         t.frames_received.load(Relaxed),
     );
+    if let Some(sh) = &s.shard {
+        let sm = &sh.metrics;
+        for (name, help, v) in [
+            (
+                "shard_decisions_total",
+                "two-phase commit decisions applied here (as coordinator)",
+                &sm.decisions,
+            ),
+            (
+                "shard_configs_applied_total",
+                "shard configurations applied",
+                &sm.configs_applied,
+            ),
+            (
+                "shard_installed_total",
+                "arriving shards installed",
+                &sm.shards_installed,
+            ),
+            (
+                "shard_frozen_total",
+                "leaving shards frozen for hand-off",
+                &sm.shards_frozen,
+            ),
+            (
+                "shard_messages_sent_total",
+                "messages delivered to other groups and the controller",
+                &sm.messages_sent,
+            ),
+            (
+                "shard_messages_dropped_total",
+                "messages to other groups dropped (no member answered, or too many in flight)",
+                &sm.messages_dropped,
+            ),
+            (
+                "shard_messages_received_total",
+                "messages handed to the group core",
+                &sm.messages_received,
+            ),
+        ] {
+            line(name, "counter", help, v.load(Relaxed));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP paxos_kv_shard_txns_committed_total transaction parts applied here, by path\n\
+             # TYPE paxos_kv_shard_txns_committed_total counter\n\
+             paxos_kv_shard_txns_committed_total{{path=\"fast\"}} {}\n\
+             paxos_kv_shard_txns_committed_total{{path=\"2pc\"}} {}",
+            sm.txns_committed_fast.load(Relaxed),
+            sm.txns_committed_2pc.load(Relaxed)
+        );
+    }
     let h = &m.latency;
     let _ = writeln!(
         out,

@@ -444,3 +444,64 @@ fn no_wait_aborts_whoever_meets_a_held_lock() {
         "younger: {younger:?}"
     );
 }
+
+/// A replica that becomes leader before it has applied its predecessor's records: it must not
+/// serve before its own epoch record (an older leader's epoch record must not count), and a
+/// prepare of its predecessor applied after the takeover must hold its locks, so that a new
+/// transaction on the same key waits instead of committing past a prepared one.
+#[test]
+fn a_leader_taking_over_before_applying_its_predecessors_records_waits_and_keeps_their_locks() {
+    let mut controller = Controller::new(DEFAULT_SHARDS);
+    let cfg1 = controller
+        .apply(&ControllerCmd::Join {
+            group: 1,
+            members: vec![],
+        })
+        .expect("join");
+    let mut gcfg = GroupConfig::new(1);
+    gcfg.cc = Cc::TwoPl;
+    let mut b = Group::new(gcfg);
+    // Epochs as the server makes them from ballots: the predecessor's 1, this leader's 5.
+    b.become_leader_at(5);
+    let prepared = TxnId { client: 7, seq: 1 };
+    let log = [
+        GroupCmd::Epoch(1),
+        GroupCmd::NewConfig(cfg1),
+        GroupCmd::Prepare {
+            txn: prepared,
+            age: Age {
+                start: 1,
+                txn: prepared,
+            },
+            coordinator: 2,
+            epoch: 1,
+            reads: vec![],
+            writes: vec![paxos_kv::shard::group::WriteOp::Put("k".into(), "t".into())],
+        },
+    ];
+    for cmd in log {
+        b.step(Input::Apply(cmd));
+        assert!(!b.is_ready(), "ready before its own epoch record");
+    }
+    assert_eq!(b.prepared_count(), 1, "the predecessor's prepare applies");
+    b.step(Input::Apply(GroupCmd::Epoch(5)));
+    assert!(b.is_ready());
+    let newer = TxnId { client: 8, seq: 1 };
+    let outs = b.step(Input::Message {
+        from: Addr::Client(8),
+        msg: Msg::Txn(TxnRequest {
+            id: newer,
+            age: Age {
+                start: 0,
+                txn: newer,
+            },
+            ops: vec![TxnOp::Write("k".into(), "u".into())],
+        }),
+    });
+    assert!(
+        !outs
+            .iter()
+            .any(|o| matches!(o, Output::Propose(GroupCmd::Local { .. }))),
+        "a write of a key a prepared transaction holds was proposed: {outs:?}"
+    );
+}

@@ -8,6 +8,7 @@
 pub mod forward;
 mod parse;
 pub(crate) mod serve;
+mod sharded;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -31,11 +32,16 @@ use parse::{
 };
 
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/kv/{key}", get(get_key).put(put_key).delete(delete_key))
-        .route("/txn", post(txn))
-        .route("/keys", get(keys))
-        .route("/status", get(status))
+    use crate::server::sharded::ShardRole;
+    let api = match shared.shard.as_ref().map(|sh| sh.settings.role) {
+        None => Router::new()
+            .route("/kv/{key}", get(get_key).put(put_key).delete(delete_key))
+            .route("/txn", post(txn))
+            .route("/keys", get(keys)),
+        Some(ShardRole::Controller) => sharded::controller_routes(),
+        Some(ShardRole::Group(_)) => sharded::group_routes(),
+    };
+    api.route("/status", get(status))
         .route("/metrics", get(crate::metrics::render))
         .route("/health", get(health))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
@@ -123,7 +129,7 @@ async fn time_request(
 ) -> Response {
     let api = {
         let p = req.uri().path();
-        p.starts_with("/kv/") || p == "/txn" || p == "/keys"
+        p.starts_with("/kv/") || p == "/txn" || p == "/keys" || p.starts_with("/shards/")
     };
     if api {
         s.metrics.http_requests.fetch_add(1, Relaxed);
@@ -183,6 +189,10 @@ async fn propose(s: &Shared, cmd: Command) -> Result<Outcome, Response> {
         )),
         Ok(Ok(ProposeReply::Applied(o))) => Ok(o),
         Ok(Ok(ProposeReply::Dropped(why))) => Err(dropped_response(why)),
+        Ok(Ok(ProposeReply::Config(_))) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a key-value command was answered with a shard config",
+        )),
         Ok(Err(_)) => Err(error(
             StatusCode::GATEWAY_TIMEOUT,
             "proposal abandoned; outcome unknown",
@@ -465,9 +475,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
         let kv = s.kv.read().expect("lock poisoned");
         (kv.applied_index(), kv.digest())
     };
-    reply(
-        StatusCode::OK,
-        json!({
+    let mut body = json!({
             "id": st.id,
             "role": st.role.as_str(),
             "leader": st.leader,
@@ -476,6 +484,12 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
             "applied_index": applied,
             "snapshot_index": st.snapshot_slot,
             "digest": digest,
-        }),
-    )
+    });
+    if let Some(Json::Object(extra)) = sharded::status_fields(&s) {
+        // The shard machine's digest replaces the (unused) key-value state's.
+        for (k, v) in extra {
+            body[k] = v;
+        }
+    }
+    reply(StatusCode::OK, body)
 }

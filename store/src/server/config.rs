@@ -70,6 +70,8 @@ pub struct ServerConfig {
     pub lazy_flush_ms: u64,
     /// When set, every peer hello must carry this token (`--cluster-token-file`).
     pub cluster_token: Option<Vec<u8>>,
+    /// Sharded mode (a shard controller or a replica group); None: the single-group store.
+    pub sharding: Option<crate::server::sharded::ShardSettings>,
 }
 
 impl ServerConfig {
@@ -114,6 +116,7 @@ impl ServerConfig {
             wal_compact_bytes: 128 << 20,
             lazy_flush_ms: 2000,
             cluster_token: None,
+            sharding: None,
         }
     }
 
@@ -171,6 +174,9 @@ impl ServerConfig {
         }
         if self.tick_ms == 0 {
             return bad("tick_ms must be positive".into());
+        }
+        if let Some(sh) = &self.sharding {
+            sh.validate()?;
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ use crate::codec;
 use crate::kv::{self, Kv};
 use crate::paxos::{self, Dropped, Envelope, Message, Node, Snapshot};
 use crate::server::recovery::checkpoint_records;
+use crate::server::sharded::{ShardDriver, ShardMachine};
 use crate::server::{fatal, ProposeReply, Request, Shared};
 use crate::wal::committer::{WalDone, WalJob};
 
@@ -30,6 +31,10 @@ pub(crate) struct Driver {
     wal_bytes_since_compaction: u64,
     /// The state machine of the snapshot last passed to the core, decoded when it arrived.
     decoded_snapshot: Option<(u64, Kv)>,
+    /// Sharded mode: the same for the shard machine.
+    decoded_shard_snapshot: Option<(u64, ShardMachine)>,
+    /// Sharded mode: drives the controller or group core.
+    shard: Option<ShardDriver>,
 }
 
 /// Inputs drained per wake-up before handling the Ready, so that one Ready (and one fsync)
@@ -40,7 +45,6 @@ impl Driver {
     pub(crate) fn new(node: Node, shared: Arc<Shared>, wal: mpsc::Sender<WalJob>) -> Driver {
         Driver {
             node,
-            shared,
             wal,
             pending: HashMap::new(),
             pending_reads: HashMap::new(),
@@ -49,6 +53,12 @@ impl Driver {
             snapshot_in_progress: false,
             wal_bytes_since_compaction: 0,
             decoded_snapshot: None,
+            decoded_shard_snapshot: None,
+            shard: shared
+                .shard
+                .is_some()
+                .then(|| ShardDriver::new(shared.clone())),
+            shared,
         }
     }
 
@@ -63,6 +73,15 @@ impl Driver {
         // silence from the leader and start a needless election.
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut ticks: u64 = 0;
+        // The group core's ticks (sharded mode); in the other modes it fires rarely and does
+        // nothing.
+        let shard_tick_ms = self
+            .shared
+            .shard
+            .as_ref()
+            .map_or(60_000, |s| s.settings.tick_ms);
+        let mut shard_ticker = tokio::time::interval(Duration::from_millis(shard_tick_ms));
+        shard_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 biased;
@@ -77,6 +96,11 @@ impl Driver {
                     ticks += 1;
                     if ticks.is_multiple_of(50) {
                         self.expire();
+                    }
+                }
+                _ = shard_ticker.tick() => {
+                    if let Some(sd) = &mut self.shard {
+                        sd.tick(&mut self.node);
                     }
                 }
                 Some((from, frame)) = inbound.recv() => {
@@ -118,6 +142,31 @@ impl Driver {
 
     fn on_frame(&mut self, from: u64, frame: &[u8]) {
         match codec::decode::<Message>("peer message", frame) {
+            Ok(Message::InstallSnapshot { slot, data }) if self.shard.is_some() => {
+                let decoded = self
+                    .shared
+                    .shard
+                    .as_ref()
+                    .map(|sh| sh.settings.machine_from_snapshot(&data));
+                match decoded {
+                    Some(Ok(machine)) => {
+                        let msg = Message::InstallSnapshot { slot, data };
+                        match self.node.step(from, msg) {
+                            Ok(()) => self.decoded_shard_snapshot = Some((slot, machine)),
+                            Err(e) => {
+                                tracing::warn!(from, error = %e, "message rejected by the core")
+                            }
+                        }
+                    }
+                    Some(Err(e)) => tracing::warn!(
+                        from,
+                        slot,
+                        error = %e,
+                        "refused a snapshot from a peer: its shard state does not decode"
+                    ),
+                    None => {}
+                }
+            }
             Ok(Message::InstallSnapshot { slot, data }) => {
                 // Decode the state machine before the core sees the snapshot: the core drops
                 // its log when it accepts one, so bad bytes must be refused here, as a message.
@@ -165,6 +214,19 @@ impl Driver {
                 self.pending_reads.insert(id, (reply, deadline));
                 self.node.read_index(id);
             }
+            Request::ShardPropose { data, reply } => {
+                self.shared.metrics.proposals.fetch_add(1, Relaxed);
+                self.pending.insert(id, (reply, deadline));
+                self.node.propose(id, data);
+            }
+            Request::ShardMsg { from, msg } => {
+                if let Some(sd) = &mut self.shard {
+                    if let Some(sh) = &self.shared.shard {
+                        sh.metrics.messages_received.fetch_add(1, Relaxed);
+                    }
+                    sd.on_message(&mut self.node, from, msg);
+                }
+            }
         }
     }
 
@@ -175,6 +237,9 @@ impl Driver {
             .retain(|_, (tx, d)| *d > now && !tx.is_closed());
         self.pending_reads
             .retain(|_, (tx, d)| *d > now && !tx.is_closed());
+        if let Some(sh) = &self.shared.shard {
+            sh.expire();
+        }
     }
 
     fn send(&self, env: Envelope) {
@@ -213,7 +278,30 @@ impl Driver {
             self.send(env);
         }
         // 3. Snapshot install.
-        if let Some(snap) = ready.install_snapshot {
+        let install = ready.install_snapshot;
+        let install = match (install, &self.shared.shard) {
+            (Some(snap), Some(sh)) => {
+                let machine = match self.decoded_shard_snapshot.take() {
+                    Some((slot, m)) if slot == snap.slot => Ok(m),
+                    _ => sh.settings.machine_from_snapshot(&snap.data),
+                };
+                match machine {
+                    Ok(m) => {
+                        *sh.machine.lock().expect("lock poisoned") = m;
+                        self.shared
+                            .kv
+                            .write()
+                            .expect("lock poisoned")
+                            .set_applied_index(snap.slot);
+                        self.compact_after_install(&snap).await;
+                    }
+                    Err(e) => fatal("a snapshot the core accepted does not decode", e),
+                }
+                None
+            }
+            (other, _) => other,
+        };
+        if let Some(snap) = install {
             let decoded = match self.decoded_snapshot.take() {
                 Some((slot, kv)) if slot == snap.slot => Ok(kv),
                 _ => Kv::from_snapshot(&snap.data)
@@ -223,36 +311,19 @@ impl Driver {
                 Ok(mut kv) => {
                     kv.set_applied_index(kv.applied_index().max(snap.slot));
                     *self.shared.kv.write().expect("lock poisoned") = kv;
-                    self.shared
-                        .metrics
-                        .snapshots_installed
-                        .fetch_add(1, Relaxed);
-                    let snapshot = codec::encode(&snap);
-                    let live = checkpoint_records(&self.node.checkpoint(), snap.slot);
-                    self.wal_bytes_since_compaction = 0;
-                    if self
-                        .wal
-                        .send(WalJob::Compact {
-                            snapshot,
-                            live,
-                            slot_taken: None,
-                        })
-                        .await
-                        .is_err()
-                    {
-                        fatal("WAL thread gone", "channel closed");
-                    }
-                    tracing::info!(slot = snap.slot, "installed a snapshot from the leader");
+                    self.compact_after_install(&snap).await;
                 }
                 // Unreachable: `on_frame` decoded every snapshot the core accepted.
                 Err(e) => fatal("a snapshot the core accepted does not decode", e),
             }
         }
         self.decoded_snapshot = None;
+        self.decoded_shard_snapshot = None;
         // 4. Apply.
         if !ready.committed.is_empty() {
             let me = self.shared.config.id;
             let mut answers = Vec::new();
+            let mut shard_answers = Vec::new();
             {
                 let mut kv = self.shared.kv.write().expect("lock poisoned");
                 for entry in &ready.committed {
@@ -261,6 +332,14 @@ impl Driver {
                     }
                     if let paxos::Value::Batch(cmds) = &entry.value {
                         for c in cmds {
+                            if let Some(sd) = &mut self.shard {
+                                let answer = sd.apply(&mut self.node, entry.slot, &c.data);
+                                self.shared.metrics.applied_commands.fetch_add(1, Relaxed);
+                                if let (Some(a), true) = (answer, c.origin == me) {
+                                    shard_answers.push((c.id, a));
+                                }
+                                continue;
+                            }
                             let outcome = match codec::decode::<kv::Command>("command", &c.data) {
                                 Ok(cmd) => kv.apply(&cmd),
                                 // Every replica sees the same bytes, so every replica skips
@@ -283,6 +362,11 @@ impl Driver {
             for (id, outcome) in answers {
                 if let Some((tx, _)) = self.pending.remove(&id) {
                     let _ = tx.send(ProposeReply::Applied(outcome));
+                }
+            }
+            for (id, answer) in shard_answers {
+                if let Some((tx, _)) = self.pending.remove(&id) {
+                    let _ = tx.send(answer);
                 }
             }
         }
@@ -333,7 +417,15 @@ impl Driver {
             if !self.snapshot_in_progress {
                 let (slot, data) = {
                     let kv = self.shared.kv.read().expect("lock poisoned");
-                    (kv.applied_index(), kv.to_snapshot())
+                    match &self.shared.shard {
+                        // Taken with the kv lock held: the driver applies under it, so the
+                        // machine and the applied index belong together.
+                        Some(sh) => (
+                            kv.applied_index(),
+                            sh.machine.lock().expect("lock poisoned").snapshot(),
+                        ),
+                        None => (kv.applied_index(), kv.to_snapshot()),
+                    }
                 };
                 if slot >= due {
                     self.snapshot_in_progress = true;
@@ -371,5 +463,33 @@ impl Driver {
             );
         }
         *status = new;
+        drop(status);
+        if let Some(sd) = &mut self.shard {
+            sd.after_ready(&mut self.node);
+        }
+    }
+
+    /// After installing a snapshot from the leader: compact the WAL behind it.
+    async fn compact_after_install(&mut self, snap: &Snapshot) {
+        self.shared
+            .metrics
+            .snapshots_installed
+            .fetch_add(1, Relaxed);
+        let snapshot = codec::encode(snap);
+        let live = checkpoint_records(&self.node.checkpoint(), snap.slot);
+        self.wal_bytes_since_compaction = 0;
+        if self
+            .wal
+            .send(WalJob::Compact {
+                snapshot,
+                live,
+                slot_taken: None,
+            })
+            .await
+            .is_err()
+        {
+            fatal("WAL thread gone", "channel closed");
+        }
+        tracing::info!(slot = snap.slot, "installed a snapshot from the leader");
     }
 }

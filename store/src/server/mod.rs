@@ -11,6 +11,7 @@
 pub mod config;
 pub(crate) mod driver;
 pub(crate) mod recovery;
+pub mod sharded;
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -35,12 +36,26 @@ pub enum Request {
     Read {
         reply: oneshot::Sender<Result<(), Dropped>>,
     },
+    /// Sharded mode: a controller command (encoded), answered with the config it yields.
+    ShardPropose {
+        data: Vec<u8>,
+        reply: oneshot::Sender<ProposeReply>,
+    },
+    /// Sharded mode: a message for the group core (from a client, a group or the
+    /// controller); a client's reply goes to the waiter it registered
+    /// ([`sharded::ShardNode::wait_for`]).
+    ShardMsg {
+        from: crate::shard::group::Addr,
+        msg: crate::shard::group::Msg,
+    },
 }
 
 #[derive(Debug)]
 pub enum ProposeReply {
     Applied(Outcome),
     Dropped(Dropped),
+    /// A controller command's answer: the config, or why nothing changed.
+    Config(Result<crate::shard::config::Config, String>),
 }
 
 /// State shared between the driver and the HTTP handlers.
@@ -55,6 +70,8 @@ pub struct Shared {
     pub http: crate::http::forward::ForwardClient,
     /// Client connections open now (the HTTP accept loop counts them).
     pub http_connections: std::sync::atomic::AtomicUsize,
+    /// Sharded mode's state machine and waiters; None in the single-group mode.
+    pub shard: Option<sharded::ShardNode>,
     /// Held for the life of the process: two processes on one data directory would corrupt it.
     _data_dir_lock: std::fs::File,
 }
@@ -121,6 +138,7 @@ impl Server {
             state,
             snapshot,
             kv,
+            shard_machine,
         } = recovery::recover(&cfg)?;
         let seed = rand::random::<u64>();
         let node = Node::restore(core_cfg, state, snapshot, seed)
@@ -146,6 +164,13 @@ impl Server {
         let (req_tx, req_rx) = mpsc::channel(cfg.request_queue.max(1));
         let http = crate::http::forward::client(&cfg);
         let status = node.status();
+        let (shard, outbound_rx) = match (&cfg.sharding, shard_machine) {
+            (Some(settings), Some(machine)) => {
+                let (n, rx) = sharded::ShardNode::new(settings.clone(), machine);
+                (Some(n), Some(rx))
+            }
+            _ => (None, None),
+        };
         let shared = Arc::new(Shared {
             config: cfg.clone(),
             kv: RwLock::new(kv),
@@ -155,6 +180,7 @@ impl Server {
             metrics: Metrics::default(),
             http,
             http_connections: std::sync::atomic::AtomicUsize::new(0),
+            shard,
             _data_dir_lock: data_dir_lock,
         });
         let (wal_tx, wal_rx) = mpsc::channel(4096);
@@ -177,6 +203,9 @@ impl Server {
         }
         let driver = Driver::new(node, shared.clone(), wal_tx);
         tokio::spawn(driver.run(inbound_rx, req_rx, done_rx));
+        if let Some(rx) = outbound_rx {
+            tokio::spawn(sharded::outbound(shared.clone(), rx));
+        }
         tokio::spawn(crate::http::serve::serve(http_listener, shared.clone()));
         tracing::info!(id = cfg.id, listen = %cfg.listen, client = %cfg.client, "paxos-kv serving");
         Ok(Server { shared })

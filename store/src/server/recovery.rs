@@ -14,6 +14,8 @@ pub(crate) struct Recovered {
     pub state: paxos::RecoveredState,
     pub snapshot: Option<Snapshot>,
     pub kv: Kv,
+    /// Sharded mode: the controller's or group's state machine as of the snapshot.
+    pub shard_machine: Option<crate::server::sharded::ShardMachine>,
 }
 
 /// Opens the WAL in `cfg.data_dir` and rebuilds everything it holds.
@@ -40,8 +42,17 @@ pub(crate) fn recover(cfg: &ServerConfig) -> Result<Recovered, StoreError> {
         )?),
     };
     let mut kv = Kv::new(cfg.dedup_clients).with_dedup_max_bytes(cfg.dedup_max_bytes);
+    let mut shard_machine = cfg.sharding.as_ref().map(|s| s.fresh_machine());
     if let Some(s) = &snapshot {
-        kv = Kv::from_snapshot(&s.data)?.with_dedup_max_bytes(cfg.dedup_max_bytes);
+        match &cfg.sharding {
+            // In sharded mode the snapshot holds the shard machine; the (unused) key-value
+            // state only keeps the applied index.
+            Some(settings) => {
+                shard_machine = Some(settings.machine_from_snapshot(&s.data)?);
+                kv.set_applied_index(s.slot);
+            }
+            None => kv = Kv::from_snapshot(&s.data)?.with_dedup_max_bytes(cfg.dedup_max_bytes),
+        }
         state.compact(s.slot);
     }
     tracing::info!(
@@ -57,6 +68,7 @@ pub(crate) fn recover(cfg: &ServerConfig) -> Result<Recovered, StoreError> {
         state,
         snapshot,
         kv,
+        shard_machine,
     })
 }
 

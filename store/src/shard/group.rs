@@ -481,10 +481,20 @@ impl Group {
     /// This replica now leads: forget volatile state, restore prepared transactions' locks,
     /// and ask for a new epoch.
     pub fn become_leader(&mut self) {
+        let next = self.st.epoch + 1;
+        self.become_leader_at(next);
+    }
+
+    /// As [`Group::become_leader`], with an epoch no other leader of this group ever uses and
+    /// greater than any earlier leader's (the server derives it from its Paxos ballot). A
+    /// replica that becomes leader before it has applied its whole log cannot use "applied
+    /// epoch + 1": an unapplied record of its predecessor may carry that very epoch, and the
+    /// group would serve before its own epoch record, with locks it never took.
+    pub fn become_leader_at(&mut self, epoch: u64) {
         let tick = self.v.tick;
         self.v = Volatile {
             tick,
-            want_epoch: self.st.epoch + 1,
+            want_epoch: epoch.max(self.st.epoch + 1),
             ..Volatile::default()
         };
         if self.cfg.cc == Cc::TwoPl {
@@ -505,6 +515,56 @@ impl Group {
 
     pub fn id(&self) -> GroupId {
         self.cfg.id
+    }
+
+    /// The members (addresses) of group `g` in the applied config, else in the previous one
+    /// (a group that left still hands off the shards it held).
+    pub fn members(&self, g: GroupId) -> Option<&[String]> {
+        self.st
+            .config
+            .groups
+            .get(&g)
+            .or_else(|| self.st.prev.groups.get(&g))
+            .map(Vec::as_slice)
+    }
+
+    /// FNV-1a 64 over the encoded replicated state: equal on replicas that applied the same
+    /// log (every map in it is ordered).
+    pub fn digest(&self) -> u64 {
+        super::fnv1a64(&crate::codec::encode(&self.st))
+    }
+
+    /// The replicated state, encoded (a snapshot at [`Group::applied`]).
+    pub fn snapshot(&self) -> Vec<u8> {
+        crate::codec::encode(&self.st)
+    }
+
+    /// A replica restored from [`Group::snapshot`]'s bytes; volatile state starts empty.
+    pub fn from_snapshot(cfg: GroupConfig, bytes: &[u8]) -> Result<Group, super::ShardError> {
+        let what = format!("group {} snapshot", cfg.id);
+        let st: Replicated =
+            crate::codec::decode(&what, bytes).map_err(|e| super::ShardError::Decode {
+                what: what.clone(),
+                detail: e.to_string(),
+            })?;
+        if st.config.shards.len() != cfg.shards {
+            return Err(super::ShardError::Decode {
+                what,
+                detail: format!(
+                    "it has {} shards, this node is configured with {}",
+                    st.config.shards.len(),
+                    cfg.shards
+                ),
+            });
+        }
+        let mut g = Group::new(cfg);
+        g.st = st;
+        Ok(g)
+    }
+
+    /// The current leader's epoch as applied (0 before any).
+    pub fn epoch(&self) -> u64 {
+        self.st.epoch
     }
 
     pub fn config(&self) -> &Config {
@@ -621,6 +681,9 @@ impl Group {
     /// The recorded reply if `txn` is this client's latest transaction in shard `s`, or a
     /// stale refusal if a later one is recorded.
     fn dedup(&self, s: ShardId, txn: TxnId) -> Option<TxnReply> {
+        if super::is_anonymous(txn.client) {
+            return None;
+        }
         let (seq, reply) = self.st.shards.get(&s)?.dedup.get(&txn.client)?;
         match (*seq).cmp(&txn.seq) {
             std::cmp::Ordering::Equal => Some(reply.clone()),
@@ -1725,7 +1788,12 @@ impl Group {
                 .data
                 .insert(w.key().to_string(), Stored { value, version });
         }
-        for s in touched {
+        let recorded = if super::is_anonymous(txn.client) {
+            &BTreeSet::new()
+        } else {
+            touched
+        };
+        for s in recorded {
             if let Some(shard) = self.st.shards.get_mut(s) {
                 // A late commit of an older transaction (its client gave up waiting and moved
                 // on) must not hide the newer entry.
@@ -1799,6 +1867,18 @@ impl Group {
                         reason: AbortReason::ValidationFailed,
                     },
                 );
+            }
+        }
+        if self.cfg.cc == Cc::TwoPl {
+            // Usually held already (taken before proposing). Not so at a replica that became
+            // leader while this record was still in flight from its predecessor: its lock
+            // table must cover every prepared transaction before it serves.
+            self.v.ages.insert(txn, age);
+            for (k, _) in &reads {
+                self.v.locks.force(txn, k, Mode::Shared);
+            }
+            for w in &writes {
+                self.v.locks.force(txn, w.key(), Mode::Exclusive);
             }
         }
         self.st.prepared.insert(

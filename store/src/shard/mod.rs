@@ -70,6 +70,24 @@ pub type ConfigNum = u64;
 /// The group id meaning "unowned".
 pub const NO_GROUP: GroupId = 0;
 
+/// Client ids with this bit set are anonymous (a request without `client_id`): their
+/// transactions are not recorded in any exactly-once table, so requests without an identity
+/// cannot grow the tables without bound. Named clients never have it ([`client_number`]).
+pub const ANONYMOUS_CLIENT_BIT: ClientId = 1 << 63;
+
+/// The number of an HTTP `client_id`: FNV-1a 64 of its bytes with the anonymous bit cleared.
+/// Two distinct ids share a number with probability about n^2 / 2^64 for n clients; two such
+/// clients would share one exactly-once entry (one's retry could be answered with the other's
+/// reply), which the server accepts at these odds.
+pub fn client_number(client_id: &str) -> ClientId {
+    fnv1a64(client_id.as_bytes()) & !ANONYMOUS_CLIENT_BIT
+}
+
+/// Whether `client`'s transactions are recorded in exactly-once tables.
+pub fn is_anonymous(client: ClientId) -> bool {
+    client & ANONYMOUS_CLIENT_BIT != 0
+}
+
 /// FNV-1a, 64 bit.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -467,4 +485,6 @@ pub enum ShardError {
     BadOp { op: String, what: String },
     #[error("shard controller: {0}")]
     Controller(String),
+    #[error("cannot decode {what}: {detail}")]
+    Decode { what: String, detail: String },
 }

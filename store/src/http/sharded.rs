@@ -1,0 +1,618 @@
+//! The HTTP API of the sharded modes.
+//!
+//! Controller (`--mode controller`):
+//! - `POST /shards/join {"group": G, "members": ["HOST:PORT", ...]}` (members: the group
+//!   nodes' client addresses), `POST /shards/leave {"group": G}`,
+//!   `POST /shards/move {"shard": S, "group": G}`: through the controller's log; the reply
+//!   is the resulting config (200), or 409 `{"error"}` when the command changes nothing
+//!   because it is invalid (unknown group, shard out of range).
+//! - `GET /shards/config` (latest) and `GET /shards/config/{num}` (that config, or the latest
+//!   if `num` is beyond it): `{"num", "shards": [group per shard], "groups": {"G": [...]}}`.
+//!   `?consistency=local` reads this replica's applied state; the default confirms
+//!   leadership first (ReadIndex).
+//!
+//! Replica group (`--mode group`):
+//! - `GET /kv/{key}`: a read-only transaction through the group's log (`consistency=local`:
+//!   this replica's applied state); `{"key", "value", "revision"}`, 404 if absent. The
+//!   revision is the key's version: how many transactions wrote it (it moves with its shard).
+//! - `PUT /kv/{key}[?if_revision=N]` `{"value": v}`: `{"key", "revision"}`, 409 if the
+//!   revision differs. `if_value`, `DELETE` and `/keys` are not offered (400).
+//! - `POST /txn {"ops": [["r",k,null], ["w",k,v], ["append",k,v], ["if_revision",k,n]]}`:
+//!   one group's shards take the fast path (one log record); shards of several groups run
+//!   two-phase commit coordinated by this group. 200 `{"ops": [...]}`; 409
+//!   `{"key", "revision"}` when an `if_revision` fails (nothing applied).
+//! - Every write takes optional `client_id` + `seq` (exactly-once, also across shard moves
+//!   for single-group transactions). Retry a cross-group transaction at the same group.
+//! - Wrong group: 503 `{"error", "wrong_group": true, "shard", "owner", "owner_members",
+//!   "config"}`: this group does not own the shard in the newest config it has applied;
+//!   nothing was applied. Aborts (lock conflict, validation, not ready) are 503 with
+//!   `"reason"`; a `seq` older than the client's latest is 504 (outcome unknown), as in the
+//!   single-group store.
+//! - `POST /shard/msg`: group-to-group messages (internal).
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value as Json};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::forward::on_leader;
+use super::parse::{
+    bad, check_body, check_key, check_value, consistency, dedup, parse_u64, ApiBody, ApiKey,
+    ApiQuery, BadRequest, Consistency,
+};
+use super::{error, linearizable_barrier, reply};
+use crate::codec;
+use crate::server::sharded::{config_to_json, Envelope, ShardMachine, SHARD_TOKEN_HEADER};
+use crate::server::{ProposeReply, Request, Shared};
+use crate::shard::config::ControllerCmd;
+use crate::shard::group::{Addr, Msg};
+use crate::shard::{
+    client_number, AbortReason, Age, OpResult, TxnId, TxnOp, TxnReply, TxnRequest,
+    ANONYMOUS_CLIENT_BIT,
+};
+
+pub(crate) fn controller_routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/shards/join", post(join))
+        .route("/shards/leave", post(leave))
+        .route("/shards/move", post(move_shard))
+        .route("/shards/config", get(config_latest))
+        .route("/shards/config/{num}", get(config_numbered))
+}
+
+pub(crate) fn group_routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/kv/{key}", get(get_key).put(put_key).delete(unsupported))
+        .route("/txn", post(txn))
+        .route("/keys", get(unsupported))
+        .route("/shard/msg", post(shard_msg))
+}
+
+async fn unsupported(method: Method, uri: Uri) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        format!(
+            "{method} {} is not offered by a sharded replica group; not applied",
+            uri.path()
+        ),
+    )
+}
+
+// ----- controller -----
+
+fn json_body<T: serde::de::DeserializeOwned>(s: &Shared, body: &Bytes) -> Result<T, BadRequest> {
+    check_body(s, body)?;
+    serde_json::from_slice(body).map_err(|e| bad(format!("bad body: {e}")))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinBody {
+    group: u64,
+    members: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaveBody {
+    group: u64,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveBody {
+    shard: usize,
+    group: u64,
+}
+
+async fn controller_cmd(
+    s: &Shared,
+    headers: &HeaderMap,
+    req: (Method, &Uri, Bytes),
+    cmd: Result<ControllerCmd, BadRequest>,
+) -> Response {
+    let cmd = match cmd {
+        Ok(c) => c,
+        Err(b) => return b.into(),
+    };
+    on_leader(s, headers, req, || async {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let data = codec::encode(&cmd);
+        if s.requests
+            .try_send(Request::ShardPropose { data, reply: tx })
+            .is_err()
+        {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request queue full; not applied",
+            );
+        }
+        match tokio::time::timeout(Duration::from_millis(s.config.request_timeout_ms), rx).await {
+            Ok(Ok(ProposeReply::Config(Ok(cfg)))) => reply(StatusCode::OK, config_to_json(&cfg)),
+            Ok(Ok(ProposeReply::Config(Err(why)))) => {
+                error(StatusCode::CONFLICT, format!("{why}; nothing changed"))
+            }
+            Ok(Ok(ProposeReply::Dropped(why))) => super::dropped_response(why),
+            Ok(Ok(other)) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("unexpected answer {other:?}"),
+            ),
+            Ok(Err(_)) => error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "proposal abandoned; outcome unknown",
+            ),
+            Err(_) => error(StatusCode::GATEWAY_TIMEOUT, "timed out; outcome unknown"),
+        }
+    })
+    .await
+}
+
+async fn join(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    ApiBody(body): ApiBody,
+) -> Response {
+    let cmd = json_body::<JoinBody>(&s, &body).and_then(|b| {
+        if b.members.is_empty() {
+            return Err(bad("members must name at least one client address"));
+        }
+        Ok(ControllerCmd::Join {
+            group: b.group,
+            members: b.members,
+        })
+    });
+    controller_cmd(&s, &headers, (method, &uri, body), cmd).await
+}
+
+async fn leave(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    ApiBody(body): ApiBody,
+) -> Response {
+    let cmd = json_body::<LeaveBody>(&s, &body).map(|b| ControllerCmd::Leave { group: b.group });
+    controller_cmd(&s, &headers, (method, &uri, body), cmd).await
+}
+
+async fn move_shard(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    ApiBody(body): ApiBody,
+) -> Response {
+    let cmd = json_body::<MoveBody>(&s, &body).map(|b| ControllerCmd::Move {
+        shard: b.shard,
+        group: b.group,
+    });
+    controller_cmd(&s, &headers, (method, &uri, body), cmd).await
+}
+
+async fn config_query(
+    s: &Shared,
+    params: &super::parse::Params,
+    headers: &HeaderMap,
+    (method, uri): (Method, &Uri),
+    num: Option<u64>,
+) -> Response {
+    let read = |s: &Shared| match &*s
+        .shard
+        .as_ref()
+        .expect("controller routes only in sharded mode")
+        .machine
+        .lock()
+        .expect("lock poisoned")
+    {
+        ShardMachine::Controller(c) => reply(StatusCode::OK, config_to_json(c.query(num))),
+        ShardMachine::Group(_) => error(StatusCode::NOT_FOUND, "not a controller"),
+    };
+    match consistency(params) {
+        Err(b) => b.into(),
+        Ok(Consistency::Local) => read(s),
+        Ok(Consistency::Linearizable) => {
+            on_leader(s, headers, (method, uri, Bytes::new()), || async {
+                match linearizable_barrier(s).await {
+                    Ok(()) => read(s),
+                    Err(r) => r,
+                }
+            })
+            .await
+        }
+    }
+}
+
+async fn config_latest(
+    State(s): State<Arc<Shared>>,
+    ApiQuery(params): ApiQuery,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    config_query(&s, &params, &headers, (method, &uri), None).await
+}
+
+async fn config_numbered(
+    State(s): State<Arc<Shared>>,
+    Path(num): Path<String>,
+    ApiQuery(params): ApiQuery,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(num) = num.parse::<u64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("config number {num:?} is not a non-negative integer"),
+        );
+    };
+    config_query(&s, &params, &headers, (method, &uri), Some(num)).await
+}
+
+// ----- replica group -----
+
+/// Parses `{"ops": [...]}` with `r`, `w`, `append` and `if_revision` micro-ops; values may be
+/// strings or numbers (stored as text).
+fn parse_ops(s: &Shared, body: &Bytes) -> Result<Vec<TxnOp>, BadRequest> {
+    check_body(s, body)?;
+    let v: Json =
+        serde_json::from_slice(body).map_err(|e| bad(format!("body is not JSON: {e}")))?;
+    let ops = v
+        .get("ops")
+        .and_then(Json::as_array)
+        .ok_or_else(|| bad("body must be {\"ops\": [[f, key, value], ...]}"))?;
+    if ops.is_empty() {
+        return Err(bad("a txn needs at least one micro-op"));
+    }
+    if ops.len() > s.config.txn_max_ops {
+        return Err(BadRequest(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} micro-ops is over the limit of {}",
+                ops.len(),
+                s.config.txn_max_ops
+            ),
+        ));
+    }
+    let mut out = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        // Numbers become text, as in the single-group store; then the core's parser.
+        let normalised = match op.as_array() {
+            Some(a) if a.len() == 3 && a[0] != "if_revision" && a[2].is_number() => {
+                json!([a[0], a[1], a[2].to_string()])
+            }
+            _ => op.clone(),
+        };
+        let parsed = TxnOp::from_json(&normalised).map_err(|e| bad(format!("ops[{i}]: {e}")))?;
+        check_key(s, parsed.key())?;
+        if let TxnOp::Write(_, v) | TxnOp::Append(_, v) = &parsed {
+            check_value(s, v)?;
+        }
+        out.push(parsed);
+    }
+    Ok(out)
+}
+
+/// The transaction id: the client's (`client_id` + `seq`), or an anonymous one that no
+/// exactly-once table records.
+fn txn_id(dedup: Option<(String, u64)>) -> TxnId {
+    match dedup {
+        Some((c, seq)) => TxnId {
+            client: client_number(&c),
+            seq,
+        },
+        None => TxnId {
+            client: ANONYMOUS_CLIENT_BIT | (rand::random::<u64>() >> 1),
+            seq: 1,
+        },
+    }
+}
+
+/// Sends a transaction to the group core and waits for its reply.
+async fn run_txn(s: &Shared, id: TxnId, ops: Vec<TxnOp>) -> Result<TxnReply, Response> {
+    let sh = s.shard.as_ref().expect("group routes only in sharded mode");
+    // Wound-wait's age: when the transaction first reached a coordinator. Wall-clock
+    // microseconds, so that ages from different coordinators compare roughly fairly.
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let req = TxnRequest {
+        id,
+        age: Age { start, txn: id },
+        ops,
+    };
+    let rx = sh.wait_for(id);
+    if s.requests
+        .try_send(Request::ShardMsg {
+            from: Addr::Client(id.client),
+            msg: Msg::Txn(req),
+        })
+        .is_err()
+    {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request queue full; not applied",
+        ));
+    }
+    match tokio::time::timeout(Duration::from_millis(s.config.request_timeout_ms), rx).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(_)) => Err(error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "transaction abandoned; outcome unknown",
+        )),
+        Err(_) => Err(error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timed out; outcome unknown",
+        )),
+    }
+}
+
+/// The response for a reply that is not `Committed`.
+fn failure_response(s: &Shared, r: TxnReply) -> Response {
+    match r {
+        TxnReply::Committed { .. } => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a committed reply is not a failure",
+        ),
+        TxnReply::CompareFailed { key, revision } => reply(
+            StatusCode::CONFLICT,
+            json!({"key": key, "revision": revision, "error": "if_revision did not hold; nothing applied"}),
+        ),
+        TxnReply::Aborted {
+            reason: AbortReason::Stale,
+        } => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "seq is older than this client's latest transaction here; the original outcome \
+             is no longer known",
+        ),
+        TxnReply::Aborted { reason } => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({
+                "error": format!("transaction aborted ({reason:?}); not applied"),
+                "reason": format!("{reason:?}"),
+            }),
+        ),
+        TxnReply::WrongGroup {
+            shard,
+            owner,
+            config,
+        } => {
+            let members = s
+                .shard
+                .as_ref()
+                .map(|sh| sh.members_of(owner))
+                .unwrap_or_default();
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({
+                    "error": format!(
+                        "wrong group: shard {shard} belongs to group {owner} in config {config}; not applied"
+                    ),
+                    "wrong_group": true,
+                    "shard": shard,
+                    "owner": owner,
+                    "owner_members": members,
+                    "config": config,
+                }),
+            )
+        }
+    }
+}
+
+async fn txn(
+    State(s): State<Arc<Shared>>,
+    ApiQuery(params): ApiQuery,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    ApiBody(body): ApiBody,
+) -> Response {
+    let parsed = parse_ops(&s, &body).and_then(|ops| Ok((ops, dedup(&s, &params)?)));
+    let (ops, dedup) = match parsed {
+        Err(b) => return b.into(),
+        Ok(x) => x,
+    };
+    on_leader(&s, &headers, (method, &uri, body), || async {
+        match run_txn(&s, txn_id(dedup), ops).await {
+            Ok(TxnReply::Committed { results }) => {
+                let ops: Vec<Json> = results.iter().map(OpResult::to_json).collect();
+                reply(StatusCode::OK, json!({ "ops": ops }))
+            }
+            Ok(other) => failure_response(&s, other),
+            Err(r) => r,
+        }
+    })
+    .await
+}
+
+fn read_response(key: &str, value: Option<crate::kv::Value>, version: u64) -> Response {
+    match value {
+        Some(v) => reply(
+            StatusCode::OK,
+            json!({"key": key, "value": v.to_json(), "revision": version}),
+        ),
+        None => reply(StatusCode::NOT_FOUND, json!({"key": key, "revision": 0})),
+    }
+}
+
+async fn get_key(
+    State(s): State<Arc<Shared>>,
+    ApiKey(key): ApiKey,
+    ApiQuery(params): ApiQuery,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(b) = check_key(&s, &key) {
+        return b.into();
+    }
+    match consistency(&params) {
+        Err(b) => b.into(),
+        Ok(Consistency::Local) => {
+            let sh = s.shard.as_ref().expect("group routes only in sharded mode");
+            let local = match &*sh.machine.lock().expect("lock poisoned") {
+                ShardMachine::Group(g) => g.get(&key).map(|v| (v.value, v.version)),
+                ShardMachine::Controller(_) => None,
+            };
+            match local {
+                Some((value, version)) => read_response(&key, value, version),
+                None => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "this replica does not serve the key's shard; not read",
+                ),
+            }
+        }
+        Ok(Consistency::Linearizable) => {
+            on_leader(&s, &headers, (method, &uri, Bytes::new()), || async {
+                let ops = vec![TxnOp::Read(key.clone())];
+                match run_txn(&s, txn_id(None), ops).await {
+                    Ok(TxnReply::Committed { results }) => match results.into_iter().next() {
+                        Some(OpResult::Read { value, version, .. }) => {
+                            read_response(&key, value, version)
+                        }
+                        other => error(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("unexpected read result {other:?}"),
+                        ),
+                    },
+                    Ok(other) => failure_response(&s, other),
+                    Err(r) => r,
+                }
+            })
+            .await
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutBody {
+    value: Json,
+}
+
+async fn put_key(
+    State(s): State<Arc<Shared>>,
+    ApiKey(key): ApiKey,
+    ApiQuery(params): ApiQuery,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    ApiBody(body): ApiBody,
+) -> Response {
+    let parsed = (|| {
+        check_key(&s, &key)?;
+        check_body(&s, &body)?;
+        if params.contains_key("if_value") {
+            return Err(bad(
+                "if_value is not offered in sharded mode (use if_revision); not applied",
+            ));
+        }
+        let b: PutBody = serde_json::from_slice(&body)
+            .map_err(|e| bad(format!("body must be {{\"value\": \"<string>\"}}: {e}")))?;
+        let value = match b.value {
+            Json::String(v) => v,
+            Json::Number(n) => n.to_string(),
+            other => return Err(bad(format!("\"value\" must be a string, not {other}"))),
+        };
+        check_value(&s, &value)?;
+        // The read (or compare) before the write tells the new revision: the one before + 1.
+        let first = match parse_u64(&params, "if_revision")? {
+            Some(n) => TxnOp::IfRevision(key.clone(), n),
+            None => TxnOp::Read(key.clone()),
+        };
+        let ops = vec![first, TxnOp::Write(key.clone(), value)];
+        Ok::<_, BadRequest>((ops, dedup(&s, &params)?))
+    })();
+    let (ops, dedup) = match parsed {
+        Err(b) => return b.into(),
+        Ok(x) => x,
+    };
+    on_leader(&s, &headers, (method, &uri, body), || async {
+        match run_txn(&s, txn_id(dedup), ops).await {
+            Ok(TxnReply::Committed { results }) => {
+                let before = match results.first() {
+                    Some(OpResult::Read { version, .. }) => *version,
+                    Some(OpResult::IfRevision { revision, .. }) => *revision,
+                    _ => {
+                        return error(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("unexpected write results {results:?}"),
+                        )
+                    }
+                };
+                reply(StatusCode::OK, json!({"key": key, "revision": before + 1}))
+            }
+            Ok(other) => failure_response(&s, other),
+            Err(r) => r,
+        }
+    })
+    .await
+}
+
+/// A message from another group (`(Addr, Msg)` in the codec's encoding). The leader hands it
+/// to the core; another member forwards it to the leader. 202 when queued, 503 when not.
+async fn shard_msg(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    ApiBody(body): ApiBody,
+) -> Response {
+    if let Some(token) = &s.config.cluster_token {
+        let given = headers
+            .get(SHARD_TOKEN_HEADER)
+            .map(|v| v.as_bytes().to_vec());
+        if given.as_deref() != Some(token.as_slice()) {
+            return error(StatusCode::FORBIDDEN, "missing or wrong cluster token");
+        }
+    }
+    let (from, msg): Envelope = match codec::decode("shard message", &body) {
+        Ok(e) => e,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    // Only groups speak here; clients use /txn.
+    if !matches!(from, Addr::Group(_)) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a shard message must come from a group",
+        );
+    }
+    on_leader(&s, &headers, (method, &uri, body), || async {
+        match s.requests.try_send(Request::ShardMsg { from, msg }) {
+            Ok(()) => reply(StatusCode::ACCEPTED, json!({"queued": true})),
+            Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "request queue full"),
+        }
+    })
+    .await
+}
+
+/// The sharded fields of `/status`.
+pub(crate) fn status_fields(s: &Shared) -> Option<Json> {
+    let sh = s.shard.as_ref()?;
+    let m = sh.machine.lock().expect("lock poisoned");
+    Some(match &*m {
+        ShardMachine::Controller(c) => json!({
+            "mode": "controller",
+            "config": c.latest().num,
+            "digest": m.digest(),
+        }),
+        ShardMachine::Group(g) => json!({
+            "mode": "group",
+            "group": g.id(),
+            "config": g.config().num,
+            "serving_shards": g.serving_shards(),
+            "migration_done": g.migration_done(),
+            "prepared": g.prepared_count(),
+            "epoch": g.epoch(),
+            "cc": sh.settings.cc.name(),
+            "digest": m.digest(),
+        }),
+    })
+}
