@@ -372,9 +372,9 @@ pub struct ScheduledFault {
     /// How its targets were chosen (one, minority, leader, a partition shape, ...): for people.
     pub target: String,
     pub action: Action,
-    /// Injected while the fault before it is held (a deliberate combination of the coordinated
-    /// `--nemesis all` schedule): `wait_ms` then counts from that fault's injection, and this
-    /// one is undone first.
+    /// Part of the same episode as the fault before it (the coordinated `--nemesis all`
+    /// schedule: the leader crashed inside a network fault, or crashed again and again):
+    /// `wait_ms` then counts from the injection of the episode's first fault.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub with_previous: bool,
 }
@@ -577,8 +577,8 @@ impl Nemesis {
     }
 
     /// The coordinated schedule (`--nemesis all`): one episode at a time, each a quiet gap, a
-    /// fault, and at most one more fault held inside it; everything an episode did is undone
-    /// before the next gap starts, so faults never cancel each other by accident.
+    /// fault, and the faults planned with it (see [`episodes`]); everything an episode did is
+    /// undone before the next gap starts, so faults never cancel each other by accident.
     async fn run_coordinated(self, mut stop: watch::Receiver<bool>) -> Result<()> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ 0x6e656d65_73697321);
         let n = self.cluster.lock().await.len();
@@ -602,61 +602,100 @@ impl Nemesis {
             ),
         };
         loop {
-            let (wait_ms, first, during) = match (&mut replay, &mut planner) {
+            // The episode's steps, the first at offset 0, the rest at their offsets from it.
+            let (wait_ms, steps) = match (&mut replay, &mut planner) {
                 (Some(faults), _) => {
                     let Some(first) = faults.next() else { break };
-                    let during = faults.next_if(|f| f.with_previous);
-                    (first.wait_ms, Step::Replay(first), during.map(Step::Replay))
+                    let wait_ms = first.wait_ms;
+                    let mut steps = vec![Step::Replay(ScheduledFault {
+                        wait_ms: 0,
+                        ..first
+                    })];
+                    while let Some(f) = faults.next_if(|f| f.with_previous) {
+                        steps.push(Step::Replay(f));
+                    }
+                    (wait_ms, steps)
                 }
                 (None, Some(planner)) => {
                     let e = planner.next(&mut rng);
-                    (e.wait_ms, Step::Plan(e.first), e.during.map(Step::Plan))
+                    let steps = std::iter::once(e.first)
+                        .chain(e.then)
+                        .map(Step::Plan)
+                        .collect();
+                    (e.wait_ms, steps)
                 }
                 (None, None) => unreachable!("a planner whenever there is no replay"),
             };
             if sleep_or_stop(&mut stop, wait_ms).await {
                 break;
             }
-            let Some(first) = self
-                .concrete(first, wait_ms, false, n, &mut stop, &mut rng)
-                .await
-            else {
-                break;
-            };
-            let first_hold_ms = first.hold_ms;
-            let first_active = self.inject(&first, n).await?;
-            self.push(first);
-            let mut held_ms = 0;
-            let mut stopped = false;
-            if let Some(during) = during {
-                let (offset_ms, hold_ms) = during.timing();
-                stopped = sleep_or_stop(&mut stop, offset_ms).await;
-                held_ms = offset_ms;
-                if !stopped {
-                    if let Some(fault) = self
-                        .concrete(during, offset_ms, true, n, &mut stop, &mut rng)
-                        .await
-                    {
-                        let active = self.inject(&fault, n).await?;
-                        self.push(fault);
-                        stopped = sleep_or_stop(&mut stop, hold_ms).await;
-                        held_ms += hold_ms;
-                        self.undo(active).await?;
-                    } else {
-                        stopped = true;
-                    }
-                }
-            }
-            if !stopped {
-                stopped = sleep_or_stop(&mut stop, first_hold_ms.saturating_sub(held_ms)).await;
-            }
-            self.undo(first_active).await?;
+            let stopped = self
+                .run_episode(wait_ms, steps, n, &mut stop, &mut rng)
+                .await?;
             self.set_current("none");
             if stopped {
                 break;
             }
         }
         Ok(())
+    }
+
+    /// Injects and undoes an episode's faults at their offsets (undoing before injecting when
+    /// both fall due together); returns whether told to stop, having undone everything.
+    async fn run_episode(
+        &self,
+        wait_ms: u64,
+        steps: Vec<Step>,
+        n: usize,
+        stop: &mut watch::Receiver<bool>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<bool> {
+        // (time from the episode's start, undo?, step index)
+        let mut events: Vec<(u64, bool, usize)> = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            let (offset_ms, hold_ms) = step.timing();
+            events.push((offset_ms, false, i));
+            events.push((offset_ms + hold_ms, true, i));
+        }
+        // Undo (true) sorts after inject (false) at equal times, so flip it for the sort.
+        events.sort_by_key(|&(t, undo, i)| (t, !undo, i));
+        let mut steps: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
+        let mut active: Vec<Option<Active>> = steps.iter().map(|_| None).collect();
+        let start = tokio::time::Instant::now();
+        let mut stopped = false;
+        for (at_ms, undo, i) in events {
+            let now_ms = start.elapsed().as_millis() as u64;
+            if at_ms > now_ms && sleep_or_stop(stop, at_ms - now_ms).await {
+                stopped = true;
+                break;
+            }
+            if undo {
+                if let Some(a) = active[i].take() {
+                    self.undo(a).await?;
+                }
+                continue;
+            }
+            let Some(step) = steps[i].take() else {
+                continue;
+            };
+            // The first fault carries the quiet gap before it; the others their offset.
+            let (wait, with_previous) = if i == 0 {
+                (wait_ms, false)
+            } else {
+                (step.timing().0, true)
+            };
+            let Some(fault) = self.concrete(step, wait, with_previous, n, stop, rng).await else {
+                stopped = true;
+                break;
+            };
+            active[i] = Some(self.inject(&fault, n).await?);
+            self.push(fault);
+        }
+        // Told to stop mid-episode: undo what is still held, the last injected first.
+        for a in active.into_iter().rev().flatten() {
+            self.undo(a).await?;
+        }
+        Ok(stopped)
     }
 
     fn push(&self, fault: ScheduledFault) {
@@ -679,7 +718,13 @@ impl Nemesis {
         rng: &mut ChaCha8Rng,
     ) -> Option<ScheduledFault> {
         let planned = match step {
-            Step::Replay(f) => return Some(f),
+            Step::Replay(f) => {
+                return Some(ScheduledFault {
+                    wait_ms,
+                    with_previous,
+                    ..f
+                })
+            }
             Step::Plan(p) => p,
         };
         let wants_leader = matches!(
