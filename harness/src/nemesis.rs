@@ -663,7 +663,12 @@ impl Nemesis {
         let mut active: Vec<Option<Active>> = steps.iter().map(|_| None).collect();
         let start = tokio::time::Instant::now();
         let mut stopped = false;
+        // How late the plan runs: a fault aimed at the leader may wait for an election. Later
+        // events move by as much, so that every fault is still held as long as planned.
+        let mut late_ms = 0;
+        let mut first_at_ms = 0;
         for (at_ms, undo, i) in events {
+            let at_ms = at_ms + late_ms;
             let now_ms = start.elapsed().as_millis() as u64;
             if at_ms > now_ms && sleep_or_stop(stop, at_ms - now_ms).await {
                 stopped = true;
@@ -684,12 +689,21 @@ impl Nemesis {
             } else {
                 (step.timing().0, true)
             };
-            let Some(fault) = self.concrete(step, wait, with_previous, n, stop, rng).await else {
+            let Some(mut fault) = self.concrete(step, wait, with_previous, n, stop, rng).await
+            else {
                 stopped = true;
                 break;
             };
+            // Record when it really went in, from the first fault, so a replay repeats that.
+            let now_ms = start.elapsed().as_millis() as u64;
+            if i == 0 {
+                first_at_ms = now_ms;
+            } else {
+                fault.wait_ms = now_ms.saturating_sub(first_at_ms);
+            }
             active[i] = Some(self.inject(&fault, n).await?);
             self.push(fault);
+            late_ms += (start.elapsed().as_millis() as u64).saturating_sub(at_ms);
         }
         // Told to stop mid-episode: undo what is still held, the last injected first.
         for a in active.into_iter().rev().flatten() {
