@@ -14,6 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Mutex};
 
+pub mod episodes;
+use episodes::{Aim, Allowed, EpisodePlanner, PlannedFault};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FaultKind {
@@ -46,6 +49,19 @@ pub fn parse_nemesis(s: &str) -> Result<Vec<FaultKind>> {
     }
     kinds.dedup();
     Ok(kinds)
+}
+
+/// How the kinds of `--nemesis` are run: `all` is one coordinated nemesis that injects one
+/// episode at a time from every kind (see [`episodes`]); an explicit list such as
+/// `partition,kill` runs one independent nemesis per kind, at once, as Jepsen composes them.
+/// Each inner list is one nemesis.
+pub fn nemesis_groups(spec: &str, kinds: &[FaultKind]) -> Vec<Vec<FaultKind>> {
+    let coordinated = spec.split(',').any(|p| p.trim() == "all");
+    if coordinated && !kinds.is_empty() {
+        vec![kinds.to_vec()]
+    } else {
+        kinds.iter().map(|k| vec![*k]).collect()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -356,6 +372,11 @@ pub struct ScheduledFault {
     /// How its targets were chosen (one, minority, leader, a partition shape, ...): for people.
     pub target: String,
     pub action: Action,
+    /// Part of the same episode as the fault before it (the coordinated `--nemesis all`
+    /// schedule: the leader crashed inside a network fault, or crashed again and again):
+    /// `wait_ms` then counts from the injection of the episode's first fault.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub with_previous: bool,
 }
 
 /// What a scheduled fault does.
@@ -446,6 +467,27 @@ fn pair_indices(pairs: &[(usize, usize)]) -> BTreeSet<(usize, usize)> {
     pairs.iter().map(|&(a, b)| (a - 1, b - 1)).collect()
 }
 
+/// How many times the coordinated schedule asks for the leader before a leader-aimed fault, and
+/// how long it waits between asks (an election takes 150-300 ms in paxos-kv).
+const LEADER_TRIES: usize = 5;
+const LEADER_RETRY_MS: u64 = 200;
+
+/// One fault of a coordinated episode: drawn now, or replayed from `faults.json`.
+enum Step {
+    Plan(PlannedFault),
+    Replay(ScheduledFault),
+}
+
+impl Step {
+    /// When it starts after the episode's first fault, and how long it is held.
+    fn timing(&self) -> (u64, u64) {
+        match self {
+            Step::Plan(p) => (p.offset_ms, p.hold_ms),
+            Step::Replay(f) => (f.wait_ms, f.hold_ms),
+        }
+    }
+}
+
 /// The fault being held now, for undoing it.
 enum Active {
     Paused(Vec<usize>),
@@ -497,6 +539,9 @@ impl Nemesis {
         if self.config.kinds.is_empty() {
             return Ok(());
         }
+        if self.config.kinds.len() > 1 {
+            return self.run_coordinated(stop).await;
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ 0x6e656d65_73697321);
         let n = self.cluster.lock().await.len();
         let mut replay = self.config.replay.clone().map(|r| r.into_iter().peekable());
@@ -529,6 +574,234 @@ impl Nemesis {
             }
         }
         Ok(())
+    }
+
+    /// The coordinated schedule (`--nemesis all`): one episode at a time, each a quiet gap, a
+    /// fault, and the faults planned with it (see [`episodes`]); everything an episode did is
+    /// undone before the next gap starts, so faults never cancel each other by accident.
+    async fn run_coordinated(self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ 0x6e656d65_73697321);
+        let n = self.cluster.lock().await.len();
+        let mut replay = self.config.replay.clone().map(|r| r.into_iter().peekable());
+        let mut planner = match replay {
+            Some(_) => None,
+            None => Some(
+                EpisodePlanner::new(Allowed {
+                    kinds: self.config.kinds.clone(),
+                    targets: self.config.targets.clone(),
+                    shapes: self.config.shapes.clone(),
+                    behaviours: self.config.behaviours.clone(),
+                    interval_ms: self.config.interval_ms,
+                    hold_ms: self.config.hold_ms,
+                })
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--nemesis all: --nemesis-targets and --partition-shapes leave no fault to inject"
+                    )
+                })?,
+            ),
+        };
+        loop {
+            // The episode's steps, the first at offset 0, the rest at their offsets from it.
+            let (wait_ms, steps) = match (&mut replay, &mut planner) {
+                (Some(faults), _) => {
+                    let Some(first) = faults.next() else { break };
+                    let wait_ms = first.wait_ms;
+                    let mut steps = vec![Step::Replay(ScheduledFault {
+                        wait_ms: 0,
+                        ..first
+                    })];
+                    while let Some(f) = faults.next_if(|f| f.with_previous) {
+                        steps.push(Step::Replay(f));
+                    }
+                    (wait_ms, steps)
+                }
+                (None, Some(planner)) => {
+                    let e = planner.next(&mut rng);
+                    let steps = std::iter::once(e.first)
+                        .chain(e.then)
+                        .map(Step::Plan)
+                        .collect();
+                    (e.wait_ms, steps)
+                }
+                (None, None) => unreachable!("a planner whenever there is no replay"),
+            };
+            if sleep_or_stop(&mut stop, wait_ms).await {
+                break;
+            }
+            let stopped = self
+                .run_episode(wait_ms, steps, n, &mut stop, &mut rng)
+                .await?;
+            self.set_current("none");
+            if stopped {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Injects and undoes an episode's faults at their offsets (undoing before injecting when
+    /// both fall due together); returns whether told to stop, having undone everything.
+    async fn run_episode(
+        &self,
+        wait_ms: u64,
+        steps: Vec<Step>,
+        n: usize,
+        stop: &mut watch::Receiver<bool>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<bool> {
+        // (time from the episode's start, undo?, step index)
+        let mut events: Vec<(u64, bool, usize)> = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            let (offset_ms, hold_ms) = step.timing();
+            events.push((offset_ms, false, i));
+            events.push((offset_ms + hold_ms, true, i));
+        }
+        // Undo (true) sorts after inject (false) at equal times, so flip it for the sort.
+        events.sort_by_key(|&(t, undo, i)| (t, !undo, i));
+        let mut steps: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
+        let mut active: Vec<Option<Active>> = steps.iter().map(|_| None).collect();
+        let start = tokio::time::Instant::now();
+        let mut stopped = false;
+        // How late the plan runs: a fault aimed at the leader may wait for an election. Later
+        // events move by as much, so that every fault is still held as long as planned.
+        let mut late_ms = 0;
+        let mut first_at_ms = 0;
+        for (at_ms, undo, i) in events {
+            let at_ms = at_ms + late_ms;
+            let now_ms = start.elapsed().as_millis() as u64;
+            if at_ms > now_ms && sleep_or_stop(stop, at_ms - now_ms).await {
+                stopped = true;
+                break;
+            }
+            if undo {
+                if let Some(a) = active[i].take() {
+                    self.undo(a).await?;
+                }
+                continue;
+            }
+            let Some(step) = steps[i].take() else {
+                continue;
+            };
+            // The first fault carries the quiet gap before it; the others their offset.
+            let (wait, with_previous) = if i == 0 {
+                (wait_ms, false)
+            } else {
+                (step.timing().0, true)
+            };
+            let Some(mut fault) = self.concrete(step, wait, with_previous, n, stop, rng).await
+            else {
+                stopped = true;
+                break;
+            };
+            // Record when it really went in, from the first fault, so a replay repeats that.
+            let now_ms = start.elapsed().as_millis() as u64;
+            if i == 0 {
+                first_at_ms = now_ms;
+            } else {
+                fault.wait_ms = now_ms.saturating_sub(first_at_ms);
+            }
+            active[i] = Some(self.inject(&fault, n).await?);
+            self.push(fault);
+            late_ms += (start.elapsed().as_millis() as u64).saturating_sub(at_ms);
+        }
+        // Told to stop mid-episode: undo what is still held, the last injected first.
+        for a in active.into_iter().rev().flatten() {
+            self.undo(a).await?;
+        }
+        Ok(stopped)
+    }
+
+    fn push(&self, fault: ScheduledFault) {
+        self.schedule
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(fault);
+    }
+
+    /// The concrete fault of a planned or replayed step: nodes and links resolved now, the
+    /// leader being whoever leads at this moment. None when told to stop while waiting for a
+    /// leader.
+    async fn concrete(
+        &self,
+        step: Step,
+        wait_ms: u64,
+        with_previous: bool,
+        n: usize,
+        stop: &mut watch::Receiver<bool>,
+        rng: &mut ChaCha8Rng,
+    ) -> Option<ScheduledFault> {
+        let planned = match step {
+            Step::Replay(f) => {
+                return Some(ScheduledFault {
+                    wait_ms,
+                    with_previous,
+                    ..f
+                })
+            }
+            Step::Plan(p) => p,
+        };
+        let wants_leader = matches!(
+            planned.aim,
+            Aim::Pause(Target::Leader)
+                | Aim::Kill(Target::Leader)
+                | Aim::Network(Target::Leader, _)
+                | Aim::Partition(Shape::IsolateLeader)
+        );
+        let mut leader = None;
+        if wants_leader {
+            // Right after an episode the cluster may still be electing: ask a few times rather
+            // than hit a node at random.
+            for _ in 0..LEADER_TRIES {
+                leader = self.cluster.lock().await.leader().await;
+                if leader.is_some() {
+                    break;
+                }
+                if sleep_or_stop(stop, LEADER_RETRY_MS).await {
+                    return None;
+                }
+            }
+        }
+        let (target, action) = match planned.aim {
+            Aim::Pause(t) => (
+                t.as_str(),
+                Action::Pause {
+                    nodes: numbers(&choose_targets(t, n, leader, rng)),
+                },
+            ),
+            Aim::Kill(t) => (
+                t.as_str(),
+                Action::Kill {
+                    nodes: numbers(&choose_targets(t, n, leader, rng)),
+                },
+            ),
+            Aim::Partition(s) => (
+                s.as_str(),
+                Action::Partition {
+                    cuts: pair_numbers(&partition_cuts(s, n, leader, rng)),
+                },
+            ),
+            Aim::Network(t, behaviour) => {
+                let nodes = choose_targets(t, n, leader, rng);
+                let links = network_links(&nodes, n);
+                (
+                    t.as_str(),
+                    Action::Network {
+                        nodes: numbers(&nodes),
+                        links: pair_numbers(&links),
+                        behaviour,
+                    },
+                )
+            }
+        };
+        Some(ScheduledFault {
+            nemesis: planned.aim.kind(),
+            wait_ms,
+            hold_ms: planned.hold_ms,
+            target: target.to_string(),
+            action,
+            with_previous,
+        })
     }
 
     /// Draws the next fault from the seeded generator; targets such as the leader are resolved
@@ -586,6 +859,7 @@ impl Nemesis {
             hold_ms,
             target: target.to_string(),
             action,
+            with_previous: false,
         }
     }
 
@@ -759,6 +1033,47 @@ mod tests {
                 assert_eq!(bridges.len(), 1, "{bridge:?}");
             }
         }
+    }
+
+    #[test]
+    fn all_is_one_coordinated_nemesis_and_a_list_is_one_per_kind() {
+        let all = parse_nemesis("all").unwrap();
+        assert_eq!(nemesis_groups("all", &all), vec![all.clone()]);
+        let list = parse_nemesis("partition,kill").unwrap();
+        assert_eq!(
+            nemesis_groups("partition,kill", &list),
+            vec![vec![FaultKind::Partition], vec![FaultKind::Kill]]
+        );
+        let spelled = parse_nemesis("pause,kill,partition,network").unwrap();
+        assert_eq!(
+            nemesis_groups("pause,kill,partition,network", &spelled).len(),
+            4
+        );
+        assert!(nemesis_groups("none", &[]).is_empty());
+        assert!(nemesis_groups("all", &[]).is_empty());
+    }
+
+    #[test]
+    fn combined_faults_round_trip_through_faults_json() {
+        let combo = ScheduledFault {
+            nemesis: FaultKind::Kill,
+            wait_ms: 900,
+            hold_ms: 1200,
+            target: "leader".into(),
+            action: Action::Kill { nodes: vec![2] },
+            with_previous: true,
+        };
+        let text = serde_json::to_string(&combo).unwrap();
+        assert!(text.contains("\"with_previous\":true"), "{text}");
+        assert_eq!(
+            serde_json::from_str::<ScheduledFault>(&text).unwrap(),
+            combo
+        );
+        // Files written before combinations existed still load, as single faults.
+        let old = r#"{"nemesis":"kill","wait_ms":1,"hold_ms":2,"target":"all","action":{"do":"kill","nodes":[1,2,3]}}"#;
+        let f: ScheduledFault = serde_json::from_str(old).unwrap();
+        assert!(!f.with_previous);
+        assert!(!serde_json::to_string(&f).unwrap().contains("with_previous"));
     }
 
     #[test]

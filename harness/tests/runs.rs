@@ -553,3 +553,97 @@ fn a_bad_replay_file_is_refused_before_anything_starts() {
     assert!(!dir.join("results").exists(), "a refused run wrote results");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--nemesis all` is one coordinated schedule: a fault starts only when every earlier one is
+/// undone, except a leader crash inside a network fault or a churn of leader crashes (the
+/// episode's later faults, `with_previous` in faults.json); and a replay of its faults.json
+/// injects the same episodes again.
+#[test]
+fn all_runs_one_episode_at_a_time_and_replays_it() {
+    let results = temp_dir("coordinated");
+    let run = |dir: &str, seed: &str, extra: &[&str]| -> PathBuf {
+        let status = Command::new(env!("CARGO_BIN_EXE_ordeal"))
+            .args(["test", "--no-progress", "--nemesis", "all"])
+            .args(["--nemesis-interval-ms", "100-300"])
+            .args(["--nemesis-hold-ms", "600-900"])
+            .args(["--time-limit", "6", "--rate", "200", "--concurrency", "4"])
+            .args(["--seed", seed, "--net", "proxy", "--recovery-s", "1"])
+            .args(extra)
+            .arg("--store-bin")
+            .arg(fake_store())
+            .arg("--results")
+            .arg(results.join(dir))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run ordeal");
+        assert!(status.code().is_some(), "ordeal died by a signal");
+        std::fs::canonicalize(results.join(dir).join("latest")).expect("latest points at the run")
+    };
+    let first = run("a", "5", &[]);
+    let faults = faults_json(&first);
+    assert!(
+        faults.len() >= 4,
+        "only {} faults: {faults:?}",
+        faults.len()
+    );
+    // Replay the history's nemesis events: count what is held.
+    let history = std::fs::read_to_string(first.join("history.jsonl")).unwrap();
+    let mut held: Vec<&str> = Vec::new();
+    let mut starts = 0;
+    for line in history.lines() {
+        let e: serde_json::Value = serde_json::from_str(line).unwrap();
+        if e["process"] != "nemesis" {
+            continue;
+        }
+        let f = e["f"].as_str().unwrap().to_string();
+        match f.as_str() {
+            "pause" | "kill" | "start-partition" | "start-network" => {
+                starts += 1;
+                let with_company = f == "kill"
+                    && held.iter().all(|h| *h == "start-network")
+                    && e["value"][0] == "leader";
+                assert!(
+                    held.is_empty() || with_company,
+                    "{f} {} started while {held:?} still held",
+                    e["value"]
+                );
+                held.push(if f == "start-network" {
+                    "start-network"
+                } else {
+                    "other"
+                });
+            }
+            "resume" | "start" | "stop-partition" | "stop-network" => {
+                assert!(held.pop().is_some(), "an undo with nothing held: {line}");
+            }
+            _ => {}
+        }
+    }
+    assert!(held.is_empty(), "left held at the end: {held:?}");
+    assert_eq!(
+        starts,
+        faults.len(),
+        "every injected fault is in faults.json"
+    );
+    let replay_from = first.to_string_lossy().into_owned();
+    let second = run("b", "99", &["--replay-faults", &replay_from]);
+    let replayed = faults_json(&second);
+    let key = |f: &serde_json::Value| {
+        (
+            f["nemesis"].clone(),
+            f["action"].clone(),
+            f["with_previous"].clone(),
+        )
+    };
+    let (a, b): (Vec<_>, Vec<_>) = (
+        faults.iter().map(key).collect(),
+        replayed.iter().map(key).collect(),
+    );
+    assert!(
+        b.len() + 1 >= a.len() && a.starts_with(&b),
+        "replayed {b:?}\nnot the original {a:?}"
+    );
+    let _ = std::fs::remove_dir_all(&results);
+}

@@ -95,8 +95,8 @@ pub(super) async fn run(
             stop_rx.clone(),
         )));
     }
-    // One nemesis per fault kind, running at once, as Jepsen composes them: a kill can land
-    // in the middle of a partition, which is where leader changes go wrong.
+    // `all`: one coordinated nemesis, one episode at a time (nemesis::episodes). An explicit
+    // list: one nemesis per fault kind, running at once, as Jepsen composes them.
     let RunPlan {
         faults: kinds,
         interval_ms,
@@ -108,14 +108,14 @@ pub(super) async fn run(
         ..
     } = plan;
     let schedule: Arc<std::sync::Mutex<Vec<ScheduledFault>>> = Arc::default();
-    let nemesis_tasks: Vec<_> = kinds
-        .iter()
+    let nemesis_tasks: Vec<_> = nemesis::nemesis_groups(&args.nemesis, &kinds)
+        .into_iter()
         .enumerate()
-        .map(|(k, kind)| {
+        .map(|(k, group)| {
             tokio::spawn(
                 Nemesis {
                     config: NemesisConfig {
-                        kinds: vec![*kind],
+                        kinds: group.clone(),
                         interval_ms,
                         hold_ms,
                         seed: seed.wrapping_add(k as u64 * 0x5851_f42d),
@@ -125,7 +125,7 @@ pub(super) async fn run(
                         replay: replay.as_ref().map(|faults| {
                             faults
                                 .iter()
-                                .filter(|f| f.nemesis == *kind)
+                                .filter(|f| group.contains(&f.nemesis))
                                 .cloned()
                                 .collect()
                         }),
