@@ -73,14 +73,11 @@ mod tests {
         std::fs::write(
             &file,
             "[defaults]\nexpect = \"valid\"\ntime_limit_s = 100\n[[test]]\nname = \"a\"\nseeds = \"1-2\"\n\
-             [[test]]\nname = \"b\"\ntime_limit_s = 10\nrecovery_s = 5\n",
+             [[test]]\nname = \"b\"\ntime_limit_s = 10\nrecovery_s = 5\ncheck_time_limit_s = 20\n",
         )
         .unwrap();
         let c = super::super::load(&file).unwrap();
         let mut runs = super::super::plan(&c, &file, None, None).unwrap();
-        runs[2]
-            .args
-            .extend(["--check-time-limit-s".into(), "20".into()]);
         assert_eq!(run_s(&runs[0]).unwrap(), 193);
         assert_eq!(run_s(&runs[2]).unwrap(), 65);
         assert_eq!(wall_s(&runs, 1).unwrap(), 193 * 2 + 65);
