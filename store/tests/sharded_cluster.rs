@@ -18,23 +18,8 @@ const SHARDS: usize = 16;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A port free now and never handed out before in this process (see tests/cluster.rs).
-fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    for _ in 0..1000 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-    panic!("no fresh loopback port in 1000 tries");
-}
+mod common;
+use common::free_port;
 
 /// One process: its fixed arguments (so it restarts on the same ports and data directory).
 struct Proc {
