@@ -160,14 +160,16 @@ pub(crate) fn consistency(params: &Params) -> Result<Consistency, BadRequest> {
     }
 }
 
-pub(crate) fn parse_micro_ops(s: &Shared, body: &Bytes) -> Result<Vec<MicroOp>, BadRequest> {
+/// The `ops` array of a txn body `{"ops": [...]}`: present, not empty, within `txn_max_ops`.
+/// Both the single-group and the sharded txn parsers start here.
+pub(crate) fn txn_ops_json(s: &Shared, body: &Bytes) -> Result<Vec<Json>, BadRequest> {
     check_body(s, body)?;
-    let v: Json =
+    let mut v: Json =
         serde_json::from_slice(body).map_err(|e| bad(format!("body is not JSON: {e}")))?;
-    let ops = v
-        .get("ops")
-        .and_then(Json::as_array)
-        .ok_or_else(|| bad("body must be {\"ops\": [[f, key, value], ...]}"))?;
+    let ops = match v.get_mut("ops").map(Json::take) {
+        Some(Json::Array(ops)) => ops,
+        _ => return Err(bad("body must be {\"ops\": [[f, key, value], ...]}")),
+    };
     if ops.is_empty() {
         return Err(bad("a txn needs at least one micro-op"));
     }
@@ -181,6 +183,11 @@ pub(crate) fn parse_micro_ops(s: &Shared, body: &Bytes) -> Result<Vec<MicroOp>, 
             ),
         ));
     }
+    Ok(ops)
+}
+
+pub(crate) fn parse_micro_ops(s: &Shared, body: &Bytes) -> Result<Vec<MicroOp>, BadRequest> {
+    let ops = txn_ops_json(s, body)?;
     let mut out = Vec::with_capacity(ops.len());
     for (i, op) in ops.iter().enumerate() {
         let arr = op

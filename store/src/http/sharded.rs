@@ -261,26 +261,7 @@ async fn config_numbered(
 /// Parses `{"ops": [...]}` with `r`, `w`, `append` and `if_revision` micro-ops; values may be
 /// strings or numbers (stored as text).
 fn parse_ops(s: &Shared, body: &Bytes) -> Result<Vec<TxnOp>, BadRequest> {
-    check_body(s, body)?;
-    let v: Json =
-        serde_json::from_slice(body).map_err(|e| bad(format!("body is not JSON: {e}")))?;
-    let ops = v
-        .get("ops")
-        .and_then(Json::as_array)
-        .ok_or_else(|| bad("body must be {\"ops\": [[f, key, value], ...]}"))?;
-    if ops.is_empty() {
-        return Err(bad("a txn needs at least one micro-op"));
-    }
-    if ops.len() > s.config.txn_max_ops {
-        return Err(BadRequest(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "{} micro-ops is over the limit of {}",
-                ops.len(),
-                s.config.txn_max_ops
-            ),
-        ));
-    }
+    let ops = super::parse::txn_ops_json(s, body)?;
     let mut out = Vec::with_capacity(ops.len());
     for (i, op) in ops.iter().enumerate() {
         // Numbers become text, as in the single-group store; then the core's parser.
