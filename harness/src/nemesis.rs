@@ -47,7 +47,13 @@ pub fn parse_nemesis(s: &str) -> Result<Vec<FaultKind>> {
             },
         }
     }
-    kinds.dedup();
+    // Keep the first mention of each kind: `all,kill` is `all`, not `all` with kill twice.
+    let mut seen = Vec::with_capacity(kinds.len());
+    kinds.retain(|k| {
+        let first = !seen.contains(k);
+        seen.push(*k);
+        first
+    });
     Ok(kinds)
 }
 
@@ -1092,6 +1098,15 @@ mod tests {
             vec![FaultKind::Partition, FaultKind::Network]
         );
         assert!(parse_nemesis("flood").is_err());
+        // A kind named twice, adjacent or not, counts once.
+        assert_eq!(
+            parse_nemesis("all,kill").unwrap(),
+            parse_nemesis("all").unwrap()
+        );
+        assert_eq!(
+            parse_nemesis("kill,pause,kill").unwrap(),
+            vec![FaultKind::Kill, FaultKind::Pause]
+        );
         assert_eq!(
             parse_targets("majority,all").unwrap(),
             vec![Target::Majority, Target::All]

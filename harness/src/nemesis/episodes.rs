@@ -25,7 +25,8 @@ use rand_chacha::ChaCha8Rng;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EpisodeClass {
     /// Cut the leader off from everyone else: a deposed leader that still serves, a new leader
-    /// elected while accepts are in flight.
+    /// elected while accepts are in flight; alone, or inside a slow network, so that the cut
+    /// also strands what the old leader had sent but nobody had received yet.
     IsolateLeader,
     /// Crash a majority or every node at once: whatever was acknowledged but not durable is lost.
     QuorumCrash,
@@ -104,14 +105,43 @@ enum Extra {
     /// Crash the leader while the first fault (a network fault) is held: a slow or lossy
     /// network keeps accepts in flight longer, so the leader change meets more of them.
     CrashLeaderDuring,
+    /// Cut the leader off while the first fault (a slow network) is held. Unlike a crash, a cut
+    /// also loses what the leader sent that is still on the wire (bytes a crashed process had
+    /// written are delivered all the same): the followers miss the latest commit notices, so
+    /// a leader change meets a wider gap between what the old leader acknowledged and what the
+    /// next one knows to be chosen.
+    IsolateLeaderDuring,
+    /// The first fault cuts the leader off; once a new leader is elected and the cut healed,
+    /// cut whoever leads then, and so on: one episode, several leader changes, each deposed
+    /// leader kept alive with its state (a crash would rebuild it from its log).
+    LeaderFlap,
     /// The first fault is a short leader crash; crash whoever leads next, twice more, each
     /// after the previous one restarted: every election after the first may be won by a node
     /// that just restarted and has not caught up (a lagging leader).
     LeaderChurn,
 }
 
-/// How many leader crashes a churn episode holds.
-pub const CHURN_CRASHES: u64 = 3;
+impl Extra {
+    /// The fault the extra injects, which must be allowed too.
+    fn needs(self) -> Option<Aim> {
+        match self {
+            Extra::Nothing => None,
+            Extra::CrashLeaderDuring | Extra::LeaderChurn => Some(Aim::Kill(Target::Leader)),
+            Extra::IsolateLeaderDuring | Extra::LeaderFlap => {
+                Some(Aim::Partition(Shape::IsolateLeader))
+            }
+        }
+    }
+}
+
+/// How many leader crashes a churn episode holds: one per `CHURN_SLOT_MS` of its hold, at
+/// least `CHURN_CRASHES_MIN` and at most `CHURN_CRASHES_MAX`.
+pub const CHURN_CRASHES_MIN: u64 = 3;
+pub const CHURN_CRASHES_MAX: u64 = 5;
+pub const CHURN_SLOT_MS: u64 = 800;
+/// How many leader cuts a flap episode holds (each long enough for an election and for reads
+/// of the deposed leader).
+pub const FLAP_CUTS: u64 = 2;
 
 /// What may be drawn: the `--nemesis`, `--nemesis-targets`, `--partition-shapes` and
 /// `--network-behaviours` choices, and the interval and hold ranges.
@@ -176,7 +206,23 @@ fn templates(class: EpisodeClass) -> Vec<Template> {
     };
     use AimTemplate as A;
     match class {
-        EpisodeClass::IsolateLeader => vec![t(1, A::Partition(Shape::IsolateLeader))],
+        // Measured on forget-accepted (campaigns/detection.toml, register, 10 seeds each):
+        // isolating, crashing or pausing the leader alone exposed it in about 12-21% of the
+        // leader changes, because the old leader's last commit notice is usually on its way
+        // already; inside a slow network the cut strands it.
+        EpisodeClass::IsolateLeader => vec![
+            t(1, A::Partition(Shape::IsolateLeader)),
+            Template {
+                extra: Extra::LeaderFlap,
+                ..t(2, A::Partition(Shape::IsolateLeader))
+            },
+            Template {
+                weight: 1,
+                first: A::Network(Target::All),
+                extra: Extra::IsolateLeaderDuring,
+                fallback: false,
+            },
+        ],
         // Everyone down loses every write not yet durable; a majority down loses them only
         // when the restarted nodes form the next quorum without the survivor, which is luck
         // (measured on ack-before-persist: 9 of 16 majority crashes exposed it, 9 of 9 crashes
@@ -255,8 +301,7 @@ impl EpisodePlanner {
                     .into_iter()
                     .filter(|t| {
                         allowed.aim_allowed(&t.first.probe())
-                            && (t.extra == Extra::Nothing
-                                || allowed.aim_allowed(&Aim::Kill(Target::Leader)))
+                            && t.extra.needs().is_none_or(|aim| allowed.aim_allowed(&aim))
                     })
                     .partition(|t| !t.fallback);
                 let ok = if preferred.is_empty() {
@@ -308,7 +353,11 @@ impl EpisodePlanner {
                     .copied()
                     .filter(|b| *b != BehaviourKind::Duplicate)
                     .collect();
-                let kinds = if template.extra == Extra::CrashLeaderDuring && !slowing.is_empty() {
+                let slowed = matches!(
+                    template.extra,
+                    Extra::CrashLeaderDuring | Extra::IsolateLeaderDuring
+                );
+                let kinds = if slowed && !slowing.is_empty() {
                     &slowing
                 } else {
                     &self.allowed.behaviours
@@ -335,16 +384,41 @@ impl EpisodePlanner {
                 let room = hold_ms - offset_ms;
                 vec![crash_leader(offset_ms, rng.gen_range(room / 2..=room))]
             }
+            Extra::IsolateLeaderDuring => {
+                // As for the crash above: once the slowness has bitten, ended with it. The cut
+                // is held long enough for an election and for reads of the deposed leader.
+                let offset_ms = rng.gen_range(hold_ms / 4..=hold_ms / 2);
+                let room = hold_ms - offset_ms;
+                vec![PlannedFault {
+                    aim: Aim::Partition(Shape::IsolateLeader),
+                    offset_ms,
+                    hold_ms: rng.gen_range(room * 2 / 3..=room),
+                }]
+            }
             Extra::LeaderChurn => {
                 // The hold split in equal slots: each crash held for half to two thirds of its
                 // slot, the rest of the slot left for the restart and an election.
-                let slot_ms = hold_ms / CHURN_CRASHES;
+                let count = (hold_ms / CHURN_SLOT_MS).clamp(CHURN_CRASHES_MIN, CHURN_CRASHES_MAX);
+                let slot_ms = hold_ms / count;
                 let crash = |k: u64| {
                     crash_leader(k * slot_ms, rng.gen_range(slot_ms / 2..=slot_ms * 2 / 3))
                 };
-                let mut crashes: Vec<PlannedFault> = (0..CHURN_CRASHES).map(crash).collect();
+                let mut crashes: Vec<PlannedFault> = (0..count).map(crash).collect();
                 first = crashes.remove(0);
                 crashes
+            }
+            Extra::LeaderFlap => {
+                // The same slots for cuts: each held two thirds to three quarters of its slot,
+                // the rest for the deposed leader to rejoin before the next leader is cut.
+                let slot_ms = hold_ms / FLAP_CUTS;
+                let cut = |k: u64| PlannedFault {
+                    aim: Aim::Partition(Shape::IsolateLeader),
+                    offset_ms: k * slot_ms,
+                    hold_ms: rng.gen_range(slot_ms * 2 / 3..=slot_ms * 3 / 4),
+                };
+                let mut cuts: Vec<PlannedFault> = (0..FLAP_CUTS).map(cut).collect();
+                first = cuts.remove(0);
+                cuts
             }
         };
         Episode {
@@ -393,6 +467,8 @@ mod tests {
         let mut shapes_seen = BTreeSet::new();
         let mut combos = 0;
         let mut churns = 0;
+        let mut cuts_in_slow_network = 0;
+        let mut flaps = 0;
         let mut holds = BTreeSet::new();
         for seed in 0..50u64 {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -424,9 +500,13 @@ mod tests {
                     }
                     // What each class promises about its first fault.
                     match e.class {
-                        EpisodeClass::IsolateLeader => {
-                            assert_eq!(e.first.aim, Aim::Partition(Shape::IsolateLeader))
-                        }
+                        EpisodeClass::IsolateLeader => assert!(
+                            e.first.aim == Aim::Partition(Shape::IsolateLeader)
+                                || (matches!(e.first.aim, Aim::Network(Target::All, _))
+                                    && e.then.len() == 1
+                                    && e.then[0].aim == Aim::Partition(Shape::IsolateLeader)),
+                            "{e:?}"
+                        ),
                         EpisodeClass::QuorumCrash => {
                             assert_eq!(e.first.aim, Aim::Kill(Target::All), "{e:?}")
                         }
@@ -452,18 +532,25 @@ mod tests {
                     if let Aim::Partition(s) = e.first.aim {
                         shapes_seen.insert(s.as_str());
                     }
-                    // A combination is only ever the leader crashed inside a network fault, and
-                    // it ends no later than the fault it sits in: episodes never overlap.
-                    // Faults overlap only in the deliberate combination (the leader crashed
-                    // inside a network fault, undone before it); a churn's crashes follow one
-                    // another with room for a restart and an election between them.
+                    // A combination is only ever the leader crashed or cut off inside a network
+                    // fault, and it ends no later than the fault it sits in: episodes never
+                    // overlap. Faults overlap only in the deliberate combinations (undone before
+                    // the network fault); a churn's crashes follow one another with room for a
+                    // restart and an election between them.
                     let mut previous_end = e.first.hold_ms;
                     for (k, d) in e.then.iter().enumerate() {
-                        assert_eq!(d.aim, Aim::Kill(Target::Leader), "{e:?}");
+                        let cut = d.aim == Aim::Partition(Shape::IsolateLeader);
+                        assert!(cut || d.aim == Aim::Kill(Target::Leader), "{e:?}");
                         assert!(d.offset_ms > 0 && d.hold_ms > 0, "{e:?}");
                         match e.first.aim {
                             Aim::Network(_, b) => {
-                                combos += 1;
+                                if cut {
+                                    cuts_in_slow_network += 1;
+                                    // Long enough for an election and reads of the deposed leader.
+                                    assert!(d.hold_ms >= 400, "{e:?}");
+                                } else {
+                                    combos += 1;
+                                }
                                 assert_eq!(e.then.len(), 1);
                                 // Slowed or lossy, never merely duplicated, when the leader crashes.
                                 assert!(
@@ -473,15 +560,31 @@ mod tests {
                                 assert!(d.offset_ms + d.hold_ms <= e.first.hold_ms, "{e:?}");
                             }
                             Aim::Kill(Target::Leader) => {
+                                assert!(!cut, "{e:?}");
                                 if k == 0 {
                                     churns += 1;
                                 }
-                                assert_eq!(e.then.len() as u64, CHURN_CRASHES - 1);
+                                let crashes = e.then.len() as u64 + 1;
+                                assert!(
+                                    (CHURN_CRASHES_MIN..=CHURN_CRASHES_MAX).contains(&crashes),
+                                    "{e:?}"
+                                );
+                                assert!(d.offset_ms >= previous_end + 200, "{e:?}");
+                                previous_end = d.offset_ms + d.hold_ms;
+                            }
+                            Aim::Partition(Shape::IsolateLeader) => {
+                                // A flap: cut after cut, each healed before the next.
+                                assert!(cut, "{e:?}");
+                                if k == 0 {
+                                    flaps += 1;
+                                }
+                                assert_eq!(e.then.len() as u64, FLAP_CUTS - 1);
+                                assert!(d.hold_ms >= 800, "{e:?}");
                                 assert!(d.offset_ms >= previous_end + 250, "{e:?}");
                                 previous_end = d.offset_ms + d.hold_ms;
                             }
                             _ => {
-                                panic!("only network faults and leader crashes have company: {e:?}")
+                                panic!("only network faults, leader crashes and leader cuts have company: {e:?}")
                             }
                         }
                     }
@@ -505,6 +608,16 @@ mod tests {
             "only {combos} deliberate combinations in 500 episodes"
         );
         assert!(churns >= 20, "only {churns} leader churns in 500 episodes");
+        // Of 100 leader-isolation episodes in 500, a quarter sit inside a slow network and half
+        // are flaps.
+        assert!(
+            (35..=65).contains(&flaps),
+            "{flaps} leader flaps in 500 episodes"
+        );
+        assert!(
+            (12..=40).contains(&cuts_in_slow_network),
+            "{cuts_in_slow_network} leader cuts inside a slow network in 500 episodes"
+        );
         assert!(
             holds.len() > 100,
             "holds hardly vary: {} distinct",

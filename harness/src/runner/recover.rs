@@ -132,6 +132,7 @@ async fn check_convergence(cluster: &Arc<Mutex<Cluster>>) -> CheckOutcome {
     loop {
         let c = cluster.lock().await;
         let statuses = futures::future::join_all((0..c.len()).map(|i| c.state(i))).await;
+        let names: Vec<String> = c.layout().nodes.iter().map(|n| n.name.clone()).collect();
         drop(c);
         let reachable: Vec<_> = statuses.iter().flatten().collect();
         let digests: Vec<Option<String>> = statuses
@@ -158,13 +159,28 @@ async fn check_convergence(cluster: &Arc<Mutex<Cluster>>) -> CheckOutcome {
                 .iter()
                 .map(|s| s.as_ref().and_then(|s| s.applied))
                 .collect();
-            if applied.iter().all(|a| a.is_some() && *a == applied[0]) && Instant::now() >= deadline
-            {
+            // Once the deadline has given laggards their time: two replicas that applied the
+            // same prefix must hold the same state, whatever the others did (a third may be
+            // stuck behind, or ahead).
+            if let (Some((i, j)), true) = (
+                diverged_pair(&applied, &digests),
+                Instant::now() >= deadline,
+            ) {
+                let name = |k: usize| names.get(k).map_or("?", String::as_str);
+                let all = applied.iter().all(|a| a.is_some() && *a == applied[0]);
                 return CheckOutcome {
                     name: "convergence".into(),
                     verdict: Verdict::Invalid,
-                    summary: "replicas applied the same log prefix but report different digests"
-                        .into(),
+                    summary: if all {
+                        "replicas applied the same log prefix but report different digests".into()
+                    } else {
+                        format!(
+                            "replicas {} and {} applied the same log prefix (index {}) but report different digests",
+                            name(i),
+                            name(j),
+                            applied[i].unwrap_or_default()
+                        )
+                    },
                     details: serde_json::to_value(&statuses).unwrap_or_default(),
                     html: None,
                 };
@@ -181,5 +197,47 @@ async fn check_convergence(cluster: &Arc<Mutex<Cluster>>) -> CheckOutcome {
         summary: "replicas did not report equal digests within 15 s".into(),
         details: serde_json::to_value(&last).unwrap_or_default(),
         html: None,
+    }
+}
+
+/// The first two replicas that report the same applied index and different digests.
+fn diverged_pair(applied: &[Option<u64>], digests: &[Option<String>]) -> Option<(usize, usize)> {
+    let n = applied.len().min(digests.len());
+    (0..n)
+        .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+        .find(|&(i, j)| {
+            applied[i].is_some()
+                && applied[i] == applied[j]
+                && digests[i].is_some()
+                && digests[j].is_some()
+                && digests[i] != digests[j]
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::diverged_pair;
+
+    #[test]
+    fn a_pair_at_one_index_with_two_digests_is_divergence() {
+        let d = |s: &str| Some(s.to_string());
+        // The run that motivated it: the leader one entry behind, the followers equal in index
+        // and different in state.
+        assert_eq!(
+            diverged_pair(
+                &[Some(2630), Some(2631), Some(2631)],
+                &[d("a"), d("a"), d("b")]
+            ),
+            Some((1, 2))
+        );
+        // Different indexes explain different digests: not divergence (yet).
+        assert_eq!(
+            diverged_pair(&[Some(10), Some(11), Some(12)], &[d("a"), d("b"), d("c")]),
+            None
+        );
+        // Equal everywhere, or a digest missing: nothing proven.
+        assert_eq!(diverged_pair(&[Some(5), Some(5)], &[d("a"), d("a")]), None);
+        assert_eq!(diverged_pair(&[Some(5), Some(5)], &[d("a"), None]), None);
+        assert_eq!(diverged_pair(&[None, None], &[d("a"), d("b")]), None);
     }
 }
