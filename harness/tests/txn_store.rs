@@ -17,7 +17,6 @@
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 mod common;
 use common::{store_bin, wait_bounded};
