@@ -169,9 +169,10 @@ pub struct TestArgs {
     pub target: String,
     #[arg(long, default_value = "register", value_parser = one_of::<WorkloadKind>(workload_names()))]
     pub workload: WorkloadKind,
-    /// none | all | a comma list of pause, kill, partition, network. `all` is one coordinated
-    /// schedule, one episode at a time (leader isolation, whole-cluster crash, leader crashes,
-    /// other partitions, mixed); an explicit list runs one independent schedule per kind.
+    /// none | all | a comma list of pause, kill, partition, network, shard-move (`--groups`
+    /// only). `all` is one coordinated schedule, one episode at a time (leader isolation,
+    /// whole-cluster crash, leader crashes, other partitions, mixed), plus shard moves beside
+    /// it with `--groups`; an explicit list runs one independent schedule per kind.
     #[arg(long, default_value = "none")]
     pub nemesis: NemesisOption,
     /// Nodes per Paxos group: the whole cluster, or with `--groups` the shard controller and
