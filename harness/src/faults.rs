@@ -17,6 +17,8 @@ pub struct FaultSpec {
     pub lane: &'static str,
     /// Its colour in the charts (shading and lane bars), RGB.
     pub colour: (u8, u8, u8),
+    /// Only sharded paxos-kv has it (`--groups`): `--nemesis all` includes it only there.
+    pub sharded_only: bool,
 }
 
 pub const FAULTS: &[FaultSpec] = &[
@@ -27,6 +29,7 @@ pub const FAULTS: &[FaultSpec] = &[
         stop_f: "resume",
         lane: "pause",
         colour: (230, 171, 2),
+        sharded_only: false,
     },
     FaultSpec {
         kind: FaultKind::Kill,
@@ -35,6 +38,7 @@ pub const FAULTS: &[FaultSpec] = &[
         stop_f: "start",
         lane: "kill",
         colour: (214, 39, 40),
+        sharded_only: false,
     },
     FaultSpec {
         kind: FaultKind::Partition,
@@ -43,6 +47,7 @@ pub const FAULTS: &[FaultSpec] = &[
         stop_f: "stop-partition",
         lane: "partition",
         colour: (44, 160, 44),
+        sharded_only: false,
     },
     FaultSpec {
         kind: FaultKind::Network,
@@ -51,6 +56,16 @@ pub const FAULTS: &[FaultSpec] = &[
         stop_f: "stop-network",
         lane: "network",
         colour: (31, 119, 180),
+        sharded_only: false,
+    },
+    FaultSpec {
+        kind: FaultKind::ShardMove,
+        option: "shard-move",
+        start_f: "shard-move",
+        stop_f: "shard-return",
+        lane: "shard-move",
+        colour: (148, 103, 189),
+        sharded_only: true,
     },
 ];
 
@@ -89,6 +104,7 @@ mod tests {
             FaultKind::Kill,
             FaultKind::Partition,
             FaultKind::Network,
+            FaultKind::ShardMove,
         ] {
             assert_eq!(FAULTS.iter().filter(|s| s.kind == kind).count(), 1);
             let spec = kind.spec();

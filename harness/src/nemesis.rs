@@ -25,6 +25,10 @@ pub enum FaultKind {
     Partition,
     /// Packet delay, loss or duplication on chosen links.
     Network,
+    /// Sharded paxos-kv: the controller moves random shards to other groups, and back when
+    /// the fault ends.
+    #[serde(rename = "shard-move")]
+    ShardMove,
 }
 
 /// Parses `--nemesis`: `none`, `all`, or a comma list of pause, kill, partition, network.
@@ -33,7 +37,12 @@ pub fn parse_nemesis(s: &str) -> Result<Vec<FaultKind>> {
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part {
             "none" => {}
-            "all" => kinds.extend(crate::faults::FAULTS.iter().map(|s| s.kind)),
+            "all" => kinds.extend(
+                crate::faults::FAULTS
+                    .iter()
+                    .filter(|s| !s.sharded_only)
+                    .map(|s| s.kind),
+            ),
             other => match crate::faults::by_option(other) {
                 Some(spec) => kinds.push(spec.kind),
                 None => bail!(
@@ -61,14 +70,40 @@ pub fn parse_nemesis(s: &str) -> Result<Vec<FaultKind>> {
 /// episode at a time from every kind (see [`episodes`]); an explicit list such as
 /// `partition,kill` runs one independent nemesis per kind, at once, as Jepsen composes them.
 /// Each inner list is one nemesis.
+///
+/// Shard moves are never part of the coordinated schedule: they run as a nemesis of their
+/// own beside it, so that shards also move while a group or the controller is crashed, paused
+/// or cut off (where migration bugs live).
 pub fn nemesis_groups(spec: &str, kinds: &[FaultKind]) -> Vec<Vec<FaultKind>> {
     let coordinated = spec.split(',').any(|p| p.trim() == "all");
-    if coordinated && !kinds.is_empty() {
-        vec![kinds.to_vec()]
+    let (moves, others): (Vec<FaultKind>, Vec<FaultKind>) =
+        kinds.iter().partition(|k| **k == FaultKind::ShardMove);
+    let mut groups = if coordinated && !others.is_empty() {
+        vec![others]
     } else {
-        kinds.iter().map(|k| vec![*k]).collect()
-    }
+        others.iter().map(|k| vec![*k]).collect()
+    };
+    groups.extend(moves.into_iter().take(1).map(|k| vec![k]));
+    groups
 }
+
+/// The kinds of `--nemesis`, with `shard-move` added to `all` when the run is sharded.
+pub fn with_shard_moves(spec: &str, kinds: &[FaultKind], sharded: bool) -> Vec<FaultKind> {
+    let mut kinds = kinds.to_vec();
+    if sharded
+        && spec.split(',').any(|p| p.trim() == "all")
+        && !kinds.contains(&FaultKind::ShardMove)
+    {
+        kinds.push(FaultKind::ShardMove);
+    }
+    kinds
+}
+
+/// Most shards one `shard-move` fault moves.
+pub const SHARD_MOVES_MAX: usize = 2;
+
+/// How long one shard move may wait for the controller (trying each of its nodes).
+pub const SHARD_MOVE_TIMEOUT_MS: u64 = 3000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -405,6 +440,30 @@ pub enum Action {
         links: Vec<(usize, usize)>,
         behaviour: Behaviour,
     },
+    /// Each shard moved to its `to` group, and back to `from` when the fault ends.
+    #[serde(rename = "shard-move")]
+    ShardMove {
+        moves: Vec<ShardMoveStep>,
+    },
+}
+
+/// One shard's move: from the group that owned it when the fault was drawn (0: unknown) to
+/// another group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardMoveStep {
+    pub shard: usize,
+    pub from: usize,
+    pub to: usize,
+}
+
+/// Moves as people read them: `s3 g1->g2 s7 g2->g1`.
+pub fn describe_moves(moves: &[ShardMoveStep]) -> String {
+    moves
+        .iter()
+        .map(|m| format!("s{} g{}->g{}", m.shard, m.from, m.to))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl ScheduledFault {
@@ -418,6 +477,7 @@ impl ScheduledFault {
                 .copied()
                 .chain(links.iter().flat_map(|&(a, b)| [a, b]))
                 .collect(),
+            Action::ShardMove { .. } => Vec::new(),
         }
     }
 }
@@ -500,6 +560,8 @@ enum Active {
     Killed(Vec<usize>),
     Partitioned,
     Network,
+    /// Shards moved, to be moved back.
+    ShardMoved(Vec<ShardMoveStep>),
     /// Nothing was done (a network fault on a one-node cluster).
     Nothing,
 }
@@ -513,6 +575,8 @@ pub struct Nemesis {
     pub current: Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
     /// The faults injected so far, by every nemesis (written to `faults.json`).
     pub schedule: Arc<std::sync::Mutex<Vec<ScheduledFault>>>,
+    /// Sharded paxos-kv's controller, for `shard-move`; None in an unsharded run.
+    pub shards: Option<Arc<crate::target::paxos_kv_sharded::ShardControl>>,
 }
 
 fn names(idx: &[usize]) -> Value {
@@ -844,6 +908,7 @@ impl Nemesis {
                     },
                 )
             }
+            FaultKind::ShardMove => ("random", self.draw_shard_moves(rng).await),
             FaultKind::Network => {
                 let target = target(rng);
                 let nodes = choose_targets(target, n, leader, rng);
@@ -867,6 +932,58 @@ impl Nemesis {
             action,
             with_previous: false,
         }
+    }
+
+    /// Draws up to [`SHARD_MOVES_MAX`] shards and, for each, a group other than its owner in
+    /// the controller's latest config. No moves when there is no config or only one group.
+    async fn draw_shard_moves(&self, rng: &mut ChaCha8Rng) -> Action {
+        let Some(control) = &self.shards else {
+            return Action::ShardMove { moves: Vec::new() };
+        };
+        let owners = control.config().await.map(|c| c.shards).unwrap_or_default();
+        let groups = control.groups;
+        if owners.is_empty() || groups < 2 {
+            return Action::ShardMove { moves: Vec::new() };
+        }
+        let mut shards: Vec<usize> = (0..owners.len()).collect();
+        shards.shuffle(rng);
+        let count = rng.gen_range(1..=SHARD_MOVES_MAX.min(owners.len()));
+        let moves = shards[..count]
+            .iter()
+            .map(|&shard| {
+                let from = owners[shard] as usize;
+                let others: Vec<usize> = (1..=groups).filter(|g| *g != from).collect();
+                let to = *others.choose(rng).expect("at least two groups");
+                ShardMoveStep { shard, from, to }
+            })
+            .collect();
+        Action::ShardMove { moves }
+    }
+
+    /// Asks the controller for each move (each to `to`, or back to `from`); one line per move
+    /// saying what the controller answered. A move the controller did not confirm may still
+    /// happen (its answer timed out): the line says so, and the run goes on.
+    async fn move_shards(&self, moves: &[ShardMoveStep], back: bool) -> String {
+        let Some(control) = &self.shards else {
+            return "no shard controller".into();
+        };
+        let mut outcomes = Vec::new();
+        for m in moves {
+            let (to, from) = if back { (m.from, m.to) } else { (m.to, m.from) };
+            if to == 0 {
+                outcomes.push(format!("s{}: owner unknown, not moved back", m.shard));
+                continue;
+            }
+            let within = Duration::from_millis(SHARD_MOVE_TIMEOUT_MS);
+            match control.move_shard(m.shard, to, within).await {
+                Ok(num) => outcomes.push(format!("s{}: config {num}", m.shard)),
+                Err(e) => {
+                    tracing::warn!("shard move s{} to g{to}: {e:#}", m.shard);
+                    outcomes.push(format!("s{} g{from}->g{to}: not confirmed", m.shard));
+                }
+            }
+        }
+        outcomes.join("; ")
     }
 
     /// Injects a fault and records it in the history.
@@ -914,6 +1031,21 @@ impl Nemesis {
                 .await;
                 self.set_current(&format!("partition {label}"));
                 Active::Partitioned
+            }
+            Action::ShardMove { moves } if moves.is_empty() => {
+                tracing::info!("shard-move: nothing to move (no config, or one group)");
+                Active::Nothing
+            }
+            Action::ShardMove { moves } => {
+                let outcome = self.move_shards(moves, false).await;
+                tracing::info!("shard-move {}: {outcome}", describe_moves(moves));
+                self.record(
+                    FaultKind::ShardMove.spec().start_f,
+                    Value::List(vec![Value::Str(describe_moves(moves)), Value::Str(outcome)]),
+                )
+                .await;
+                self.set_current(&format!("shard-move {}", describe_moves(moves)));
+                Active::ShardMoved(moves.clone())
             }
             Action::Network {
                 nodes,
@@ -983,6 +1115,12 @@ impl Nemesis {
             Active::Network => {
                 self.net.heal_network()?;
                 self.record(FaultKind::Network.spec().stop_f, Value::Null)
+                    .await;
+            }
+            Active::ShardMoved(moves) => {
+                let outcome = self.move_shards(&moves, true).await;
+                tracing::info!("shard-return {}: {outcome}", describe_moves(&moves));
+                self.record(FaultKind::ShardMove.spec().stop_f, Value::Str(outcome))
                     .await;
             }
             Active::Nothing => {}
@@ -1057,6 +1195,58 @@ mod tests {
         );
         assert!(nemesis_groups("none", &[]).is_empty());
         assert!(nemesis_groups("all", &[]).is_empty());
+    }
+
+    #[test]
+    fn shard_moves_join_all_only_when_sharded_and_run_beside_the_episodes() {
+        let all = parse_nemesis("all").unwrap();
+        assert!(!all.contains(&FaultKind::ShardMove), "{all:?}");
+        assert_eq!(with_shard_moves("all", &all, false), all);
+        let sharded = with_shard_moves("all", &all, true);
+        assert_eq!(sharded.last(), Some(&FaultKind::ShardMove));
+        // One coordinated nemesis for the episodes, one of its own for the moves.
+        assert_eq!(
+            nemesis_groups("all", &sharded),
+            vec![all.clone(), vec![FaultKind::ShardMove]]
+        );
+        let listed = parse_nemesis("kill,shard-move").unwrap();
+        assert_eq!(with_shard_moves("kill,shard-move", &listed, true), listed);
+        assert_eq!(
+            nemesis_groups("kill,shard-move", &listed),
+            vec![vec![FaultKind::Kill], vec![FaultKind::ShardMove]]
+        );
+        let fault = ScheduledFault {
+            nemesis: FaultKind::ShardMove,
+            wait_ms: 10,
+            hold_ms: 20,
+            target: "random".into(),
+            action: Action::ShardMove {
+                moves: vec![ShardMoveStep {
+                    shard: 3,
+                    from: 1,
+                    to: 2,
+                }],
+            },
+            with_previous: false,
+        };
+        let text = serde_json::to_string(&fault).unwrap();
+        assert!(
+            text.contains(r#""nemesis":"shard-move""#) && text.contains(r#""do":"shard-move""#),
+            "{text}"
+        );
+        assert_eq!(
+            serde_json::from_str::<ScheduledFault>(&text).unwrap(),
+            fault
+        );
+        assert!(fault.nodes().is_empty());
+        assert_eq!(
+            describe_moves(&[ShardMoveStep {
+                shard: 3,
+                from: 1,
+                to: 2
+            }]),
+            "s3 g1->g2"
+        );
     }
 
     #[test]

@@ -169,13 +169,26 @@ pub struct TestArgs {
     pub target: String,
     #[arg(long, default_value = "register", value_parser = one_of::<WorkloadKind>(workload_names()))]
     pub workload: WorkloadKind,
-    /// none | all | a comma list of pause, kill, partition, network. `all` is one coordinated
-    /// schedule, one episode at a time (leader isolation, whole-cluster crash, leader crashes,
-    /// other partitions, mixed); an explicit list runs one independent schedule per kind.
+    /// none | all | a comma list of pause, kill, partition, network, shard-move (`--groups`
+    /// only). `all` is one coordinated schedule, one episode at a time (leader isolation,
+    /// whole-cluster crash, leader crashes, other partitions, mixed), plus shard moves beside
+    /// it with `--groups`; an explicit list runs one independent schedule per kind.
     #[arg(long, default_value = "none")]
     pub nemesis: NemesisOption,
+    /// Nodes per Paxos group: the whole cluster, or with `--groups` the shard controller and
+    /// each replica group.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// Sharded paxos-kv: this many replica groups of `--nodes` nodes, plus a shard controller
+    /// group of `--nodes` nodes (0: one unsharded group).
+    #[arg(long, default_value_t = 0)]
+    #[serde(default)]
+    pub groups: usize,
+    /// Sharded paxos-kv's concurrency control for transactions: 2pl or occ (the store's
+    /// default when absent).
+    #[arg(long, value_parser = ["2pl", "occ"])]
+    #[serde(default)]
+    pub cc: Option<String>,
     /// Length of the main phase, in seconds.
     #[arg(long = "time-limit", default_value_t = 60)]
     pub time_limit_s: u64,
@@ -429,15 +442,16 @@ impl TestArgs {
         if !(1..=9).contains(&self.nodes) {
             bail!("--nodes {}: expected 1 to 9", self.nodes);
         }
+        crate::target::paxos_kv_sharded::check_options(self)?;
         if self.concurrency == 0 || self.concurrency > 4096 {
             bail!("--concurrency {}: expected 1 to 4096", self.concurrency);
         }
         if self.rate < 0.0 || !self.rate.is_finite() {
             bail!("--rate {}: expected a non-negative number", self.rate);
         }
-        let faults = self.nemesis.items.clone();
+        let faults = nemesis::with_shard_moves(&self.nemesis, &self.nemesis.items, self.groups > 0);
         let replay = match &self.replay_faults {
-            Some(path) => Some(nemesis::load_schedule(path, self.nodes, &faults)?),
+            Some(path) => Some(nemesis::load_schedule(path, self.total_nodes(), &faults)?),
             None => None,
         };
         Ok(RunPlan {
@@ -456,6 +470,16 @@ impl TestArgs {
             faults,
             replay,
         })
+    }
+
+    /// Every store process of the run: `--nodes`, or with `--groups` the controller's and every
+    /// replica group's.
+    pub fn total_nodes(&self) -> usize {
+        if self.groups > 0 {
+            (self.groups + 1) * self.nodes
+        } else {
+            self.nodes
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -479,6 +503,12 @@ impl TestArgs {
                 self.nemesis.to_string().replace(',', "+"),
                 self.nodes
             ));
+            if self.groups > 0 {
+                n.push_str(&format!("-{}g", self.groups));
+                if let Some(cc) = &self.cc {
+                    n.push_str(&format!("-{cc}"));
+                }
+            }
             if self.read_consistency != ReadConsistency::Linearizable {
                 n.push_str(&format!("-{}-reads", self.read_consistency));
             }

@@ -16,11 +16,10 @@
 
 use serde_json::Value;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 mod common;
-use common::store_bin;
+use common::{store_bin, wait_bounded};
 
 /// The one check a txn workload's verdict comes from, by the name results.json gives it.
 const TXN_CHECK: &str = "strict-serializable";
@@ -154,35 +153,6 @@ fn run(spec: &Spec) -> Run {
         results,
         history,
         dir,
-    }
-}
-
-/// Waits for `ordeal test` to finish on its own (it bounds its own phases); past
-/// `RUN_DEADLINE_S` it is interrupted (so that it cleans up), then killed.
-fn wait_bounded(mut child: Child) -> ExitStatus {
-    const RUN_DEADLINE_S: u64 = 120;
-    const CLEANUP_GRACE_S: u64 = 30;
-    let started = Instant::now();
-    let mut interrupted = false;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for ordeal") {
-            assert!(!interrupted, "ordeal ran past {RUN_DEADLINE_S} s: {status}");
-            return status;
-        }
-        let elapsed = started.elapsed();
-        if !interrupted && elapsed > Duration::from_secs(RUN_DEADLINE_S) {
-            // SAFETY: signalling a child we started and have not yet reaped.
-            unsafe {
-                libc::kill(child.id() as i32, libc::SIGINT);
-            }
-            interrupted = true;
-        }
-        if elapsed > Duration::from_secs(RUN_DEADLINE_S + CLEANUP_GRACE_S) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("ordeal ignored SIGINT for {CLEANUP_GRACE_S} s past its deadline");
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

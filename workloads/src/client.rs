@@ -101,6 +101,10 @@ impl Client {
         &self.config
     }
 
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// Performs `op` against the node whose client URL is `base_url` (`http://ip:port`).
     pub async fn invoke(&self, base_url: &str, op: &OpSpec) -> Completion {
         match self.config.protocol {

@@ -24,10 +24,12 @@ pub mod list_append;
 pub mod ordeal_http;
 pub mod register;
 pub mod rw_register;
+pub mod sharded_http;
 
 pub use backoff::{Backoff, BackoffConfig};
 pub use client::{Client, ClientConfig, Completion};
 pub use generator::{Generator, GeneratorConfig, OpSpec};
+pub use sharded_http::{ShardConfig, ShardRouter};
 
 use serde::{Deserialize, Serialize};
 

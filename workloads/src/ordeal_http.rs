@@ -25,12 +25,25 @@ pub fn outcome_for_status(status: u16, ok_value: Value, input: &Value, body: &st
     match status {
         200..=299 => Completion::ok(ok_value),
         409 => Completion::fail(input.clone(), "precondition-failed"),
+        // A sharded store's "wrong group" (nothing applied) keeps its whole answer: the client
+        // re-routes by the owner it names (crate::sharded_http).
+        503 if is_wrong_group(body) => Completion::refused(
+            input.clone(),
+            format!("{}{body}", crate::sharded_http::WRONG_GROUP_ERROR),
+        ),
         503 => Completion::refused(input.clone(), format!("unavailable: {short_body}")),
         504 => Completion::info(input.clone(), format!("timeout: {short_body}")),
         400..=499 => Completion::fail(input.clone(), format!("http {status}: {short_body}")),
         // Any other server error may have happened after the proposal: unknown.
         _ => Completion::info(input.clone(), format!("http {status}: {short_body}")),
     }
+}
+
+/// Is a 503's body a sharded store's wrong-group answer (`"wrong_group": true`)?
+fn is_wrong_group(body: &str) -> bool {
+    body.contains("wrong_group")
+        && serde_json::from_str::<serde_json::Value>(body)
+            .is_ok_and(|j| j["wrong_group"] == serde_json::Value::Bool(true))
 }
 
 /// A transport error: a refused connection means the request never left; anything later
@@ -180,7 +193,7 @@ impl OrdealHttp<'_> {
         outcome_for_status(status, Value::Null, &op.value, &body)
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         req: reqwest::RequestBuilder,
         ok_value: Value,

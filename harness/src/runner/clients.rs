@@ -6,12 +6,22 @@ use crate::nemesis;
 use crate::record::Recorder;
 use crate::target::Client;
 use ordeal_checker::{Event, EventType, Process, Value};
-use ordeal_workloads::{Backoff, BackoffConfig, Generator, OpSpec};
+use ordeal_workloads::{Backoff, BackoffConfig, Generator, OpSpec, ShardRouter};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
+
+/// Where a client sends its operations.
+#[derive(Clone)]
+pub(super) enum Endpoint {
+    /// Always this node (an unsharded store forwards to its leader itself).
+    Node(NodeAddr),
+    /// Sharded paxos-kv: a member of the group owning each operation's key, by the
+    /// controller's config; the number spreads clients over a group's members.
+    Routed(Arc<ShardRouter>, usize),
+}
 
 /// Live counters for the progress bar and the run's rates.
 #[derive(Default)]
@@ -32,7 +42,7 @@ pub(super) async fn client_loop(
     concurrency: usize,
     rate: f64,
     seed: u64,
-    node: NodeAddr,
+    endpoint: Endpoint,
     gen: Arc<std::sync::Mutex<Generator>>,
     client: Client,
     recorder: Recorder,
@@ -45,7 +55,6 @@ pub(super) async fn client_loop(
     );
     let mut process = index as u64;
     let mut backoff = Backoff::new(BackoffConfig::default(), rng.gen());
-    let url = node.client_url();
     // Jepsen's stagger: each client waits uniformly in [0, 2 * concurrency / rate), so the
     // total averages the target rate without synchronising clients.
     let mean_gap_s = if rate > 0.0 {
@@ -64,10 +73,7 @@ pub(super) async fn client_loop(
             }
         }
         let op = gen.lock().unwrap_or_else(|e| e.into_inner()).next_op();
-        let (info, refused) = run_one(
-            &client, &recorder, process, &url, &node.name, &op, &counters,
-        )
-        .await;
+        let (info, refused) = run_one(&client, &recorder, process, &endpoint, &op, &counters).await;
         if info {
             // An unknown outcome keeps that process's operation open forever; continue as a new
             // process so the history stays well formed.
@@ -93,8 +99,7 @@ pub(super) async fn run_one(
     client: &Client,
     recorder: &Recorder,
     process: u64,
-    url: &str,
-    node_name: &str,
+    endpoint: &Endpoint,
     op: &OpSpec,
     counters: &Counters,
 ) -> (bool, bool) {
@@ -108,15 +113,26 @@ pub(super) async fn run_one(
     if !op.key.is_empty() {
         invoke = invoke.with_key(op.key.as_str());
     }
-    invoke.node = Some(node_name.to_string());
+    // A routed operation names the node its client's config routes it to first; the
+    // completion names the node that answered.
+    invoke.node = match endpoint {
+        Endpoint::Node(node) => Some(node.name.clone()),
+        Endpoint::Routed(router, hint) => router.first_node(op, *hint),
+    };
     recorder.record_async(invoke).await;
-    let c = client.invoke(url, op).await;
+    let (c, node_name) = match endpoint {
+        Endpoint::Node(node) => (
+            client.invoke(&node.client_url(), op).await,
+            node.name.clone(),
+        ),
+        Endpoint::Routed(router, hint) => client.invoke_routed(router, op, *hint).await,
+    };
     let refused = c.refused;
     let mut done = Event::new(Process::Client(process), c.kind, op.f, c.value);
     if !op.key.is_empty() {
         done = done.with_key(op.key.as_str());
     }
-    done.node = Some(node_name.to_string());
+    done.node = (!node_name.is_empty()).then_some(node_name);
     done.error = c.error.map(Value::Str);
     recorder.record_async(done).await;
     match c.kind {

@@ -44,8 +44,11 @@ pub(super) async fn lay_out(
     // duplication are skipped when netem is missing (the network note says so).
     let dialer = target.peer_proxy().ok();
     let use_proxy = (!kernel || netem_unavailable.is_some()) && dialer.is_some();
-    let (layout, proxy_links) =
-        plan_layout(args.nodes, dialer.as_ref().filter(|_| use_proxy), kernel)?;
+    let (layout, proxy_links) = plan_layout(
+        args.total_nodes(),
+        dialer.as_ref().filter(|_| use_proxy),
+        kernel,
+    )?;
     let net = Arc::new(Net {
         kernel: kernel.then(|| {
             NetnsNet::new(
@@ -66,7 +69,7 @@ pub(super) async fn lay_out(
         },
         netem_unavailable,
     });
-    let net_note = if kinds.contains(&FaultKind::Network) && args.nodes < 2 {
+    let net_note = if kinds.contains(&FaultKind::Network) && args.total_nodes() < 2 {
         eprintln!("ordeal test: one node has no links: the network fault will inject nothing");
         format!("{net_note}; network faults: none (one node has no links)")
     } else if kinds.contains(&FaultKind::Network) {
@@ -117,7 +120,12 @@ pub(super) fn plan_layout(
     proxy: Option<&net::Dialer>,
     kernel: bool,
 ) -> Result<(Layout, Vec<ProxyLink>)> {
-    assert!((1..=9).contains(&n), "validated: 1 to 9 nodes");
+    // Validated: 1 to 9 nodes, or up to 19 processes of a sharded run, which has no proxies
+    // (peer ports base+1.., client ports base+21..).
+    assert!(
+        (1..=9).contains(&n) || (proxy.is_none() && n <= 19),
+        "validated: 1 to 9 nodes, up to 19 without proxies"
+    );
     let distinct = cluster::can_bind_distinct_loopback();
     let pid = std::process::id() as u16;
     for attempt in 0..40u16 {

@@ -1,7 +1,7 @@
 //! Phase 4, main: the clients run the workload for the time limit while one nemesis per kind
 //! of fault injects its faults, with a progress bar; the first interrupt ends it early.
 
-use super::clients::{client_loop, Counters};
+use super::clients::{client_loop, Counters, Endpoint};
 use crate::cluster::{Cluster, Layout};
 use crate::nemesis::{self, Nemesis, NemesisConfig, ScheduledFault};
 use crate::net::Net;
@@ -30,6 +30,8 @@ pub(super) struct MainInputs<'a> {
     pub start: Instant,
     /// The run's directory: the ticker keeps `progress.json` there for `ordeal serve`.
     pub run_dir: &'a std::path::Path,
+    /// Sharded paxos-kv: the controller (for `shard-move`) and the clients' router.
+    pub shards: Option<super::Sharding>,
 }
 
 /// What the main phase did.
@@ -75,6 +77,7 @@ pub(super) async fn run(
         recorder,
         start,
         run_dir,
+        shards,
     } = inputs;
     let counters = Arc::new(Counters::default());
     let current_fault = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
@@ -82,12 +85,22 @@ pub(super) async fn run(
 
     let mut clients = Vec::with_capacity(args.concurrency);
     for i in 0..args.concurrency {
+        let endpoint = match &shards {
+            Some(s) => match s.router() {
+                Ok(router) => Endpoint::Routed(router, i),
+                Err(e) => {
+                    tracing::error!("client {i}: {e:#}");
+                    continue;
+                }
+            },
+            None => Endpoint::Node(layout.nodes[i % layout.nodes.len()].clone()),
+        };
         clients.push(tokio::spawn(client_loop(
             i,
             args.concurrency,
             args.rate,
             seed,
-            layout.nodes[i % layout.nodes.len()].clone(),
+            endpoint,
             gen.clone(),
             client.clone(),
             recorder.clone(),
@@ -135,6 +148,7 @@ pub(super) async fn run(
                     recorder: recorder.clone(),
                     current: current_fault.clone(),
                     schedule: schedule.clone(),
+                    shards: shards.as_ref().map(|s| s.control.clone()),
                 }
                 .run(stop_rx.clone()),
             )

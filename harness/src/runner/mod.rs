@@ -35,6 +35,47 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// Sharded paxos-kv (`--groups`): the harness's side of the controller (start-up joins,
+/// `shard-move`, per-group convergence), from which each client gets a router of its own.
+#[derive(Clone)]
+pub(crate) struct Sharding {
+    pub control: Arc<crate::target::paxos_kv_sharded::ShardControl>,
+}
+
+impl Sharding {
+    fn new(layout: &cluster::Layout, groups: usize, per_group: usize) -> Result<Sharding> {
+        let control =
+            crate::target::paxos_kv_sharded::ShardControl::new(layout, groups, per_group)?;
+        Ok(Sharding {
+            control: Arc::new(control),
+        })
+    }
+
+    /// A router with a configuration cache of its own, as every real client has: a client
+    /// learns of a move when a group tells it, not when another client is told.
+    pub fn router(&self) -> Result<Arc<ordeal_workloads::ShardRouter>> {
+        Ok(Arc::new(self.control.router()?))
+    }
+
+    /// Joins every replica group and waits until every shard is owned and served.
+    async fn bring_up(&self) -> Result<()> {
+        tracing::info!("sharded: {}", self.control.describe());
+        let joined = self
+            .control
+            .join_all(Duration::from_secs(30))
+            .await
+            .context("sharded paxos-kv: joining the replica groups")?;
+        tracing::info!("joined: config {} owners {:?}", joined.num, joined.shards);
+        let cfg = self
+            .control
+            .wait_settled(Duration::from_secs(30))
+            .await
+            .context("sharded paxos-kv: waiting for every shard to be served")?;
+        tracing::info!("every group serves config {}", cfg.num);
+        Ok(())
+    }
+}
+
 /// The outcome of `ordeal test`: the run directory and the process exit code.
 pub struct RunOutcome {
     pub run_dir: PathBuf,
@@ -120,6 +161,13 @@ async fn run_async(
         &run_dir,
     )?;
     let cluster = start::start_cluster(target.clone(), &layout, &run_dir, snat_by_gid).await?;
+    let shards = if args.groups > 0 {
+        let s = Sharding::new(&layout, args.groups, args.nodes)?;
+        s.bring_up().await?;
+        Some(s)
+    } else {
+        None
+    };
 
     // Interrupts (Ctrl-C, SIGTERM): the first ends the main phase early, a second aborts.
     let (interrupt_tx, interrupt_rx) = watch::channel(false);
@@ -157,6 +205,7 @@ async fn run_async(
             recorder: &recorder,
             start,
             run_dir: &run_dir,
+            shards: shards.clone(),
         },
         interrupt_rx,
     )
@@ -189,6 +238,7 @@ async fn run_async(
         &client,
         &recorder,
         args.concurrency,
+        shards.as_ref(),
     )
     .await;
     drop(recorder);

@@ -24,12 +24,19 @@ pub(super) struct Planned {
 /// runtime exists. The error is the message `ordeal test` prints.
 pub(super) fn plan(args: &TestArgs) -> std::result::Result<Planned, String> {
     let plan = args.plan().map_err(|e| format!("{e:#}"))?;
-    let target = target::resolve(
-        &args.target,
-        args.target_bin.as_deref(),
-        args.bug.as_deref(),
-    )
-    .map_err(|e| format!("--target {}: {e:#}", args.target))?;
+    let target: Arc<dyn Target> = if args.groups > 0 {
+        Arc::new(
+            target::paxos_kv_sharded::PaxosKvSharded::new(args)
+                .map_err(|e| format!("--target {} --groups {}: {e:#}", args.target, args.groups))?,
+        )
+    } else {
+        target::resolve(
+            &args.target,
+            args.target_bin.as_deref(),
+            args.bug.as_deref(),
+        )
+        .map_err(|e| format!("--target {}: {e:#}", args.target))?
+    };
     install_panic_hook();
     if let (NetChoice::Proxy, Err(why)) = (plan.net, target.peer_proxy()) {
         return Err(format!(

@@ -1,8 +1,8 @@
 //! Phase 6, recover: once healed, the cluster serves again, rests `--recovery-s`, every key is
 //! read from every node (the reads that make a register or kv verdict sound), the replicas'
-//! digests are compared, and every node is stopped.
+//! digests are compared (per group, for sharded paxos-kv), and every node is stopped.
 
-use super::clients::{run_one, Counters};
+use super::clients::{run_one, Counters, Endpoint};
 use crate::checks::CheckOutcome;
 use crate::cluster::{Cluster, NodeAddr};
 use crate::record::Recorder;
@@ -24,6 +24,7 @@ pub(super) struct Recovered {
 /// Waits for the cluster, rests, reads `keys` from every node, checks convergence and stops
 /// every node. An interrupted run recovers and reads like a finished one: the final reads are
 /// what make a register or kv verdict sound, and the checks judge whatever was recorded.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn recover(
     cluster: &Arc<Mutex<Cluster>>,
     recovery_s: u64,
@@ -32,6 +33,7 @@ pub(super) async fn recover(
     client: &Client,
     recorder: &Recorder,
     concurrency: usize,
+    shards: Option<&super::Sharding>,
 ) -> Recovered {
     {
         let mut c = cluster.lock().await;
@@ -41,9 +43,30 @@ pub(super) async fn recover(
             Err(e) => tracing::warn!("after healing: {e:#}"),
         }
     }
+    if let Some(s) = shards {
+        match s.control.wait_settled(Duration::from_secs(30)).await {
+            Ok(cfg) => tracing::info!("after healing, every group serves config {}", cfg.num),
+            Err(e) => tracing::warn!("after healing: {e:#}"),
+        }
+    }
     tokio::time::sleep(Duration::from_secs(recovery_s)).await;
-    final_reads(keys, nodes, client, recorder, concurrency).await;
-    let convergence = check_convergence(cluster).await;
+    // Every key from every node; sharded: from every member of the group owning it.
+    let endpoints: Vec<Endpoint> = match shards.map(|s| (s, s.router())) {
+        Some((s, Ok(router))) => (0..s.control.per_group)
+            .map(|j| Endpoint::Routed(router.clone(), j))
+            .collect(),
+        Some((_, Err(e))) => {
+            tracing::error!("final reads: {e:#}");
+            Vec::new()
+        }
+        None => nodes.iter().cloned().map(Endpoint::Node).collect(),
+    };
+    final_reads(keys, &endpoints, client, recorder, concurrency).await;
+    let groups = match shards {
+        Some(s) => s.control.convergence_groups(),
+        None => vec![(String::new(), (0..nodes.len()).collect())],
+    };
+    let convergence = check_convergence(cluster, &groups).await;
     cluster.lock().await.stop_all();
     let log_paths = cluster.lock().await.log_paths();
     Recovered {
@@ -52,17 +75,17 @@ pub(super) async fn recover(
     }
 }
 
-/// Reads every key from every node after healing, under fresh process ids.
+/// Reads every key from every endpoint after healing, under fresh process ids.
 async fn final_reads(
     keys: &[String],
-    nodes: &[NodeAddr],
+    endpoints: &[Endpoint],
     client: &Client,
     recorder: &Recorder,
     concurrency: usize,
 ) {
-    let jobs: Vec<(String, NodeAddr)> = keys
+    let jobs: Vec<(String, Endpoint)> = keys
         .iter()
-        .flat_map(|k| nodes.iter().map(move |n| (k.clone(), n.clone())))
+        .flat_map(|k| endpoints.iter().map(move |n| (k.clone(), n.clone())))
         .collect();
     let jobs = Arc::new(std::sync::Mutex::new(jobs.into_iter()));
     let counters = Arc::new(Counters::default());
@@ -78,23 +101,15 @@ async fn final_reads(
             let mut process = 1_000_000_000 + w as u64;
             loop {
                 let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).next();
-                let Some((key, node)) = next else { return };
+                let Some((key, endpoint)) = next else { return };
                 let op = OpSpec {
                     f: "read",
                     key,
                     value: Value::Null,
                 };
-                if run_one(
-                    &client,
-                    &recorder,
-                    process,
-                    &node.client_url(),
-                    &node.name,
-                    &op,
-                    &counters,
-                )
-                .await
-                .0
+                if run_one(&client, &recorder, process, &endpoint, &op, &counters)
+                    .await
+                    .0
                 {
                     process += workers as u64;
                 }
@@ -113,90 +128,124 @@ async fn final_reads(
 }
 
 /// Every replica's state digest (the target's convergence query: paxos-kv's `/status` digest,
-/// etcd's backend hash) must agree once they have applied the same prefix.
-async fn check_convergence(cluster: &Arc<Mutex<Cluster>>) -> CheckOutcome {
+/// etcd's backend hash) must agree, within each group of `groups` (name, node indices: the
+/// whole cluster, or sharded paxos-kv's controller and each replica group), once they have
+/// applied the same prefix.
+async fn check_convergence(
+    cluster: &Arc<Mutex<Cluster>>,
+    groups: &[(String, Vec<usize>)],
+) -> CheckOutcome {
     let query = cluster.lock().await.target().convergence_query();
+    let outcome = |verdict, summary: String, details| CheckOutcome {
+        name: "convergence".into(),
+        verdict,
+        summary,
+        details,
+        html: None,
+    };
     if query == target::ConvergenceQuery::None {
         // Not judged: the target offers no state digest. Valid so the verdict is the checkers'.
-        return CheckOutcome {
-            name: "convergence".into(),
-            verdict: Verdict::Valid,
-            summary: "not checked: the target has no state digest (status_digest in its file)"
-                .into(),
-            details: serde_json::Value::Null,
-            html: None,
-        };
+        return outcome(
+            Verdict::Valid,
+            "not checked: the target has no state digest (status_digest in its file)".into(),
+            serde_json::Value::Null,
+        );
     }
     let deadline = Instant::now() + Duration::from_secs(15);
-    let mut last;
+    let named = |name: &str, text: String| {
+        if name.is_empty() {
+            text
+        } else {
+            format!("{name}: {text}")
+        }
+    };
     loop {
         let c = cluster.lock().await;
         let statuses = futures::future::join_all((0..c.len()).map(|i| c.state(i))).await;
         let names: Vec<String> = c.layout().nodes.iter().map(|n| n.name.clone()).collect();
         drop(c);
-        let reachable: Vec<_> = statuses.iter().flatten().collect();
-        let digests: Vec<Option<String>> = statuses
-            .iter()
-            .map(|s| s.as_ref().and_then(|s| s.digest.clone()))
-            .collect();
-        last = statuses.clone();
-        if reachable.len() == statuses.len() && digests.iter().all(|d| d.is_some()) {
-            let first = &digests[0];
-            if digests.iter().all(|d| d == first) {
-                return CheckOutcome {
-                    name: "convergence".into(),
-                    verdict: Verdict::Valid,
-                    summary: format!(
+        let details = serde_json::to_value(&statuses).unwrap_or_default();
+        // Per group: Some(Ok(digest)) agreed, Some(Err(..)) differ at one applied index,
+        // None not yet known.
+        let mut verdicts = Vec::new();
+        for (name, members) in groups {
+            let states: Vec<_> = members.iter().map(|&i| statuses[i].as_ref()).collect();
+            let digests: Vec<Option<String>> = states
+                .iter()
+                .map(|s| s.and_then(|s| s.digest.clone()))
+                .collect();
+            let applied: Vec<Option<u64>> =
+                states.iter().map(|s| s.and_then(|s| s.applied)).collect();
+            let verdict = if digests.iter().all(|d| d.is_some() && *d == digests[0]) {
+                Some(Ok(named(
+                    name,
+                    format!(
                         "all {} replicas report digest {}",
                         digests.len(),
-                        first.clone().unwrap_or_default()
+                        digests[0].clone().unwrap_or_default()
                     ),
-                    details: serde_json::to_value(&statuses).unwrap_or_default(),
-                    html: None,
-                };
-            }
-            let applied: Vec<Option<u64>> = statuses
-                .iter()
-                .map(|s| s.as_ref().and_then(|s| s.applied))
-                .collect();
-            // Once the deadline has given laggards their time: two replicas that applied the
-            // same prefix must hold the same state, whatever the others did (a third may be
-            // stuck behind, or ahead).
-            if let (Some((i, j)), true) = (
-                diverged_pair(&applied, &digests),
-                Instant::now() >= deadline,
-            ) {
-                let name = |k: usize| names.get(k).map_or("?", String::as_str);
+                )))
+            } else if let Some((i, j)) = diverged_pair(&applied, &digests) {
+                // Judged at the deadline, once laggards have had their time: two replicas that
+                // applied the same prefix must hold the same state, whatever the others did (a
+                // third may be stuck behind, or ahead).
                 let all = applied.iter().all(|a| a.is_some() && *a == applied[0]);
-                return CheckOutcome {
-                    name: "convergence".into(),
-                    verdict: Verdict::Invalid,
-                    summary: if all {
+                let node = |k: usize| names.get(members[k]).map_or("?", String::as_str);
+                Some(Err(named(
+                    name,
+                    if all {
                         "replicas applied the same log prefix but report different digests".into()
                     } else {
                         format!(
                             "replicas {} and {} applied the same log prefix (index {}) but report different digests",
-                            name(i),
-                            name(j),
+                            node(i),
+                            node(j),
                             applied[i].unwrap_or_default()
                         )
                     },
-                    details: serde_json::to_value(&statuses).unwrap_or_default(),
-                    html: None,
-                };
-            }
+                )))
+            } else {
+                None
+            };
+            verdicts.push(verdict);
+        }
+        if verdicts.iter().all(|v| matches!(v, Some(Ok(_)))) {
+            let lines: Vec<String> = verdicts.into_iter().flatten().flatten().collect();
+            return outcome(Verdict::Valid, lines.join("; "), details);
         }
         if Instant::now() >= deadline {
-            break;
+            let bad: Vec<String> = verdicts
+                .iter()
+                .filter_map(|v| match v {
+                    Some(Err(e)) => Some(e.clone()),
+                    _ => None,
+                })
+                .collect();
+            if !bad.is_empty() {
+                return outcome(Verdict::Invalid, bad.join("; "), details);
+            }
+            let waiting: Vec<&str> = groups
+                .iter()
+                .zip(&verdicts)
+                .filter(|(_, v)| v.is_none())
+                .map(|((name, _), _)| {
+                    if name.is_empty() {
+                        "replicas"
+                    } else {
+                        name.as_str()
+                    }
+                })
+                .collect();
+            return outcome(
+                Verdict::Unknown,
+                format!(
+                    "{} did not report equal digests within 15 s",
+                    waiting.join(", ")
+                ),
+                details,
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    CheckOutcome {
-        name: "convergence".into(),
-        verdict: Verdict::Unknown,
-        summary: "replicas did not report equal digests within 15 s".into(),
-        details: serde_json::to_value(&last).unwrap_or_default(),
-        html: None,
     }
 }
 

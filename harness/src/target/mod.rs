@@ -9,6 +9,7 @@
 
 pub mod etcd;
 pub mod paxos_kv;
+pub mod paxos_kv_sharded;
 pub mod toml_target;
 
 pub use etcd::Etcd;

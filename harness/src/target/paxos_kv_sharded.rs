@@ -1,0 +1,442 @@
+//! Sharded paxos-kv (`ordeal test --target paxos-kv --groups N --nodes M`): a shard controller
+//! group of M nodes and N replica groups of M nodes each, every node a process on its own
+//! loopback address, as the unsharded target's.
+//!
+//! The run's nodes are numbered as one cluster, so that every fault can hit any process:
+//! n1..nM are the controller, then M nodes per replica group (group g is n(gM+1)..n(gM+M)).
+//! Each node's `--peers` names only its own group; a group node gets `--mode group
+//! --group-id g --controller <controller client addresses>`, `--cc` and `--bug` (the
+//! controller gets neither: it has no transactions, and the planted bugs are the groups').
+//!
+//! [`ShardControl`] is the harness's side of the controller: the joins at start-up, the wait
+//! for a configuration where every shard is owned and every group has applied it, the
+//! `shard-move` fault's moves, and each group's replicas for the convergence check. Clients
+//! route through [`ordeal_workloads::ShardRouter`].
+
+use super::{ConvergenceQuery, Dialer, LeaderQuery, NodeDirs, Protocol, Target};
+use crate::cluster::Layout;
+use crate::plan::TestArgs;
+use anyhow::{bail, Context, Result};
+use ordeal_workloads::{ShardConfig, ShardRouter};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Most processes a sharded run may start: node ids go up to this in the layout's port block
+/// (peer ports base+1.., client ports base+21..).
+pub const MAX_PROCESSES: usize = 19;
+
+/// How long one controller request may take before the next controller node is tried.
+const CONTROLLER_REQUEST_MS: u64 = 1500;
+
+/// Refuses option combinations a sharded run cannot do, naming the option.
+pub fn check_options(args: &TestArgs) -> Result<()> {
+    let shard_moves = args
+        .nemesis
+        .items
+        .contains(&crate::nemesis::FaultKind::ShardMove);
+    if args.groups == 0 {
+        if args.cc.is_some() {
+            bail!("--cc: concurrency control is sharded paxos-kv's; add --groups N");
+        }
+        if shard_moves {
+            bail!("--nemesis shard-move: shards move only in sharded paxos-kv; add --groups N");
+        }
+        return Ok(());
+    }
+    if args.target != "paxos-kv" {
+        bail!(
+            "--groups: only the built-in paxos-kv target is sharded, not {:?}",
+            args.target
+        );
+    }
+    if args.total_nodes() > MAX_PROCESSES {
+        bail!(
+            "--groups {} --nodes {}: {} processes (a controller group and {} replica groups); at most {MAX_PROCESSES}",
+            args.groups,
+            args.nodes,
+            args.total_nodes(),
+            args.groups
+        );
+    }
+    Ok(())
+}
+
+pub struct PaxosKvSharded {
+    binary: PathBuf,
+    bug: Option<String>,
+    cc: Option<String>,
+    per_group: usize,
+}
+
+impl PaxosKvSharded {
+    pub fn new(args: &TestArgs) -> Result<PaxosKvSharded> {
+        let single = super::PaxosKv::new(args.target_bin.clone(), None)?;
+        Ok(PaxosKvSharded {
+            binary: single.binary().to_path_buf(),
+            bug: args.bug.clone(),
+            cc: args.cc.clone(),
+            per_group: args.nodes,
+        })
+    }
+}
+
+/// The group of process `i` (0: the controller) when groups have `per_group` nodes.
+pub fn group_of(i: usize, per_group: usize) -> usize {
+    i / per_group.max(1)
+}
+
+impl Target for PaxosKvSharded {
+    fn name(&self) -> String {
+        "paxos-kv".into()
+    }
+
+    fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    fn version(&self) -> String {
+        super::version_of(&self.binary, &["--version"])
+    }
+
+    fn protocol(&self) -> Protocol {
+        Protocol::OrdealHttp
+    }
+
+    fn args(&self, i: usize, layout: &Layout, dirs: &NodeDirs) -> Vec<String> {
+        let g = group_of(i, self.per_group);
+        let first = g * self.per_group;
+        let members = first..(first + self.per_group).min(layout.nodes.len());
+        let node = &layout.nodes[i];
+        let peers = members
+            .map(|j| format!("{}={}", j - first + 1, layout.peer_target[i][j]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut args = vec![
+            "--id".to_string(),
+            (i - first + 1).to_string(),
+            "--listen".into(),
+            node.peer.to_string(),
+            "--client".into(),
+            node.client.to_string(),
+            "--peers".into(),
+            peers,
+            "--data-dir".into(),
+            dirs.data_dir.display().to_string(),
+        ];
+        if g == 0 {
+            args.extend(["--mode".into(), "controller".into()]);
+            return args;
+        }
+        let controller = layout.nodes[..self.per_group.min(layout.nodes.len())]
+            .iter()
+            .map(|n| n.client.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        args.extend([
+            "--mode".into(),
+            "group".into(),
+            "--group-id".into(),
+            g.to_string(),
+            "--controller".into(),
+            controller,
+        ]);
+        if let Some(cc) = &self.cc {
+            args.extend(["--cc".into(), cc.clone()]);
+        }
+        if let Some(bug) = &self.bug {
+            args.extend(["--bug".into(), bug.clone()]);
+        }
+        args
+    }
+
+    fn leader_query(&self) -> LeaderQuery {
+        LeaderQuery::OrdealStatus
+    }
+
+    fn convergence_query(&self) -> ConvergenceQuery {
+        ConvergenceQuery::OrdealStatusDigest
+    }
+
+    fn peer_proxy(&self) -> std::result::Result<Dialer, String> {
+        Err("sharded paxos-kv's groups also talk to each other and to the controller over HTTP, which the userspace proxy does not carry".into())
+    }
+
+    fn binds_source_ip(&self) -> bool {
+        true
+    }
+}
+
+/// The harness's side of the shard controller and the groups' status.
+pub struct ShardControl {
+    pub groups: usize,
+    pub per_group: usize,
+    /// Every process's client address (`ip:port`) and name, in layout order.
+    clients: Vec<String>,
+    names: Vec<String>,
+    http: reqwest::Client,
+}
+
+impl ShardControl {
+    pub fn new(layout: &Layout, groups: usize, per_group: usize) -> Result<ShardControl> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(CONTROLLER_REQUEST_MS))
+            .connect_timeout(Duration::from_millis(300))
+            .build()
+            .context("building the shard controller client")?;
+        Ok(ShardControl {
+            groups,
+            per_group,
+            clients: layout.nodes.iter().map(|n| n.client.to_string()).collect(),
+            names: layout.nodes.iter().map(|n| n.name.clone()).collect(),
+            http,
+        })
+    }
+
+    /// The process indices of group `g` (0: the controller).
+    pub fn members(&self, g: usize) -> std::ops::Range<usize> {
+        g * self.per_group..(g + 1) * self.per_group
+    }
+
+    /// The groups as people read them: `controller n1,n2,n3; g1 n4,n5,n6; ...`.
+    pub fn describe(&self) -> String {
+        (0..=self.groups)
+            .map(|g| {
+                let who = if g == 0 {
+                    "controller".to_string()
+                } else {
+                    format!("g{g}")
+                };
+                let names: Vec<&str> = self.members(g).map(|i| self.names[i].as_str()).collect();
+                format!("{who} {}", names.join(","))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The router clients use: the controller's addresses and every node's name.
+    pub fn router(&self) -> Result<ShardRouter> {
+        let names: HashMap<String, String> = self
+            .clients
+            .iter()
+            .cloned()
+            .zip(self.names.iter().cloned())
+            .collect();
+        ShardRouter::new(self.clients[self.members(0)].to_vec(), names)
+            .context("building the shard router")
+    }
+
+    async fn request(&self, addr: &str, path: &str, body: Option<&Value>) -> Option<(u16, Value)> {
+        let url = format!("http://{addr}{path}");
+        let rb = match body {
+            Some(b) => self.http.post(url).json(b),
+            None => self.http.get(url),
+        };
+        let resp = rb.send().await.ok()?;
+        let code = resp.status().as_u16();
+        let text = resp.text().await.ok()?;
+        Some((code, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// A controller command on each controller node in turn, until one answers 200 or
+    /// `within` passes. Err: the last answer.
+    async fn controller_post(&self, path: &str, body: &Value, within: Duration) -> Result<Value> {
+        let deadline = Instant::now() + within;
+        let mut last;
+        loop {
+            for i in self.members(0) {
+                match self.request(&self.clients[i], path, Some(body)).await {
+                    Some((200, v)) => return Ok(v),
+                    Some((code, v)) => last = format!("{}: {code} {v}", self.names[i]),
+                    None => last = format!("{}: no answer", self.names[i]),
+                }
+                if Instant::now() >= deadline {
+                    bail!("controller {path} {body}: {last}");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The controller's latest configuration (linearizable, from any controller node).
+    pub async fn config(&self) -> Option<ShardConfig> {
+        for i in self.members(0) {
+            if let Some((200, v)) = self.request(&self.clients[i], "/shards/config", None).await {
+                if let Ok(c) = serde_json::from_value(v) {
+                    return Some(c);
+                }
+            }
+        }
+        None
+    }
+
+    /// Joins every replica group (members: its nodes' client addresses).
+    pub async fn join_all(&self, within: Duration) -> Result<ShardConfig> {
+        let mut last = Value::Null;
+        for g in 1..=self.groups {
+            let members: Vec<&str> = self.members(g).map(|i| self.clients[i].as_str()).collect();
+            last = self
+                .controller_post(
+                    "/shards/join",
+                    &json!({"group": g, "members": members}),
+                    within,
+                )
+                .await
+                .with_context(|| format!("joining group {g}"))?;
+        }
+        serde_json::from_value(last.clone())
+            .with_context(|| format!("the controller's config after the joins: {last}"))
+    }
+
+    /// Asks the controller to move `shard` to group `to`; the new config's number.
+    pub async fn move_shard(&self, shard: usize, to: usize, within: Duration) -> Result<u64> {
+        let v = self
+            .controller_post(
+                "/shards/move",
+                &json!({"shard": shard, "group": to}),
+                within,
+            )
+            .await?;
+        v["num"]
+            .as_u64()
+            .with_context(|| format!("the controller's answer to a move has no num: {v}"))
+    }
+
+    /// Node `i`'s `/status`.
+    async fn status(&self, i: usize) -> Option<Value> {
+        match self.request(&self.clients[i], "/status", None).await {
+            Some((200, v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Waits until every shard is owned and every replica group's leader has applied the
+    /// latest configuration and finished its moves. Returns that configuration.
+    pub async fn wait_settled(&self, within: Duration) -> Result<ShardConfig> {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut why = String::new();
+            match self.config().await {
+                None => why = "no controller config".into(),
+                Some(cfg) if !cfg.all_owned() => {
+                    why = format!("config {} leaves shards unowned", cfg.num)
+                }
+                Some(cfg) => {
+                    for g in 1..=self.groups {
+                        let statuses =
+                            futures::future::join_all(self.members(g).map(|i| self.status(i)))
+                                .await;
+                        let settled = statuses.iter().flatten().any(|s| {
+                            s["role"] == "leader"
+                                && s["config"] == json!(cfg.num)
+                                && s["migration_done"] == json!(true)
+                        });
+                        if !settled {
+                            why = format!("group {g} has not applied config {}", cfg.num);
+                            break;
+                        }
+                    }
+                    if why.is_empty() {
+                        return Ok(cfg);
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!("the shards did not settle within {within:?}: {why}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The convergence check's groups: (name, process indices), the controller first.
+    pub fn convergence_groups(&self) -> Vec<(String, Vec<usize>)> {
+        (0..=self.groups)
+            .map(|g| {
+                let name = if g == 0 {
+                    "controller".to_string()
+                } else {
+                    format!("group {g}")
+                };
+                (name, self.members(g).collect())
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::NodeAddr;
+
+    fn layout(n: usize) -> Layout {
+        let nodes: Vec<NodeAddr> = (1..=n)
+            .map(|id| NodeAddr {
+                id,
+                name: format!("n{id}"),
+                peer: format!("127.0.0.{}:7{id:03}", 10 + id).parse().unwrap(),
+                client: format!("127.0.0.{}:8{id:03}", 10 + id).parse().unwrap(),
+            })
+            .collect();
+        let peer_target = (0..n)
+            .map(|_| nodes.iter().map(|a| a.peer).collect())
+            .collect();
+        Layout {
+            nodes,
+            peer_target,
+            forward_target: None,
+        }
+    }
+
+    #[test]
+    fn each_node_peers_with_its_own_group_only() {
+        let target = PaxosKvSharded {
+            binary: "/bin/true".into(),
+            bug: Some("early-lock-release".into()),
+            cc: Some("occ".into()),
+            per_group: 3,
+        };
+        let l = layout(9);
+        let dirs = NodeDirs {
+            data_dir: "/tmp/x".into(),
+            log_path: "/tmp/x.log".into(),
+        };
+        let arg = |args: &[String], flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .map(|p| args[p + 1].clone())
+        };
+        let c = target.args(1, &l, &dirs);
+        assert_eq!(arg(&c, "--mode").as_deref(), Some("controller"));
+        assert_eq!(arg(&c, "--id").as_deref(), Some("2"));
+        assert_eq!(
+            arg(&c, "--bug"),
+            None,
+            "the controller runs without planted bugs"
+        );
+        assert_eq!(
+            arg(&c, "--peers").unwrap(),
+            "1=127.0.0.11:7001,2=127.0.0.12:7002,3=127.0.0.13:7003"
+        );
+        let g = target.args(7, &l, &dirs);
+        assert_eq!(arg(&g, "--mode").as_deref(), Some("group"));
+        assert_eq!(arg(&g, "--group-id").as_deref(), Some("2"));
+        assert_eq!(arg(&g, "--id").as_deref(), Some("2"));
+        assert_eq!(
+            arg(&g, "--peers").unwrap(),
+            "1=127.0.0.17:7007,2=127.0.0.18:7008,3=127.0.0.19:7009"
+        );
+        assert_eq!(
+            arg(&g, "--controller").unwrap(),
+            "127.0.0.11:8001,127.0.0.12:8002,127.0.0.13:8003"
+        );
+        assert_eq!(arg(&g, "--cc").as_deref(), Some("occ"));
+        assert_eq!(arg(&g, "--bug").as_deref(), Some("early-lock-release"));
+        let control = ShardControl::new(&l, 2, 3).unwrap();
+        assert_eq!(
+            control.describe(),
+            "controller n1,n2,n3; g1 n4,n5,n6; g2 n7,n8,n9"
+        );
+        assert_eq!(control.members(2), 6..9);
+    }
+}
