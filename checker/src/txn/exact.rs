@@ -18,7 +18,9 @@
 //!    that no order exists.
 //! 3. What is left open splits into strongly connected components of the graph of known,
 //!    forced and both choices of every open pair: a cycle under any choice lies inside one, so
-//!    each is decided alone, by backtracking with the same propagation after every choice.
+//!    each is decided alone: first by one descent without backtracking (preferred choices,
+//!    propagation after each), then if that fails by backtracking with the same propagation
+//!    after every choice.
 //!
 //! Every step counts against a budget (and the time budget); past it the answer is
 //! "incomplete", never "valid". Info transactions count as committed only when some read saw
@@ -92,7 +94,7 @@ pub(crate) struct ExactRun {
     pub steps: u64,
     /// Write pairs whose order neither inference nor the closure fixed.
     pub open_pairs: usize,
-    /// Components searched by backtracking, and the largest (in nodes).
+    /// Components searched (by a descent, then backtracking), and the largest (in nodes).
     pub components: usize,
     pub largest_component: usize,
     /// Whether the witness stage alone decided.
@@ -1125,23 +1127,6 @@ fn exact(
     if global.open.is_empty() {
         return Ok(Some(global.chosen));
     }
-    // A descent without backtracking on a copy usually finds a witness of a valid history.
-    let mut diver = Search {
-        p: Problem {
-            facts,
-            mode,
-            id: (0..n as u32).collect(),
-        },
-        closure: global.closure.clone(),
-        open: global.open.clone(),
-        chosen: global.chosen.clone(),
-        rank: rank.to_vec(),
-        snapshot_words: 0,
-    };
-    if diver.dive(meter)? {
-        return Ok(Some(diver.chosen));
-    }
-    drop(diver);
     let mut choices = std::mem::take(&mut global.chosen);
     // Components of known + forced + both choices of every open pair.
     let mut g: DiGraph<(), (), u32> = DiGraph::with_capacity(n, 0);
@@ -1243,6 +1228,27 @@ fn exact(
             rank: comp.iter().map(|&v| rank[v as usize]).collect(),
             snapshot_words: 0,
         };
+        // A descent without backtracking on a copy usually finds a witness of a valid
+        // history. It runs per component, not on the whole graph: after each choice it
+        // propagates over the open pairs, so its cost grows with their number squared.
+        let mut diver = Search {
+            p: Problem {
+                facts,
+                mode,
+                id: search.p.id.clone(),
+            },
+            closure: search.closure.clone(),
+            open: search.open.clone(),
+            chosen: Vec::new(),
+            rank: search.rank.clone(),
+            snapshot_words: 0,
+        };
+        meter.spend(search.closure.bits.len() as u64)?;
+        if diver.dive(meter)? {
+            choices.extend(diver.chosen);
+            continue;
+        }
+        drop(diver);
         if !search.solve(meter, 0)? {
             run.largest_component = comp.len();
             return Ok(None);
@@ -1591,10 +1597,10 @@ mod tests {
             let n: usize = rng.gen_range(2..200);
             // Edges only from lower to higher ids: acyclic.
             let mut adj: Vec<Vec<u32>> = vec![Vec::new(); n];
-            for u in 0..n {
+            for (u, out) in adj.iter_mut().enumerate() {
                 for v in u + 1..n {
                     if rng.gen_bool(2.0 / n as f64) {
-                        adj[u].push(v as u32);
+                        out.push(v as u32);
                     }
                 }
             }
