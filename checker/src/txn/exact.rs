@@ -208,7 +208,10 @@ impl Meter {
     }
 }
 
-/// Reachability as one bitset row per node: bit v of row u says u reaches v.
+/// Reachability as one bitset row per node: bit v of row u says u reaches v; and the same
+/// transposed, one column per node: bit u of column v. `bits` holds the n rows, then the n
+/// columns (so a snapshot copies both). The columns make an update find the nodes that reach
+/// a source without testing every row.
 #[derive(Clone)]
 struct Closure {
     n: usize,
@@ -227,7 +230,7 @@ impl Closure {
         let mut c = Closure {
             n,
             words,
-            bits: vec![0; n * words],
+            bits: vec![0; 2 * n * words],
         };
         for &u in order.iter().rev() {
             let u = u as usize;
@@ -249,6 +252,22 @@ impl Closure {
                 }
             }
         }
+        // The columns: one bit per reachable pair.
+        meter.spend((n * words) as u64)?;
+        let (rows, cols) = c.bits.split_at_mut(n * words);
+        let mut ones = 0u64;
+        for u in 0..n {
+            for (i, &word) in rows[u * words..u * words + words].iter().enumerate() {
+                let mut x = word;
+                while x != 0 {
+                    let v = i * 64 + x.trailing_zeros() as usize;
+                    x &= x - 1;
+                    cols[v * words + u / 64] |= 1 << (u % 64);
+                    ones += 1;
+                }
+            }
+        }
+        meter.spend(ones)?;
         Ok(Some(c))
     }
 
@@ -258,52 +277,56 @@ impl Closure {
     }
 
     /// Adds an edge s -> target for every source (the caller checked none closes a cycle).
-    /// Only rows that reach a source (or are one) and do not reach the target yet change: a row
-    /// that already reaches the target holds the target's whole row, the closure being
-    /// transitive. Testing those bits costs a few operations per row, and in a history whose
-    /// real-time edges already order most transactions few rows need the word-wide union.
+    /// The rows that change are those of the sources and of the nodes that reach one (the
+    /// union of the sources' columns), less those that already reach the target (they hold
+    /// its whole row, the closure being transitive). Each gains the target's row and the
+    /// target; each pair gained sets its bit in a column too. The work is the sources'
+    /// columns, the changed rows and the pairs gained: over a whole search, the pairs gained
+    /// are at most n² however many edges are added.
     fn add_into(
         &mut self,
         sources: &[u32],
         target: u32,
         meter: &mut Meter,
     ) -> Result<(), OutOfBudget> {
-        let w = self.words;
-        // Many sources (the readers of a popular version): one mask, tested a word at a time.
-        let srcs = (sources.len() > w).then(|| {
-            let mut m = vec![0u64; w];
-            for &s in sources {
-                m[s as usize / 64] |= 1 << (s % 64);
-            }
-            m
-        });
-        meter.spend((self.n * (sources.len().min(w) + 1)) as u64)?;
+        let (n, w) = (self.n, self.words);
         let t = target as usize;
-        let mut gain: Vec<u64> = self.bits[t * w..t * w + w].to_vec();
-        gain[t / 64] |= 1 << (t % 64);
-        let mut updated = 0u64;
-        for y in 0..self.n {
-            let row = &mut self.bits[y * w..y * w + w];
-            if row[t / 64] & (1 << (t % 64)) != 0 {
-                continue;
+        meter.spend(((sources.len() + 2) * w) as u64)?;
+        let (rows, cols) = self.bits.split_at_mut(n * w);
+        // Rows to update: sources and what reaches them, not what already reaches the target.
+        let mut update = vec![0u64; w];
+        for &s in sources {
+            let s = s as usize;
+            update[s / 64] |= 1 << (s % 64);
+            for (u, c) in update.iter_mut().zip(&cols[s * w..s * w + w]) {
+                *u |= *c;
             }
-            let hit = match &srcs {
-                Some(srcs) => {
-                    srcs[y / 64] & (1 << (y % 64)) != 0
-                        || row.iter().zip(srcs).any(|(r, s)| r & s != 0)
-                }
-                None => sources
-                    .iter()
-                    .any(|&s| s as usize == y || row[s as usize / 64] & (1 << (s % 64)) != 0),
-            };
-            if hit {
-                updated += 1;
-                for (r, g) in row.iter_mut().zip(&gain) {
+        }
+        for (u, c) in update.iter_mut().zip(&cols[t * w..t * w + w]) {
+            *u &= !*c;
+        }
+        let mut gain: Vec<u64> = rows[t * w..t * w + w].to_vec();
+        gain[t / 64] |= 1 << (t % 64);
+        let mut work = 0u64;
+        for (i, &word) in update.iter().enumerate() {
+            let mut x = word;
+            while x != 0 {
+                let y = i * 64 + x.trailing_zeros() as usize;
+                x &= x - 1;
+                work += w as u64;
+                for (j, (r, g)) in rows[y * w..y * w + w].iter_mut().zip(&gain).enumerate() {
+                    let mut fresh = *g & !*r;
                     *r |= *g;
+                    while fresh != 0 {
+                        let z = j * 64 + fresh.trailing_zeros() as usize;
+                        fresh &= fresh - 1;
+                        cols[z * w + y / 64] |= 1 << (y % 64);
+                        work += 1;
+                    }
                 }
             }
         }
-        meter.spend(updated * w as u64)
+        meter.spend(work)
     }
 }
 
