@@ -319,6 +319,76 @@ const BANK_READS: usize = 150_000;
 /// accounts), and the check's own batch of `BANK_BATCH_EVENTS` reads.
 const BANK_BOUND_BYTES: usize = 48 * MIB;
 
+/// Writes a bank history of `reads` reads of all accounts from `clients` clients, each an
+/// invoke and an ok; `account_value(read, account)` is what read `read` saw of `account`.
+fn write_bank_history(
+    path: &Path,
+    reads: usize,
+    clients: u64,
+    accounts: usize,
+    account_value: impl Fn(usize, usize) -> Value,
+) {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("creating"));
+    for i in 0..reads {
+        let p = Process::Client(i as u64 % clients);
+        let ops: Vec<Value> = (0..accounts)
+            .map(|a| {
+                Value::List(vec![
+                    Value::Str("r".into()),
+                    Value::Str(format!("acct{a}")),
+                    account_value(i, a),
+                ])
+            })
+            .collect();
+        for (n, (kind, value)) in [
+            (EventType::Invoke, Value::Null),
+            (EventType::Ok, Value::List(ops)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut e = Event::new(p, kind, "txn", value).with_time((2 * i + n) as i64);
+            e.index = (2 * i + n) as u64;
+            serde_json::to_writer(&mut out, &e).expect("serialising");
+            out.write_all(b"\n").expect("writing");
+        }
+    }
+    out.flush().expect("flushing");
+}
+
+/// Checks the bank history at `path` (of `reads` reads) and asserts it is valid within
+/// `BANK_BOUND_BYTES`; then reads it whole, as the bank check did before, and asserts that
+/// goes past the bound, so the measurement tells the two apart. Removes `dir`.
+fn assert_bank_check_bounded(
+    dir: &Path,
+    path: &Path,
+    protocol: ordeal_workloads::Protocol,
+    reads: usize,
+    what: &str,
+) {
+    let (outcome, growth) =
+        peak_growth(|| checks::check_bank(path, ordeal_checker::read::Format::Jsonl, protocol));
+    assert_eq!(outcome.verdict, Verdict::Valid, "{}", outcome.summary);
+    assert_eq!(outcome.details["reads_checked"], reads);
+    assert!(
+        growth < BANK_BOUND_BYTES,
+        "checking {reads} {what} raised the heap by {} MiB",
+        growth / MIB
+    );
+    let (history, growth) = peak_growth(|| {
+        ordeal_checker::read::read_path(path, ordeal_checker::read::Format::Jsonl)
+            .expect("reading the history")
+    });
+    assert_eq!(history.len(), 2 * reads);
+    drop(history);
+    let _ = std::fs::remove_dir_all(dir);
+    assert!(
+        growth > BANK_BOUND_BYTES,
+        "reading the history of {reads} {what} whole raised the heap by only {} MiB",
+        growth / MIB
+    );
+}
+
 #[test]
 fn the_bank_check_streams_a_large_history_in_bounded_memory() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -326,62 +396,15 @@ fn the_bank_check_streams_a_large_history_in_bounded_memory() {
     let path = dir.join("history.jsonl");
     let protocol = ordeal_workloads::Protocol::OrdealHttp;
     let accounts = ordeal_workloads::bank::options(protocol).accounts;
-    {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).expect("creating"));
-        for i in 0..BANK_READS {
-            let p = Process::Client(i as u64 % 8);
-            // Reads see whole transfers: +3 on one account, -3 on the next.
-            let ops: Vec<Value> = (0..accounts)
-                .map(|a| {
-                    let delta = match (a + i) % accounts {
-                        0 => Value::List(vec![Value::Int(3)]),
-                        1 => Value::List(vec![Value::Int(-3)]),
-                        _ => Value::Null,
-                    };
-                    Value::List(vec![
-                        Value::Str("r".into()),
-                        Value::Str(format!("acct{a}")),
-                        delta,
-                    ])
-                })
-                .collect();
-            for (n, (kind, value)) in [
-                (EventType::Invoke, Value::Null),
-                (EventType::Ok, Value::List(ops)),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                let mut e = Event::new(p, kind, "txn", value).with_time((2 * i + n) as i64);
-                e.index = (2 * i + n) as u64;
-                serde_json::to_writer(&mut out, &e).expect("serialising");
-                out.write_all(b"\n").expect("writing");
-            }
+    // Reads see whole transfers: +3 on one account, -3 on the next.
+    write_bank_history(&path, BANK_READS, 8, accounts, |i, a| {
+        match (a + i) % accounts {
+            0 => Value::List(vec![Value::Int(3)]),
+            1 => Value::List(vec![Value::Int(-3)]),
+            _ => Value::Null,
         }
-        out.flush().expect("flushing");
-    }
-    let (outcome, growth) =
-        peak_growth(|| checks::check_bank(&path, ordeal_checker::read::Format::Jsonl, protocol));
-    assert_eq!(outcome.verdict, Verdict::Valid, "{}", outcome.summary);
-    assert_eq!(outcome.details["reads_checked"], BANK_READS);
-    assert!(
-        growth < BANK_BOUND_BYTES,
-        "checking {BANK_READS} bank reads raised the heap by {} MiB",
-        growth / MIB
-    );
-    // The whole history, as the bank check read it before, goes far past the bound.
-    let (history, growth) = peak_growth(|| {
-        ordeal_checker::read::read_path(&path, ordeal_checker::read::Format::Jsonl)
-            .expect("reading the history")
     });
-    assert_eq!(history.len(), 2 * BANK_READS);
-    drop(history);
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        growth > BANK_BOUND_BYTES,
-        "reading the bank history whole raised the heap by only {} MiB",
-        growth / MIB
-    );
+    assert_bank_check_bounded(&dir, &path, protocol, BANK_READS, "bank reads");
 }
 
 /// Reads in a bank history whose account lists grow with the run, as paxos-kv's do (a read
@@ -395,58 +418,11 @@ fn the_bank_check_stays_bounded_when_reads_grow_with_the_run() {
     let path = dir.join("history.jsonl");
     let protocol = ordeal_workloads::Protocol::OrdealHttp;
     let accounts = ordeal_workloads::bank::options(protocol).accounts;
-    {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).expect("creating"));
-        for i in 0..GROWING_READS {
-            let p = Process::Client(i as u64 % 4);
-            // i transfers of 1 from acct1 to acct0 so far: the balances still sum up.
-            let ops: Vec<Value> = (0..accounts)
-                .map(|a| {
-                    let deltas = match a {
-                        0 => Value::List(vec![Value::Int(1); i]),
-                        1 => Value::List(vec![Value::Int(-1); i]),
-                        _ => Value::Null,
-                    };
-                    Value::List(vec![
-                        Value::Str("r".into()),
-                        Value::Str(format!("acct{a}")),
-                        deltas,
-                    ])
-                })
-                .collect();
-            for (n, (kind, value)) in [
-                (EventType::Invoke, Value::Null),
-                (EventType::Ok, Value::List(ops)),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                let mut e = Event::new(p, kind, "txn", value).with_time((2 * i + n) as i64);
-                e.index = (2 * i + n) as u64;
-                serde_json::to_writer(&mut out, &e).expect("serialising");
-                out.write_all(b"\n").expect("writing");
-            }
-        }
-        out.flush().expect("flushing");
-    }
-    let (outcome, growth) =
-        peak_growth(|| checks::check_bank(&path, ordeal_checker::read::Format::Jsonl, protocol));
-    assert_eq!(outcome.verdict, Verdict::Valid, "{}", outcome.summary);
-    assert_eq!(outcome.details["reads_checked"], GROWING_READS);
-    assert!(
-        growth < BANK_BOUND_BYTES,
-        "checking {GROWING_READS} growing bank reads raised the heap by {} MiB",
-        growth / MIB
-    );
-    let (history, growth) = peak_growth(|| {
-        ordeal_checker::read::read_path(&path, ordeal_checker::read::Format::Jsonl)
-            .expect("reading the history")
+    // i transfers of 1 from acct1 to acct0 so far: the balances still sum up.
+    write_bank_history(&path, GROWING_READS, 4, accounts, |i, a| match a {
+        0 => Value::List(vec![Value::Int(1); i]),
+        1 => Value::List(vec![Value::Int(-1); i]),
+        _ => Value::Null,
     });
-    drop(history);
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        growth > BANK_BOUND_BYTES,
-        "reading the growing bank history whole raised the heap by only {} MiB",
-        growth / MIB
-    );
+    assert_bank_check_bounded(&dir, &path, protocol, GROWING_READS, "growing bank reads");
 }

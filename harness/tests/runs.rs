@@ -402,14 +402,39 @@ fn network_faults_against_the_real_store_are_valid() {
     let _ = std::fs::remove_dir_all(&results);
 }
 
-/// Runs a short test against the fake store with pause, kill and partition faults close
-/// together; `extra` adds arguments. Returns the run directory.
-fn run_faults(results: &Path, seed: &str, extra: &[&str]) -> PathBuf {
+/// A fault schedule for a short run against the fake store.
+struct Schedule {
+    nemesis: &'static str,
+    interval_ms: &'static str,
+    hold_ms: &'static str,
+    time_limit_s: &'static str,
+}
+
+/// Pause, kill and partition faults close together, each on its own schedule.
+const CLOSE_FAULTS: Schedule = Schedule {
+    nemesis: "pause,kill,partition",
+    interval_ms: "200-500",
+    hold_ms: "300-600",
+    time_limit_s: "4",
+};
+
+/// `--nemesis all`: one coordinated schedule of episodes, held long enough to overlap.
+const ALL_EPISODES: Schedule = Schedule {
+    nemesis: "all",
+    interval_ms: "100-300",
+    hold_ms: "600-900",
+    time_limit_s: "6",
+};
+
+/// Runs a short test against the fake store under `schedule`; `extra` adds arguments.
+/// Returns the run directory.
+fn run_faults(results: &Path, schedule: &Schedule, seed: &str, extra: &[&str]) -> PathBuf {
     let status = Command::new(env!("CARGO_BIN_EXE_ordeal"))
-        .args(["test", "--no-progress", "--nemesis", "pause,kill,partition"])
-        .args(["--nemesis-interval-ms", "200-500"])
-        .args(["--nemesis-hold-ms", "300-600"])
-        .args(["--time-limit", "4", "--rate", "200", "--concurrency", "4"])
+        .args(["test", "--no-progress", "--nemesis", schedule.nemesis])
+        .args(["--nemesis-interval-ms", schedule.interval_ms])
+        .args(["--nemesis-hold-ms", schedule.hold_ms])
+        .args(["--time-limit", schedule.time_limit_s])
+        .args(["--rate", "200", "--concurrency", "4"])
         .args(["--seed", seed, "--net", "proxy", "--recovery-s", "1"])
         .args(extra)
         .arg("--store-bin")
@@ -447,7 +472,7 @@ fn fault_starts(run: &Path) -> Vec<(String, serde_json::Value)> {
 #[test]
 fn replayed_faults_repeat_the_earlier_run() {
     let results = temp_dir("replay");
-    let first = run_faults(&results.join("a"), "21", &[]);
+    let first = run_faults(&results.join("a"), &CLOSE_FAULTS, "21", &[]);
     let original = faults_json(&first);
     assert!(
         original.len() >= 4,
@@ -461,7 +486,12 @@ fn replayed_faults_repeat_the_earlier_run() {
     assert!(kinds.len() >= 2, "one kind of fault only: {kinds:?}");
 
     let replay_from = first.to_string_lossy().into_owned();
-    let second = run_faults(&results.join("b"), "99", &["--replay-faults", &replay_from]);
+    let second = run_faults(
+        &results.join("b"),
+        &CLOSE_FAULTS,
+        "99",
+        &["--replay-faults", &replay_from],
+    );
     let replayed = faults_json(&second);
     // The same timings, so the same faults fit in the run, give or take the last one.
     assert!(
@@ -497,7 +527,7 @@ fn replayed_faults_repeat_the_earlier_run() {
         assert!(of(&a).starts_with(&of(&b)), "{kind} events differ");
     }
     // And a different seed without replay draws other faults.
-    let third = run_faults(&results.join("c"), "99", &[]);
+    let third = run_faults(&results.join("c"), &CLOSE_FAULTS, "99", &[]);
     assert_ne!(
         faults_json(&third).iter().map(key).collect::<Vec<_>>(),
         original.iter().map(key).collect::<Vec<_>>()
@@ -562,24 +592,7 @@ fn a_bad_replay_file_is_refused_before_anything_starts() {
 fn all_runs_one_episode_at_a_time_and_replays_it() {
     let results = temp_dir("coordinated");
     let run = |dir: &str, seed: &str, extra: &[&str]| -> PathBuf {
-        let status = Command::new(env!("CARGO_BIN_EXE_ordeal"))
-            .args(["test", "--no-progress", "--nemesis", "all"])
-            .args(["--nemesis-interval-ms", "100-300"])
-            .args(["--nemesis-hold-ms", "600-900"])
-            .args(["--time-limit", "6", "--rate", "200", "--concurrency", "4"])
-            .args(["--seed", seed, "--net", "proxy", "--recovery-s", "1"])
-            .args(extra)
-            .arg("--store-bin")
-            .arg(fake_store())
-            .arg("--results")
-            .arg(results.join(dir))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run ordeal");
-        assert!(status.code().is_some(), "ordeal died by a signal");
-        std::fs::canonicalize(results.join(dir).join("latest")).expect("latest points at the run")
+        run_faults(&results.join(dir), &ALL_EPISODES, seed, extra)
     };
     let first = run("a", "5", &[]);
     let faults = faults_json(&first);

@@ -298,7 +298,8 @@ pub struct ExactReport {
     pub budget_steps: u64,
     /// Pairs of writes whose order neither inference nor propagation fixed.
     pub open_pairs: usize,
-    /// Components decided by backtracking, and the largest one's size in nodes.
+    /// Components decided by the search (a descent, then backtracking), and the largest one's
+    /// size in nodes.
     pub components: usize,
     pub largest_component: usize,
     /// For a witness: the version order of each key with two or more committed writers (up to
