@@ -353,6 +353,20 @@ fn failure_response(s: &Shared, r: TxnReply) -> Response {
             "seq is older than this client's latest transaction here; the original outcome \
              is no longer known",
         ),
+        TxnReply::Aborted {
+            reason: AbortReason::Evicted { floor },
+        } => reply(
+            StatusCode::GATEWAY_TIMEOUT,
+            json!({
+                "error": format!(
+                    "this client's exactly-once record was evicted (--dedup-max-bytes) and seq \
+                     is at or below {floor}: it may repeat an applied transaction, so it was not \
+                     run; outcome unknown. A new transaction must use a seq above {floor}"
+                ),
+                "reason": "Evicted",
+                "min_seq": floor + 1,
+            }),
+        ),
         TxnReply::Aborted { reason } => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({
@@ -591,6 +605,7 @@ pub(crate) fn status_fields(s: &Shared) -> Option<Json> {
             "serving_shards": g.serving_shards(),
             "migration_done": g.migration_done(),
             "prepared": g.prepared_count(),
+            "coordinator_records": g.coordinator_records(),
             "epoch": g.epoch(),
             "cc": sh.settings.cc.name(),
             "digest": m.digest(),

@@ -55,6 +55,7 @@
 //! live attempt logs an abort first (presumed abort).
 
 use super::config::Config;
+use super::dedup::{DedupTable, Lookup};
 use super::lock::{Acquire, LockTable, Mode};
 use super::{
     AbortReason, Age, Cc, ClientId, ConfigNum, Deadlock, GroupId, OpResult, ShardBug, ShardId,
@@ -98,9 +99,9 @@ pub struct Stored {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardData {
     pub data: BTreeMap<String, Stored>,
-    /// Exactly-once table: the latest transaction of each client that wrote this shard, and
-    /// its reply. A retry of it gets the recorded reply; an older one is refused as stale.
-    pub dedup: BTreeMap<ClientId, (u64, TxnReply)>,
+    /// Exactly-once table: the latest transaction of each client that touched this shard,
+    /// and its reply, bounded in bytes ([`super::dedup`]).
+    pub dedup: DedupTable,
 }
 
 impl ShardData {
@@ -224,6 +225,9 @@ pub enum GroupCmd {
         commit: bool,
         results: Vec<OpResult>,
     },
+    /// Coordinator: every participant acknowledged the decision, drop the record. A client
+    /// retry after this runs a new attempt that the participants' exactly-once tables answer.
+    Forget { txn: TxnId },
 }
 
 /// Facts for metrics and for the simulator's checks.
@@ -311,6 +315,10 @@ pub struct GroupConfig {
     pub timing: Timing,
     /// Lock requests waiting at once; more are aborted (definite).
     pub max_waiters: usize,
+    /// Each shard's exactly-once table is held to this many bytes, oldest entries evicted
+    /// ([`super::dedup`]); 0: unbounded. The same at every replica of every group: it decides
+    /// what is evicted, and the table moves with its shard.
+    pub dedup_max_bytes_per_shard: usize,
 }
 
 impl GroupConfig {
@@ -323,6 +331,7 @@ impl GroupConfig {
             bugs: Vec::new(),
             timing: Timing::default(),
             max_waiters: 1024,
+            dedup_max_bytes_per_shard: DEFAULT_DEDUP_MAX_BYTES_PER_SHARD,
         }
     }
 }
@@ -422,6 +431,9 @@ struct Volatile {
     last_pull: BTreeMap<ShardId, u64>,
 }
 
+/// The default bound of each shard's exactly-once table (64 MiB over 16 shards).
+pub const DEFAULT_DEDUP_MAX_BYTES_PER_SHARD: usize = 4 << 20;
+
 /// Bound on the volatile set of aborted transaction ids.
 const MAX_REMEMBERED_ABORTS: usize = 65_536;
 
@@ -511,6 +523,14 @@ impl Group {
                 }
             }
         }
+        // Decided records whose acknowledgements died with the previous leader: tell the
+        // participants again (at the next tick), so that the records can be forgotten.
+        for (txn, rec) in &self.st.coord {
+            if rec.decision.is_some() {
+                let left = rec.participants.iter().copied().collect();
+                self.v.unacked.insert(*txn, (left, 0));
+            }
+        }
     }
 
     pub fn id(&self) -> GroupId {
@@ -588,6 +608,12 @@ impl Group {
     /// Transactions prepared here and not yet decided.
     pub fn prepared_count(&self) -> usize {
         self.st.prepared.len()
+    }
+
+    /// Coordinator records held (decided or not); decided ones are forgotten once every
+    /// participant acknowledged the decision.
+    pub fn coordinator_records(&self) -> usize {
+        self.st.coord.len()
     }
 
     /// Coordinator records without a logged decision.
@@ -684,13 +710,15 @@ impl Group {
         if super::is_anonymous(txn.client) {
             return None;
         }
-        let (seq, reply) = self.st.shards.get(&s)?.dedup.get(&txn.client)?;
-        match (*seq).cmp(&txn.seq) {
-            std::cmp::Ordering::Equal => Some(reply.clone()),
-            std::cmp::Ordering::Greater => Some(TxnReply::Aborted {
+        match self.st.shards.get(&s)?.dedup.lookup(txn.client, txn.seq) {
+            Lookup::New => None,
+            Lookup::Recorded(reply) => Some(reply),
+            Lookup::Stale => Some(TxnReply::Aborted {
                 reason: AbortReason::Stale,
             }),
-            std::cmp::Ordering::Less => None,
+            Lookup::Evicted { floor } => Some(TxnReply::Aborted {
+                reason: AbortReason::Evicted { floor },
+            }),
         }
     }
 
@@ -828,7 +856,7 @@ impl Group {
                 if let (Addr::Group(g), Some((left, _))) = (from, self.v.unacked.get_mut(&txn)) {
                     left.remove(&g);
                     if left.is_empty() {
-                        self.v.unacked.remove(&txn);
+                        self.forget(txn);
                     }
                 }
             }
@@ -848,6 +876,21 @@ impl Group {
                 }
             }
             Msg::Reply { .. } | Msg::QueryConfig { .. } => {}
+        }
+    }
+
+    /// Proposes dropping `txn`'s coordinator record (its decision is logged and every
+    /// participant acknowledged it). The entry stays in `unacked`, empty, until the record is
+    /// applied, so that a lost proposal is made again.
+    fn forget(&mut self, txn: TxnId) {
+        if self.is_ready()
+            && self
+                .st
+                .coord
+                .get(&txn)
+                .is_some_and(|r| r.decision.is_some())
+        {
+            self.propose_once(format!("forget{txn}"), GroupCmd::Forget { txn });
         }
     }
 
@@ -1150,6 +1193,12 @@ impl Group {
     }
 
     fn on_decision(&mut self, from: Addr, txn: TxnId, commit: bool, results: Vec<OpResult>) {
+        // A leader that has not applied its own epoch may not have applied this
+        // transaction's prepare yet: acknowledging now could let the coordinator forget a
+        // decision this group still needs. The coordinator retransmits.
+        if !self.is_ready() {
+            return;
+        }
         if self.st.prepared.contains_key(&txn) {
             self.propose_once(
                 format!("finish{txn}"),
@@ -1416,6 +1465,10 @@ impl Group {
             })
             .collect();
         for (id, groups) in resend {
+            if groups.is_empty() {
+                self.forget(id);
+                continue;
+            }
             if let Some(CoordRecord {
                 decision: Some((commit, reply)),
                 ..
@@ -1588,6 +1641,17 @@ impl Group {
                 commit,
                 results,
             } => self.apply_finish(txn, commit, results),
+            GroupCmd::Forget { txn } => {
+                if self
+                    .st
+                    .coord
+                    .get(&txn)
+                    .is_some_and(|r| r.decision.is_some())
+                {
+                    self.st.coord.remove(&txn);
+                }
+                self.v.unacked.remove(&txn);
+            }
         }
     }
 
@@ -1793,17 +1857,12 @@ impl Group {
         } else {
             touched
         };
+        let max_bytes = self.cfg.dedup_max_bytes_per_shard;
         for s in recorded {
             if let Some(shard) = self.st.shards.get_mut(s) {
-                // A late commit of an older transaction (its client gave up waiting and moved
-                // on) must not hide the newer entry.
-                if shard
+                shard
                     .dedup
-                    .get(&txn.client)
-                    .is_none_or(|(seq, _)| *seq <= txn.seq)
-                {
-                    shard.dedup.insert(txn.client, (txn.seq, reply.clone()));
-                }
+                    .record(txn.client, txn.seq, reply.clone(), max_bytes);
             }
         }
         versions.into_iter().collect()

@@ -45,6 +45,7 @@
 //! - HTTP `client_id` strings must be mapped to [`ClientId`] numbers.
 
 pub mod config;
+pub mod dedup;
 pub mod group;
 pub mod lock;
 pub mod sim;
@@ -250,7 +251,8 @@ impl OpResult {
     }
 }
 
-/// Why a transaction was aborted. Every abort is definite: nothing of it was applied.
+/// Why a transaction was aborted. Every abort is definite (nothing of it was applied) except
+/// `Stale` and `Evicted`, which answer a request that may repeat an applied transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AbortReason {
     /// Lost a lock conflict (wound-wait: wounded by an older transaction; no-wait: met a held
@@ -270,6 +272,10 @@ pub enum AbortReason {
     Stale,
     /// Too many transactions waiting.
     Overloaded,
+    /// The client's exactly-once entry in a shard was evicted (the per-shard byte bound) and
+    /// this seq is at or below the eviction floor: it may be a retry of a transaction that
+    /// was applied, so it is not run. Not definite: the outcome is unknown (HTTP 504).
+    Evicted { floor: u64 },
 }
 
 /// The answer to a client's transaction.

@@ -32,8 +32,8 @@
 use super::config::{Config, Controller, ControllerCmd};
 use super::group::{Addr, Group, GroupCmd, GroupConfig, Input, Msg, Observation, Output};
 use super::{
-    Age, Cc, ClientId, Deadlock, GroupId, OpResult, ShardBug, TxnId, TxnOp, TxnReply, TxnRequest,
-    Value, DEFAULT_SHARDS,
+    AbortReason, Age, Cc, ClientId, Deadlock, GroupId, OpResult, ShardBug, TxnId, TxnOp, TxnReply,
+    TxnRequest, Value, DEFAULT_SHARDS,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -70,6 +70,8 @@ pub struct SimConfig {
     /// A client waits this long for an answer before retrying.
     pub client_timeout_ticks: u64,
     pub client_attempts: u32,
+    /// Each shard's exactly-once table bound (the group default unless set).
+    pub dedup_max_bytes_per_shard: Option<usize>,
     /// Print to stderr every applied log record and observation whose debug text contains
     /// this (config changes and shard installs always), to follow one transaction.
     pub trace: Option<String>,
@@ -102,6 +104,7 @@ impl SimConfig {
             accounts: 4,
             client_timeout_ticks: 60,
             client_attempts: 3,
+            dedup_max_bytes_per_shard: None,
             trace: None,
         }
     }
@@ -112,6 +115,9 @@ impl SimConfig {
         g.cc = self.cc;
         g.deadlock = self.deadlock;
         g.bugs = self.bugs.clone();
+        if let Some(b) = self.dedup_max_bytes_per_shard {
+            g.dedup_max_bytes_per_shard = b;
+        }
         g
     }
 }
@@ -216,7 +222,10 @@ type Effect = (GroupId, bool, Vec<(String, u64)>, Vec<(String, u64)>);
 #[derive(Default)]
 struct Effects {
     commits: BTreeMap<TxnId, Vec<Effect>>,
-    decided: BTreeMap<TxnId, (bool, Vec<GroupId>)>,
+    /// Every logged decision of each transaction: more than one when a client retried after
+    /// the coordinator forgot its record (the new attempt is refused by the exactly-once
+    /// tables, so it decides abort).
+    decided: BTreeMap<TxnId, Vec<(bool, Vec<GroupId>)>>,
     writer: BTreeMap<(String, u64), TxnId>,
 }
 
@@ -532,7 +541,13 @@ impl Sim {
                 } else {
                     self.stats.cross_group_aborts += 1;
                 }
-                self.effects.decided.insert(txn, (commit, participants));
+                let decisions = self.effects.decided.entry(txn).or_default();
+                if commit && decisions.iter().any(|(c, _)| *c) {
+                    return Err(self.violation(format!(
+                        "{txn} decided commit twice (a forgotten transaction run again)"
+                    )));
+                }
+                decisions.push((commit, participants));
             }
             Observation::ShardInstalled { .. } => self.stats.shards_moved += 1,
             Observation::ConfigApplied { .. } | Observation::ShardFrozen { .. } => {}
@@ -713,6 +728,18 @@ impl Sim {
                         *self.stats.failures.entry("wrong-group".into()).or_default() += 1;
                         self.clients[i].last_refresh = 0;
                     }
+                    TxnReply::Aborted {
+                        reason: reason @ (AbortReason::Stale | AbortReason::Evicted { .. }),
+                    } => {
+                        // Not definite: the request may repeat an applied transaction.
+                        self.stats.txns_unknown += 1;
+                        let why = match reason {
+                            AbortReason::Stale => "Stale",
+                            _ => "Evicted",
+                        };
+                        *self.stats.failures.entry(why.into()).or_default() += 1;
+                        self.clients[i].bank_view = None;
+                    }
                     other => {
                         self.stats.txns_failed += 1;
                         let why = match other {
@@ -792,6 +819,13 @@ impl Sim {
                     latest.num
                 )));
             }
+            if group.coordinator_records() > 0 {
+                return Err(self.violation(format!(
+                    "group {id} still holds {} coordinator records after healing (decided and \
+                     acknowledged records must be forgotten)",
+                    group.coordinator_records()
+                )));
+            }
             if group.prepared_count() > 0 || group.undecided_count() > 0 {
                 return Err(self.violation(format!(
                     "group {id} still has {} prepared and {} undecided transactions",
@@ -820,7 +854,12 @@ impl Sim {
     }
 
     fn check_atomic(&self) -> Result<(), Violation> {
-        for (txn, (commit, participants)) in &self.effects.decided {
+        for (txn, decisions) in &self.effects.decided {
+            let commit = decisions.iter().find(|(c, _)| *c);
+            let (commit, participants) = match commit {
+                Some((_, p)) => (&true, p),
+                None => (&false, &decisions[0].1),
+            };
             let at: BTreeSet<GroupId> = self
                 .effects
                 .commits
