@@ -76,7 +76,7 @@ fn reply_bytes(reply: &TxnReply) -> usize {
             OpResult::Write { key, value } | OpResult::Append { key, value } => {
                 key.len() + value.len() + 16
             }
-            OpResult::IfRevision { key, .. } => key.len() + 16,
+            OpResult::IfRevision { key, .. } | OpResult::Delete { key } => key.len() + 16,
         })
         .sum::<usize>()
         + 16

@@ -78,12 +78,13 @@ pub enum Addr {
 pub enum WriteOp {
     Put(String, String),
     Append(String, String),
+    Delete(String),
 }
 
 impl WriteOp {
     pub fn key(&self) -> &str {
         match self {
-            WriteOp::Put(k, _) | WriteOp::Append(k, _) => k,
+            WriteOp::Put(k, _) | WriteOp::Append(k, _) | WriteOp::Delete(k) => k,
         }
     }
 }
@@ -91,7 +92,8 @@ impl WriteOp {
 /// A stored value and its version (the number of transactions that wrote the key).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stored {
-    pub value: Value,
+    /// None: deleted (a tombstone keeping the version, so that versions are never reused).
+    pub value: Option<Value>,
     pub version: u64,
 }
 
@@ -108,7 +110,7 @@ impl ShardData {
     fn get(&self, key: &str) -> Versioned {
         match self.data.get(key) {
             Some(s) => Versioned {
-                value: Some(s.value.clone()),
+                value: s.value.clone(),
                 version: s.version,
             },
             None => Versioned {
@@ -632,6 +634,63 @@ impl Group {
         self.serving(s).then(|| self.st.shards[&s].get(key))
     }
 
+    /// A linearizable read for the server's ReadIndex path (no log record). Call it only
+    /// after this replica confirmed its leadership with a quorum and applied the log up to
+    /// that read index. Safe when, at that point:
+    /// - this group serves the key's shard: a gaining group serves a write only after
+    ///   installing the shard, which follows this group's freeze of it in this group's log;
+    ///   a write acknowledged there before the read began would put the freeze below the
+    ///   read index, and the shard would not be served here;
+    /// - no prepared transaction writes the key: its coordinator may have acknowledged a
+    ///   commit whose `Finish` this group has not applied yet.
+    ///
+    /// `Err(Some(reply))`: refused (wrong group, not installed yet); `Err(None)`: a prepared
+    /// transaction writes the key, so read through the log (a read-only transaction waits
+    /// for it or is refused, as any transaction would).
+    pub fn read_at_index(&self, key: &str) -> Result<Versioned, Option<TxnReply>> {
+        let s = self.shard(key);
+        if !self.serving(s) && self.has_bug(ShardBug::MigrationServesStale) {
+            // The planted bug serves this path too.
+            if let Some(copy) = self.stale_copy(s) {
+                return Ok(copy.get(key));
+            }
+        }
+        if let Some(r) = self.refusal(s) {
+            return Err(Some(r));
+        }
+        let prepared_write = self
+            .st
+            .prepared
+            .values()
+            .any(|p| p.writes.iter().any(|w| w.key() == key));
+        if prepared_write {
+            return Err(None);
+        }
+        Ok(self.st.shards[&s].get(key))
+    }
+
+    /// Up to `max` present keys starting with `prefix` in the shards this group serves, in
+    /// key order, with their revisions (versions).
+    pub fn keys(&self, prefix: &str, max: usize) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .st
+            .shards
+            .iter()
+            .filter(|(s, _)| self.serving(**s))
+            .flat_map(|(_, d)| {
+                d.data
+                    .range(prefix.to_string()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .filter(|(_, st)| st.value.is_some())
+                    .take(max)
+                    .map(|(k, st)| (k.clone(), st.version))
+            })
+            .collect();
+        out.sort();
+        out.truncate(max);
+        out
+    }
+
     /// The shards this group serves.
     pub fn serving_shards(&self) -> Vec<ShardId> {
         self.st
@@ -945,13 +1004,14 @@ impl Group {
             }
             let p = plan.entry(owner).or_default();
             match op {
-                TxnOp::Read(k) | TxnOp::IfRevision(k, _) => {
+                TxnOp::Read(k) | TxnOp::IfRevision(k, _) | TxnOp::IfValue(k, _) => {
                     if !p.0.contains(k) {
                         p.0.push(k.clone());
                     }
                 }
                 TxnOp::Write(k, v) => p.1.push(WriteOp::Put(k.clone(), v.clone())),
                 TxnOp::Append(k, v) => p.1.push(WriteOp::Append(k.clone(), v.clone())),
+                TxnOp::Delete(k) => p.1.push(WriteOp::Delete(k.clone())),
             }
         }
         if plan.len() == 1 {
@@ -1839,14 +1899,17 @@ impl Group {
             let version = *versions
                 .entry(w.key().to_string())
                 .or_insert(old_version + 1);
-            let value = match (w, stored.map(|s| s.value)) {
-                (WriteOp::Put(_, v), _) => Value::Str(v.clone()),
-                (WriteOp::Append(_, v), None) => Value::List(vec![v.clone()]),
+            let value = match (w, stored.and_then(|s| s.value)) {
+                (WriteOp::Put(_, v), _) => Some(Value::Str(v.clone())),
+                (WriteOp::Delete(_), _) => None,
+                (WriteOp::Append(_, v), None) => Some(Value::List(vec![v.clone()])),
                 (WriteOp::Append(_, v), Some(Value::List(mut l))) => {
                     l.push(v.clone());
-                    Value::List(l)
+                    Some(Value::List(l))
                 }
-                (WriteOp::Append(_, v), Some(Value::Str(old))) => Value::List(vec![old, v.clone()]),
+                (WriteOp::Append(_, v), Some(Value::Str(old))) => {
+                    Some(Value::List(vec![old, v.clone()]))
+                }
             };
             shard
                 .data
@@ -2081,6 +2144,24 @@ pub fn evaluate(
                     revision: v,
                 });
             }
+            TxnOp::IfValue(k, want) => {
+                let b = base(k);
+                if b.value.as_ref() != Some(&Value::Str(want.clone())) {
+                    return Err(TxnReply::CompareFailed {
+                        key: k.clone(),
+                        revision: b.version,
+                    });
+                }
+                results.push(OpResult::IfRevision {
+                    key: k.clone(),
+                    revision: b.version,
+                });
+            }
+            TxnOp::Delete(k) => {
+                overlay.insert(k, None);
+                writes.push(WriteOp::Delete(k.clone()));
+                results.push(OpResult::Delete { key: k.clone() });
+            }
             TxnOp::Read(k) => {
                 let b = base(k);
                 let value = match overlay.get(k.as_str()) {
@@ -2124,4 +2205,97 @@ pub fn evaluate(
         }
     }
     Ok((results, writes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(k: &str) -> Versioned {
+        match k {
+            "a" => Versioned {
+                value: Some(Value::Str("x".into())),
+                version: 3,
+            },
+            _ => Versioned {
+                value: None,
+                version: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn if_value_compares_string_values_and_delete_writes_a_tombstone() {
+        let ok = evaluate(
+            &[
+                TxnOp::IfValue("a".into(), "x".into()),
+                TxnOp::Delete("a".into()),
+                TxnOp::Read("a".into()),
+            ],
+            base,
+        )
+        .expect("the compare holds");
+        assert_eq!(
+            ok.0,
+            vec![
+                OpResult::IfRevision {
+                    key: "a".into(),
+                    revision: 3
+                },
+                OpResult::Delete { key: "a".into() },
+                OpResult::Read {
+                    key: "a".into(),
+                    value: None,
+                    version: 3
+                },
+            ]
+        );
+        assert_eq!(ok.1, vec![WriteOp::Delete("a".into())]);
+        for (key, want) in [("a", "y"), ("b", "x")] {
+            let r = evaluate(&[TxnOp::IfValue(key.into(), want.into())], base);
+            assert_eq!(
+                r,
+                Err(TxnReply::CompareFailed {
+                    key: key.into(),
+                    revision: base(key).version
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn a_deleted_key_keeps_growing_its_version() {
+        let mut g = Group::new(GroupConfig::new(1));
+        let mut cfg = Config::initial(g.cfg.shards);
+        cfg.num = 1;
+        cfg.shards = vec![1; g.cfg.shards];
+        cfg.groups.insert(1, vec!["g1".into()]);
+        g.step(Input::Apply(GroupCmd::NewConfig(cfg)));
+        let txn = |seq, ops| GroupCmd::Local {
+            req: TxnRequest {
+                id: TxnId { client: 9, seq },
+                age: Age {
+                    start: seq,
+                    txn: TxnId { client: 9, seq },
+                },
+                ops,
+            },
+            epoch: 0,
+        };
+        g.step(Input::Apply(txn(
+            1,
+            vec![TxnOp::Write("k".into(), "v".into())],
+        )));
+        g.step(Input::Apply(txn(2, vec![TxnOp::Delete("k".into())])));
+        let after_delete = g.get("k").expect("served");
+        assert_eq!((after_delete.value, after_delete.version), (None, 2));
+        assert!(g.keys("", 10).is_empty(), "a tombstone is not listed");
+        g.step(Input::Apply(txn(
+            3,
+            vec![TxnOp::Write("k".into(), "w".into())],
+        )));
+        let again = g.get("k").expect("served");
+        assert_eq!(again.version, 3, "versions are never reused");
+        assert_eq!(g.keys("", 10), vec![("k".to_string(), 3)]);
+    }
 }

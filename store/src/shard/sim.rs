@@ -9,7 +9,7 @@
 //! delayed and reordered during the fault phase; the controller moves shards (moves, joins,
 //! leaves) under load; then a heal phase lets everything settle.
 //!
-//! Clients run general transactions (reads, writes and appends over a few keys, single- and
+//! Clients run general transactions (reads, writes, appends and deletes over a few keys, single- and
 //! cross-shard), single-key reads, and bank transfers guarded by `if_revision` compares with
 //! read-all-accounts transactions. A client that gets no answer retries the same transaction
 //! (same id: exactly-once) a few times, then counts it unknown and moves on.
@@ -70,6 +70,9 @@ pub struct SimConfig {
     /// A client waits this long for an answer before retrying.
     pub client_timeout_ticks: u64,
     pub client_attempts: u32,
+    /// A single-key read reaching a group is answered by [`Group::read_at_index`] (the
+    /// server's ReadIndex GET) with this probability, else through the log.
+    pub index_read_probability: f64,
     /// Each shard's exactly-once table bound (the group default unless set).
     pub dedup_max_bytes_per_shard: Option<usize>,
     /// Print to stderr every applied log record and observation whose debug text contains
@@ -105,6 +108,7 @@ impl SimConfig {
             client_timeout_ticks: 60,
             client_attempts: 3,
             dedup_max_bytes_per_shard: None,
+            index_read_probability: 0.5,
             trace: None,
         }
     }
@@ -243,6 +247,9 @@ pub struct Sim {
     effects: Effects,
     acked: BTreeMap<TxnId, Acked>,
     stats: SimStats,
+    /// Single-key read ids that reached a group, and those answered at a read index.
+    reads_seen: BTreeSet<TxnId>,
+    index_answered: BTreeMap<TxnId, TxnReply>,
 }
 
 /// Runs one seed; the stats, or the first broken invariant.
@@ -298,6 +305,8 @@ impl Sim {
             effects: Effects::default(),
             acked: BTreeMap::new(),
             stats: SimStats::default(),
+            reads_seen: BTreeSet::new(),
+            index_answered: BTreeMap::new(),
         }
     }
 
@@ -467,9 +476,61 @@ impl Sim {
                 Ok(())
             }
             Addr::Group(id) => {
-                let Some(group) = self.groups.get_mut(&id).and_then(|g| g.group.as_mut()) else {
+                let Some(group) = self.groups.get(&id).and_then(|g| g.group.as_ref()) else {
                     return Ok(());
                 };
+                if let Msg::Txn(req) = &msg {
+                    if let ([TxnOp::Read(key)], Addr::Client(_)) = (req.ops.as_slice(), from) {
+                        // One path per read id, so that it has one effect: a client takes
+                        // one answer (the server's GET is not deduplicated; each HTTP GET
+                        // is its own operation).
+                        if let Some(reply) = self.index_answered.get(&req.id) {
+                            let (id, reply) = (req.id, reply.clone());
+                            self.send(to, from, Msg::Reply { id, reply });
+                            return Ok(());
+                        }
+                        let first = self.reads_seen.insert(req.id);
+                        // The sim's group state is its whole log applied: a read here is
+                        // at a read index.
+                        if first && self.rng.gen_bool(self.cfg.index_read_probability) {
+                            match group.read_at_index(key) {
+                                Ok(v) => {
+                                    let version = v.version;
+                                    self.observe(Observation::Committed {
+                                        txn: req.id,
+                                        group: id,
+                                        two_phase: false,
+                                        reads: vec![(key.clone(), version)],
+                                        writes: vec![],
+                                    })?;
+                                    let results = vec![OpResult::Read {
+                                        key: key.clone(),
+                                        value: v.value,
+                                        version,
+                                    }];
+                                    let reply = TxnReply::Committed { results };
+                                    let id = req.id;
+                                    self.index_answered.insert(id, reply.clone());
+                                    self.send(to, from, Msg::Reply { id, reply });
+                                    return Ok(());
+                                }
+                                Err(Some(reply)) => {
+                                    // A refusal applied nothing: a retry may take either path.
+                                    self.reads_seen.remove(&req.id);
+                                    let id = req.id;
+                                    self.send(to, from, Msg::Reply { id, reply });
+                                    return Ok(());
+                                }
+                                Err(None) => {}
+                            }
+                        }
+                    }
+                }
+                let group = self
+                    .groups
+                    .get_mut(&id)
+                    .and_then(|g| g.group.as_mut())
+                    .expect("checked above");
                 let outs = group.step(Input::Message { from, msg });
                 self.handle_outputs(id, outs)
             }
@@ -613,10 +674,11 @@ impl Sim {
             for j in 0..n {
                 let k = keys.swap_remove(self.rng.gen_range(0..keys.len()));
                 let key = format!("k{k}");
-                ops.push(match self.rng.gen_range(0..3) {
-                    0 => TxnOp::Read(key),
-                    1 => TxnOp::Append(key, tag(j)),
-                    _ => TxnOp::Write(key, tag(j)),
+                ops.push(match self.rng.gen_range(0..8) {
+                    0..=2 => TxnOp::Read(key),
+                    3..=4 => TxnOp::Append(key, tag(j)),
+                    5..=6 => TxnOp::Write(key, tag(j)),
+                    _ => TxnOp::Delete(key),
                 });
             }
             (OpKind::General, ops)
