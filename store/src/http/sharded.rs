@@ -12,11 +12,17 @@
 //!   leadership first (ReadIndex).
 //!
 //! Replica group (`--mode group`):
-//! - `GET /kv/{key}`: a read-only transaction through the group's log (`consistency=local`:
-//!   this replica's applied state); `{"key", "value", "revision"}`, 404 if absent. The
-//!   revision is the key's version: how many transactions wrote it (it moves with its shard).
-//! - `PUT /kv/{key}[?if_revision=N]` `{"value": v}`: `{"key", "revision"}`, 409 if the
-//!   revision differs. `if_value`, `DELETE` and `/keys` are not offered (400).
+//! - `GET /kv/{key}`: a ReadIndex read on the leader (leadership confirmed by a quorum, the
+//!   state caught up with that index; see `Group::read_at_index` for why the group still
+//!   owns the shard then), or a read-only transaction through the log when a prepared
+//!   transaction writes the key (`consistency=local`: this replica's applied state);
+//!   `{"key", "value", "revision"}`, 404 if absent. The revision is the key's version: how
+//!   many transactions wrote it (it moves with its shard); a deleted key's 404 carries the
+//!   version of its delete (versions are never reused).
+//! - `PUT /kv/{key}[?if_revision=N|if_value=V]` `{"value": v}` and
+//!   `DELETE /kv/{key}[?if_revision=N|if_value=V]`: `{"key", "revision"}` (the new version),
+//!   409 `{"key", "revision"}` if the compare fails, as in the single-group store.
+//! - `GET /keys[?prefix=p]`: `[{"key", "revision"}]` of the shards this group serves.
 //! - `POST /txn {"ops": [["r",k,null], ["w",k,v], ["append",k,v], ["if_revision",k,n]]}`:
 //!   one group's shards take the fast path (one log record); shards of several groups run
 //!   two-phase commit coordinated by this group. 200 `{"ops": [...]}`; 409
@@ -42,15 +48,16 @@ use std::time::Duration;
 
 use super::forward::on_leader;
 use super::parse::{
-    bad, check_body, check_key, check_value, consistency, dedup, parse_u64, ApiBody, ApiKey,
-    ApiQuery, BadRequest, Consistency,
+    bad, check_body, check_key, check_value, condition, consistency, dedup, put_value, ApiBody,
+    ApiKey, ApiQuery, BadRequest, Consistency,
 };
-use super::{error, linearizable_barrier, reply};
+use super::{consistent_read, error, keys_response, linearizable_barrier, reply};
 use crate::codec;
+use crate::kv::Condition;
 use crate::server::sharded::{config_to_json, Envelope, ShardMachine, SHARD_TOKEN_HEADER};
 use crate::server::{ProposeReply, Request, Shared};
 use crate::shard::config::ControllerCmd;
-use crate::shard::group::{Addr, Msg};
+use crate::shard::group::{Addr, Group, Msg};
 use crate::shard::{
     client_number, AbortReason, Age, OpResult, TxnId, TxnOp, TxnReply, TxnRequest,
     ANONYMOUS_CLIENT_BIT,
@@ -67,20 +74,10 @@ pub(crate) fn controller_routes() -> Router<Arc<Shared>> {
 
 pub(crate) fn group_routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route("/kv/{key}", get(get_key).put(put_key).delete(unsupported))
+        .route("/kv/{key}", get(get_key).put(put_key).delete(delete_key))
         .route("/txn", post(txn))
-        .route("/keys", get(unsupported))
+        .route("/keys", get(keys))
         .route("/shard/msg", post(shard_msg))
-}
-
-async fn unsupported(method: Method, uri: Uri) -> Response {
-    error(
-        StatusCode::BAD_REQUEST,
-        format!(
-            "{method} {} is not offered by a sharded replica group; not applied",
-            uri.path()
-        ),
-    )
 }
 
 // ----- controller -----
@@ -214,19 +211,7 @@ async fn config_query(
         ShardMachine::Controller(c) => reply(StatusCode::OK, config_to_json(c.query(num))),
         ShardMachine::Group(_) => error(StatusCode::NOT_FOUND, "not a controller"),
     };
-    match consistency(params) {
-        Err(b) => b.into(),
-        Ok(Consistency::Local) => read(s),
-        Ok(Consistency::Linearizable) => {
-            on_leader(s, headers, (method, uri, Bytes::new()), || async {
-                match linearizable_barrier(s).await {
-                    Ok(()) => read(s),
-                    Err(r) => r,
-                }
-            })
-            .await
-        }
-    }
+    consistent_read(s, params, headers, (method, uri), read).await
 }
 
 async fn config_latest(
@@ -433,10 +418,46 @@ fn read_response(key: &str, value: Option<crate::kv::Value>, version: u64) -> Re
             StatusCode::OK,
             json!({"key": key, "value": v.to_json(), "revision": version}),
         ),
-        None => reply(StatusCode::NOT_FOUND, json!({"key": key, "revision": 0})),
+        None => reply(
+            StatusCode::NOT_FOUND,
+            json!({"key": key, "revision": version}),
+        ),
     }
 }
 
+/// Runs `f` on the group core of this node.
+fn with_group<T>(s: &Shared, f: impl FnOnce(&Group) -> T) -> Option<T> {
+    let sh = s.shard.as_ref()?;
+    match &*sh.machine.lock().expect("lock poisoned") {
+        ShardMachine::Group(g) => Some(f(g)),
+        ShardMachine::Controller(_) => None,
+    }
+}
+
+fn not_a_group() -> Response {
+    error(StatusCode::NOT_FOUND, "not a replica group")
+}
+
+/// A read-only transaction of `key` through the group's log.
+async fn read_through_log(s: &Shared, key: &str) -> Response {
+    let ops = vec![TxnOp::Read(key.to_string())];
+    match run_txn(s, txn_id(None), ops).await {
+        Ok(TxnReply::Committed { results }) => match results.into_iter().next() {
+            Some(OpResult::Read { value, version, .. }) => read_response(key, value, version),
+            other => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("unexpected read result {other:?}"),
+            ),
+        },
+        Ok(other) => failure_response(s, other),
+        Err(r) => r,
+    }
+}
+
+/// `GET /kv/{key}`: by default a ReadIndex read (leadership confirmed by a quorum, the
+/// state caught up with that index, then [`Group::read_at_index`]: the shard served here and
+/// no prepared transaction writing the key), else through the log; `consistency=local` reads
+/// this replica's applied state.
 async fn get_key(
     State(s): State<Arc<Shared>>,
     ApiKey(key): ApiKey,
@@ -450,35 +471,24 @@ async fn get_key(
     }
     match consistency(&params) {
         Err(b) => b.into(),
-        Ok(Consistency::Local) => {
-            let sh = s.shard.as_ref().expect("group routes only in sharded mode");
-            let local = match &*sh.machine.lock().expect("lock poisoned") {
-                ShardMachine::Group(g) => g.get(&key).map(|v| (v.value, v.version)),
-                ShardMachine::Controller(_) => None,
-            };
-            match local {
-                Some((value, version)) => read_response(&key, value, version),
-                None => error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "this replica does not serve the key's shard; not read",
-                ),
-            }
-        }
+        Ok(Consistency::Local) => match with_group(&s, |g| g.get(&key)) {
+            None => not_a_group(),
+            Some(Some(v)) => read_response(&key, v.value, v.version),
+            Some(None) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this replica does not serve the key's shard; not read",
+            ),
+        },
         Ok(Consistency::Linearizable) => {
             on_leader(&s, &headers, (method, &uri, Bytes::new()), || async {
-                let ops = vec![TxnOp::Read(key.clone())];
-                match run_txn(&s, txn_id(None), ops).await {
-                    Ok(TxnReply::Committed { results }) => match results.into_iter().next() {
-                        Some(OpResult::Read { value, version, .. }) => {
-                            read_response(&key, value, version)
-                        }
-                        other => error(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            format!("unexpected read result {other:?}"),
-                        ),
-                    },
-                    Ok(other) => failure_response(&s, other),
-                    Err(r) => r,
+                if let Err(r) = linearizable_barrier(&s).await {
+                    return r;
+                }
+                match with_group(&s, |g| g.read_at_index(&key)) {
+                    None => not_a_group(),
+                    Some(Ok(v)) => read_response(&key, v.value, v.version),
+                    Some(Err(Some(refusal))) => failure_response(&s, refusal),
+                    Some(Err(None)) => read_through_log(&s, &key).await,
                 }
             })
             .await
@@ -486,10 +496,65 @@ async fn get_key(
     }
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PutBody {
-    value: Json,
+/// `GET /keys[?prefix=p]`: the keys of the shards this group serves (at the read index, or
+/// at this replica with `consistency=local`).
+async fn keys(
+    State(s): State<Arc<Shared>>,
+    ApiQuery(params): ApiQuery,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let prefix = params.get("prefix").cloned().unwrap_or_default();
+    let list = |s: &Shared| {
+        let max = s.config.keys_max_results;
+        with_group(s, |g| keys_response(g.keys(&prefix, max))).unwrap_or_else(not_a_group)
+    };
+    consistent_read(&s, &params, &headers, (method, &uri), list).await
+}
+
+/// The compare a write starts with: the `if_revision` / `if_value` condition, else a read
+/// (either tells the revision before the write, so the new one is that + 1).
+fn guard(key: &str, params: &super::parse::Params) -> Result<TxnOp, BadRequest> {
+    Ok(match condition(params)? {
+        Condition::Revision(n) => TxnOp::IfRevision(key.to_string(), n),
+        Condition::Value(v) => TxnOp::IfValue(key.to_string(), v),
+        Condition::None => TxnOp::Read(key.to_string()),
+    })
+}
+
+/// Runs a PUT's or DELETE's `[guard, write]` transaction on the leader; `{"key",
+/// "revision"}` (the key's new version) as in the single-group store.
+async fn write_key(
+    s: &Shared,
+    headers: &HeaderMap,
+    req: (Method, &Uri, Bytes),
+    key: &str,
+    parsed: Result<(Vec<TxnOp>, Option<(String, u64)>), BadRequest>,
+) -> Response {
+    let (ops, dedup) = match parsed {
+        Err(b) => return b.into(),
+        Ok(x) => x,
+    };
+    on_leader(s, headers, req, || async {
+        match run_txn(s, txn_id(dedup), ops).await {
+            Ok(TxnReply::Committed { results }) => match results.first() {
+                Some(
+                    OpResult::Read { version, .. }
+                    | OpResult::IfRevision {
+                        revision: version, ..
+                    },
+                ) => reply(StatusCode::OK, json!({"key": key, "revision": version + 1})),
+                _ => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("unexpected write results {results:?}"),
+                ),
+            },
+            Ok(other) => failure_response(s, other),
+            Err(r) => r,
+        }
+    })
+    .await
 }
 
 async fn put_key(
@@ -502,53 +567,27 @@ async fn put_key(
     ApiBody(body): ApiBody,
 ) -> Response {
     let parsed = (|| {
-        check_key(&s, &key)?;
-        check_body(&s, &body)?;
-        if params.contains_key("if_value") {
-            return Err(bad(
-                "if_value is not offered in sharded mode (use if_revision); not applied",
-            ));
-        }
-        let b: PutBody = serde_json::from_slice(&body)
-            .map_err(|e| bad(format!("body must be {{\"value\": \"<string>\"}}: {e}")))?;
-        let value = match b.value {
-            Json::String(v) => v,
-            Json::Number(n) => n.to_string(),
-            other => return Err(bad(format!("\"value\" must be a string, not {other}"))),
-        };
-        check_value(&s, &value)?;
-        // The read (or compare) before the write tells the new revision: the one before + 1.
-        let first = match parse_u64(&params, "if_revision")? {
-            Some(n) => TxnOp::IfRevision(key.clone(), n),
-            None => TxnOp::Read(key.clone()),
-        };
-        let ops = vec![first, TxnOp::Write(key.clone(), value)];
-        Ok::<_, BadRequest>((ops, dedup(&s, &params)?))
+        let value = put_value(&s, &key, &body)?;
+        let ops = vec![guard(&key, &params)?, TxnOp::Write(key.clone(), value)];
+        Ok((ops, dedup(&s, &params)?))
     })();
-    let (ops, dedup) = match parsed {
-        Err(b) => return b.into(),
-        Ok(x) => x,
-    };
-    on_leader(&s, &headers, (method, &uri, body), || async {
-        match run_txn(&s, txn_id(dedup), ops).await {
-            Ok(TxnReply::Committed { results }) => {
-                let before = match results.first() {
-                    Some(OpResult::Read { version, .. }) => *version,
-                    Some(OpResult::IfRevision { revision, .. }) => *revision,
-                    _ => {
-                        return error(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            format!("unexpected write results {results:?}"),
-                        )
-                    }
-                };
-                reply(StatusCode::OK, json!({"key": key, "revision": before + 1}))
-            }
-            Ok(other) => failure_response(&s, other),
-            Err(r) => r,
-        }
-    })
-    .await
+    write_key(&s, &headers, (method, &uri, body), &key, parsed).await
+}
+
+async fn delete_key(
+    State(s): State<Arc<Shared>>,
+    ApiKey(key): ApiKey,
+    ApiQuery(params): ApiQuery,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let parsed = (|| {
+        check_key(&s, &key)?;
+        let ops = vec![guard(&key, &params)?, TxnOp::Delete(key.clone())];
+        Ok((ops, dedup(&s, &params)?))
+    })();
+    write_key(&s, &headers, (method, &uri, Bytes::new()), &key, parsed).await
 }
 
 /// A message from another group (`(Addr, Msg)` in the codec's encoding). The leader hands it
