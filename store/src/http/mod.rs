@@ -229,21 +229,21 @@ async fn linearizable_barrier(s: &Shared) -> Result<(), Response> {
 async fn consistent_read(
     s: &Shared,
     params: &parse::Params,
-    headers: &HeaderMap,
-    (method, uri): (Method, &Uri),
+    origin: &forward::Origin,
     read: impl Fn(&Shared) -> Response,
 ) -> Response {
     match consistency(params) {
         Err(b) => b.into(),
         Ok(Consistency::Local) => read(s),
         Ok(Consistency::Linearizable) => {
-            on_leader(s, headers, (method, uri, Bytes::new()), || async {
-                match linearizable_barrier(s).await {
-                    Ok(()) => read(s),
-                    Err(r) => r,
-                }
-            })
-            .await
+            origin
+                .on_leader(s, Bytes::new(), || async {
+                    match linearizable_barrier(s).await {
+                        Ok(()) => read(s),
+                        Err(r) => r,
+                    }
+                })
+                .await
         }
     }
 }
@@ -272,14 +272,12 @@ async fn get_key(
     State(s): State<Arc<Shared>>,
     ApiKey(key): ApiKey,
     ApiQuery(params): ApiQuery,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    origin: forward::Origin,
 ) -> Response {
     if let Err(b) = check_key(&s, &key) {
         return b.into();
     }
-    consistent_read(&s, &params, &headers, (method, &uri), |s| read_key(s, &key)).await
+    consistent_read(&s, &params, &origin, |s| read_key(s, &key)).await
 }
 
 fn write_response(key: &str, outcome: Outcome) -> Response {
@@ -446,16 +444,14 @@ async fn txn_here(s: &Shared, ops: Vec<MicroOp>, dedup: Option<(String, u64)>) -
 async fn keys(
     State(s): State<Arc<Shared>>,
     ApiQuery(params): ApiQuery,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    origin: forward::Origin,
 ) -> Response {
     let prefix = params.get("prefix").cloned().unwrap_or_default();
     let list = |s: &Shared| {
         let kv = s.kv.read().expect("lock poisoned");
         keys_response(kv.keys(&prefix, s.config.keys_max_results))
     };
-    consistent_read(&s, &params, &headers, (method, &uri), list).await
+    consistent_read(&s, &params, &origin, list).await
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Response {

@@ -38,7 +38,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
@@ -46,7 +46,7 @@ use serde_json::{json, Value as Json};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::forward::on_leader;
+use super::forward::Origin;
 use super::parse::{
     bad, check_body, check_key, check_value, condition, consistency, dedup, put_value, ApiBody,
     ApiKey, ApiQuery, BadRequest, Consistency,
@@ -109,53 +109,51 @@ struct MoveBody {
 
 async fn controller_cmd(
     s: &Shared,
-    headers: &HeaderMap,
-    req: (Method, &Uri, Bytes),
+    origin: &Origin,
+    body: Bytes,
     cmd: Result<ControllerCmd, BadRequest>,
 ) -> Response {
     let cmd = match cmd {
         Ok(c) => c,
         Err(b) => return b.into(),
     };
-    on_leader(s, headers, req, || async {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let data = codec::encode(&cmd);
-        if s.requests
-            .try_send(Request::ShardPropose { data, reply: tx })
-            .is_err()
-        {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "request queue full; not applied",
-            );
-        }
-        match tokio::time::timeout(Duration::from_millis(s.config.request_timeout_ms), rx).await {
-            Ok(Ok(ProposeReply::Config(Ok(cfg)))) => reply(StatusCode::OK, config_to_json(&cfg)),
-            Ok(Ok(ProposeReply::Config(Err(why)))) => {
-                error(StatusCode::CONFLICT, format!("{why}; nothing changed"))
+    origin
+        .on_leader(s, body, || async {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let data = codec::encode(&cmd);
+            if s.requests
+                .try_send(Request::ShardPropose { data, reply: tx })
+                .is_err()
+            {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "request queue full; not applied",
+                );
             }
-            Ok(Ok(ProposeReply::Dropped(why))) => super::dropped_response(why),
-            Ok(Ok(other)) => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("unexpected answer {other:?}"),
-            ),
-            Ok(Err(_)) => error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "proposal abandoned; outcome unknown",
-            ),
-            Err(_) => error(StatusCode::GATEWAY_TIMEOUT, "timed out; outcome unknown"),
-        }
-    })
-    .await
+            match tokio::time::timeout(Duration::from_millis(s.config.request_timeout_ms), rx).await
+            {
+                Ok(Ok(ProposeReply::Config(Ok(cfg)))) => {
+                    reply(StatusCode::OK, config_to_json(&cfg))
+                }
+                Ok(Ok(ProposeReply::Config(Err(why)))) => {
+                    error(StatusCode::CONFLICT, format!("{why}; nothing changed"))
+                }
+                Ok(Ok(ProposeReply::Dropped(why))) => super::dropped_response(why),
+                Ok(Ok(other)) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("unexpected answer {other:?}"),
+                ),
+                Ok(Err(_)) => error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "proposal abandoned; outcome unknown",
+                ),
+                Err(_) => error(StatusCode::GATEWAY_TIMEOUT, "timed out; outcome unknown"),
+            }
+        })
+        .await
 }
 
-async fn join(
-    State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Response {
+async fn join(State(s): State<Arc<Shared>>, origin: Origin, ApiBody(body): ApiBody) -> Response {
     let cmd = json_body::<JoinBody>(&s, &body).and_then(|b| {
         if b.members.is_empty() {
             return Err(bad("members must name at least one client address"));
@@ -165,39 +163,30 @@ async fn join(
             members: b.members,
         })
     });
-    controller_cmd(&s, &headers, (method, &uri, body), cmd).await
+    controller_cmd(&s, &origin, body, cmd).await
 }
 
-async fn leave(
-    State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Response {
+async fn leave(State(s): State<Arc<Shared>>, origin: Origin, ApiBody(body): ApiBody) -> Response {
     let cmd = json_body::<LeaveBody>(&s, &body).map(|b| ControllerCmd::Leave { group: b.group });
-    controller_cmd(&s, &headers, (method, &uri, body), cmd).await
+    controller_cmd(&s, &origin, body, cmd).await
 }
 
 async fn move_shard(
     State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    origin: Origin,
     ApiBody(body): ApiBody,
 ) -> Response {
     let cmd = json_body::<MoveBody>(&s, &body).map(|b| ControllerCmd::Move {
         shard: b.shard,
         group: b.group,
     });
-    controller_cmd(&s, &headers, (method, &uri, body), cmd).await
+    controller_cmd(&s, &origin, body, cmd).await
 }
 
 async fn config_query(
     s: &Shared,
     params: &super::parse::Params,
-    headers: &HeaderMap,
-    (method, uri): (Method, &Uri),
+    origin: &Origin,
     num: Option<u64>,
 ) -> Response {
     let read = |s: &Shared| match &*s
@@ -211,26 +200,22 @@ async fn config_query(
         ShardMachine::Controller(c) => reply(StatusCode::OK, config_to_json(c.query(num))),
         ShardMachine::Group(_) => error(StatusCode::NOT_FOUND, "not a controller"),
     };
-    consistent_read(s, params, headers, (method, uri), read).await
+    consistent_read(s, params, origin, read).await
 }
 
 async fn config_latest(
     State(s): State<Arc<Shared>>,
     ApiQuery(params): ApiQuery,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    origin: Origin,
 ) -> Response {
-    config_query(&s, &params, &headers, (method, &uri), None).await
+    config_query(&s, &params, &origin, None).await
 }
 
 async fn config_numbered(
     State(s): State<Arc<Shared>>,
     Path(num): Path<String>,
     ApiQuery(params): ApiQuery,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    origin: Origin,
 ) -> Response {
     let Ok(num) = num.parse::<u64>() else {
         return error(
@@ -238,7 +223,7 @@ async fn config_numbered(
             format!("config number {num:?} is not a non-negative integer"),
         );
     };
-    config_query(&s, &params, &headers, (method, &uri), Some(num)).await
+    config_query(&s, &params, &origin, Some(num)).await
 }
 
 // ----- replica group -----
@@ -389,9 +374,7 @@ fn failure_response(s: &Shared, r: TxnReply) -> Response {
 async fn txn(
     State(s): State<Arc<Shared>>,
     ApiQuery(params): ApiQuery,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    origin: Origin,
     ApiBody(body): ApiBody,
 ) -> Response {
     let parsed = parse_ops(&s, &body).and_then(|ops| Ok((ops, dedup(&s, &params)?)));
@@ -399,17 +382,18 @@ async fn txn(
         Err(b) => return b.into(),
         Ok(x) => x,
     };
-    on_leader(&s, &headers, (method, &uri, body), || async {
-        match run_txn(&s, txn_id(dedup), ops).await {
-            Ok(TxnReply::Committed { results }) => {
-                let ops: Vec<Json> = results.iter().map(OpResult::to_json).collect();
-                reply(StatusCode::OK, json!({ "ops": ops }))
+    origin
+        .on_leader(&s, body, || async {
+            match run_txn(&s, txn_id(dedup), ops).await {
+                Ok(TxnReply::Committed { results }) => {
+                    let ops: Vec<Json> = results.iter().map(OpResult::to_json).collect();
+                    reply(StatusCode::OK, json!({ "ops": ops }))
+                }
+                Ok(other) => failure_response(&s, other),
+                Err(r) => r,
             }
-            Ok(other) => failure_response(&s, other),
-            Err(r) => r,
-        }
-    })
-    .await
+        })
+        .await
 }
 
 fn read_response(key: &str, value: Option<crate::kv::Value>, version: u64) -> Response {
@@ -462,9 +446,7 @@ async fn get_key(
     State(s): State<Arc<Shared>>,
     ApiKey(key): ApiKey,
     ApiQuery(params): ApiQuery,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    origin: Origin,
 ) -> Response {
     if let Err(b) = check_key(&s, &key) {
         return b.into();
@@ -480,18 +462,19 @@ async fn get_key(
             ),
         },
         Ok(Consistency::Linearizable) => {
-            on_leader(&s, &headers, (method, &uri, Bytes::new()), || async {
-                if let Err(r) = linearizable_barrier(&s).await {
-                    return r;
-                }
-                match with_group(&s, |g| g.read_at_index(&key)) {
-                    None => not_a_group(),
-                    Some(Ok(v)) => read_response(&key, v.value, v.version),
-                    Some(Err(Some(refusal))) => failure_response(&s, refusal),
-                    Some(Err(None)) => read_through_log(&s, &key).await,
-                }
-            })
-            .await
+            origin
+                .on_leader(&s, Bytes::new(), || async {
+                    if let Err(r) = linearizable_barrier(&s).await {
+                        return r;
+                    }
+                    match with_group(&s, |g| g.read_at_index(&key)) {
+                        None => not_a_group(),
+                        Some(Ok(v)) => read_response(&key, v.value, v.version),
+                        Some(Err(Some(refusal))) => failure_response(&s, refusal),
+                        Some(Err(None)) => read_through_log(&s, &key).await,
+                    }
+                })
+                .await
         }
     }
 }
@@ -501,16 +484,14 @@ async fn get_key(
 async fn keys(
     State(s): State<Arc<Shared>>,
     ApiQuery(params): ApiQuery,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    origin: Origin,
 ) -> Response {
     let prefix = params.get("prefix").cloned().unwrap_or_default();
     let list = |s: &Shared| {
         let max = s.config.keys_max_results;
         with_group(s, |g| keys_response(g.keys(&prefix, max))).unwrap_or_else(not_a_group)
     };
-    consistent_read(&s, &params, &headers, (method, &uri), list).await
+    consistent_read(&s, &params, &origin, list).await
 }
 
 /// The compare a write starts with: the `if_revision` / `if_value` condition, else a read
@@ -523,47 +504,49 @@ fn guard(key: &str, params: &super::parse::Params) -> Result<TxnOp, BadRequest> 
     })
 }
 
+/// A write's micro-ops and its `client_id` + `seq`.
+type WriteTxn = (Vec<TxnOp>, Option<(String, u64)>);
+
 /// Runs a PUT's or DELETE's `[guard, write]` transaction on the leader; `{"key",
 /// "revision"}` (the key's new version) as in the single-group store.
 async fn write_key(
     s: &Shared,
-    headers: &HeaderMap,
-    req: (Method, &Uri, Bytes),
+    origin: &Origin,
+    body: Bytes,
     key: &str,
-    parsed: Result<(Vec<TxnOp>, Option<(String, u64)>), BadRequest>,
+    parsed: Result<WriteTxn, BadRequest>,
 ) -> Response {
     let (ops, dedup) = match parsed {
         Err(b) => return b.into(),
         Ok(x) => x,
     };
-    on_leader(s, headers, req, || async {
-        match run_txn(s, txn_id(dedup), ops).await {
-            Ok(TxnReply::Committed { results }) => match results.first() {
-                Some(
-                    OpResult::Read { version, .. }
-                    | OpResult::IfRevision {
-                        revision: version, ..
-                    },
-                ) => reply(StatusCode::OK, json!({"key": key, "revision": version + 1})),
-                _ => error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("unexpected write results {results:?}"),
-                ),
-            },
-            Ok(other) => failure_response(s, other),
-            Err(r) => r,
-        }
-    })
-    .await
+    origin
+        .on_leader(s, body, || async {
+            match run_txn(s, txn_id(dedup), ops).await {
+                Ok(TxnReply::Committed { results }) => match results.first() {
+                    Some(
+                        OpResult::Read { version, .. }
+                        | OpResult::IfRevision {
+                            revision: version, ..
+                        },
+                    ) => reply(StatusCode::OK, json!({"key": key, "revision": version + 1})),
+                    _ => error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("unexpected write results {results:?}"),
+                    ),
+                },
+                Ok(other) => failure_response(s, other),
+                Err(r) => r,
+            }
+        })
+        .await
 }
 
 async fn put_key(
     State(s): State<Arc<Shared>>,
     ApiKey(key): ApiKey,
     ApiQuery(params): ApiQuery,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    origin: Origin,
     ApiBody(body): ApiBody,
 ) -> Response {
     let parsed = (|| {
@@ -571,36 +554,33 @@ async fn put_key(
         let ops = vec![guard(&key, &params)?, TxnOp::Write(key.clone(), value)];
         Ok((ops, dedup(&s, &params)?))
     })();
-    write_key(&s, &headers, (method, &uri, body), &key, parsed).await
+    write_key(&s, &origin, body, &key, parsed).await
 }
 
 async fn delete_key(
     State(s): State<Arc<Shared>>,
     ApiKey(key): ApiKey,
     ApiQuery(params): ApiQuery,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    origin: Origin,
 ) -> Response {
     let parsed = (|| {
         check_key(&s, &key)?;
         let ops = vec![guard(&key, &params)?, TxnOp::Delete(key.clone())];
         Ok((ops, dedup(&s, &params)?))
     })();
-    write_key(&s, &headers, (method, &uri, Bytes::new()), &key, parsed).await
+    write_key(&s, &origin, Bytes::new(), &key, parsed).await
 }
 
 /// A message from another group (`(Addr, Msg)` in the codec's encoding). The leader hands it
 /// to the core; another member forwards it to the leader. 202 when queued, 503 when not.
 async fn shard_msg(
     State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    origin: Origin,
     ApiBody(body): ApiBody,
 ) -> Response {
     if let Some(token) = &s.config.cluster_token {
-        let given = headers
+        let given = origin
+            .headers
             .get(SHARD_TOKEN_HEADER)
             .map(|v| v.as_bytes().to_vec());
         if given.as_deref() != Some(token.as_slice()) {
@@ -618,13 +598,14 @@ async fn shard_msg(
             "a shard message must come from a group",
         );
     }
-    on_leader(&s, &headers, (method, &uri, body), || async {
-        match s.requests.try_send(Request::ShardMsg { from, msg }) {
-            Ok(()) => reply(StatusCode::ACCEPTED, json!({"queued": true})),
-            Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "request queue full"),
-        }
-    })
-    .await
+    origin
+        .on_leader(&s, body, || async {
+            match s.requests.try_send(Request::ShardMsg { from, msg }) {
+                Ok(()) => reply(StatusCode::ACCEPTED, json!({"queued": true})),
+                Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "request queue full"),
+            }
+        })
+        .await
 }
 
 /// The sharded fields of `/status`.
