@@ -9,17 +9,16 @@ use paxos_kv::shard::shard_of;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_paxos-kv");
 const SHARDS: usize = 16;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 mod common;
-use common::free_port;
+use common::{free_port, fresh_dir, send_json, spawn_node, stop_all};
 
 /// One process: its fixed arguments (so it restarts on the same ports and data directory).
 struct Proc {
@@ -47,10 +46,7 @@ impl ShardCluster {
         groups: &[(u64, u64)],
         group_args: &[&str],
     ) -> ShardCluster {
-        let dir =
-            std::env::temp_dir().join(format!("paxos-kv-sharded-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("sharded", name);
         let mut c = ShardCluster {
             dir,
             procs: Vec::new(),
@@ -125,17 +121,7 @@ impl ShardCluster {
 
     fn spawn(&self, i: usize) {
         let p = &self.procs[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("{}.log", p.name)))
-            .unwrap();
-        let child = Command::new(BIN)
-            .args(&p.args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start paxos-kv");
+        let child = spawn_node(&p.args, &self.dir.join(format!("{}.log", p.name)));
         *self.procs[i].child.lock().unwrap() = Some(child);
     }
 
@@ -164,17 +150,9 @@ impl ShardCluster {
         path: &str,
         body: Option<Value>,
     ) -> Option<(u16, Value)> {
-        let mut rb = self.http.request(method, format!("http://{addr}{path}"));
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let r = rb.send().await.ok()?;
-        let code = r.status().as_u16();
-        let text = r.text().await.ok()?;
-        Some((
-            code,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        ))
+        send_json(&self.http, method, format!("http://{addr}{path}"), body)
+            .await
+            .ok()
     }
 
     /// A controller command, on any controller node, retried while unavailable.
@@ -346,18 +324,12 @@ impl ShardCluster {
 
 impl Drop for ShardCluster {
     fn drop(&mut self) {
-        for p in &self.procs {
-            let mut child = p.child.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(mut c) = child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-        if std::thread::panicking() {
-            eprintln!("node logs kept in {}", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        let children: Vec<Child> = self
+            .procs
+            .iter()
+            .filter_map(|p| p.child.lock().unwrap_or_else(|e| e.into_inner()).take())
+            .collect();
+        stop_all(children, &self.dir);
     }
 }
 
