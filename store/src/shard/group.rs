@@ -369,6 +369,11 @@ struct Replicated {
     prepared: BTreeMap<TxnId, Prepared>,
     coord: BTreeMap<TxnId, CoordRecord>,
     undecided: BTreeSet<TxnId>,
+    /// The replies of forgotten coordinator records, per client (its latest), bounded in
+    /// bytes like a shard's exactly-once table: a retry after the record is forgotten is
+    /// answered from here, never run as a new attempt (whose abort would be a false
+    /// "definite failure" for a transaction that committed).
+    forgotten: DedupTable,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -473,6 +478,7 @@ impl Group {
                 prepared: BTreeMap::new(),
                 coord: BTreeMap::new(),
                 undecided: BTreeSet::new(),
+                forgotten: DedupTable::default(),
             },
             cfg,
             v: Volatile::default(),
@@ -965,6 +971,21 @@ impl Group {
                 self.reply(id, reply);
             }
             return;
+        }
+        if !super::is_anonymous(id.client) {
+            let answer = match self.st.forgotten.lookup(id.client, id.seq) {
+                Lookup::New => None,
+                Lookup::Recorded(reply) => Some(reply),
+                Lookup::Stale => Some(TxnReply::Aborted {
+                    reason: AbortReason::Stale,
+                }),
+                Lookup::Evicted { floor } => Some(TxnReply::Aborted {
+                    reason: AbortReason::Evicted { floor },
+                }),
+            };
+            if let Some(reply) = answer {
+                return self.reply(id, reply);
+            }
         }
         if self.v.running.contains_key(&id) || self.v.local.contains_key(&id) {
             return;
@@ -1702,12 +1723,15 @@ impl Group {
                 results,
             } => self.apply_finish(txn, commit, results),
             GroupCmd::Forget { txn } => {
-                if self
-                    .st
-                    .coord
-                    .get(&txn)
-                    .is_some_and(|r| r.decision.is_some())
+                if let Some(CoordRecord {
+                    decision: Some((_, reply)),
+                    ..
+                }) = self.st.coord.get(&txn)
                 {
+                    if !super::is_anonymous(txn.client) {
+                        let (reply, max) = (reply.clone(), self.cfg.dedup_max_bytes_per_shard);
+                        self.st.forgotten.record(txn.client, txn.seq, reply, max);
+                    }
                     self.st.coord.remove(&txn);
                 }
                 self.v.unacked.remove(&txn);
