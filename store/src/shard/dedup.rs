@@ -12,7 +12,7 @@
 //! that floor (the answer names it). The table is part of the shard's replicated state and
 //! moves with it, so every replica evicts the same entries.
 
-use super::{ClientId, OpResult, TxnReply};
+use super::{AbortReason, ClientId, OpResult, TxnReply};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -101,6 +101,18 @@ impl DedupTable {
         }
     }
 
+    /// The answer the table gives a request, if any: the recorded reply, or a 504-kind
+    /// refusal (`Stale`, `Evicted`); None: run it.
+    pub fn answer(&self, client: ClientId, seq: u64) -> Option<TxnReply> {
+        let reason = match self.lookup(client, seq) {
+            Lookup::New => return None,
+            Lookup::Recorded(reply) => return Some(reply),
+            Lookup::Stale => AbortReason::Stale,
+            Lookup::Evicted { floor } => AbortReason::Evicted { floor },
+        };
+        Some(TxnReply::Aborted { reason })
+    }
+
     /// Records `client`'s transaction `seq` unless a later one is recorded (a late commit of
     /// an older transaction must not hide the newer entry), then evicts the oldest entries
     /// while the table is over `max_bytes` (0: no bound).
@@ -160,7 +172,6 @@ impl DedupTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::AbortReason;
 
     fn committed() -> TxnReply {
         TxnReply::Committed { results: vec![] }

@@ -55,7 +55,7 @@
 //! live attempt logs an abort first (presumed abort).
 
 use super::config::Config;
-use super::dedup::{DedupTable, Lookup};
+use super::dedup::DedupTable;
 use super::lock::{Acquire, LockTable, Mode};
 use super::{
     AbortReason, Age, Cc, ClientId, ConfigNum, Deadlock, GroupId, OpResult, ShardBug, ShardId,
@@ -775,16 +775,7 @@ impl Group {
         if super::is_anonymous(txn.client) {
             return None;
         }
-        match self.st.shards.get(&s)?.dedup.lookup(txn.client, txn.seq) {
-            Lookup::New => None,
-            Lookup::Recorded(reply) => Some(reply),
-            Lookup::Stale => Some(TxnReply::Aborted {
-                reason: AbortReason::Stale,
-            }),
-            Lookup::Evicted { floor } => Some(TxnReply::Aborted {
-                reason: AbortReason::Evicted { floor },
-            }),
-        }
+        self.st.shards.get(&s)?.dedup.answer(txn.client, txn.seq)
     }
 
     fn remember_abort(&mut self, txn: TxnId) {
@@ -973,17 +964,7 @@ impl Group {
             return;
         }
         if !super::is_anonymous(id.client) {
-            let answer = match self.st.forgotten.lookup(id.client, id.seq) {
-                Lookup::New => None,
-                Lookup::Recorded(reply) => Some(reply),
-                Lookup::Stale => Some(TxnReply::Aborted {
-                    reason: AbortReason::Stale,
-                }),
-                Lookup::Evicted { floor } => Some(TxnReply::Aborted {
-                    reason: AbortReason::Evicted { floor },
-                }),
-            };
-            if let Some(reply) = answer {
+            if let Some(reply) = self.st.forgotten.answer(id.client, id.seq) {
                 return self.reply(id, reply);
             }
         }
