@@ -55,6 +55,7 @@ bench:
 
 bench-store: build
 	$(CARGO) run --release -p paxos-kv --bin paxos-kv-bench
+	$(CARGO) run --release -p paxos-kv --bin paxos-kv-shard-bench
 
 sim:
 	ORDEAL_SIM_SEEDS=20000 $(CARGO) test --release -p paxos-kv --test simulation -- --nocapture

@@ -117,7 +117,8 @@ struct Cli {
     #[arg(long, default_value_t = 100_000)]
     dedup_clients: usize,
     /// Bytes the exactly-once table may hold (client ids and recorded outcomes); the oldest
-    /// clients are evicted past it. Every node must use the same value.
+    /// clients are evicted past it. Every node must use the same value. In --mode group each
+    /// shard's table gets this divided by --shards.
     #[arg(long, default_value_t = 64 << 20)]
     dedup_max_bytes: usize,
     /// Longest client_id in bytes; longer is refused with 413.
@@ -267,6 +268,9 @@ fn run(cli: Cli) -> Result<()> {
             let mut sh = ShardSettings::new(role);
             sh.shards = cli.shards;
             sh.tick_ms = cli.shard_tick_ms;
+            // The byte bound is split evenly over the shards: each shard's table moves with
+            // it, so each must be bounded on its own.
+            sh.dedup_max_bytes_per_shard = (cli.dedup_max_bytes / cli.shards.max(1)).max(1);
             sh.bugs = shard_bugs.clone();
             sh.cc = cli.cc.parse::<Cc>().context("--cc")?;
             sh.deadlock = cli.deadlock.parse::<Deadlock>().context("--deadlock")?;

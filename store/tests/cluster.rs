@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_paxos-kv");
 
 mod common;
-use common::free_port;
+use common::{free_port, fresh_dir, send_json, spawn_node, stop_all};
 
 struct Node {
     id: u64,
@@ -30,10 +30,7 @@ struct Cluster {
 
 impl Cluster {
     fn start(name: &str, n: u64, extra_args: &[&str]) -> Cluster {
-        let dir =
-            std::env::temp_dir().join(format!("paxos-kv-cluster-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("cluster", name);
         let nodes: Vec<Node> = (1..=n)
             .map(|id| Node {
                 id,
@@ -65,23 +62,20 @@ impl Cluster {
 
     fn spawn(&mut self, i: usize) {
         let node = &self.nodes[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("n{}.log", node.id)))
-            .unwrap();
-        let child = Command::new(BIN)
-            .args(["--id", &node.id.to_string()])
-            .args(["--listen", &format!("127.0.0.1:{}", node.peer_port)])
-            .args(["--client", &format!("127.0.0.1:{}", node.client_port)])
-            .args(["--peers", &self.peers])
-            .arg("--data-dir")
-            .arg(self.dir.join(format!("d{}", node.id)))
-            .args(&self.extra_args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start paxos-kv");
+        let mut args = vec![
+            "--id".to_string(),
+            node.id.to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", node.peer_port),
+            "--client".into(),
+            format!("127.0.0.1:{}", node.client_port),
+            "--peers".into(),
+            self.peers.clone(),
+            "--data-dir".into(),
+            self.dir.join(format!("d{}", node.id)).display().to_string(),
+        ];
+        args.extend(self.extra_args.iter().cloned());
+        let child = spawn_node(&args, &self.dir.join(format!("n{}.log", node.id)));
         self.nodes[i].child = Some(child);
     }
 
@@ -153,17 +147,9 @@ impl Cluster {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut rb = self.http.request(method, self.url(i, path));
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let r = rb.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
-        let code = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (
-            code,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        send_json(&self.http, method, self.url(i, path), body)
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
     async fn put(&self, i: usize, key: &str, value: &str, query: &str) -> (u16, Value) {
@@ -184,17 +170,8 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for i in 0..self.nodes.len() {
-            if let Some(mut c) = self.nodes[i].child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-        if std::thread::panicking() {
-            eprintln!("node logs kept in {}", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        let children = self.nodes.iter_mut().filter_map(|n| n.child.take());
+        stop_all(children.collect::<Vec<_>>(), &self.dir);
     }
 }
 

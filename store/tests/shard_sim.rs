@@ -199,3 +199,34 @@ fn one_seed() {
         }
     }
 }
+
+/// Each shard's exactly-once table held to a few hundred bytes, so that entries are evicted
+/// all the time while clients retry: an evicted client's retry must be answered (`Evicted`,
+/// outcome unknown), never run twice (the simulator's "installed by both" and "wrote key
+/// twice" checks), over seeds of both concurrency controls.
+#[test]
+fn evicted_exactly_once_entries_are_never_applied_twice() {
+    let count = (seeds() / 2).max(50);
+    let mut evicted = 0;
+    for cc in Cc::ALL {
+        for seed in 0..count {
+            let mut c = config(seed, cc, Deadlock::WoundWait, &[]);
+            c.dedup_max_bytes_per_shard = Some(300);
+            // Retries are what meet evicted entries: answer slowly, retry often.
+            c.client_timeout_ticks = 25;
+            c.client_attempts = 6;
+            let stats = run(c).unwrap_or_else(|v| {
+                panic!(
+                    "{cc} with a 300-byte exactly-once bound: {v}\nreproduce: change \
+                     evicted_exactly_once_entries_are_never_applied_twice to run seed {seed}"
+                )
+            });
+            evicted += stats.failures.get("Evicted").copied().unwrap_or(0);
+        }
+    }
+    eprintln!("{count} seeds per cc: {evicted} retries answered Evicted");
+    assert!(
+        evicted > 0,
+        "no retry met an evicted entry: the test exercised nothing"
+    );
+}

@@ -9,17 +9,16 @@ use paxos_kv::shard::shard_of;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_paxos-kv");
 const SHARDS: usize = 16;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 mod common;
-use common::free_port;
+use common::{free_port, fresh_dir, send_json, spawn_node, stop_all};
 
 /// One process: its fixed arguments (so it restarts on the same ports and data directory).
 struct Proc {
@@ -47,10 +46,7 @@ impl ShardCluster {
         groups: &[(u64, u64)],
         group_args: &[&str],
     ) -> ShardCluster {
-        let dir =
-            std::env::temp_dir().join(format!("paxos-kv-sharded-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("sharded", name);
         let mut c = ShardCluster {
             dir,
             procs: Vec::new(),
@@ -125,17 +121,7 @@ impl ShardCluster {
 
     fn spawn(&self, i: usize) {
         let p = &self.procs[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("{}.log", p.name)))
-            .unwrap();
-        let child = Command::new(BIN)
-            .args(&p.args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start paxos-kv");
+        let child = spawn_node(&p.args, &self.dir.join(format!("{}.log", p.name)));
         *self.procs[i].child.lock().unwrap() = Some(child);
     }
 
@@ -164,17 +150,9 @@ impl ShardCluster {
         path: &str,
         body: Option<Value>,
     ) -> Option<(u16, Value)> {
-        let mut rb = self.http.request(method, format!("http://{addr}{path}"));
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let r = rb.send().await.ok()?;
-        let code = r.status().as_u16();
-        let text = r.text().await.ok()?;
-        Some((
-            code,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        ))
+        send_json(&self.http, method, format!("http://{addr}{path}"), body)
+            .await
+            .ok()
     }
 
     /// A controller command, on any controller node, retried while unavailable.
@@ -346,18 +324,12 @@ impl ShardCluster {
 
 impl Drop for ShardCluster {
     fn drop(&mut self) {
-        for p in &self.procs {
-            let mut child = p.child.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(mut c) = child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-        if std::thread::panicking() {
-            eprintln!("node logs kept in {}", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        let children: Vec<Child> = self
+            .procs
+            .iter()
+            .filter_map(|p| p.child.lock().unwrap_or_else(|e| e.into_inner()).take())
+            .collect();
+        stop_all(children, &self.dir);
     }
 }
 
@@ -925,4 +897,173 @@ async fn groups_snapshot_catch_up_and_restart_from_snapshots() {
         )
         .await;
     assert_eq!((code, &v["revision"]), (200, &json!(1)), "{v}");
+}
+
+/// DELETE, `if_value`, `/keys` and the ReadIndex GET on groups, with the single-group API's
+/// shapes; an evicted client's retry answered 504 `Evicted` and not applied twice
+/// (`--dedup-max-bytes` tiny); coordinator records forgotten after cross-group transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_api_matches_the_single_group_shapes_and_forgets_what_it_may() {
+    let _serial = SERIAL.lock().await;
+    // 16 shards: 1,600 bytes is 100 per shard, about one recorded transaction.
+    let c = ShardCluster::start("api", 1, &[(1, 3), (2, 1)], &["--dedup-max-bytes", "1600"]);
+    let cfg = c.join_all().await;
+    let put = |key: &str, query: &str, value: &str| {
+        let (path, body) = (format!("/kv/{key}{query}"), json!({ "value": value }));
+        let key = key.to_string();
+        let c = &c;
+        async move {
+            c.routed(reqwest::Method::PUT, &key, &path, Some(body))
+                .await
+        }
+    };
+    let delete = |key: &str, query: &str| {
+        let path = format!("/kv/{key}{query}");
+        let key = key.to_string();
+        let c = &c;
+        async move { c.routed(reqwest::Method::DELETE, &key, &path, None).await }
+    };
+    let key = ShardCluster::key_in(&cfg, 1, "api", &BTreeSet::new());
+    assert_eq!(
+        put(&key, "", "v1").await,
+        (200, json!({"key": key, "revision": 1}))
+    );
+    let (code, v) = c.get(&key).await;
+    assert_eq!(
+        (code, &v["value"], &v["revision"]),
+        (200, &json!("v1"), &json!(1))
+    );
+    // if_value: a wrong value is a 409 with the current revision; the right one writes.
+    let (code, v) = put(&key, "?if_value=nope", "v2").await;
+    assert_eq!((code, &v["revision"]), (409, &json!(1)), "{v}");
+    assert_eq!(
+        put(&key, "?if_value=v1", "v2").await,
+        (200, json!({"key": key, "revision": 2}))
+    );
+    // DELETE with compares; a deleted key is a 404 and its version keeps growing.
+    let (code, v) = delete(&key, "?if_revision=1").await;
+    assert_eq!((code, &v["revision"]), (409, &json!(2)), "{v}");
+    let (code, v) = delete(&key, "?if_value=v1").await;
+    assert_eq!((code, &v["revision"]), (409, &json!(2)), "{v}");
+    assert_eq!(
+        delete(&key, "?if_value=v2").await,
+        (200, json!({"key": key, "revision": 3}))
+    );
+    let (code, v) = c.get(&key).await;
+    assert_eq!((code, &v["revision"]), (404, &json!(3)), "{v}");
+    assert_eq!(put(&key, "", "v4").await.1["revision"], json!(4));
+
+    // /keys: each group lists the present keys of its own shards, together all of them.
+    let mut written = BTreeSet::new();
+    for i in 0..12 {
+        let k = format!("list{i}");
+        assert_eq!(put(&k, "", "x").await.0, 200);
+        written.insert(k);
+    }
+    assert_eq!(delete("list0", "").await.0, 200);
+    written.remove("list0");
+    let mut listed = BTreeSet::new();
+    for g in [1u64, 2] {
+        let (code, v) = c
+            .req(
+                reqwest::Method::GET,
+                &c.members(g)[0],
+                "/keys?prefix=list",
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(code, 200, "{v}");
+        for item in v.as_array().unwrap() {
+            let k = item["key"].as_str().unwrap().to_string();
+            assert_eq!(
+                cfg["shards"][shard_of(&k, SHARDS)],
+                json!(g),
+                "{k} listed by {g}"
+            );
+            assert!(item["revision"].as_u64().unwrap() >= 1, "{item}");
+            listed.insert(k);
+        }
+    }
+    assert_eq!(listed, written);
+
+    // An evicted client's retry: 504 Evicted, not applied again; a newer seq runs.
+    let owner = cfg["shards"][shard_of("evict", SHARDS)].as_u64().unwrap();
+    let addr = c.members(owner)[0].clone();
+    let append = |client: String, seq: u64, key: String| {
+        let (c, addr) = (&c, addr.clone());
+        async move {
+            let path = format!("/txn?client_id={client}&seq={seq}");
+            let body = json!({"ops": [["append", key, client]]});
+            c.req(reqwest::Method::POST, &addr, &path, Some(body))
+                .await
+                .expect("an answer")
+        }
+    };
+    // The owner group has 3 nodes: wait for it to answer at all through any member.
+    assert_eq!(
+        c.routed(reqwest::Method::GET, "evict", "/kv/evict", None)
+            .await
+            .0,
+        404
+    );
+    let (code, v) = append("alice".into(), 1, "evict".into()).await;
+    assert_eq!(code, 200, "{v}");
+    let same_shard: Vec<String> = (0..100_000)
+        .map(|n| format!("other{n}"))
+        .filter(|k| shard_of(k, SHARDS) == shard_of("evict", SHARDS))
+        .take(8)
+        .collect();
+    for (i, k) in same_shard.iter().enumerate() {
+        let (code, v) = append(format!("client{i}"), 1, k.clone()).await;
+        assert_eq!(code, 200, "{v}");
+    }
+    let (code, v) = append("alice".into(), 1, "evict".into()).await;
+    assert_eq!((code, &v["reason"]), (504, &json!("Evicted")), "{v}");
+    assert_eq!(v["min_seq"], json!(2), "{v}");
+    let (code, v) = c.get("evict").await;
+    assert_eq!(
+        (code, &v["value"]),
+        (200, &json!(["alice"])),
+        "applied once: {v}"
+    );
+    let (code, v) = append("alice".into(), 2, "evict".into()).await;
+    assert_eq!(code, 200, "{v}");
+
+    // Cross-group transactions, then every coordinator record is forgotten.
+    let k1 = ShardCluster::key_in(&cfg, 1, "x", &BTreeSet::new());
+    let k2 = ShardCluster::key_in(&cfg, 2, "x", &BTreeSet::new());
+    for i in 0..6 {
+        let body = json!({"ops": [["w", k1, format!("a{i}")], ["w", k2, format!("b{i}")]]});
+        let (code, v) = c
+            .routed(reqwest::Method::POST, &k1, "/txn", Some(body))
+            .await;
+        assert_eq!(code, 200, "{v}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut records = Vec::new();
+    while Instant::now() < deadline {
+        records.clear();
+        for g in [1u64, 2] {
+            let leader = c.leader_of(g).await;
+            let (_, st) = c
+                .req(
+                    reqwest::Method::GET,
+                    &c.procs[leader].client,
+                    "/status",
+                    None,
+                )
+                .await
+                .unwrap();
+            records.push(st["coordinator_records"].clone());
+        }
+        if records.iter().all(|r| *r == json!(0)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        records.iter().all(|r| *r == json!(0)),
+        "coordinator records not forgotten within 20 s: {records:?}"
+    );
 }

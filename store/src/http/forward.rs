@@ -60,6 +60,47 @@ pub(crate) async fn on_leader<Fut: std::future::Future<Output = Response>>(
     }
 }
 
+/// What forwarding a request to the leader needs: its method, target and headers (one
+/// extractor instead of three in every handler).
+pub(crate) struct Origin {
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) headers: HeaderMap,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Origin {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+impl Origin {
+    /// [`on_leader`] for this request, with `body` to forward.
+    pub(crate) async fn on_leader<Fut: std::future::Future<Output = Response>>(
+        &self,
+        s: &Shared,
+        body: Bytes,
+        here: impl FnOnce() -> Fut,
+    ) -> Response {
+        on_leader(
+            s,
+            &self.headers,
+            (self.method.clone(), &self.uri, body),
+            here,
+        )
+        .await
+    }
+}
+
 /// The client that forwards requests to the leader: hyper's, because it sends the request
 /// target exactly as given (a URL library would normalise `/kv/.` and `/kv/..` away).
 pub type ForwardClient =

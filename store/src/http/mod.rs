@@ -27,8 +27,8 @@ use crate::paxos::{Bug, Dropped};
 use crate::server::{ProposeReply, Request, Shared};
 use forward::on_leader;
 use parse::{
-    bad, check_body, check_key, check_value, condition, consistency, dedup, parse_micro_ops,
-    ApiBody, ApiKey, ApiQuery, BadRequest, Consistency,
+    check_key, condition, consistency, dedup, parse_micro_ops, put_value, ApiBody, ApiKey,
+    ApiQuery, BadRequest, Consistency,
 };
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -223,6 +223,40 @@ async fn linearizable_barrier(s: &Shared) -> Result<(), Response> {
     }
 }
 
+/// Answers `read` from this replica's applied state with `consistency=local`; by default on
+/// the leader after a ReadIndex barrier (leadership confirmed by a quorum, the state caught
+/// up with that index).
+async fn consistent_read(
+    s: &Shared,
+    params: &parse::Params,
+    origin: &forward::Origin,
+    read: impl Fn(&Shared) -> Response,
+) -> Response {
+    match consistency(params) {
+        Err(b) => b.into(),
+        Ok(Consistency::Local) => read(s),
+        Ok(Consistency::Linearizable) => {
+            origin
+                .on_leader(s, Bytes::new(), || async {
+                    match linearizable_barrier(s).await {
+                        Ok(()) => read(s),
+                        Err(r) => r,
+                    }
+                })
+                .await
+        }
+    }
+}
+
+/// The `/keys` answer: `[{"key", "revision"}, ...]`.
+fn keys_response(items: impl IntoIterator<Item = (String, u64)>) -> Response {
+    let items: Vec<Json> = items
+        .into_iter()
+        .map(|(k, r)| json!({"key": k, "revision": r}))
+        .collect();
+    reply(StatusCode::OK, Json::Array(items))
+}
+
 fn read_key(s: &Shared, key: &str) -> Response {
     let kv = s.kv.read().expect("lock poisoned");
     match kv.get(key) {
@@ -238,26 +272,12 @@ async fn get_key(
     State(s): State<Arc<Shared>>,
     ApiKey(key): ApiKey,
     ApiQuery(params): ApiQuery,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    origin: forward::Origin,
 ) -> Response {
     if let Err(b) = check_key(&s, &key) {
         return b.into();
     }
-    match consistency(&params) {
-        Err(b) => b.into(),
-        Ok(Consistency::Local) => read_key(&s, &key),
-        Ok(Consistency::Linearizable) => {
-            on_leader(&s, &headers, (method, &uri, Bytes::new()), || async {
-                match linearizable_barrier(&s).await {
-                    Ok(()) => read_key(&s, &key),
-                    Err(r) => r,
-                }
-            })
-            .await
-        }
-    }
+    consistent_read(&s, &params, &origin, |s| read_key(s, &key)).await
 }
 
 fn write_response(key: &str, outcome: Outcome) -> Response {
@@ -276,13 +296,6 @@ fn write_response(key: &str, outcome: Outcome) -> Response {
     }
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PutBody {
-    /// A string; a number is accepted and stored as its decimal text (as in txns).
-    value: Json,
-}
-
 async fn put_key(
     State(s): State<Arc<Shared>>,
     ApiKey(key): ApiKey,
@@ -293,16 +306,7 @@ async fn put_key(
     ApiBody(body): ApiBody,
 ) -> Response {
     let cmd = (|| {
-        check_key(&s, &key)?;
-        check_body(&s, &body)?;
-        let b: PutBody = serde_json::from_slice(&body)
-            .map_err(|e| bad(format!("body must be {{\"value\": \"<string>\"}}: {e}")))?;
-        let value = match b.value {
-            Json::String(v) => v,
-            Json::Number(n) => n.to_string(),
-            other => return Err(bad(format!("\"value\" must be a string, not {other}"))),
-        };
-        check_value(&s, &value)?;
+        let value = put_value(&s, &key, &body)?;
         Ok::<_, BadRequest>(Command {
             dedup: dedup(&s, &params)?,
             op: Op::Put {
@@ -440,33 +444,14 @@ async fn txn_here(s: &Shared, ops: Vec<MicroOp>, dedup: Option<(String, u64)>) -
 async fn keys(
     State(s): State<Arc<Shared>>,
     ApiQuery(params): ApiQuery,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    origin: forward::Origin,
 ) -> Response {
     let prefix = params.get("prefix").cloned().unwrap_or_default();
     let list = |s: &Shared| {
         let kv = s.kv.read().expect("lock poisoned");
-        let items: Vec<Json> = kv
-            .keys(&prefix, s.config.keys_max_results)
-            .into_iter()
-            .map(|(k, r)| json!({"key": k, "revision": r}))
-            .collect();
-        reply(StatusCode::OK, Json::Array(items))
+        keys_response(kv.keys(&prefix, s.config.keys_max_results))
     };
-    match consistency(&params) {
-        Err(b) => b.into(),
-        Ok(Consistency::Local) => list(&s),
-        Ok(Consistency::Linearizable) => {
-            on_leader(&s, &headers, (method, &uri, Bytes::new()), || async {
-                match linearizable_barrier(&s).await {
-                    Ok(()) => list(&s),
-                    Err(r) => r,
-                }
-            })
-            .await
-        }
-    }
+    consistent_read(&s, &params, &origin, list).await
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Response {

@@ -113,6 +113,29 @@ pub(crate) fn check_body(s: &Shared, body: &Bytes) -> Result<(), BadRequest> {
     within_limit("body", body.len(), s.config.body_max_bytes)
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutBody {
+    /// A string; a number is accepted and stored as its decimal text (as in txns).
+    value: Json,
+}
+
+/// The value of a `PUT /kv/{key}` body `{"value": v}`, with the key, body and value checked
+/// against their limits (the same in every mode).
+pub(crate) fn put_value(s: &Shared, key: &str, body: &Bytes) -> Result<String, BadRequest> {
+    check_key(s, key)?;
+    check_body(s, body)?;
+    let b: PutBody = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("body must be {{\"value\": \"<string>\"}}: {e}")))?;
+    let value = match b.value {
+        Json::String(v) => v,
+        Json::Number(n) => n.to_string(),
+        other => return Err(bad(format!("\"value\" must be a string, not {other}"))),
+    };
+    check_value(s, &value)?;
+    Ok(value)
+}
+
 pub(crate) fn parse_u64(params: &Params, name: &str) -> Result<Option<u64>, BadRequest> {
     match params.get(name) {
         None => Ok(None),

@@ -12,11 +12,17 @@
 //!   leadership first (ReadIndex).
 //!
 //! Replica group (`--mode group`):
-//! - `GET /kv/{key}`: a read-only transaction through the group's log (`consistency=local`:
-//!   this replica's applied state); `{"key", "value", "revision"}`, 404 if absent. The
-//!   revision is the key's version: how many transactions wrote it (it moves with its shard).
-//! - `PUT /kv/{key}[?if_revision=N]` `{"value": v}`: `{"key", "revision"}`, 409 if the
-//!   revision differs. `if_value`, `DELETE` and `/keys` are not offered (400).
+//! - `GET /kv/{key}`: a ReadIndex read on the leader (leadership confirmed by a quorum, the
+//!   state caught up with that index; see `Group::read_at_index` for why the group still
+//!   owns the shard then), or a read-only transaction through the log when a prepared
+//!   transaction writes the key (`consistency=local`: this replica's applied state);
+//!   `{"key", "value", "revision"}`, 404 if absent. The revision is the key's version: how
+//!   many transactions wrote it (it moves with its shard); a deleted key's 404 carries the
+//!   version of its delete (versions are never reused).
+//! - `PUT /kv/{key}[?if_revision=N|if_value=V]` `{"value": v}` and
+//!   `DELETE /kv/{key}[?if_revision=N|if_value=V]`: `{"key", "revision"}` (the new version),
+//!   409 `{"key", "revision"}` if the compare fails, as in the single-group store.
+//! - `GET /keys[?prefix=p]`: `[{"key", "revision"}]` of the shards this group serves.
 //! - `POST /txn {"ops": [["r",k,null], ["w",k,v], ["append",k,v], ["if_revision",k,n]]}`:
 //!   one group's shards take the fast path (one log record); shards of several groups run
 //!   two-phase commit coordinated by this group. 200 `{"ops": [...]}`; 409
@@ -32,7 +38,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
@@ -40,17 +46,18 @@ use serde_json::{json, Value as Json};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::forward::on_leader;
+use super::forward::Origin;
 use super::parse::{
-    bad, check_body, check_key, check_value, consistency, dedup, parse_u64, ApiBody, ApiKey,
-    ApiQuery, BadRequest, Consistency,
+    bad, check_body, check_key, check_value, condition, consistency, dedup, put_value, ApiBody,
+    ApiKey, ApiQuery, BadRequest, Consistency,
 };
-use super::{error, linearizable_barrier, reply};
+use super::{consistent_read, error, keys_response, linearizable_barrier, reply};
 use crate::codec;
+use crate::kv::Condition;
 use crate::server::sharded::{config_to_json, Envelope, ShardMachine, SHARD_TOKEN_HEADER};
 use crate::server::{ProposeReply, Request, Shared};
 use crate::shard::config::ControllerCmd;
-use crate::shard::group::{Addr, Msg};
+use crate::shard::group::{Addr, Group, Msg};
 use crate::shard::{
     client_number, AbortReason, Age, OpResult, TxnId, TxnOp, TxnReply, TxnRequest,
     ANONYMOUS_CLIENT_BIT,
@@ -67,20 +74,10 @@ pub(crate) fn controller_routes() -> Router<Arc<Shared>> {
 
 pub(crate) fn group_routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route("/kv/{key}", get(get_key).put(put_key).delete(unsupported))
+        .route("/kv/{key}", get(get_key).put(put_key).delete(delete_key))
         .route("/txn", post(txn))
-        .route("/keys", get(unsupported))
+        .route("/keys", get(keys))
         .route("/shard/msg", post(shard_msg))
-}
-
-async fn unsupported(method: Method, uri: Uri) -> Response {
-    error(
-        StatusCode::BAD_REQUEST,
-        format!(
-            "{method} {} is not offered by a sharded replica group; not applied",
-            uri.path()
-        ),
-    )
 }
 
 // ----- controller -----
@@ -112,53 +109,51 @@ struct MoveBody {
 
 async fn controller_cmd(
     s: &Shared,
-    headers: &HeaderMap,
-    req: (Method, &Uri, Bytes),
+    origin: &Origin,
+    body: Bytes,
     cmd: Result<ControllerCmd, BadRequest>,
 ) -> Response {
     let cmd = match cmd {
         Ok(c) => c,
         Err(b) => return b.into(),
     };
-    on_leader(s, headers, req, || async {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let data = codec::encode(&cmd);
-        if s.requests
-            .try_send(Request::ShardPropose { data, reply: tx })
-            .is_err()
-        {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "request queue full; not applied",
-            );
-        }
-        match tokio::time::timeout(Duration::from_millis(s.config.request_timeout_ms), rx).await {
-            Ok(Ok(ProposeReply::Config(Ok(cfg)))) => reply(StatusCode::OK, config_to_json(&cfg)),
-            Ok(Ok(ProposeReply::Config(Err(why)))) => {
-                error(StatusCode::CONFLICT, format!("{why}; nothing changed"))
+    origin
+        .on_leader(s, body, || async {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let data = codec::encode(&cmd);
+            if s.requests
+                .try_send(Request::ShardPropose { data, reply: tx })
+                .is_err()
+            {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "request queue full; not applied",
+                );
             }
-            Ok(Ok(ProposeReply::Dropped(why))) => super::dropped_response(why),
-            Ok(Ok(other)) => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("unexpected answer {other:?}"),
-            ),
-            Ok(Err(_)) => error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "proposal abandoned; outcome unknown",
-            ),
-            Err(_) => error(StatusCode::GATEWAY_TIMEOUT, "timed out; outcome unknown"),
-        }
-    })
-    .await
+            match tokio::time::timeout(Duration::from_millis(s.config.request_timeout_ms), rx).await
+            {
+                Ok(Ok(ProposeReply::Config(Ok(cfg)))) => {
+                    reply(StatusCode::OK, config_to_json(&cfg))
+                }
+                Ok(Ok(ProposeReply::Config(Err(why)))) => {
+                    error(StatusCode::CONFLICT, format!("{why}; nothing changed"))
+                }
+                Ok(Ok(ProposeReply::Dropped(why))) => super::dropped_response(why),
+                Ok(Ok(other)) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("unexpected answer {other:?}"),
+                ),
+                Ok(Err(_)) => error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "proposal abandoned; outcome unknown",
+                ),
+                Err(_) => error(StatusCode::GATEWAY_TIMEOUT, "timed out; outcome unknown"),
+            }
+        })
+        .await
 }
 
-async fn join(
-    State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Response {
+async fn join(State(s): State<Arc<Shared>>, origin: Origin, ApiBody(body): ApiBody) -> Response {
     let cmd = json_body::<JoinBody>(&s, &body).and_then(|b| {
         if b.members.is_empty() {
             return Err(bad("members must name at least one client address"));
@@ -168,39 +163,30 @@ async fn join(
             members: b.members,
         })
     });
-    controller_cmd(&s, &headers, (method, &uri, body), cmd).await
+    controller_cmd(&s, &origin, body, cmd).await
 }
 
-async fn leave(
-    State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
-) -> Response {
+async fn leave(State(s): State<Arc<Shared>>, origin: Origin, ApiBody(body): ApiBody) -> Response {
     let cmd = json_body::<LeaveBody>(&s, &body).map(|b| ControllerCmd::Leave { group: b.group });
-    controller_cmd(&s, &headers, (method, &uri, body), cmd).await
+    controller_cmd(&s, &origin, body, cmd).await
 }
 
 async fn move_shard(
     State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    origin: Origin,
     ApiBody(body): ApiBody,
 ) -> Response {
     let cmd = json_body::<MoveBody>(&s, &body).map(|b| ControllerCmd::Move {
         shard: b.shard,
         group: b.group,
     });
-    controller_cmd(&s, &headers, (method, &uri, body), cmd).await
+    controller_cmd(&s, &origin, body, cmd).await
 }
 
 async fn config_query(
     s: &Shared,
     params: &super::parse::Params,
-    headers: &HeaderMap,
-    (method, uri): (Method, &Uri),
+    origin: &Origin,
     num: Option<u64>,
 ) -> Response {
     let read = |s: &Shared| match &*s
@@ -214,38 +200,22 @@ async fn config_query(
         ShardMachine::Controller(c) => reply(StatusCode::OK, config_to_json(c.query(num))),
         ShardMachine::Group(_) => error(StatusCode::NOT_FOUND, "not a controller"),
     };
-    match consistency(params) {
-        Err(b) => b.into(),
-        Ok(Consistency::Local) => read(s),
-        Ok(Consistency::Linearizable) => {
-            on_leader(s, headers, (method, uri, Bytes::new()), || async {
-                match linearizable_barrier(s).await {
-                    Ok(()) => read(s),
-                    Err(r) => r,
-                }
-            })
-            .await
-        }
-    }
+    consistent_read(s, params, origin, read).await
 }
 
 async fn config_latest(
     State(s): State<Arc<Shared>>,
     ApiQuery(params): ApiQuery,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    origin: Origin,
 ) -> Response {
-    config_query(&s, &params, &headers, (method, &uri), None).await
+    config_query(&s, &params, &origin, None).await
 }
 
 async fn config_numbered(
     State(s): State<Arc<Shared>>,
     Path(num): Path<String>,
     ApiQuery(params): ApiQuery,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    origin: Origin,
 ) -> Response {
     let Ok(num) = num.parse::<u64>() else {
         return error(
@@ -253,7 +223,7 @@ async fn config_numbered(
             format!("config number {num:?} is not a non-negative integer"),
         );
     };
-    config_query(&s, &params, &headers, (method, &uri), Some(num)).await
+    config_query(&s, &params, &origin, Some(num)).await
 }
 
 // ----- replica group -----
@@ -353,6 +323,20 @@ fn failure_response(s: &Shared, r: TxnReply) -> Response {
             "seq is older than this client's latest transaction here; the original outcome \
              is no longer known",
         ),
+        TxnReply::Aborted {
+            reason: AbortReason::Evicted { floor },
+        } => reply(
+            StatusCode::GATEWAY_TIMEOUT,
+            json!({
+                "error": format!(
+                    "this client's exactly-once record was evicted (--dedup-max-bytes) and seq \
+                     is at or below {floor}: it may repeat an applied transaction, so it was not \
+                     run; outcome unknown. A new transaction must use a seq above {floor}"
+                ),
+                "reason": "Evicted",
+                "min_seq": floor + 1,
+            }),
+        ),
         TxnReply::Aborted { reason } => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({
@@ -390,9 +374,7 @@ fn failure_response(s: &Shared, r: TxnReply) -> Response {
 async fn txn(
     State(s): State<Arc<Shared>>,
     ApiQuery(params): ApiQuery,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    origin: Origin,
     ApiBody(body): ApiBody,
 ) -> Response {
     let parsed = parse_ops(&s, &body).and_then(|ops| Ok((ops, dedup(&s, &params)?)));
@@ -400,17 +382,18 @@ async fn txn(
         Err(b) => return b.into(),
         Ok(x) => x,
     };
-    on_leader(&s, &headers, (method, &uri, body), || async {
-        match run_txn(&s, txn_id(dedup), ops).await {
-            Ok(TxnReply::Committed { results }) => {
-                let ops: Vec<Json> = results.iter().map(OpResult::to_json).collect();
-                reply(StatusCode::OK, json!({ "ops": ops }))
+    origin
+        .on_leader(&s, body, || async {
+            match run_txn(&s, txn_id(dedup), ops).await {
+                Ok(TxnReply::Committed { results }) => {
+                    let ops: Vec<Json> = results.iter().map(OpResult::to_json).collect();
+                    reply(StatusCode::OK, json!({ "ops": ops }))
+                }
+                Ok(other) => failure_response(&s, other),
+                Err(r) => r,
             }
-            Ok(other) => failure_response(&s, other),
-            Err(r) => r,
-        }
-    })
-    .await
+        })
+        .await
 }
 
 fn read_response(key: &str, value: Option<crate::kv::Value>, version: u64) -> Response {
@@ -419,135 +402,185 @@ fn read_response(key: &str, value: Option<crate::kv::Value>, version: u64) -> Re
             StatusCode::OK,
             json!({"key": key, "value": v.to_json(), "revision": version}),
         ),
-        None => reply(StatusCode::NOT_FOUND, json!({"key": key, "revision": 0})),
+        None => reply(
+            StatusCode::NOT_FOUND,
+            json!({"key": key, "revision": version}),
+        ),
     }
 }
 
+/// Runs `f` on the group core of this node.
+fn with_group<T>(s: &Shared, f: impl FnOnce(&Group) -> T) -> Option<T> {
+    let sh = s.shard.as_ref()?;
+    match &*sh.machine.lock().expect("lock poisoned") {
+        ShardMachine::Group(g) => Some(f(g)),
+        ShardMachine::Controller(_) => None,
+    }
+}
+
+fn not_a_group() -> Response {
+    error(StatusCode::NOT_FOUND, "not a replica group")
+}
+
+/// A read-only transaction of `key` through the group's log.
+async fn read_through_log(s: &Shared, key: &str) -> Response {
+    let ops = vec![TxnOp::Read(key.to_string())];
+    match run_txn(s, txn_id(None), ops).await {
+        Ok(TxnReply::Committed { results }) => match results.into_iter().next() {
+            Some(OpResult::Read { value, version, .. }) => read_response(key, value, version),
+            other => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("unexpected read result {other:?}"),
+            ),
+        },
+        Ok(other) => failure_response(s, other),
+        Err(r) => r,
+    }
+}
+
+/// `GET /kv/{key}`: by default a ReadIndex read (leadership confirmed by a quorum, the
+/// state caught up with that index, then [`Group::read_at_index`]: the shard served here and
+/// no prepared transaction writing the key), else through the log; `consistency=local` reads
+/// this replica's applied state.
 async fn get_key(
     State(s): State<Arc<Shared>>,
     ApiKey(key): ApiKey,
     ApiQuery(params): ApiQuery,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    origin: Origin,
 ) -> Response {
     if let Err(b) = check_key(&s, &key) {
         return b.into();
     }
     match consistency(&params) {
         Err(b) => b.into(),
-        Ok(Consistency::Local) => {
-            let sh = s.shard.as_ref().expect("group routes only in sharded mode");
-            let local = match &*sh.machine.lock().expect("lock poisoned") {
-                ShardMachine::Group(g) => g.get(&key).map(|v| (v.value, v.version)),
-                ShardMachine::Controller(_) => None,
-            };
-            match local {
-                Some((value, version)) => read_response(&key, value, version),
-                None => error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "this replica does not serve the key's shard; not read",
-                ),
-            }
-        }
+        Ok(Consistency::Local) => match with_group(&s, |g| g.get(&key)) {
+            None => not_a_group(),
+            Some(Some(v)) => read_response(&key, v.value, v.version),
+            Some(None) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this replica does not serve the key's shard; not read",
+            ),
+        },
         Ok(Consistency::Linearizable) => {
-            on_leader(&s, &headers, (method, &uri, Bytes::new()), || async {
-                let ops = vec![TxnOp::Read(key.clone())];
-                match run_txn(&s, txn_id(None), ops).await {
-                    Ok(TxnReply::Committed { results }) => match results.into_iter().next() {
-                        Some(OpResult::Read { value, version, .. }) => {
-                            read_response(&key, value, version)
-                        }
-                        other => error(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            format!("unexpected read result {other:?}"),
-                        ),
-                    },
-                    Ok(other) => failure_response(&s, other),
-                    Err(r) => r,
-                }
-            })
-            .await
+            origin
+                .on_leader(&s, Bytes::new(), || async {
+                    if let Err(r) = linearizable_barrier(&s).await {
+                        return r;
+                    }
+                    match with_group(&s, |g| g.read_at_index(&key)) {
+                        None => not_a_group(),
+                        Some(Ok(v)) => read_response(&key, v.value, v.version),
+                        Some(Err(Some(refusal))) => failure_response(&s, refusal),
+                        Some(Err(None)) => read_through_log(&s, &key).await,
+                    }
+                })
+                .await
         }
     }
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PutBody {
-    value: Json,
+/// `GET /keys[?prefix=p]`: the keys of the shards this group serves (at the read index, or
+/// at this replica with `consistency=local`).
+async fn keys(
+    State(s): State<Arc<Shared>>,
+    ApiQuery(params): ApiQuery,
+    origin: Origin,
+) -> Response {
+    let prefix = params.get("prefix").cloned().unwrap_or_default();
+    let list = |s: &Shared| {
+        let max = s.config.keys_max_results;
+        with_group(s, |g| keys_response(g.keys(&prefix, max))).unwrap_or_else(not_a_group)
+    };
+    consistent_read(&s, &params, &origin, list).await
+}
+
+/// The compare a write starts with: the `if_revision` / `if_value` condition, else a read
+/// (either tells the revision before the write, so the new one is that + 1).
+fn guard(key: &str, params: &super::parse::Params) -> Result<TxnOp, BadRequest> {
+    Ok(match condition(params)? {
+        Condition::Revision(n) => TxnOp::IfRevision(key.to_string(), n),
+        Condition::Value(v) => TxnOp::IfValue(key.to_string(), v),
+        Condition::None => TxnOp::Read(key.to_string()),
+    })
+}
+
+/// A write's micro-ops and its `client_id` + `seq`.
+type WriteTxn = (Vec<TxnOp>, Option<(String, u64)>);
+
+/// Runs a PUT's or DELETE's `[guard, write]` transaction on the leader; `{"key",
+/// "revision"}` (the key's new version) as in the single-group store.
+async fn write_key(
+    s: &Shared,
+    origin: &Origin,
+    body: Bytes,
+    key: &str,
+    parsed: Result<WriteTxn, BadRequest>,
+) -> Response {
+    let (ops, dedup) = match parsed {
+        Err(b) => return b.into(),
+        Ok(x) => x,
+    };
+    origin
+        .on_leader(s, body, || async {
+            match run_txn(s, txn_id(dedup), ops).await {
+                Ok(TxnReply::Committed { results }) => match results.first() {
+                    Some(
+                        OpResult::Read { version, .. }
+                        | OpResult::IfRevision {
+                            revision: version, ..
+                        },
+                    ) => reply(StatusCode::OK, json!({"key": key, "revision": version + 1})),
+                    _ => error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("unexpected write results {results:?}"),
+                    ),
+                },
+                Ok(other) => failure_response(s, other),
+                Err(r) => r,
+            }
+        })
+        .await
 }
 
 async fn put_key(
     State(s): State<Arc<Shared>>,
     ApiKey(key): ApiKey,
     ApiQuery(params): ApiQuery,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    origin: Origin,
     ApiBody(body): ApiBody,
 ) -> Response {
     let parsed = (|| {
-        check_key(&s, &key)?;
-        check_body(&s, &body)?;
-        if params.contains_key("if_value") {
-            return Err(bad(
-                "if_value is not offered in sharded mode (use if_revision); not applied",
-            ));
-        }
-        let b: PutBody = serde_json::from_slice(&body)
-            .map_err(|e| bad(format!("body must be {{\"value\": \"<string>\"}}: {e}")))?;
-        let value = match b.value {
-            Json::String(v) => v,
-            Json::Number(n) => n.to_string(),
-            other => return Err(bad(format!("\"value\" must be a string, not {other}"))),
-        };
-        check_value(&s, &value)?;
-        // The read (or compare) before the write tells the new revision: the one before + 1.
-        let first = match parse_u64(&params, "if_revision")? {
-            Some(n) => TxnOp::IfRevision(key.clone(), n),
-            None => TxnOp::Read(key.clone()),
-        };
-        let ops = vec![first, TxnOp::Write(key.clone(), value)];
-        Ok::<_, BadRequest>((ops, dedup(&s, &params)?))
+        let value = put_value(&s, &key, &body)?;
+        let ops = vec![guard(&key, &params)?, TxnOp::Write(key.clone(), value)];
+        Ok((ops, dedup(&s, &params)?))
     })();
-    let (ops, dedup) = match parsed {
-        Err(b) => return b.into(),
-        Ok(x) => x,
-    };
-    on_leader(&s, &headers, (method, &uri, body), || async {
-        match run_txn(&s, txn_id(dedup), ops).await {
-            Ok(TxnReply::Committed { results }) => {
-                let before = match results.first() {
-                    Some(OpResult::Read { version, .. }) => *version,
-                    Some(OpResult::IfRevision { revision, .. }) => *revision,
-                    _ => {
-                        return error(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            format!("unexpected write results {results:?}"),
-                        )
-                    }
-                };
-                reply(StatusCode::OK, json!({"key": key, "revision": before + 1}))
-            }
-            Ok(other) => failure_response(&s, other),
-            Err(r) => r,
-        }
-    })
-    .await
+    write_key(&s, &origin, body, &key, parsed).await
+}
+
+async fn delete_key(
+    State(s): State<Arc<Shared>>,
+    ApiKey(key): ApiKey,
+    ApiQuery(params): ApiQuery,
+    origin: Origin,
+) -> Response {
+    let parsed = (|| {
+        check_key(&s, &key)?;
+        let ops = vec![guard(&key, &params)?, TxnOp::Delete(key.clone())];
+        Ok((ops, dedup(&s, &params)?))
+    })();
+    write_key(&s, &origin, Bytes::new(), &key, parsed).await
 }
 
 /// A message from another group (`(Addr, Msg)` in the codec's encoding). The leader hands it
 /// to the core; another member forwards it to the leader. 202 when queued, 503 when not.
 async fn shard_msg(
     State(s): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    origin: Origin,
     ApiBody(body): ApiBody,
 ) -> Response {
     if let Some(token) = &s.config.cluster_token {
-        let given = headers
+        let given = origin
+            .headers
             .get(SHARD_TOKEN_HEADER)
             .map(|v| v.as_bytes().to_vec());
         if given.as_deref() != Some(token.as_slice()) {
@@ -565,13 +598,14 @@ async fn shard_msg(
             "a shard message must come from a group",
         );
     }
-    on_leader(&s, &headers, (method, &uri, body), || async {
-        match s.requests.try_send(Request::ShardMsg { from, msg }) {
-            Ok(()) => reply(StatusCode::ACCEPTED, json!({"queued": true})),
-            Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "request queue full"),
-        }
-    })
-    .await
+    origin
+        .on_leader(&s, body, || async {
+            match s.requests.try_send(Request::ShardMsg { from, msg }) {
+                Ok(()) => reply(StatusCode::ACCEPTED, json!({"queued": true})),
+                Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "request queue full"),
+            }
+        })
+        .await
 }
 
 /// The sharded fields of `/status`.
@@ -591,6 +625,7 @@ pub(crate) fn status_fields(s: &Shared) -> Option<Json> {
             "serving_shards": g.serving_shards(),
             "migration_done": g.migration_done(),
             "prepared": g.prepared_count(),
+            "coordinator_records": g.coordinator_records(),
             "epoch": g.epoch(),
             "cc": sh.settings.cc.name(),
             "digest": m.digest(),

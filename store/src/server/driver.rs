@@ -37,6 +37,23 @@ pub(crate) struct Driver {
     shard: Option<ShardDriver>,
 }
 
+/// The first proposal id of this run of the driver. Applied commands are matched to waiting
+/// requests by (origin node, proposal id), and a command proposed before a crash can still be
+/// chosen and applied after the restart (a new leader, or this node leading again, finishes
+/// the slot it was accepted in). Ids counting from 1 in every run would then answer a new
+/// request with an old command's outcome (a PUT told "applied" with another write's
+/// revision while its own may never apply). So each run starts at its start time in
+/// microseconds times 256: above every id an earlier run can have used unless it proposed
+/// more than 256 commands per microsecond of its life (or the clock stepped back by more
+/// than the gap), and below the group core's range (`CORE_PROPOSAL_IDS`, 2^62) until about
+/// the year 2540.
+pub(crate) fn first_proposal_id(now: std::time::SystemTime) -> u64 {
+    let micros = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    micros.saturating_mul(256).max(1)
+}
+
 /// Inputs drained per wake-up before handling the Ready, so that one Ready (and one fsync)
 /// covers many.
 const DRAIN_MAX: usize = 1024;
@@ -49,7 +66,7 @@ impl Driver {
             pending: HashMap::new(),
             pending_reads: HashMap::new(),
             reads_waiting_apply: VecDeque::new(),
-            next_id: 1,
+            next_id: first_proposal_id(std::time::SystemTime::now()),
             snapshot_in_progress: false,
             wal_bytes_since_compaction: 0,
             decoded_snapshot: None,
@@ -491,5 +508,30 @@ impl Driver {
             fatal("WAL thread gone", "channel closed");
         }
         tracing::info!(slot = snap.slot, "installed a snapshot from the leader");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_proposal_id;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn a_restarted_driver_never_reuses_an_earlier_runs_proposal_ids() {
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let first = first_proposal_id(start);
+        // A run proposing 100,000 commands a second for a day, restarted 1 ms after it died.
+        let used_up_to = first + 100_000 * 86_400;
+        let restarted =
+            first_proposal_id(start + Duration::from_secs(86_400) + Duration::from_millis(1));
+        assert!(
+            restarted > used_up_to,
+            "restart starts at {restarted}, the earlier run used up to {used_up_to}"
+        );
+        // Even a restart within the same millisecond starts past a run's first thousands.
+        let quick = first_proposal_id(start + Duration::from_millis(1));
+        assert!(quick > first + 100_000, "{quick} vs {first}");
+        // Below the group core's own proposal ids (server::sharded::CORE_PROPOSAL_IDS).
+        assert!(restarted < 1 << 62);
     }
 }

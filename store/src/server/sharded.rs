@@ -53,6 +53,8 @@ pub struct ShardSettings {
     /// Messages to other groups and the controller in flight at once; more are dropped (the
     /// core retransmits).
     pub max_messages_in_flight: usize,
+    /// Each shard's exactly-once table bound in bytes (`--dedup-max-bytes` / `--shards`).
+    pub dedup_max_bytes_per_shard: usize,
 }
 
 impl ShardSettings {
@@ -66,6 +68,7 @@ impl ShardSettings {
             bugs: Vec::new(),
             tick_ms: 20,
             max_messages_in_flight: 256,
+            dedup_max_bytes_per_shard: crate::shard::group::DEFAULT_DEDUP_MAX_BYTES_PER_SHARD,
         }
     }
 
@@ -92,6 +95,7 @@ impl ShardSettings {
         g.cc = self.cc;
         g.deadlock = self.deadlock;
         g.bugs = self.bugs.clone();
+        g.dedup_max_bytes_per_shard = self.dedup_max_bytes_per_shard;
         g
     }
 

@@ -55,6 +55,7 @@
 //! live attempt logs an abort first (presumed abort).
 
 use super::config::Config;
+use super::dedup::DedupTable;
 use super::lock::{Acquire, LockTable, Mode};
 use super::{
     AbortReason, Age, Cc, ClientId, ConfigNum, Deadlock, GroupId, OpResult, ShardBug, ShardId,
@@ -77,12 +78,13 @@ pub enum Addr {
 pub enum WriteOp {
     Put(String, String),
     Append(String, String),
+    Delete(String),
 }
 
 impl WriteOp {
     pub fn key(&self) -> &str {
         match self {
-            WriteOp::Put(k, _) | WriteOp::Append(k, _) => k,
+            WriteOp::Put(k, _) | WriteOp::Append(k, _) | WriteOp::Delete(k) => k,
         }
     }
 }
@@ -90,7 +92,8 @@ impl WriteOp {
 /// A stored value and its version (the number of transactions that wrote the key).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stored {
-    pub value: Value,
+    /// None: deleted (a tombstone keeping the version, so that versions are never reused).
+    pub value: Option<Value>,
     pub version: u64,
 }
 
@@ -98,16 +101,16 @@ pub struct Stored {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardData {
     pub data: BTreeMap<String, Stored>,
-    /// Exactly-once table: the latest transaction of each client that wrote this shard, and
-    /// its reply. A retry of it gets the recorded reply; an older one is refused as stale.
-    pub dedup: BTreeMap<ClientId, (u64, TxnReply)>,
+    /// Exactly-once table: the latest transaction of each client that touched this shard,
+    /// and its reply, bounded in bytes ([`super::dedup`]).
+    pub dedup: DedupTable,
 }
 
 impl ShardData {
     fn get(&self, key: &str) -> Versioned {
         match self.data.get(key) {
             Some(s) => Versioned {
-                value: Some(s.value.clone()),
+                value: s.value.clone(),
                 version: s.version,
             },
             None => Versioned {
@@ -224,6 +227,9 @@ pub enum GroupCmd {
         commit: bool,
         results: Vec<OpResult>,
     },
+    /// Coordinator: every participant acknowledged the decision, drop the record. A client
+    /// retry after this runs a new attempt that the participants' exactly-once tables answer.
+    Forget { txn: TxnId },
 }
 
 /// Facts for metrics and for the simulator's checks.
@@ -311,6 +317,10 @@ pub struct GroupConfig {
     pub timing: Timing,
     /// Lock requests waiting at once; more are aborted (definite).
     pub max_waiters: usize,
+    /// Each shard's exactly-once table is held to this many bytes, oldest entries evicted
+    /// ([`super::dedup`]); 0: unbounded. The same at every replica of every group: it decides
+    /// what is evicted, and the table moves with its shard.
+    pub dedup_max_bytes_per_shard: usize,
 }
 
 impl GroupConfig {
@@ -323,6 +333,7 @@ impl GroupConfig {
             bugs: Vec::new(),
             timing: Timing::default(),
             max_waiters: 1024,
+            dedup_max_bytes_per_shard: DEFAULT_DEDUP_MAX_BYTES_PER_SHARD,
         }
     }
 }
@@ -358,6 +369,11 @@ struct Replicated {
     prepared: BTreeMap<TxnId, Prepared>,
     coord: BTreeMap<TxnId, CoordRecord>,
     undecided: BTreeSet<TxnId>,
+    /// The replies of forgotten coordinator records, per client (its latest), bounded in
+    /// bytes like a shard's exactly-once table: a retry after the record is forgotten is
+    /// answered from here, never run as a new attempt (whose abort would be a false
+    /// "definite failure" for a transaction that committed).
+    forgotten: DedupTable,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -422,6 +438,9 @@ struct Volatile {
     last_pull: BTreeMap<ShardId, u64>,
 }
 
+/// The default bound of each shard's exactly-once table (64 MiB over 16 shards).
+pub const DEFAULT_DEDUP_MAX_BYTES_PER_SHARD: usize = 4 << 20;
+
 /// Bound on the volatile set of aborted transaction ids.
 const MAX_REMEMBERED_ABORTS: usize = 65_536;
 
@@ -459,6 +478,7 @@ impl Group {
                 prepared: BTreeMap::new(),
                 coord: BTreeMap::new(),
                 undecided: BTreeSet::new(),
+                forgotten: DedupTable::default(),
             },
             cfg,
             v: Volatile::default(),
@@ -509,6 +529,14 @@ impl Group {
                 for w in &p.writes {
                     self.v.locks.force(*txn, w.key(), Mode::Exclusive);
                 }
+            }
+        }
+        // Decided records whose acknowledgements died with the previous leader: tell the
+        // participants again (at the next tick), so that the records can be forgotten.
+        for (txn, rec) in &self.st.coord {
+            if rec.decision.is_some() {
+                let left = rec.participants.iter().copied().collect();
+                self.v.unacked.insert(*txn, (left, 0));
             }
         }
     }
@@ -590,6 +618,12 @@ impl Group {
         self.st.prepared.len()
     }
 
+    /// Coordinator records held (decided or not); decided ones are forgotten once every
+    /// participant acknowledged the decision.
+    pub fn coordinator_records(&self) -> usize {
+        self.st.coord.len()
+    }
+
     /// Coordinator records without a logged decision.
     pub fn undecided_count(&self) -> usize {
         self.st.undecided.len()
@@ -604,6 +638,63 @@ impl Group {
     pub fn get(&self, key: &str) -> Option<Versioned> {
         let s = super::shard_of(key, self.cfg.shards);
         self.serving(s).then(|| self.st.shards[&s].get(key))
+    }
+
+    /// A linearizable read for the server's ReadIndex path (no log record). Call it only
+    /// after this replica confirmed its leadership with a quorum and applied the log up to
+    /// that read index. Safe when, at that point:
+    /// - this group serves the key's shard: a gaining group serves a write only after
+    ///   installing the shard, which follows this group's freeze of it in this group's log;
+    ///   a write acknowledged there before the read began would put the freeze below the
+    ///   read index, and the shard would not be served here;
+    /// - no prepared transaction writes the key: its coordinator may have acknowledged a
+    ///   commit whose `Finish` this group has not applied yet.
+    ///
+    /// `Err(Some(reply))`: refused (wrong group, not installed yet); `Err(None)`: a prepared
+    /// transaction writes the key, so read through the log (a read-only transaction waits
+    /// for it or is refused, as any transaction would).
+    pub fn read_at_index(&self, key: &str) -> Result<Versioned, Option<TxnReply>> {
+        let s = self.shard(key);
+        if !self.serving(s) && self.has_bug(ShardBug::MigrationServesStale) {
+            // The planted bug serves this path too.
+            if let Some(copy) = self.stale_copy(s) {
+                return Ok(copy.get(key));
+            }
+        }
+        if let Some(r) = self.refusal(s) {
+            return Err(Some(r));
+        }
+        let prepared_write = self
+            .st
+            .prepared
+            .values()
+            .any(|p| p.writes.iter().any(|w| w.key() == key));
+        if prepared_write {
+            return Err(None);
+        }
+        Ok(self.st.shards[&s].get(key))
+    }
+
+    /// Up to `max` present keys starting with `prefix` in the shards this group serves, in
+    /// key order, with their revisions (versions).
+    pub fn keys(&self, prefix: &str, max: usize) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .st
+            .shards
+            .iter()
+            .filter(|(s, _)| self.serving(**s))
+            .flat_map(|(_, d)| {
+                d.data
+                    .range(prefix.to_string()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .filter(|(_, st)| st.value.is_some())
+                    .take(max)
+                    .map(|(k, st)| (k.clone(), st.version))
+            })
+            .collect();
+        out.sort();
+        out.truncate(max);
+        out
     }
 
     /// The shards this group serves.
@@ -684,14 +775,7 @@ impl Group {
         if super::is_anonymous(txn.client) {
             return None;
         }
-        let (seq, reply) = self.st.shards.get(&s)?.dedup.get(&txn.client)?;
-        match (*seq).cmp(&txn.seq) {
-            std::cmp::Ordering::Equal => Some(reply.clone()),
-            std::cmp::Ordering::Greater => Some(TxnReply::Aborted {
-                reason: AbortReason::Stale,
-            }),
-            std::cmp::Ordering::Less => None,
-        }
+        self.st.shards.get(&s)?.dedup.answer(txn.client, txn.seq)
     }
 
     fn remember_abort(&mut self, txn: TxnId) {
@@ -828,7 +912,7 @@ impl Group {
                 if let (Addr::Group(g), Some((left, _))) = (from, self.v.unacked.get_mut(&txn)) {
                     left.remove(&g);
                     if left.is_empty() {
-                        self.v.unacked.remove(&txn);
+                        self.forget(txn);
                     }
                 }
             }
@@ -851,6 +935,21 @@ impl Group {
         }
     }
 
+    /// Proposes dropping `txn`'s coordinator record (its decision is logged and every
+    /// participant acknowledged it). The entry stays in `unacked`, empty, until the record is
+    /// applied, so that a lost proposal is made again.
+    fn forget(&mut self, txn: TxnId) {
+        if self.is_ready()
+            && self
+                .st
+                .coord
+                .get(&txn)
+                .is_some_and(|r| r.decision.is_some())
+        {
+            self.propose_once(format!("forget{txn}"), GroupCmd::Forget { txn });
+        }
+    }
+
     fn reply(&mut self, id: TxnId, reply: TxnReply) {
         self.send(Addr::Client(id.client), Msg::Reply { id, reply });
     }
@@ -863,6 +962,11 @@ impl Group {
                 self.reply(id, reply);
             }
             return;
+        }
+        if !super::is_anonymous(id.client) {
+            if let Some(reply) = self.st.forgotten.answer(id.client, id.seq) {
+                return self.reply(id, reply);
+            }
         }
         if self.v.running.contains_key(&id) || self.v.local.contains_key(&id) {
             return;
@@ -902,13 +1006,14 @@ impl Group {
             }
             let p = plan.entry(owner).or_default();
             match op {
-                TxnOp::Read(k) | TxnOp::IfRevision(k, _) => {
+                TxnOp::Read(k) | TxnOp::IfRevision(k, _) | TxnOp::IfValue(k, _) => {
                     if !p.0.contains(k) {
                         p.0.push(k.clone());
                     }
                 }
                 TxnOp::Write(k, v) => p.1.push(WriteOp::Put(k.clone(), v.clone())),
                 TxnOp::Append(k, v) => p.1.push(WriteOp::Append(k.clone(), v.clone())),
+                TxnOp::Delete(k) => p.1.push(WriteOp::Delete(k.clone())),
             }
         }
         if plan.len() == 1 {
@@ -1150,6 +1255,12 @@ impl Group {
     }
 
     fn on_decision(&mut self, from: Addr, txn: TxnId, commit: bool, results: Vec<OpResult>) {
+        // A leader that has not applied its own epoch may not have applied this
+        // transaction's prepare yet: acknowledging now could let the coordinator forget a
+        // decision this group still needs. The coordinator retransmits.
+        if !self.is_ready() {
+            return;
+        }
         if self.st.prepared.contains_key(&txn) {
             self.propose_once(
                 format!("finish{txn}"),
@@ -1416,6 +1527,10 @@ impl Group {
             })
             .collect();
         for (id, groups) in resend {
+            if groups.is_empty() {
+                self.forget(id);
+                continue;
+            }
             if let Some(CoordRecord {
                 decision: Some((commit, reply)),
                 ..
@@ -1588,6 +1703,20 @@ impl Group {
                 commit,
                 results,
             } => self.apply_finish(txn, commit, results),
+            GroupCmd::Forget { txn } => {
+                if let Some(CoordRecord {
+                    decision: Some((_, reply)),
+                    ..
+                }) = self.st.coord.get(&txn)
+                {
+                    if !super::is_anonymous(txn.client) {
+                        let (reply, max) = (reply.clone(), self.cfg.dedup_max_bytes_per_shard);
+                        self.st.forgotten.record(txn.client, txn.seq, reply, max);
+                    }
+                    self.st.coord.remove(&txn);
+                }
+                self.v.unacked.remove(&txn);
+            }
         }
     }
 
@@ -1775,14 +1904,17 @@ impl Group {
             let version = *versions
                 .entry(w.key().to_string())
                 .or_insert(old_version + 1);
-            let value = match (w, stored.map(|s| s.value)) {
-                (WriteOp::Put(_, v), _) => Value::Str(v.clone()),
-                (WriteOp::Append(_, v), None) => Value::List(vec![v.clone()]),
+            let value = match (w, stored.and_then(|s| s.value)) {
+                (WriteOp::Put(_, v), _) => Some(Value::Str(v.clone())),
+                (WriteOp::Delete(_), _) => None,
+                (WriteOp::Append(_, v), None) => Some(Value::List(vec![v.clone()])),
                 (WriteOp::Append(_, v), Some(Value::List(mut l))) => {
                     l.push(v.clone());
-                    Value::List(l)
+                    Some(Value::List(l))
                 }
-                (WriteOp::Append(_, v), Some(Value::Str(old))) => Value::List(vec![old, v.clone()]),
+                (WriteOp::Append(_, v), Some(Value::Str(old))) => {
+                    Some(Value::List(vec![old, v.clone()]))
+                }
             };
             shard
                 .data
@@ -1793,17 +1925,12 @@ impl Group {
         } else {
             touched
         };
+        let max_bytes = self.cfg.dedup_max_bytes_per_shard;
         for s in recorded {
             if let Some(shard) = self.st.shards.get_mut(s) {
-                // A late commit of an older transaction (its client gave up waiting and moved
-                // on) must not hide the newer entry.
-                if shard
+                shard
                     .dedup
-                    .get(&txn.client)
-                    .is_none_or(|(seq, _)| *seq <= txn.seq)
-                {
-                    shard.dedup.insert(txn.client, (txn.seq, reply.clone()));
-                }
+                    .record(txn.client, txn.seq, reply.clone(), max_bytes);
             }
         }
         versions.into_iter().collect()
@@ -2022,6 +2149,24 @@ pub fn evaluate(
                     revision: v,
                 });
             }
+            TxnOp::IfValue(k, want) => {
+                let b = base(k);
+                if b.value.as_ref() != Some(&Value::Str(want.clone())) {
+                    return Err(TxnReply::CompareFailed {
+                        key: k.clone(),
+                        revision: b.version,
+                    });
+                }
+                results.push(OpResult::IfRevision {
+                    key: k.clone(),
+                    revision: b.version,
+                });
+            }
+            TxnOp::Delete(k) => {
+                overlay.insert(k, None);
+                writes.push(WriteOp::Delete(k.clone()));
+                results.push(OpResult::Delete { key: k.clone() });
+            }
             TxnOp::Read(k) => {
                 let b = base(k);
                 let value = match overlay.get(k.as_str()) {
@@ -2065,4 +2210,97 @@ pub fn evaluate(
         }
     }
     Ok((results, writes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(k: &str) -> Versioned {
+        match k {
+            "a" => Versioned {
+                value: Some(Value::Str("x".into())),
+                version: 3,
+            },
+            _ => Versioned {
+                value: None,
+                version: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn if_value_compares_string_values_and_delete_writes_a_tombstone() {
+        let ok = evaluate(
+            &[
+                TxnOp::IfValue("a".into(), "x".into()),
+                TxnOp::Delete("a".into()),
+                TxnOp::Read("a".into()),
+            ],
+            base,
+        )
+        .expect("the compare holds");
+        assert_eq!(
+            ok.0,
+            vec![
+                OpResult::IfRevision {
+                    key: "a".into(),
+                    revision: 3
+                },
+                OpResult::Delete { key: "a".into() },
+                OpResult::Read {
+                    key: "a".into(),
+                    value: None,
+                    version: 3
+                },
+            ]
+        );
+        assert_eq!(ok.1, vec![WriteOp::Delete("a".into())]);
+        for (key, want) in [("a", "y"), ("b", "x")] {
+            let r = evaluate(&[TxnOp::IfValue(key.into(), want.into())], base);
+            assert_eq!(
+                r,
+                Err(TxnReply::CompareFailed {
+                    key: key.into(),
+                    revision: base(key).version
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn a_deleted_key_keeps_growing_its_version() {
+        let mut g = Group::new(GroupConfig::new(1));
+        let mut cfg = Config::initial(g.cfg.shards);
+        cfg.num = 1;
+        cfg.shards = vec![1; g.cfg.shards];
+        cfg.groups.insert(1, vec!["g1".into()]);
+        g.step(Input::Apply(GroupCmd::NewConfig(cfg)));
+        let txn = |seq, ops| GroupCmd::Local {
+            req: TxnRequest {
+                id: TxnId { client: 9, seq },
+                age: Age {
+                    start: seq,
+                    txn: TxnId { client: 9, seq },
+                },
+                ops,
+            },
+            epoch: 0,
+        };
+        g.step(Input::Apply(txn(
+            1,
+            vec![TxnOp::Write("k".into(), "v".into())],
+        )));
+        g.step(Input::Apply(txn(2, vec![TxnOp::Delete("k".into())])));
+        let after_delete = g.get("k").expect("served");
+        assert_eq!((after_delete.value, after_delete.version), (None, 2));
+        assert!(g.keys("", 10).is_empty(), "a tombstone is not listed");
+        g.step(Input::Apply(txn(
+            3,
+            vec![TxnOp::Write("k".into(), "w".into())],
+        )));
+        let again = g.get("k").expect("served");
+        assert_eq!(again.version, 3, "versions are never reused");
+        assert_eq!(g.keys("", 10), vec![("k".to_string(), 3)]);
+    }
 }

@@ -45,6 +45,7 @@
 //! - HTTP `client_id` strings must be mapped to [`ClientId`] numbers.
 
 pub mod config;
+pub mod dedup;
 pub mod group;
 pub mod lock;
 pub mod sim;
@@ -141,24 +142,41 @@ pub enum TxnOp {
     /// commits (0 = absent); otherwise nothing is applied and the reply is
     /// [`TxnReply::CompareFailed`] (HTTP 409).
     IfRevision(String, u64),
+    /// `PUT`/`DELETE ?if_value=v`: applies only if `k` holds the string `v` when it commits;
+    /// otherwise [`TxnReply::CompareFailed`] with the key's revision (HTTP 409). Not offered
+    /// in `POST /txn` (as in the single-group store).
+    IfValue(String, String),
+    /// `DELETE /kv/k`: the key becomes absent; its version still grows (a tombstone keeps
+    /// it), so that versions are never reused and `if_revision` cannot be fooled by a key
+    /// deleted and written again.
+    Delete(String),
 }
 
 impl TxnOp {
     pub fn key(&self) -> &str {
         match self {
-            TxnOp::Read(k) | TxnOp::Write(k, _) | TxnOp::Append(k, _) | TxnOp::IfRevision(k, _) => {
-                k
-            }
+            TxnOp::Read(k)
+            | TxnOp::Write(k, _)
+            | TxnOp::Append(k, _)
+            | TxnOp::IfRevision(k, _)
+            | TxnOp::IfValue(k, _)
+            | TxnOp::Delete(k) => k,
         }
     }
 
     /// Reads the key's state before the transaction (a read or a compare).
     pub fn reads(&self) -> bool {
-        matches!(self, TxnOp::Read(_) | TxnOp::IfRevision(..))
+        matches!(
+            self,
+            TxnOp::Read(_) | TxnOp::IfRevision(..) | TxnOp::IfValue(..)
+        )
     }
 
     pub fn writes(&self) -> bool {
-        matches!(self, TxnOp::Write(..) | TxnOp::Append(..))
+        matches!(
+            self,
+            TxnOp::Write(..) | TxnOp::Append(..) | TxnOp::Delete(_)
+        )
     }
 
     /// Parses `["r", k, null]`, `["w", k, v]`, `["append", k, v]` or `["if_revision", k, n]`.
@@ -228,6 +246,9 @@ pub enum OpResult {
         key: String,
         revision: u64,
     },
+    Delete {
+        key: String,
+    },
 }
 
 impl OpResult {
@@ -246,11 +267,13 @@ impl OpResult {
             OpResult::Write { key, value } => json!(["w", key, value]),
             OpResult::Append { key, value } => json!(["append", key, value]),
             OpResult::IfRevision { key, revision } => json!(["if_revision", key, revision]),
+            OpResult::Delete { key } => json!(["delete", key, null]),
         }
     }
 }
 
-/// Why a transaction was aborted. Every abort is definite: nothing of it was applied.
+/// Why a transaction was aborted. Every abort is definite (nothing of it was applied) except
+/// `Stale` and `Evicted`, which answer a request that may repeat an applied transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AbortReason {
     /// Lost a lock conflict (wound-wait: wounded by an older transaction; no-wait: met a held
@@ -270,6 +293,10 @@ pub enum AbortReason {
     Stale,
     /// Too many transactions waiting.
     Overloaded,
+    /// The client's exactly-once entry in a shard was evicted (the per-shard byte bound) and
+    /// this seq is at or below the eviction floor: it may be a retry of a transaction that
+    /// was applied, so it is not run. Not definite: the outcome is unknown (HTTP 504).
+    Evicted { floor: u64 },
 }
 
 /// The answer to a client's transaction.
