@@ -186,3 +186,32 @@ fn a_definitely_dropped_fast_path_record_is_answered_occ() {
 fn a_definitely_dropped_fast_path_record_is_answered_and_unlocks_2pl() {
     a_definitely_dropped_record_is_answered(Cc::TwoPl);
 }
+
+/// The simulator with every group's log slower than the re-proposal timer (records reach the
+/// log up to 2.5 periods after they are proposed): every record the core proposes again on a
+/// timer is then applied more than once, and every invariant must still hold.
+fn slow_log_sweep(cc: Cc) {
+    use paxos_kv::shard::sim::{run, SimConfig};
+    let repropose = GroupConfig::new(1).timing.repropose_ticks;
+    let mut ok = 0;
+    for seed in 0..40 {
+        let mut c = SimConfig::new(seed, cc);
+        c.max_log_delay_ticks = repropose * 5 / 2;
+        // Clients wait out the slow log before retrying, as the harness's 1 s timeout does.
+        c.client_timeout_ticks = c.max_log_delay_ticks * 3;
+        c.heal_ticks *= 2;
+        let stats = run(c).unwrap_or_else(|v| panic!("{cc} with a slow log: {v}"));
+        ok += stats.txns_ok;
+    }
+    assert!(ok > 0, "{cc}: the slow-log runs committed nothing");
+}
+
+#[test]
+fn the_simulator_keeps_every_invariant_with_a_log_slower_than_the_repropose_timer_occ() {
+    slow_log_sweep(Cc::Occ);
+}
+
+#[test]
+fn the_simulator_keeps_every_invariant_with_a_log_slower_than_the_repropose_timer_2pl() {
+    slow_log_sweep(Cc::TwoPl);
+}
