@@ -189,7 +189,9 @@ fn a_definitely_dropped_fast_path_record_is_answered_and_unlocks_2pl() {
 
 /// The simulator with every group's log slower than the re-proposal timer (records reach the
 /// log up to 2.5 periods after they are proposed): every record the core proposes again on a
-/// timer is then applied more than once, and every invariant must still hold.
+/// timer is then applied more than once, and every invariant must still hold. (A net for the
+/// records other than `Local`: the simulator's clients carry exactly-once ids, so it does not
+/// reproduce the double append itself; the tests above do.)
 fn slow_log_sweep(cc: Cc) {
     use paxos_kv::shard::sim::{run, SimConfig};
     let repropose = GroupConfig::new(1).timing.repropose_ticks;
