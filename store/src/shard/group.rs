@@ -417,7 +417,7 @@ struct Volatile {
     locks: LockTable,
     ages: BTreeMap<TxnId, Age>,
     phase: BTreeMap<TxnId, Phase>,
-    /// Wounded or refused here: later reads and prepares of it are refused.
+    /// Wounded, refused or finished here: later reads and prepares of it are refused.
     aborted: BTreeSet<TxnId>,
     aborted_order: std::collections::VecDeque<TxnId>,
     waiters: BTreeMap<(TxnId, WaitKind), (Addr, Msg)>,
@@ -1968,9 +1968,11 @@ impl Group {
                 reads: p.reads.clone(),
                 writes: written,
             });
-        } else {
-            self.remember_abort(txn);
         }
+        // Either way a late copy of the coordinator's Prepare (or Read) must be refused, not
+        // prepared anew: its decision would be learnt again from the coordinator and a commit
+        // applied twice (an anonymous transaction has no exactly-once entry to stop it).
+        self.remember_abort(txn);
         self.release(txn);
         self.try_freeze();
         self.send(Addr::Group(p.coordinator), Msg::DecisionAck { txn });
