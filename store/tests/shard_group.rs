@@ -520,3 +520,56 @@ fn a_leader_taking_over_before_applying_its_predecessors_records_waits_and_keeps
         "a write of a key a prepared transaction holds was proposed: {outs:?}"
     );
 }
+
+/// A participant that has finished a transaction must not prepare it again when a late copy
+/// of the coordinator's Prepare arrives (a partition delays it): it would be prepared anew,
+/// learn "commit" from the coordinator's log, and apply its writes a second time. Seen in a
+/// sharded list-append run as `[... 17 18 18]` (issue #12); anonymous ids have no
+/// exactly-once entry to stop it.
+#[test]
+fn a_late_prepare_after_the_finish_applies_nothing_twice() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    for cc in Cc::ALL {
+        let mut net = Net::new(2, cc, Deadlock::WoundWait);
+        let (a, b) = (net.key_of(1, 0), net.key_of(2, 0));
+        let prepares: Rc<RefCell<Vec<(Addr, Addr, Msg)>>> = Rc::default();
+        let seen = prepares.clone();
+        net.drop = Box::new(move |from, to, msg| {
+            if matches!(msg, Msg::Prepare { .. }) && to == Addr::Group(2) {
+                seen.borrow_mut().push((from, to, msg.clone()));
+            }
+            false
+        });
+        // Group 2 only writes: nothing read there whose lock could be missing.
+        let id = TxnId {
+            client: paxos_kv::shard::ANONYMOUS_CLIENT_BIT | 5,
+            seq: 1,
+        };
+        net.submit(
+            1,
+            id,
+            vec![TxnOp::Read(a.clone()), TxnOp::Append(b.clone(), "x".into())],
+        );
+        net.run(20);
+        assert!(
+            matches!(net.reply_to(id), Some(TxnReply::Committed { .. })),
+            "{cc}: {:?}",
+            net.reply_to(id)
+        );
+        assert_eq!(net.value(&b), (Some(Value::List(vec!["x".into()])), 1));
+        let late = prepares
+            .borrow()
+            .first()
+            .cloned()
+            .expect("a prepare was sent");
+        net.queue.push_back(late);
+        net.run(60);
+        assert_eq!(
+            net.value(&b),
+            (Some(Value::List(vec!["x".into()])), 1),
+            "{cc}: the late prepare applied the append again"
+        );
+        assert_eq!(net.group(2).prepared_count(), 0, "{cc}: prepared again");
+    }
+}

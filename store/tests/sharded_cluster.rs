@@ -9,7 +9,7 @@ use paxos_kv::shard::shard_of;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::Child;
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -1066,4 +1066,89 @@ async fn group_api_matches_the_single_group_shapes_and_forgets_what_it_may() {
         records.iter().all(|r| *r == json!(0)),
         "coordinator records not forgotten within 20 s: {records:?}"
     );
+}
+
+/// Sends SIGSTOP or SIGCONT (`signal`: "-STOP", "-CONT") to the running processes `idx`.
+fn signal(c: &ShardCluster, signal: &str, idx: &[usize]) {
+    for i in idx {
+        if let Some(child) = c.procs[*i].child.lock().unwrap().as_ref() {
+            let status = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill {signal} {}", c.procs[*i].name);
+        }
+    }
+}
+
+/// Issue #12: a group whose log stalls for longer than the group core's re-proposal timer
+/// (20 shard ticks of 20 ms) while anonymous appends (no `client_id`/`seq`, as the harness
+/// sends them) wait in it. The core used to propose their records again; when the log
+/// resumed both copies applied, and each element was read twice (`[0 1 5 3 4 2 3 1 4 5 2]`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_appends_apply_once_when_the_groups_log_stalls() {
+    let _serial = SERIAL.lock().await;
+    let c = ShardCluster::start("stall", 1, &[(1, 3)], &["--cc", "occ"]);
+    c.join_all().await;
+    let leader = c.leader_of(1).await;
+    let addr = c.procs[leader].client.clone();
+    let followers: Vec<usize> = c.groups[&1]
+        .iter()
+        .copied()
+        .filter(|i| *i != leader)
+        .collect();
+    let key = "stalled";
+    let ok = |r: &Option<(u16, Value)>| matches!(r, Some((200, _)));
+    let first = c
+        .req(
+            reqwest::Method::POST,
+            &addr,
+            "/txn",
+            Some(json!({"ops": [["append", key, 0]]})),
+        )
+        .await;
+    assert!(ok(&first), "the first append: {first:?}");
+    // The leader cannot commit while both followers are stopped: the stall is longer than
+    // the re-proposal timer and shorter than the leader's check-quorum step-down.
+    signal(&c, "-STOP", &followers);
+    let mut sent = Vec::new();
+    for v in 1..=5 {
+        let (http, url) = (c.http.clone(), format!("http://{addr}/txn"));
+        sent.push(tokio::spawn(async move {
+            let body = json!({"ops": [["append", key, v]]});
+            let r = http.post(url).json(&body).send().await;
+            (v, r.map(|r| r.status().as_u16()).unwrap_or(0))
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    signal(&c, "-CONT", &followers);
+    let mut acked = vec![0];
+    for s in sent {
+        let (v, code) = s.await.expect("append task");
+        if code == 200 {
+            acked.push(v);
+        }
+    }
+    let (code, read) = c
+        .routed(
+            reqwest::Method::POST,
+            key,
+            "/txn",
+            Some(json!({"ops": [["r", key, null]]})),
+        )
+        .await;
+    assert_eq!(code, 200, "the read: {read}");
+    let list: Vec<String> = read["ops"][0][2]
+        .as_array()
+        .unwrap_or_else(|| panic!("a list in {read}"))
+        .iter()
+        .map(|x| x.as_str().unwrap_or_default().to_string())
+        .collect();
+    for v in 0..=5 {
+        let n = list.iter().filter(|x| **x == v.to_string()).count();
+        assert!(n <= 1, "{v} appended once, read {n} times: {list:?}");
+        if acked.contains(&v) {
+            assert_eq!(n, 1, "{v} acknowledged, read {n} times: {list:?}");
+        }
+    }
 }

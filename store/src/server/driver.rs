@@ -420,6 +420,8 @@ impl Driver {
             }
             if let Some((tx, _)) = self.pending.remove(&id) {
                 let _ = tx.send(ProposeReply::Dropped(why));
+            } else if let Some(sd) = &mut self.shard {
+                sd.rejected(&mut self.node, id, why);
             }
         }
         for (id, why) in ready.rejected_reads {

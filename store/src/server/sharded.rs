@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec;
-use crate::paxos::{Ballot, Node};
+use crate::paxos::{Ballot, Dropped, Node};
 use crate::server::{ProposeReply, Request, Shared};
 use crate::shard::config::{Config, Controller, ControllerCmd};
 use crate::shard::group::{Addr, Group, GroupCmd, GroupConfig, Input, Msg, Observation, Output};
@@ -277,6 +277,11 @@ pub(crate) struct ShardDriver {
     pub(crate) node: Arc<Shared>,
     was_leader: bool,
     next_proposal: u64,
+    /// The fast-path transactions this leader proposed and has not seen applied, with their
+    /// proposal ids, so that a definite refusal by the log reaches the core (which never
+    /// proposes a `Local` record twice). Cleared when leadership changes; bounded by the
+    /// proposals in flight.
+    local_proposals: HashMap<TxnId, u64>,
 }
 
 impl ShardDriver {
@@ -285,6 +290,7 @@ impl ShardDriver {
             node: shared,
             was_leader: false,
             next_proposal: CORE_PROPOSAL_IDS,
+            local_proposals: HashMap::new(),
         }
     }
 
@@ -301,6 +307,7 @@ impl ShardDriver {
         data: &[u8],
     ) -> Option<ProposeReply> {
         let leader = paxos.is_leader();
+        let mut applied_local = None;
         let outputs = {
             let mut m = self.sh().machine.lock().expect("lock poisoned");
             match &mut *m {
@@ -316,7 +323,12 @@ impl ShardDriver {
                     };
                 }
                 ShardMachine::Group(g) => match codec::decode::<GroupCmd>("group command", data) {
-                    Ok(cmd) => g.step(Input::Apply(cmd)),
+                    Ok(cmd) => {
+                        if let GroupCmd::Local { req, .. } = &cmd {
+                            applied_local = Some(req.id);
+                        }
+                        g.step(Input::Apply(cmd))
+                    }
                     Err(e) => {
                         tracing::error!(slot, error = %e, "undecodable group command in the log; skipped");
                         return None;
@@ -324,6 +336,9 @@ impl ShardDriver {
                 },
             }
         };
+        if let Some(txn) = applied_local {
+            self.local_proposals.remove(&txn);
+        }
         self.observe(&outputs);
         if leader {
             self.carry_out(paxos, outputs);
@@ -331,9 +346,31 @@ impl ShardDriver {
         None
     }
 
+    /// The Paxos core dropped proposal `id` (one of the group core's when it is not a client
+    /// proposal). A definite refusal of a fast-path record is handed to the core.
+    pub(crate) fn rejected(&mut self, paxos: &mut Node, id: u64, why: Dropped) {
+        // A scan, but refusals are rare (an overloaded or deposed leader).
+        let Some(txn) = self
+            .local_proposals
+            .iter()
+            .find_map(|(t, p)| (*p == id).then_some(*t))
+        else {
+            return;
+        };
+        self.local_proposals.remove(&txn);
+        if why.certainly_not_applied() && paxos.is_leader() && self.was_leader {
+            let outputs = self.step_group(Input::LocalDropped { txn });
+            self.carry_out(paxos, outputs);
+        }
+    }
+
     /// After each Ready: a node that has just become leader takes over its group core.
     pub(crate) fn after_ready(&mut self, paxos: &mut Node) {
         let leader = paxos.is_leader();
+        if leader != self.was_leader {
+            // The new leader's core forgets its predecessor's proposals (become_leader_at).
+            self.local_proposals.clear();
+        }
         if leader && !self.was_leader {
             let epoch = epoch_of(paxos.status().ballot);
             let outputs = {
@@ -426,6 +463,9 @@ impl ShardDriver {
                 Output::Propose(cmd) => {
                     let id = self.next_proposal;
                     self.next_proposal += 1;
+                    if let GroupCmd::Local { req, .. } = &cmd {
+                        self.local_proposals.insert(req.id, id);
+                    }
                     self.node.metrics.proposals.fetch_add(1, Relaxed);
                     paxos.propose(id, codec::encode(&cmd));
                 }

@@ -9,7 +9,10 @@
 //! returns [`Output`]s, handled in order:
 //! - [`Output::Propose`]: propose the command to the group's log. Nothing it stands for has
 //!   happened until it comes back through `Apply` (a proposal may be lost; the core proposes
-//!   again after `repropose_ticks`, and applying a command twice changes nothing).
+//!   again after `repropose_ticks`, and applying a command twice changes nothing). The
+//!   exception is [`GroupCmd::Local`]: proposed once per leadership, never again on a timer,
+//!   since a second copy would apply the transaction twice; a definite refusal by the log is
+//!   reported back with [`Input::LocalDropped`].
 //! - [`Output::Send`]: send a message (best effort; the core retransmits what matters).
 //!   Messages that reveal a durable fact (a vote yes, a commit decision, an answer to a client,
 //!   a handed-off shard) are emitted only while applying the log record that makes the fact
@@ -276,8 +279,16 @@ pub enum Output {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
     Tick,
-    Message { from: Addr, msg: Msg },
+    Message {
+        from: Addr,
+        msg: Msg,
+    },
     Apply(GroupCmd),
+    /// The log refused `txn`'s [`GroupCmd::Local`] proposal for certain (e.g. an overloaded
+    /// Paxos leader): it will never be applied. Its client is answered and its locks freed.
+    LocalDropped {
+        txn: TxnId,
+    },
 }
 
 /// Timers, in ticks.
@@ -422,7 +433,7 @@ struct Volatile {
     locks: LockTable,
     ages: BTreeMap<TxnId, Age>,
     phase: BTreeMap<TxnId, Phase>,
-    /// Wounded or refused here: later reads and prepares of it are refused.
+    /// Wounded, refused or finished here: later reads and prepares of it are refused.
     aborted: BTreeSet<TxnId>,
     aborted_order: std::collections::VecDeque<TxnId>,
     waiters: BTreeMap<(TxnId, WaitKind), (Addr, Msg)>,
@@ -713,6 +724,11 @@ impl Group {
             Input::Tick => self.tick(),
             Input::Message { from, msg } => self.on_message(from, msg),
             Input::Apply(cmd) => self.apply(cmd),
+            Input::LocalDropped { txn } => {
+                if self.v.local.contains_key(&txn) {
+                    self.abort_here(txn, AbortReason::Overloaded);
+                }
+            }
         }
         self.wake_waiters();
         std::mem::take(&mut self.out)
@@ -1088,8 +1104,14 @@ impl Group {
             req,
             epoch: self.st.epoch,
         };
+        // Proposed once, never again on a timer: a `Local` record is not idempotent (an
+        // anonymous transaction has no exactly-once entry, and an aborted one records none), so
+        // a second copy in the log would apply it twice, or commit what its client was told
+        // had failed. A leader's proposal is not lost while it leads: the log applies it, or
+        // refuses it for certain (`Input::LocalDropped`), or the leader steps down and
+        // `become_leader_at` forgets it.
         self.v.local.insert(id, cmd.clone());
-        self.propose_once(format!("local{id}"), cmd);
+        self.out.push(Output::Propose(cmd));
     }
 
     /// Why a participant must refuse `txn`'s read or prepare over `keys` before touching any
@@ -1559,15 +1581,6 @@ impl Group {
                 self.v.last_query.insert(id, now);
                 self.send(Addr::Group(coordinator), Msg::QueryDecision { txn: id });
             }
-        }
-        let locals: Vec<(TxnId, GroupCmd)> = self
-            .v
-            .local
-            .iter()
-            .map(|(id, c)| (*id, c.clone()))
-            .collect();
-        for (id, cmd) in locals {
-            self.propose_once(format!("local{id}"), cmd);
         }
         let horizon = t.repropose_ticks * 4;
         self.v.proposed.retain(|_, at| now < *at + horizon);
@@ -2082,9 +2095,11 @@ impl Group {
                 reads: p.reads.clone(),
                 writes: written,
             });
-        } else {
-            self.remember_abort(txn);
         }
+        // Either way a late copy of the coordinator's Prepare (or Read) must be refused, not
+        // prepared anew: its decision would be learnt again from the coordinator and a commit
+        // applied twice (an anonymous transaction has no exactly-once entry to stop it).
+        self.remember_abort(txn);
         self.release(txn);
         self.try_freeze();
         self.send(Addr::Group(p.coordinator), Msg::DecisionAck { txn });
