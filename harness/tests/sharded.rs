@@ -44,12 +44,7 @@ struct Run {
 
 impl Run {
     fn check(&self, name: &str) -> &Value {
-        self.results["checks"]
-            .as_array()
-            .expect("results.json has a checks array")
-            .iter()
-            .find(|c| c["name"] == name)
-            .unwrap_or_else(|| panic!("no {name:?} check in results.json: {:#}", self.results))
+        common::check_named(&self.results, name)
     }
 
     /// The values of the nemesis events `f`, in order.

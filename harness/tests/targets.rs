@@ -79,10 +79,7 @@ struct Run {
 
 impl Run {
     fn check(&self, name: &str) -> &Value {
-        self.results["checks"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["name"] == name))
-            .unwrap_or_else(|| panic!("no check {name} in {}", self.run_dir.display()))
+        common::check_named(&self.results, name)
     }
 
     /// Deletes the results directory the run was written to (a failed run keeps it).

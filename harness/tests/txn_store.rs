@@ -45,12 +45,7 @@ struct Run {
 impl Run {
     /// The named check's entry in results.json.
     fn check(&self, name: &str) -> &Value {
-        self.results["checks"]
-            .as_array()
-            .expect("results.json has a checks array")
-            .iter()
-            .find(|c| c["name"] == name)
-            .unwrap_or_else(|| panic!("no {name:?} check in results.json: {:#}", self.results))
+        common::check_named(&self.results, name)
     }
 
     /// The value (micro-ops with results) of every ok txn.

@@ -39,6 +39,26 @@ struct ShardCluster {
 }
 
 impl ShardCluster {
+    /// The Prometheus counter `name` (with its labels) of the node at `addr`, and the whole
+    /// `/metrics` text for messages.
+    async fn counter(&self, addr: &str, name: &str) -> (u64, String) {
+        let metrics = self
+            .http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no counter {name} in {metrics}"));
+        (value, metrics)
+    }
+
     /// `groups`: (group id, nodes); `group_args` go to every group node.
     fn start(
         name: &str,
@@ -614,20 +634,12 @@ async fn bank(cc: &str, bugs: &[&str]) -> Vec<String> {
         violations.push(format!("the final balances sum to {sum}, not {total}"));
     }
     // Every transfer went through two-phase commit (the accounts are in two groups).
-    let metrics = c
-        .http
-        .get(format!("http://{}/metrics", c.members(1)[0]))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let two_phase: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("paxos_kv_shard_txns_committed_total{path=\"2pc\"} "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no 2pc counter in {metrics}"));
+    let (two_phase, metrics) = c
+        .counter(
+            &c.members(1)[0],
+            "paxos_kv_shard_txns_committed_total{path=\"2pc\"}",
+        )
+        .await;
     assert!(two_phase > 0, "no transaction went through 2PC: {metrics}");
     eprintln!(
         "{cc} {bugs:?}: {committed} transfers committed, {audits_ok} audits, {} violations",
@@ -857,20 +869,12 @@ async fn groups_snapshot_catch_up_and_restart_from_snapshots() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics = c
-        .http
-        .get(format!("http://{}/metrics", c.procs[lagging].client))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let installed: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("paxos_kv_snapshots_installed_total "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no snapshot counter in {metrics}"));
+    let (installed, _) = c
+        .counter(
+            &c.procs[lagging].client,
+            "paxos_kv_snapshots_installed_total",
+        )
+        .await;
     assert!(
         installed > 0,
         "the lagging replica caught up without a snapshot"

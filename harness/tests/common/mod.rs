@@ -4,6 +4,7 @@
 // Each test binary uses a part of this module.
 #![allow(dead_code)]
 
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::process::Command;
@@ -212,4 +213,14 @@ pub fn wait_bounded(mut child: Child) -> std::process::ExitStatus {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The named check's entry in a run's results.json.
+pub fn check_named<'a>(results: &'a Value, name: &str) -> &'a Value {
+    results["checks"]
+        .as_array()
+        .expect("results.json has a checks array")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {name:?} check in results.json: {results:#}"))
 }
