@@ -247,6 +247,27 @@ pub struct PlannedRun {
     /// The system under test: the store binary's file name (`paxos-kv` by default); a run's
     /// config.json naming its target overrides it.
     pub target: String,
+    /// How a sharded run is laid out, as the index's target column shows it after the name
+    /// (`3g×3 2pl`: three replica groups of three, two-phase locking); empty when unsharded.
+    pub shape: String,
+}
+
+/// A sharded run's layout for the index: `{groups}g×{nodes}` and its concurrency control.
+fn shape_of(args: &TestArgs) -> String {
+    if args.groups == 0 {
+        return String::new();
+    }
+    let cc = args.cc.as_deref().unwrap_or("2pl");
+    format!("{}g×{} {cc}", args.groups, args.nodes)
+}
+
+/// The index's target column: the target's name, then a sharded run's layout.
+fn target_label(name: &str, shape: &str) -> String {
+    if shape.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name} {shape}")
+    }
 }
 
 impl PlannedRun {
@@ -338,11 +359,15 @@ pub fn plan(
                 workload: args.workload.to_string(),
                 nemesis: args.nemesis.to_string(),
                 bug: args.bug.clone(),
-                target: args
-                    .target_bin
-                    .as_ref()
-                    .and_then(|b| b.file_name().map(|n| n.to_string_lossy().into_owned()))
-                    .unwrap_or_else(|| args.target.clone()),
+                target: target_label(
+                    &args
+                        .target_bin
+                        .as_ref()
+                        .and_then(|b| b.file_name().map(|n| n.to_string_lossy().into_owned()))
+                        .unwrap_or_else(|| args.target.clone()),
+                    &shape_of(&args),
+                ),
+                shape: shape_of(&args),
             });
         }
     }
@@ -457,7 +482,7 @@ pub fn judge(
             r.availability = f.availability;
             r.first_anomaly_s = f.first_anomaly_s;
             if let Some(t) = f.target.clone() {
-                r.target = t;
+                r.target = target_label(&t, &run.shape);
             }
             let named = match &run.expect_anomaly {
                 Some(a) => f.anomalies.iter().any(|t| t == a),
@@ -851,6 +876,7 @@ mod tests {
             nemesis: "none".into(),
             bug: None,
             target: "paxos-kv".into(),
+            shape: String::new(),
         }
     }
 
@@ -980,6 +1006,20 @@ mod tests {
         want.sort();
         assert_eq!(all, want);
         assert_eq!(slices[0], ["a#1", "b#4"]);
+        assert_eq!(runs[0].target, "paxos-kv");
+        // A sharded test's target column shows its layout, and keeps it when the run's
+        // config.json names the target.
+        std::fs::write(
+            &file,
+            "[[test]]\nname = \"s\"\nexpect = \"valid\"\ngroups = 2\nnodes = 3\ncc = \"occ\"\n",
+        )
+        .unwrap();
+        let sharded = plan(&load(&file).unwrap(), &file, None, None).unwrap();
+        assert_eq!(sharded[0].target, "paxos-kv 2g×3 occ");
+        assert_eq!(
+            target_label("paxos-kv", &sharded[0].shape),
+            "paxos-kv 2g×3 occ"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
