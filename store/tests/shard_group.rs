@@ -3,7 +3,7 @@
 //! its decision, exactly-once across a shard move, and the two 2PL deadlock policies.
 
 use paxos_kv::shard::config::{Controller, ControllerCmd};
-use paxos_kv::shard::group::{Addr, Group, GroupCmd, GroupConfig, Input, Msg, Output};
+use paxos_kv::shard::group::{Addr, Group, GroupCmd, GroupConfig, Input, Msg, Output, WriteOp};
 use paxos_kv::shard::{
     shard_of, AbortReason, Age, Cc, ClientId, Deadlock, GroupId, OpResult, TxnId, TxnOp, TxnReply,
     TxnRequest, Value, DEFAULT_SHARDS,
@@ -572,4 +572,137 @@ fn a_late_prepare_after_the_finish_applies_nothing_twice() {
         );
         assert_eq!(net.group(2).prepared_count(), 0, "{cc}: prepared again");
     }
+}
+
+/// Steps group `id` of `net` with one message and returns what it sent, to whom.
+fn deliver(net: &mut Net, id: GroupId, from: Addr, msg: Msg) -> Vec<(Addr, Msg)> {
+    let g = net
+        .groups
+        .get_mut(&id)
+        .and_then(|g| g.as_mut())
+        .expect("up");
+    g.step(Input::Message { from, msg })
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send { to, msg } => Some((to, msg)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn age(start: u64, id: TxnId) -> Age {
+    Age { start, txn: id }
+}
+
+/// A prepare that meets a lock held by an older transaction votes no at once instead of
+/// waiting: its transaction may already be prepared at another participant, where the older
+/// one would wait for it in turn (a deadlock wound-wait cannot break, since a prepared
+/// transaction cannot be wounded), until the vote timeout aborted it 800 ms later.
+#[test]
+fn a_prepare_meeting_an_older_holder_votes_no_at_once() {
+    let mut net = Net::new(1, Cc::TwoPl, Deadlock::WoundWait);
+    let b = net.key_of(1, 0);
+    let (older, younger) = (txn(1, 1), txn(2, 1));
+    let sent = deliver(
+        &mut net,
+        1,
+        Addr::Group(2),
+        Msg::Read {
+            txn: older,
+            age: age(1, older),
+            keys: vec![b.clone()],
+        },
+    );
+    assert!(
+        matches!(
+            &sent[..],
+            [(Addr::Group(2), Msg::ReadReply { result: Ok(_), .. })]
+        ),
+        "the older's read: {sent:?}"
+    );
+    let sent = deliver(
+        &mut net,
+        1,
+        Addr::Group(3),
+        Msg::Prepare {
+            txn: younger,
+            age: age(2, younger),
+            reads: vec![],
+            writes: vec![WriteOp::Put(b.clone(), "y".into())],
+        },
+    );
+    assert!(
+        sent.iter().any(|(to, m)| *to == Addr::Group(3)
+            && matches!(m, Msg::Vote { txn, vote: Err(_) } if *txn == younger)),
+        "the younger's prepare must be refused at once: {sent:?}"
+    );
+    // The older's read lock is untouched: its own prepare is granted.
+    let sent = deliver(
+        &mut net,
+        1,
+        Addr::Group(2),
+        Msg::Prepare {
+            txn: older,
+            age: age(1, older),
+            reads: vec![(b.clone(), 0)],
+            writes: vec![WriteOp::Put(b, "x".into())],
+        },
+    );
+    assert!(
+        !sent
+            .iter()
+            .any(|(_, m)| matches!(m, Msg::Vote { vote: Err(_), .. })),
+        "the older's prepare: {sent:?}"
+    );
+}
+
+/// A transaction wounded while its read waits here: its coordinator is told at once, not
+/// left to learn it from a retransmission while it holds locks in other groups.
+#[test]
+fn a_wounded_waiting_read_is_answered_at_once() {
+    let mut net = Net::new(1, Cc::TwoPl, Deadlock::WoundWait);
+    let (a, b) = (net.key_of(1, 0), net.key_of(1, 1));
+    let (oldest, prepared, waiting) = (txn(1, 1), txn(2, 1), txn(3, 1));
+    // `prepared` (age 5) holds b exclusively: proposed, so it cannot be wounded.
+    let sent = deliver(
+        &mut net,
+        1,
+        Addr::Group(4),
+        Msg::Prepare {
+            txn: prepared,
+            age: age(5, prepared),
+            reads: vec![],
+            writes: vec![WriteOp::Put(b.clone(), "p".into())],
+        },
+    );
+    assert!(sent.is_empty(), "prepare proposed, no vote yet: {sent:?}");
+    // `waiting` (age 9) takes a shared lock on a, then waits for b.
+    let sent = deliver(
+        &mut net,
+        1,
+        Addr::Group(2),
+        Msg::Read {
+            txn: waiting,
+            age: age(9, waiting),
+            keys: vec![a.clone(), b],
+        },
+    );
+    assert!(sent.is_empty(), "the read waits: {sent:?}");
+    // `oldest` (age 1) wants a exclusively and wounds `waiting`.
+    let sent = deliver(
+        &mut net,
+        1,
+        Addr::Group(3),
+        Msg::Prepare {
+            txn: oldest,
+            age: age(1, oldest),
+            reads: vec![],
+            writes: vec![WriteOp::Put(a, "o".into())],
+        },
+    );
+    assert!(
+        sent.iter().any(|(to, m)| *to == Addr::Group(2)
+            && matches!(m, Msg::ReadReply { txn, result: Err(_) } if *txn == waiting)),
+        "the wounded read's coordinator must hear at once: {sent:?}"
+    );
 }

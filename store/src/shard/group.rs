@@ -464,6 +464,19 @@ pub struct Group {
     out: Vec<Output>,
 }
 
+/// What a lock request does when an older transaction holds a lock it wants (wound-wait).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OlderHolder {
+    /// Wait for it: the requester can still be wounded here while it waits.
+    Wait,
+    /// Refuse (vote no). A prepare that waited here would deadlock wound-wait: its
+    /// transaction may already be prepared at another participant, where it can no longer be
+    /// wounded, so an older transaction waiting there for it and holding the lock here would
+    /// wait for ever (until the vote timeout aborts it, 800 ms by default). A prepare waits
+    /// only for younger holders, which cannot in turn wait for it.
+    Refuse,
+}
+
 enum Locked {
     Granted,
     Wait,
@@ -813,6 +826,26 @@ impl Group {
         self.remember_abort(txn);
         self.v.phase.remove(&txn);
         let was_waiting_local = self.v.waiters.contains_key(&(txn, WaitKind::Local));
+        // A coordinator whose read or prepare was waiting here is told at once: left to its
+        // retransmission it would learn only a round later, holding its locks elsewhere.
+        for kind in [WaitKind::Read, WaitKind::Prepare] {
+            if let Some((from, _)) = self.v.waiters.remove(&(txn, kind)) {
+                let refusal = TxnReply::Aborted {
+                    reason: reason.clone(),
+                };
+                let msg = match kind {
+                    WaitKind::Read => Msg::ReadReply {
+                        txn,
+                        result: Err(refusal),
+                    },
+                    _ => Msg::Vote {
+                        txn,
+                        vote: Err(refusal),
+                    },
+                };
+                self.send(from, msg);
+            }
+        }
         self.v.waiters.retain(|(t, _), _| *t != txn);
         if self.v.local.remove(&txn).is_some() || was_waiting_local {
             self.send(
@@ -832,8 +865,16 @@ impl Group {
         self.v.phase.remove(&txn);
     }
 
-    /// Takes locks for `txn` under the deadlock policy.
-    fn lock_all(&mut self, txn: TxnId, age: Age, wants: &[(String, Mode)]) -> Locked {
+    /// Takes locks for `txn` under the deadlock policy. `older_holder` says what wound-wait
+    /// does when an older transaction holds a lock `txn` wants: wait for it (a read, a
+    /// fast-path transaction), or refuse (a prepare; see [`OlderHolder::Refuse`]).
+    fn lock_all(
+        &mut self,
+        txn: TxnId,
+        age: Age,
+        wants: &[(String, Mode)],
+        older_holder: OlderHolder,
+    ) -> Locked {
         self.v.ages.insert(txn, age);
         for (key, mode) in wants {
             // Wounding frees the lock, so a second attempt is granted unless someone must be
@@ -849,6 +890,11 @@ impl Group {
                 }
                 let mut must_wait = false;
                 for h in holders {
+                    let held_by_older = self.v.ages.get(&h).is_some_and(|ha| *ha < age);
+                    if held_by_older && older_holder == OlderHolder::Refuse {
+                        self.abort_here(txn, AbortReason::LockConflict);
+                        return Locked::Abort;
+                    }
                     let older = self.v.ages.get(&h).is_some_and(|ha| age < *ha);
                     if older && self.woundable(h) {
                         self.abort_here(h, AbortReason::LockConflict);
@@ -1083,7 +1129,7 @@ impl Group {
         let id = req.id;
         if self.cfg.cc == Cc::TwoPl {
             let wants = lock_wants(&req.ops);
-            match self.lock_all(id, req.age, &wants) {
+            match self.lock_all(id, req.age, &wants, OlderHolder::Wait) {
                 Locked::Granted => {}
                 Locked::Wait => {
                     self.wait(id, WaitKind::Local, from, Msg::Txn(req));
@@ -1154,7 +1200,7 @@ impl Group {
         if self.cfg.cc == Cc::TwoPl {
             let wants: Vec<(String, Mode)> =
                 keys.iter().map(|k| (k.clone(), Mode::Shared)).collect();
-            match self.lock_all(txn, age, &wants) {
+            match self.lock_all(txn, age, &wants, OlderHolder::Wait) {
                 Locked::Granted => {
                     self.v.phase.entry(txn).or_insert(Phase::Reading);
                 }
@@ -1237,7 +1283,7 @@ impl Group {
                 .iter()
                 .map(|w| (w.key().to_string(), Mode::Exclusive))
                 .collect();
-            match self.lock_all(txn, age, &wants) {
+            match self.lock_all(txn, age, &wants, OlderHolder::Refuse) {
                 Locked::Granted => {}
                 Locked::Wait => {
                     let msg = Msg::Prepare {
