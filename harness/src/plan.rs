@@ -705,6 +705,68 @@ mod tests {
     }
 
     #[test]
+    fn sharded_options_are_refused_without_groups_naming_the_option() {
+        for (words, wanted) in [
+            (&["--deadlock", "no-wait"][..], "--deadlock"),
+            (&["--shards", "8"], "--shards"),
+            (
+                &["--nemesis-scope", "controller"],
+                "--nemesis-scope controller",
+            ),
+            (&["--partition-shapes", "isolate-group"], "isolate-group"),
+            (
+                &["--groups", "2", "--nemesis-scope", "group:3"],
+                "--nemesis-scope group:3",
+            ),
+            (&["--groups", "2", "--shards", "0"], "--shards 0"),
+            (
+                &["--groups", "2", "--cc", "occ", "--deadlock", "wound-wait"],
+                "--deadlock",
+            ),
+        ] {
+            let args = parse(words).unwrap();
+            let e = format!("{:#}", args.validate().expect_err("refused"));
+            assert!(e.contains(wanted), "{words:?}: no {wanted:?} in {e}");
+        }
+        // Clap names the deadlock modes the store has.
+        let e = parse(&["--deadlock", "wait-die"]).unwrap_err().to_string();
+        assert!(e.contains("wound-wait") && e.contains("no-wait"), "{e}");
+        // With groups: accepted, and on the command line that reproduces the run.
+        let args = parse(&[
+            "--groups",
+            "2",
+            "--deadlock",
+            "no-wait",
+            "--shards",
+            "8",
+            "--nemesis-scope",
+            "controller,group:2",
+        ])
+        .unwrap();
+        let plan = args.plan().unwrap();
+        assert_eq!(
+            plan.scopes,
+            [
+                nemesis::scope::Scope::Controller,
+                nemesis::scope::Scope::Group(Some(2))
+            ]
+        );
+        assert!(plan.shapes.contains(&Shape::IsolateGroup));
+        let r = args.reproduce(1, "netns");
+        for w in [
+            "--deadlock no-wait",
+            "--shards 8",
+            "--nemesis-scope controller,group:2",
+        ] {
+            assert!(r.contains(w), "{w:?} not in {r}");
+        }
+        // Unsharded, `any` shapes leave isolate-group out rather than refusing it.
+        let plain = parse(&[]).unwrap().plan().unwrap();
+        assert!(!plain.shapes.contains(&Shape::IsolateGroup));
+        assert_eq!(plain.scopes, [nemesis::scope::Scope::Any]);
+    }
+
+    #[test]
     fn fields_give_the_same_options_as_flags() {
         let fields = serde_json::json!({
             "workload": "bank", "nemesis": "all", "time_limit_s": 5, "store_bin": "/x/paxos-kv",
