@@ -446,7 +446,13 @@ impl FaultTracker {
                 other => other.to_string(),
             };
             let label = if spec.kind == FaultKind::Partition {
-                format!("partition {}", label.split(' ').next().unwrap_or(""))
+                // The first item names the shape (and, sharded, the group: `g2 halves`).
+                match &e.value {
+                    Value::List(items) if !items.is_empty() => {
+                        format!("partition {}", items[0])
+                    }
+                    _ => format!("partition {}", label.split(' ').next().unwrap_or("")),
+                }
             } else if spec.kind == FaultKind::Network {
                 // The first item says what and how: `delay 80ms ±16ms via proxy`.
                 match &e.value {

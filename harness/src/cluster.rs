@@ -449,12 +449,21 @@ impl Cluster {
     /// The index of the node that says it leads (the strongest claim wins if several do).
     /// None also when the target has no leader query.
     pub async fn leader(&self) -> Option<usize> {
+        self.leader_among(0..self.nodes.len()).await
+    }
+
+    /// As [`Cluster::leader`], among `nodes` only (one group of sharded paxos-kv: ballots of
+    /// different groups do not compare).
+    pub async fn leader_among(&self, nodes: impl IntoIterator<Item = usize>) -> Option<usize> {
         let query = self.target.leader_query();
+        let nodes: Vec<usize> = nodes
+            .into_iter()
+            .filter(|&i| i < self.nodes.len())
+            .collect();
         let claims =
-            futures::future::join_all((0..self.nodes.len()).map(|i| self.leader_claim(i, &query)))
-                .await;
+            futures::future::join_all(nodes.iter().map(|&i| self.leader_claim(i, &query))).await;
         let mut best: Option<(usize, (u64, u64))> = None;
-        for (i, claim) in claims.into_iter().enumerate() {
+        for (&i, claim) in nodes.iter().zip(claims) {
             let Some(claim) = claim else { continue };
             if !self.nodes[i].paused && best.as_ref().map(|(_, b)| claim > *b).unwrap_or(true) {
                 best = Some((i, claim));

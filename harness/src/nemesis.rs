@@ -15,7 +15,9 @@ use std::time::Duration;
 use tokio::sync::{watch, Mutex};
 
 pub mod episodes;
+pub mod scope;
 use episodes::{Aim, Allowed, EpisodePlanner, PlannedFault};
+use scope::{Scope, ShardLayout};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -123,6 +125,8 @@ pub enum Shape {
     Halves,
     MajoritiesRing,
     Bridge,
+    /// Sharded paxos-kv: a whole group (see [`scope`]) cut off from every other process.
+    IsolateGroup,
 }
 
 impl Shape {
@@ -133,6 +137,7 @@ impl Shape {
             Shape::Halves => "halves",
             Shape::MajoritiesRing => "majorities-ring",
             Shape::Bridge => "bridge",
+            Shape::IsolateGroup => "isolate-group",
         }
     }
 }
@@ -144,13 +149,23 @@ pub const ALL_TARGETS: [Target; 5] = [
     Target::All,
     Target::Leader,
 ];
-pub const ALL_SHAPES: [Shape; 5] = [
+pub const ALL_SHAPES: [Shape; 6] = [
     Shape::IsolateOne,
     Shape::IsolateLeader,
     Shape::Halves,
     Shape::MajoritiesRing,
     Shape::Bridge,
+    Shape::IsolateGroup,
 ];
+
+/// The shapes a run may draw: `isolate-group` only when the run has groups.
+pub fn shapes_for(shapes: &[Shape], sharded: bool) -> Vec<Shape> {
+    shapes
+        .iter()
+        .copied()
+        .filter(|s| sharded || *s != Shape::IsolateGroup)
+        .collect()
+}
 
 /// Parses an option that takes `any` (every choice) or a comma list of choice names; the
 /// error names the option and lists the choices.
@@ -290,82 +305,27 @@ pub fn describe_links(links: &BTreeSet<(usize, usize)>) -> String {
         .join(" ")
 }
 
-/// The nodes (indices) a process fault hits.
+/// The nodes (indices) a process fault hits among all `n`.
 pub fn choose_targets(
     target: Target,
     n: usize,
     leader: Option<usize>,
     rng: &mut ChaCha8Rng,
 ) -> Vec<usize> {
-    let mut all: Vec<usize> = (0..n).collect();
-    all.shuffle(rng);
-    let count = match target {
-        Target::One => 1,
-        Target::Minority => (n - 1) / 2,
-        Target::Majority => n / 2 + 1,
-        Target::All => n,
-        Target::Leader => return vec![leader.unwrap_or(all[0])],
-    };
-    let mut chosen: Vec<usize> = all.into_iter().take(count.max(1)).collect();
-    chosen.sort_unstable();
-    chosen
+    let all: Vec<usize> = (0..n).collect();
+    scope::choose_within(target, &all, leader, false, rng)
 }
 
-/// The undirected links a partition cuts, and the groups as people read them.
+/// The undirected links a partition of all `n` nodes cuts (`isolate-group`: none, the one
+/// group being everyone).
 pub fn partition_cuts(
     shape: Shape,
     n: usize,
     leader: Option<usize>,
     rng: &mut ChaCha8Rng,
 ) -> BTreeSet<(usize, usize)> {
-    let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(rng);
-    let mut cuts = BTreeSet::new();
-    let mut cut_between = |a: &[usize], b: &[usize]| {
-        for &x in a {
-            for &y in b {
-                if x != y {
-                    cuts.insert((x.min(y), x.max(y)));
-                }
-            }
-        }
-    };
-    match shape {
-        Shape::IsolateOne | Shape::IsolateLeader => {
-            let lonely = if shape == Shape::IsolateLeader {
-                leader.unwrap_or(order[0])
-            } else {
-                order[0]
-            };
-            let rest: Vec<usize> = (0..n).filter(|&x| x != lonely).collect();
-            cut_between(&[lonely], &rest);
-        }
-        Shape::Halves => {
-            let (a, b) = order.split_at(n / 2);
-            cut_between(a, b);
-        }
-        Shape::Bridge => {
-            // Two halves that cannot see each other, and one node in the middle that sees both.
-            let (a, rest) = order.split_at(n / 2);
-            let b = &rest[1..];
-            cut_between(a, b);
-        }
-        Shape::MajoritiesRing => {
-            // Nodes on a ring each see their nearest neighbours, enough for a majority, but no
-            // two nodes see the same majority.
-            let majority = n / 2 + 1;
-            let reach = (majority - 1).div_ceil(2);
-            for p in 0..n {
-                for q in (p + 1)..n {
-                    let d = (q - p).min(n - (q - p));
-                    if d > reach || (n == 3 && d == 1 && p == 0 && q == 1) {
-                        cuts.insert((order[p].min(order[q]), order[p].max(order[q])));
-                    }
-                }
-            }
-        }
-    }
-    cuts
+    let all: Vec<usize> = (0..n).collect();
+    scope::partition_cuts_within(shape, &all, n, leader, false, rng)
 }
 
 /// Describes a set of cuts as the components each node still sees, e.g. `n1,n2 | n3`.
@@ -393,6 +353,9 @@ pub struct NemesisConfig {
     pub targets: Vec<Target>,
     /// Which partition shapes may be used.
     pub shapes: Vec<Shape>,
+    /// Sharded paxos-kv: which processes faults may hit (`--nemesis-scope`), each fault drawing
+    /// one; `[Any]` otherwise.
+    pub scopes: Vec<Scope>,
     /// Which behaviours the network fault may use.
     pub behaviours: Vec<BehaviourKind>,
     /// Faults to inject instead of drawing them (this nemesis' part of `--replay-faults`).
@@ -418,6 +381,11 @@ pub struct ScheduledFault {
     /// `wait_ms` then counts from the injection of the episode's first fault.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub with_previous: bool,
+    /// Sharded paxos-kv: the group it was aimed at (0: the shard controller, g: replica group
+    /// g), when it was aimed at one (`--nemesis-scope`, or a leader-aimed fault). A replay
+    /// injects the recorded nodes and cuts; this says where they were drawn from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<usize>,
 }
 
 /// What a scheduled fault does.
@@ -554,6 +522,25 @@ impl Step {
     }
 }
 
+/// Where one fault lands: the group it was aimed at (None: every process), the processes it
+/// may hit, their leader (when the fault wants one), and whether the leader must be among
+/// those hit (a fault aimed at the coordinator).
+struct Placement {
+    group: Option<usize>,
+    members: Vec<usize>,
+    leader: Option<usize>,
+    with_leader: bool,
+    /// Where it landed, as its label says it: empty, `g2 `, `controller `, `coordinator g1 `.
+    prefix: String,
+}
+
+impl Placement {
+    /// The fault's label: where it landed and how its targets were chosen (`g2 leader`).
+    fn label(&self, how: &str) -> String {
+        format!("{}{how}", self.prefix)
+    }
+}
+
 /// The fault being held now, for undoing it.
 enum Active {
     Paused(Vec<usize>),
@@ -628,7 +615,10 @@ impl Nemesis {
             }
             let fault = match &mut replay {
                 Some(faults) => faults.next().expect("peeked above"),
-                None => self.draw(wait_ms, n, &mut rng).await,
+                None => match self.draw(wait_ms, n, &mut stop, &mut rng).await {
+                    Some(f) => f,
+                    None => break,
+                },
             };
             let active = self.inject(&fault, n).await?;
             let hold_ms = fault.hold_ms;
@@ -811,51 +801,173 @@ impl Nemesis {
             }
             Step::Plan(p) => p,
         };
+        let at = self.place(&planned.aim, n, stop, rng).await?;
+        let (target, action) = self.resolve(planned.aim, &at, n, false, rng);
+        Some(ScheduledFault {
+            nemesis: planned.aim.kind(),
+            wait_ms,
+            hold_ms: planned.hold_ms,
+            target,
+            action,
+            with_previous,
+            group: at.group,
+        })
+    }
+
+    /// Where a fault aimed by `aim` lands (see [`scope`]): in an unsharded run every node; in a
+    /// sharded one, a group drawn by `--nemesis-scope` (any group for a leader-aimed fault
+    /// under `any`), and that group's leader when the fault needs it. None when told to stop
+    /// while waiting for a leader.
+    async fn place(
+        &self,
+        aim: &Aim,
+        n: usize,
+        stop: &mut watch::Receiver<bool>,
+        rng: &mut ChaCha8Rng,
+    ) -> Option<Placement> {
         let wants_leader = matches!(
-            planned.aim,
+            aim,
             Aim::Pause(Target::Leader)
                 | Aim::Kill(Target::Leader)
                 | Aim::Network(Target::Leader, _)
                 | Aim::Partition(Shape::IsolateLeader)
         );
-        let mut leader = None;
-        if wants_leader {
-            // Right after an episode the cluster may still be electing: ask a few times rather
-            // than hit a node at random.
-            for _ in 0..LEADER_TRIES {
-                leader = self.cluster.lock().await.leader().await;
-                if leader.is_some() {
-                    break;
-                }
-                if sleep_or_stop(stop, LEADER_RETRY_MS).await {
-                    return None;
-                }
+        let every: Vec<usize> = (0..n).collect();
+        let Some(control) = &self.shards else {
+            let leader = if wants_leader {
+                self.find_leader(&every, stop).await?
+            } else {
+                None
+            };
+            return Some(Placement {
+                group: None,
+                members: every,
+                leader,
+                with_leader: false,
+                prefix: String::new(),
+            });
+        };
+        let layout = ShardLayout {
+            groups: control.groups,
+            per_group: control.per_group,
+        };
+        let scope = self
+            .config
+            .scopes
+            .choose(rng)
+            .copied()
+            .unwrap_or(Scope::Any);
+        let coordinating = if scope == Scope::Coordinator {
+            control.coordinating_groups().await
+        } else {
+            Vec::new()
+        };
+        let needs_group = wants_leader || matches!(aim, Aim::Partition(Shape::IsolateGroup));
+        let group = scope::pick_group(scope, layout, needs_group, &coordinating, rng);
+        let with_leader = scope == Scope::Coordinator;
+        let members = group.map(|g| layout.members(g)).unwrap_or(every);
+        let leader = if wants_leader || with_leader {
+            self.find_leader(&members, stop).await?
+        } else {
+            None
+        };
+        let prefix = match (scope, group) {
+            (_, None) => String::new(),
+            (Scope::Coordinator, Some(g)) => {
+                format!("coordinator {} ", ShardLayout::group_name(g))
+            }
+            (_, Some(g)) => format!("{} ", ShardLayout::group_name(g)),
+        };
+        if scope == Scope::Coordinator {
+            tracing::info!(
+                "coordinator: groups holding coordinator records {coordinating:?}; aiming at {}",
+                prefix.trim()
+            );
+        }
+        Some(Placement {
+            group,
+            members,
+            leader,
+            with_leader,
+            prefix,
+        })
+    }
+
+    /// The leader among `members` (the highest ballot claiming leadership among them). Right
+    /// after an episode the cluster may still be electing: asks a few times rather than hit a
+    /// node at random. Some(None): no leader found; None: told to stop.
+    async fn find_leader(
+        &self,
+        members: &[usize],
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Option<usize>> {
+        for _ in 0..LEADER_TRIES {
+            let leader = self
+                .cluster
+                .lock()
+                .await
+                .leader_among(members.iter().copied())
+                .await;
+            if leader.is_some() {
+                return Some(leader);
+            }
+            if sleep_or_stop(stop, LEADER_RETRY_MS).await {
+                return None;
             }
         }
-        let (target, action) = match planned.aim {
+        Some(None)
+    }
+
+    /// The label and action of a fault aimed by `aim`, landing `at`. With `draw_behaviour` a
+    /// network fault draws its behaviour now, after its nodes (the independent network
+    /// nemesis' order), instead of taking the aim's.
+    fn resolve(
+        &self,
+        aim: Aim,
+        at: &Placement,
+        n: usize,
+        draw_behaviour: bool,
+        rng: &mut ChaCha8Rng,
+    ) -> (String, Action) {
+        let nodes = |t: Target, rng: &mut ChaCha8Rng| {
+            scope::choose_within(t, &at.members, at.leader, at.with_leader, rng)
+        };
+        match aim {
             Aim::Pause(t) => (
-                t.as_str(),
+                at.label(t.as_str()),
                 Action::Pause {
-                    nodes: numbers(&choose_targets(t, n, leader, rng)),
+                    nodes: numbers(&nodes(t, rng)),
                 },
             ),
             Aim::Kill(t) => (
-                t.as_str(),
+                at.label(t.as_str()),
                 Action::Kill {
-                    nodes: numbers(&choose_targets(t, n, leader, rng)),
+                    nodes: numbers(&nodes(t, rng)),
                 },
             ),
             Aim::Partition(s) => (
-                s.as_str(),
+                at.label(s.as_str()),
                 Action::Partition {
-                    cuts: pair_numbers(&partition_cuts(s, n, leader, rng)),
+                    cuts: pair_numbers(&scope::partition_cuts_within(
+                        s,
+                        &at.members,
+                        n,
+                        at.leader,
+                        at.with_leader,
+                        rng,
+                    )),
                 },
             ),
             Aim::Network(t, behaviour) => {
-                let nodes = choose_targets(t, n, leader, rng);
+                let nodes = nodes(t, rng);
                 let links = network_links(&nodes, n);
+                let behaviour = if draw_behaviour {
+                    choose_behaviour(&self.config.behaviours, rng)
+                } else {
+                    behaviour
+                };
                 (
-                    t.as_str(),
+                    at.label(t.as_str()),
                     Action::Network {
                         nodes: numbers(&nodes),
                         links: pair_numbers(&links),
@@ -863,23 +975,20 @@ impl Nemesis {
                     },
                 )
             }
-        };
-        Some(ScheduledFault {
-            nemesis: planned.aim.kind(),
-            wait_ms,
-            hold_ms: planned.hold_ms,
-            target: target.to_string(),
-            action,
-            with_previous,
-        })
+        }
     }
 
     /// Draws the next fault from the seeded generator; targets such as the leader are resolved
-    /// now, at the moment of the fault.
-    async fn draw(&self, wait_ms: u64, n: usize, rng: &mut ChaCha8Rng) -> ScheduledFault {
+    /// now, at the moment of the fault. None when told to stop while waiting for a leader.
+    async fn draw(
+        &self,
+        wait_ms: u64,
+        n: usize,
+        stop: &mut watch::Receiver<bool>,
+        rng: &mut ChaCha8Rng,
+    ) -> Option<ScheduledFault> {
         let kind = *self.config.kinds.choose(rng).expect("kinds not empty");
         let hold_ms = rng.gen_range(self.config.hold_ms.0..=self.config.hold_ms.1);
-        let leader = self.cluster.lock().await.leader().await;
         let target = |rng: &mut ChaCha8Rng| {
             *self
                 .config
@@ -887,51 +996,37 @@ impl Nemesis {
                 .choose(rng)
                 .expect("--nemesis-targets parses to at least one target")
         };
-        let (target, action) = match kind {
-            FaultKind::Pause | FaultKind::Kill => {
-                let target = target(rng);
-                let nodes = numbers(&choose_targets(target, n, leader, rng));
-                let action = if kind == FaultKind::Pause {
-                    Action::Pause { nodes }
-                } else {
-                    Action::Kill { nodes }
-                };
-                (target.as_str(), action)
-            }
+        let aim = match kind {
+            FaultKind::Pause => Aim::Pause(target(rng)),
+            FaultKind::Kill => Aim::Kill(target(rng)),
             FaultKind::Partition => {
-                let shape = *self.config.shapes.choose(rng).expect("shapes not empty");
-                let cuts = partition_cuts(shape, n, leader, rng);
-                (
-                    shape.as_str(),
-                    Action::Partition {
-                        cuts: pair_numbers(&cuts),
-                    },
-                )
+                Aim::Partition(*self.config.shapes.choose(rng).expect("shapes not empty"))
             }
-            FaultKind::ShardMove => ("random", self.draw_shard_moves(rng).await),
-            FaultKind::Network => {
-                let target = target(rng);
-                let nodes = choose_targets(target, n, leader, rng);
-                let links = network_links(&nodes, n);
-                let behaviour = choose_behaviour(&self.config.behaviours, rng);
-                (
-                    target.as_str(),
-                    Action::Network {
-                        nodes: numbers(&nodes),
-                        links: pair_numbers(&links),
-                        behaviour,
-                    },
-                )
+            // The behaviour is drawn in `resolve`, after the nodes.
+            FaultKind::Network => Aim::Network(target(rng), Behaviour::Loss { percent: 0 }),
+            FaultKind::ShardMove => {
+                return Some(ScheduledFault {
+                    nemesis: kind,
+                    wait_ms,
+                    hold_ms,
+                    target: "random".into(),
+                    action: self.draw_shard_moves(rng).await,
+                    with_previous: false,
+                    group: None,
+                })
             }
         };
-        ScheduledFault {
+        let at = self.place(&aim, n, stop, rng).await?;
+        let (target, action) = self.resolve(aim, &at, n, true, rng);
+        Some(ScheduledFault {
             nemesis: kind,
             wait_ms,
             hold_ms,
-            target: target.to_string(),
+            target,
             action,
             with_previous: false,
-        }
+            group: at.group,
+        })
     }
 
     /// Draws up to [`SHARD_MOVES_MAX`] shards and, for each, a group other than its owner in
@@ -1228,6 +1323,7 @@ mod tests {
                 }],
             },
             with_previous: false,
+            group: None,
         };
         let text = serde_json::to_string(&fault).unwrap();
         assert!(
@@ -1258,9 +1354,11 @@ mod tests {
             target: "leader".into(),
             action: Action::Kill { nodes: vec![2] },
             with_previous: true,
+            group: Some(2),
         };
         let text = serde_json::to_string(&combo).unwrap();
         assert!(text.contains("\"with_previous\":true"), "{text}");
+        assert!(text.contains("\"group\":2"), "{text}");
         assert_eq!(
             serde_json::from_str::<ScheduledFault>(&text).unwrap(),
             combo
@@ -1269,7 +1367,12 @@ mod tests {
         let old = r#"{"nemesis":"kill","wait_ms":1,"hold_ms":2,"target":"all","action":{"do":"kill","nodes":[1,2,3]}}"#;
         let f: ScheduledFault = serde_json::from_str(old).unwrap();
         assert!(!f.with_previous);
-        assert!(!serde_json::to_string(&f).unwrap().contains("with_previous"));
+        assert_eq!(f.group, None);
+        let again = serde_json::to_string(&f).unwrap();
+        assert!(
+            !again.contains("with_previous") && !again.contains("group"),
+            "{again}"
+        );
     }
 
     #[test]
@@ -1302,7 +1405,10 @@ mod tests {
             vec![Target::Majority, Target::All]
         );
         assert!(parse_targets("most").is_err());
-        assert_eq!(parse_shapes("any").unwrap().len(), 5);
+        assert_eq!(parse_shapes("any").unwrap().len(), 6);
+        // isolate-group only where there are groups.
+        assert_eq!(shapes_for(&ALL_SHAPES, false).len(), 5);
+        assert_eq!(shapes_for(&ALL_SHAPES, true), ALL_SHAPES.to_vec());
         assert_eq!(
             parse_shapes("isolate-leader").unwrap(),
             vec![Shape::IsolateLeader]

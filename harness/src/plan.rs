@@ -57,6 +57,12 @@ impl ListItem for nemesis::Target {
     }
 }
 
+impl ListItem for nemesis::scope::Scope {
+    fn parse_list(text: &str) -> Result<Vec<Self>> {
+        nemesis::scope::parse_scopes(text)
+    }
+}
+
 impl ListItem for Shape {
     fn parse_list(text: &str) -> Result<Vec<Self>> {
         nemesis::parse_shapes(text)
@@ -189,6 +195,16 @@ pub struct TestArgs {
     #[arg(long, value_parser = ["2pl", "occ"])]
     #[serde(default)]
     pub cc: Option<String>,
+    /// Sharded paxos-kv: how 2PL avoids deadlock, wound-wait or no-wait (the store's default,
+    /// wound-wait, when absent).
+    #[arg(long, value_parser = ["wound-wait", "no-wait"])]
+    #[serde(default)]
+    pub deadlock: Option<String>,
+    /// Sharded paxos-kv: the number of shards, 1 to 4096 (the store's default, 16, when
+    /// absent); the controller and every group get it.
+    #[arg(long)]
+    #[serde(default)]
+    pub shards: Option<usize>,
     /// Length of the main phase, in seconds.
     #[arg(long = "time-limit", default_value_t = 60)]
     pub time_limit_s: u64,
@@ -236,8 +252,17 @@ pub struct TestArgs {
     /// minority, majority, all, leader.
     #[arg(long, default_value = "any")]
     pub nemesis_targets: ListOption<nemesis::Target>,
+    /// Sharded paxos-kv: where pause, kill, partition and network faults land, each fault
+    /// drawing one of a comma list: any (every process; a leader-aimed fault picks a group,
+    /// the controller's or a replica group's, then that group's leader), controller, group (a
+    /// random replica group), group:N, coordinator (the leader of a group running two-phase
+    /// commits, and its group). `--nemesis-targets` then picks nodes within the group and
+    /// `--partition-shapes` splits it, or isolates it from the rest (isolate-group).
+    #[arg(long, default_value = "any")]
+    #[serde(default = "default_any_scope")]
+    pub nemesis_scope: ListOption<nemesis::scope::Scope>,
     /// Which partitions to use: `any` or a comma list of isolate-one, isolate-leader, halves,
-    /// majorities-ring, bridge.
+    /// majorities-ring, bridge, isolate-group (`--groups` only).
     #[arg(long, default_value = "any")]
     pub partition_shapes: ListOption<Shape>,
     /// What the network fault does: `any` or a comma list of delay, loss, duplicate.
@@ -285,6 +310,8 @@ pub struct RunPlan {
     pub faults: Vec<nemesis::FaultKind>,
     pub targets: Vec<nemesis::Target>,
     pub shapes: Vec<nemesis::Shape>,
+    /// Sharded paxos-kv: where faults land (`[Any]` otherwise).
+    pub scopes: Vec<nemesis::scope::Scope>,
     pub behaviours: Vec<nemesis::BehaviourKind>,
     pub interval_ms: (u64, u64),
     pub hold_ms: (u64, u64),
@@ -318,6 +345,13 @@ fn default_any() -> ListOption<BehaviourKind> {
     ListOption {
         text: "any".into(),
         items: nemesis::ALL_BEHAVIOURS.to_vec(),
+    }
+}
+
+fn default_any_scope() -> ListOption<nemesis::scope::Scope> {
+    ListOption {
+        text: "any".into(),
+        items: vec![nemesis::scope::Scope::Any],
     }
 }
 
@@ -460,7 +494,8 @@ impl TestArgs {
             read_consistency: self.read_consistency,
             net: self.net,
             targets: self.nemesis_targets.items.clone(),
-            shapes: self.partition_shapes.items.clone(),
+            shapes: nemesis::shapes_for(&self.partition_shapes.items, self.groups > 0),
+            scopes: self.nemesis_scope.items.clone(),
             behaviours: self.network_behaviours.items.clone(),
             interval_ms: (
                 self.nemesis_interval_ms.min_ms,
@@ -507,6 +542,12 @@ impl TestArgs {
                 n.push_str(&format!("-{}g", self.groups));
                 if let Some(cc) = &self.cc {
                     n.push_str(&format!("-{cc}"));
+                }
+                if &*self.nemesis_scope != "any" {
+                    n.push_str(&format!(
+                        "-at-{}",
+                        self.nemesis_scope.replace(',', "+").replace(':', "")
+                    ));
                 }
             }
             if self.read_consistency != ReadConsistency::Linearizable {
@@ -661,6 +702,68 @@ mod tests {
                 assert!(e.contains(w), "{words:?}: no {w:?} in {e}");
             }
         }
+    }
+
+    #[test]
+    fn sharded_options_are_refused_without_groups_naming_the_option() {
+        for (words, wanted) in [
+            (&["--deadlock", "no-wait"][..], "--deadlock"),
+            (&["--shards", "8"], "--shards"),
+            (
+                &["--nemesis-scope", "controller"],
+                "--nemesis-scope controller",
+            ),
+            (&["--partition-shapes", "isolate-group"], "isolate-group"),
+            (
+                &["--groups", "2", "--nemesis-scope", "group:3"],
+                "--nemesis-scope group:3",
+            ),
+            (&["--groups", "2", "--shards", "0"], "--shards 0"),
+            (
+                &["--groups", "2", "--cc", "occ", "--deadlock", "wound-wait"],
+                "--deadlock",
+            ),
+        ] {
+            let args = parse(words).unwrap();
+            let e = format!("{:#}", args.validate().expect_err("refused"));
+            assert!(e.contains(wanted), "{words:?}: no {wanted:?} in {e}");
+        }
+        // Clap names the deadlock modes the store has.
+        let e = parse(&["--deadlock", "wait-die"]).unwrap_err().to_string();
+        assert!(e.contains("wound-wait") && e.contains("no-wait"), "{e}");
+        // With groups: accepted, and on the command line that reproduces the run.
+        let args = parse(&[
+            "--groups",
+            "2",
+            "--deadlock",
+            "no-wait",
+            "--shards",
+            "8",
+            "--nemesis-scope",
+            "controller,group:2",
+        ])
+        .unwrap();
+        let plan = args.plan().unwrap();
+        assert_eq!(
+            plan.scopes,
+            [
+                nemesis::scope::Scope::Controller,
+                nemesis::scope::Scope::Group(Some(2))
+            ]
+        );
+        assert!(plan.shapes.contains(&Shape::IsolateGroup));
+        let r = args.reproduce(1, "netns");
+        for w in [
+            "--deadlock no-wait",
+            "--shards 8",
+            "--nemesis-scope controller,group:2",
+        ] {
+            assert!(r.contains(w), "{w:?} not in {r}");
+        }
+        // Unsharded, `any` shapes leave isolate-group out rather than refusing it.
+        let plain = parse(&[]).unwrap().plan().unwrap();
+        assert!(!plain.shapes.contains(&Shape::IsolateGroup));
+        assert_eq!(plain.scopes, [nemesis::scope::Scope::Any]);
     }
 
     #[test]

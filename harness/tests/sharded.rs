@@ -2,7 +2,9 @@
 //! group and two replica groups, nine real processes): list-append while shards move is valid
 //! under each `--cc`, and a replayed `faults.json` moves the same shards; bank transfers
 //! across groups keep their total; a planted shard bug is judged invalid with its anomaly
-//! named.
+//! named; faults aimed by `--nemesis-scope` (the controller, one replica group) hit only that
+//! group's nodes and replay onto the same nodes, and a leader-aimed fault hits the leader of
+//! a group it names.
 //!
 //! The sharded target needs the network-namespace backend (root and iptables): without it the
 //! tests say so and pass without running. The runs go one at a time (`SERIAL`): each starts
@@ -315,6 +317,305 @@ fn planted_shard_bugs_are_caught_with_their_anomaly_named() {
     assert!(
         c["summary"].as_str().unwrap().contains("not linearizable"),
         "{c:#}"
+    );
+    r.done();
+}
+
+/// The faults a run injected (its `faults.json`).
+fn faults(r: &Run) -> Vec<Value> {
+    let path = r.run_dir.join("faults.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("faults.json")).expect("JSON")
+}
+
+/// The nodes (numbered from 1) of group `g` in a run of groups of three: 0 is the controller.
+fn members(g: u64) -> std::ops::RangeInclusive<u64> {
+    3 * g + 1..=3 * g + 3
+}
+
+/// A fault's nodes (pause, kill) or the links it cuts (partition), as numbers from 1.
+fn nodes_of(f: &Value) -> Vec<u64> {
+    f["action"]["nodes"]
+        .as_array()
+        .map(|a| a.iter().map(|n| n.as_u64().unwrap()).collect())
+        .unwrap_or_default()
+}
+
+fn cuts_of(f: &Value) -> Vec<(u64, u64)> {
+    f["action"]["cuts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| (c[0].as_u64().unwrap(), c[1].as_u64().unwrap()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Checks that every process fault of `r` was aimed at group `g` (its nodes all from it; every
+/// cut of a partition touches it) and says so in its label; returns how many there were.
+fn assert_all_aimed_at(r: &Run, g: u64, name: &str) -> usize {
+    let faults: Vec<Value> = faults(r)
+        .into_iter()
+        .filter(|f| f["nemesis"] != "shard-move")
+        .collect();
+    for f in &faults {
+        assert_eq!(f["group"], g, "{f}");
+        assert!(
+            f["target"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{name} ")),
+            "{f}"
+        );
+        for n in nodes_of(f) {
+            assert!(members(g).contains(&n), "n{n} is not in {name}: {f}");
+        }
+        let cuts = cuts_of(f);
+        if f["nemesis"] == "partition" {
+            assert!(!cuts.is_empty(), "{f}");
+        }
+        for (a, b) in cuts {
+            assert!(
+                members(g).contains(&a) || members(g).contains(&b),
+                "cut n{a}-n{b} does not touch {name}: {f}"
+            );
+        }
+    }
+    // The history and the fault lanes name the group too: `kill controller one ["n2"]`.
+    for lane in r.results["faults"].as_array().expect("results.json faults") {
+        let label = lane["label"].as_str().unwrap();
+        if !label.starts_with("shard-") {
+            assert!(label.contains(&format!(" {name} ")), "{label}");
+        }
+    }
+    faults.len()
+}
+
+/// Per kind of fault, the faults' (target, group, action), in order.
+fn actions_by_kind(faults: &[Value], kind: &str) -> Vec<(Value, Value, Value)> {
+    faults
+        .iter()
+        .filter(|f| f["nemesis"] == kind)
+        .map(|f| (f["target"].clone(), f["group"].clone(), f["action"].clone()))
+        .collect()
+}
+
+#[test]
+fn faults_aimed_at_the_controller_hit_only_its_nodes_and_the_store_stays_valid() {
+    if !netns_possible("sharded controller faults") {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Also passes --deadlock and --shards through to the store.
+    let r = run(
+        "controller",
+        "list-append",
+        &[
+            "--cc",
+            "2pl",
+            "--deadlock",
+            "no-wait",
+            "--shards",
+            "8",
+            "--nemesis",
+            "kill,pause,partition",
+            "--nemesis-scope",
+            "controller",
+            "--seed",
+            "3",
+        ]
+        .into_iter()
+        .chain(FULL_SPEED)
+        .collect::<Vec<_>>(),
+    );
+    assert_eq!(r.results["verdict"], "valid", "{:#}", r.results);
+    assert_eq!(r.code, 0);
+    assert_eq!(r.check("strict-serializable")["verdict"], "valid");
+    assert!(r.ok_count() >= 50, "only {} ok ops", r.ok_count());
+    assert_converged_per_group(&r);
+    let count = assert_all_aimed_at(&r, 0, "controller");
+    assert!(count >= 4, "only {count} faults");
+    let all = faults(&r);
+    for kind in ["kill", "pause", "partition"] {
+        assert!(
+            !actions_by_kind(&all, kind).is_empty(),
+            "no {kind} fault: {all:?}"
+        );
+    }
+    // The groups ran with no-wait and every process with 8 shards.
+    let log = std::fs::read_to_string(r.run_dir.join("ordeal.log")).expect("ordeal.log");
+    let started: Vec<&str> = log.lines().filter(|l| l.contains("started: ")).collect();
+    assert!(started.len() >= 9, "{started:?}");
+    // Restarted after a kill: controller nodes only.
+    for line in &started[9..] {
+        assert!(line.contains("--mode controller"), "{line}");
+    }
+    for line in &started {
+        assert!(line.contains("--shards 8"), "{line}");
+        assert_eq!(
+            line.contains("--mode group"),
+            line.contains("--deadlock no-wait"),
+            "{line}"
+        );
+    }
+    let owners = log
+        .lines()
+        .find_map(|l| l.split_once("owners [").map(|(_, o)| o.to_string()))
+        .expect("the joined config in ordeal.log");
+    let shards = owners.split(']').next().unwrap().split(',').count();
+    assert_eq!(shards, 8, "owners [{owners}");
+    r.done();
+}
+
+#[test]
+fn faults_aimed_at_one_group_hit_only_its_nodes_and_replay_onto_the_same_ones() {
+    if !netns_possible("sharded group faults") {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scoped = [
+        "--cc",
+        "occ",
+        "--nemesis",
+        "kill,pause,partition",
+        "--nemesis-scope",
+        "group:2",
+        "--partition-shapes",
+        "halves,isolate-group,isolate-leader",
+    ];
+    let r = run(
+        "group",
+        "list-append",
+        &scoped
+            .into_iter()
+            .chain(["--seed", "4"])
+            .chain(FULL_SPEED)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(r.results["verdict"], "valid", "{:#}", r.results);
+    assert_converged_per_group(&r);
+    let count = assert_all_aimed_at(&r, 2, "g2");
+    assert!(count >= 4, "only {count} faults");
+    let drawn = faults(&r);
+    // Splitting the group keeps every cut inside it; isolating it cuts it from all six others.
+    for f in drawn.iter().filter(|f| f["nemesis"] == "partition") {
+        let cuts = cuts_of(f);
+        match f["target"].as_str().unwrap() {
+            "g2 halves" => assert!(
+                cuts.iter()
+                    .all(|(a, b)| members(2).contains(a) && members(2).contains(b)),
+                "{f}"
+            ),
+            "g2 isolate-group" => assert_eq!(cuts.len(), 3 * 6, "{f}"),
+            "g2 isolate-leader" => assert_eq!(cuts.len(), 8, "{f}"),
+            other => panic!("unexpected partition {other}: {f}"),
+        }
+    }
+    // Under another seed, replaying the faults hits the same nodes of the same group.
+    let replay_dir = r.run_dir.display().to_string();
+    let again = run(
+        "group-replay",
+        "list-append",
+        &scoped
+            .into_iter()
+            .chain(["--seed", "9", "--replay-faults", replay_dir.as_str()])
+            .chain(FULL_SPEED)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(again.results["verdict"], "valid", "{:#}", again.results);
+    let replayed = faults(&again);
+    for kind in ["kill", "pause", "partition"] {
+        let (a, b) = (
+            actions_by_kind(&drawn, kind),
+            actions_by_kind(&replayed, kind),
+        );
+        let n = a.len().min(b.len());
+        assert!(n >= 1, "{kind}: drawn {a:?}, replayed {b:?}");
+        assert_eq!(a[..n], b[..n], "{kind}: the replay hit other nodes");
+    }
+    again.done();
+    r.done();
+}
+
+#[test]
+fn a_leader_aimed_fault_picks_a_group_and_hits_that_groups_leader() {
+    if !netns_possible("sharded leader faults") {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let r = run(
+        "leader",
+        "list-append",
+        &[
+            "--cc",
+            "2pl",
+            "--nemesis",
+            "kill,partition",
+            "--nemesis-targets",
+            "leader",
+            "--partition-shapes",
+            "isolate-leader",
+            "--seed",
+            "5",
+        ]
+        .into_iter()
+        .chain(FULL_SPEED)
+        .collect::<Vec<_>>(),
+    );
+    assert_eq!(r.results["verdict"], "valid", "{:#}", r.results);
+    let all: Vec<Value> = faults(&r)
+        .into_iter()
+        .filter(|f| f["nemesis"] != "shard-move")
+        .collect();
+    assert!(all.len() >= 4, "only {} faults", all.len());
+    let mut groups = std::collections::BTreeSet::new();
+    for f in &all {
+        let g = f["group"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no group: {f}"));
+        groups.insert(g);
+        let name = if g == 0 {
+            "controller".to_string()
+        } else {
+            format!("g{g}")
+        };
+        // The one node hit is a member of the group named, and the label says which group.
+        let hit = match f["nemesis"].as_str().unwrap() {
+            "kill" => {
+                assert_eq!(f["target"], format!("{name} leader"), "{f}");
+                let nodes = nodes_of(f);
+                assert_eq!(nodes.len(), 1, "{f}");
+                nodes[0]
+            }
+            _ => {
+                assert_eq!(f["target"], format!("{name} isolate-leader"), "{f}");
+                let cuts = cuts_of(f);
+                assert_eq!(cuts.len(), 8, "{f}");
+                let (a, b) = cuts[0];
+                let lonely = if cuts.iter().all(|c| c.0 == a || c.1 == a) {
+                    a
+                } else {
+                    b
+                };
+                assert!(cuts.iter().all(|c| c.0 == lonely || c.1 == lonely), "{f}");
+                lonely
+            }
+        };
+        assert!(members(g).contains(&hit), "n{hit} is not in {name}: {f}");
+    }
+    // Drawn from the seed: this one reaches more than one group in its first faults.
+    assert!(groups.len() >= 2, "every fault hit group(s) {groups:?}");
+    let labels: Vec<&str> = r.results["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["label"].as_str().unwrap())
+        .collect();
+    assert!(
+        labels
+            .iter()
+            .any(|l| l.starts_with("kill g") || l.starts_with("kill controller")),
+        "{labels:?}"
     );
     r.done();
 }

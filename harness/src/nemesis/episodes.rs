@@ -32,7 +32,8 @@ pub enum EpisodeClass {
     QuorumCrash,
     /// Crash or pause the leader: a leader change with accepts in flight.
     LeaderCrash,
-    /// The other partition shapes: isolate one node, halves, majorities ring, bridge.
+    /// The other partition shapes: isolate one node, halves, majorities ring, bridge (and,
+    /// sharded, isolate a group).
     OtherPartition,
     /// The rest: a network fault (alone, or with the leader crashed in the middle of it), and
     /// pauses or crashes of one node, a minority, a majority, everyone.
@@ -268,6 +269,9 @@ fn templates(class: EpisodeClass) -> Vec<Template> {
             t(1, A::Partition(Shape::Halves)),
             t(1, A::Partition(Shape::MajoritiesRing)),
             t(1, A::Partition(Shape::Bridge)),
+            // Drawn only in sharded runs (the only ones that allow the shape): a whole group,
+            // the controller's or a replica group's, cut off from the rest.
+            t(1, A::Partition(Shape::IsolateGroup)),
         ],
         EpisodeClass::Mixed => vec![
             t(1, A::Network(Target::One)),
@@ -637,7 +641,11 @@ mod tests {
                 "target {t} never drawn: {targets_seen:?}"
             );
         }
-        assert_eq!(shapes_seen.len(), 5, "{shapes_seen:?}");
+        assert_eq!(
+            shapes_seen.len(),
+            super::super::ALL_SHAPES.len(),
+            "{shapes_seen:?}"
+        );
         assert!(
             combos >= 5,
             "only {combos} deliberate combinations in 500 episodes"

@@ -116,6 +116,7 @@ pub(super) async fn run(
         hold_ms,
         targets,
         shapes,
+        scopes,
         behaviours,
         replay,
         ..
@@ -134,6 +135,7 @@ pub(super) async fn run(
                         seed: seed.wrapping_add(k as u64 * 0x5851_f42d),
                         targets: targets.clone(),
                         shapes: shapes.clone(),
+                        scopes: scopes.clone(),
                         behaviours: behaviours.clone(),
                         replay: replay.as_ref().map(|faults| {
                             faults

@@ -15,6 +15,7 @@
 
 use super::{ConvergenceQuery, Dialer, LeaderQuery, NodeDirs, Protocol, Target};
 use crate::cluster::Layout;
+use crate::nemesis::scope::Scope;
 use crate::plan::TestArgs;
 use anyhow::{bail, Context, Result};
 use ordeal_workloads::{ShardConfig, ShardRouter};
@@ -27,8 +28,14 @@ use std::time::{Duration, Instant};
 /// (peer ports base+1.., client ports base+21..).
 pub const MAX_PROCESSES: usize = 19;
 
+/// Most shards paxos-kv accepts (`--shards`).
+pub const MAX_SHARDS: usize = 4096;
+
 /// How long one controller request may take before the next controller node is tried.
 const CONTROLLER_REQUEST_MS: u64 = 1500;
+
+/// How long the nemesis waits for a node's `/status` when looking for the coordinator.
+const COORDINATOR_QUERY_MS: u64 = 400;
 
 /// Refuses option combinations a sharded run cannot do, naming the option.
 pub fn check_options(args: &TestArgs) -> Result<()> {
@@ -36,14 +43,54 @@ pub fn check_options(args: &TestArgs) -> Result<()> {
         .nemesis
         .items
         .contains(&crate::nemesis::FaultKind::ShardMove);
+    let scoped = args.nemesis_scope.items != [Scope::Any];
+    let isolate_group = args
+        .partition_shapes
+        .items
+        .contains(&crate::nemesis::Shape::IsolateGroup);
     if args.groups == 0 {
         if args.cc.is_some() {
             bail!("--cc: concurrency control is sharded paxos-kv's; add --groups N");
         }
+        if args.deadlock.is_some() {
+            bail!("--deadlock: deadlock avoidance is sharded paxos-kv's 2PL; add --groups N");
+        }
+        if args.shards.is_some() {
+            bail!("--shards: only sharded paxos-kv has shards; add --groups N");
+        }
         if shard_moves {
             bail!("--nemesis shard-move: shards move only in sharded paxos-kv; add --groups N");
         }
+        if scoped {
+            bail!(
+                "--nemesis-scope {}: scopes name sharded paxos-kv's groups; add --groups N",
+                &*args.nemesis_scope
+            );
+        }
+        // `any` includes it, and an unsharded run leaves it out; named, it is a mistake.
+        if isolate_group && &*args.partition_shapes != "any" {
+            bail!(
+                "--partition-shapes isolate-group: only a sharded run has groups; add --groups N"
+            );
+        }
         return Ok(());
+    }
+    if let Some(g) = args.nemesis_scope.items.iter().find_map(|s| match s {
+        Scope::Group(Some(g)) if *g > args.groups => Some(*g),
+        _ => None,
+    }) {
+        bail!(
+            "--nemesis-scope group:{g}: this run has replica groups 1 to {}",
+            args.groups
+        );
+    }
+    if args.deadlock.is_some() && args.cc.as_deref() == Some("occ") {
+        bail!("--deadlock: only 2PL avoids deadlocks; --cc occ has no locks to wait on");
+    }
+    if let Some(shards) = args.shards {
+        if !(1..=MAX_SHARDS).contains(&shards) {
+            bail!("--shards {shards}: expected 1 to {MAX_SHARDS}");
+        }
     }
     if args.target != "paxos-kv" {
         bail!(
@@ -68,6 +115,9 @@ pub struct PaxosKvSharded {
     bug: Option<String>,
     cc: Option<String>,
     per_group: usize,
+    /// `--deadlock` and `--shards`, as given.
+    deadlock: Option<String>,
+    shards: Option<usize>,
 }
 
 impl PaxosKvSharded {
@@ -78,7 +128,22 @@ impl PaxosKvSharded {
             bug: args.bug.clone(),
             cc: args.cc.clone(),
             per_group: args.nodes,
+            deadlock: args.deadlock.clone(),
+            shards: args.shards,
         })
+    }
+
+    /// The options of group `g`'s nodes that `ordeal test` passes through as given:
+    /// `--shards` for every group (they must agree), `--deadlock` for replica groups.
+    fn pass_through(&self, g: usize) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(n) = self.shards {
+            args.extend(["--shards".to_string(), n.to_string()]);
+        }
+        if let (Some(d), true) = (&self.deadlock, g > 0) {
+            args.extend(["--deadlock".to_string(), d.clone()]);
+        }
+        args
     }
 }
 
@@ -125,6 +190,7 @@ impl Target for PaxosKvSharded {
             "--data-dir".into(),
             dirs.data_dir.display().to_string(),
         ];
+        args.extend(self.pass_through(g));
         if g == 0 {
             args.extend(["--mode".into(), "controller".into()]);
             return args;
@@ -311,6 +377,35 @@ impl ShardControl {
         }
     }
 
+    /// The replica groups coordinating two-phase commits now: those whose leader reports
+    /// coordinator records in `/status` (`coordinator_records`, transactions it runs 2PC for,
+    /// decided or not until every participant acknowledged). Each node is asked once, with a
+    /// short timeout, so that a paused node delays a fault by little.
+    pub async fn coordinating_groups(&self) -> Vec<usize> {
+        let ask = |i: usize| async move {
+            let url = format!("http://{}/status", self.clients[i]);
+            let resp = self
+                .http
+                .get(url)
+                .timeout(Duration::from_millis(COORDINATOR_QUERY_MS))
+                .send()
+                .await
+                .ok()?;
+            let s: Value = resp.json().await.ok()?;
+            let records = s["coordinator_records"].as_u64().unwrap_or(0);
+            (s["role"] == "leader" && records > 0).then_some(group_of(i, self.per_group))
+        };
+        let everyone = (1..=self.groups).flat_map(|g| self.members(g));
+        let mut groups: Vec<usize> = futures::future::join_all(everyone.map(ask))
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        groups
+    }
+
     /// Waits until every shard is owned and every replica group's leader has applied the
     /// latest configuration and finished its moves. Returns that configuration.
     pub async fn wait_settled(&self, within: Duration) -> Result<ShardConfig> {
@@ -395,6 +490,8 @@ mod tests {
             bug: Some("early-lock-release".into()),
             cc: Some("occ".into()),
             per_group: 3,
+            deadlock: Some("no-wait".into()),
+            shards: Some(8),
         };
         let l = layout(9);
         let dirs = NodeDirs {
@@ -432,6 +529,11 @@ mod tests {
         );
         assert_eq!(arg(&g, "--cc").as_deref(), Some("occ"));
         assert_eq!(arg(&g, "--bug").as_deref(), Some("early-lock-release"));
+        assert_eq!(arg(&g, "--deadlock").as_deref(), Some("no-wait"));
+        assert_eq!(arg(&g, "--shards").as_deref(), Some("8"));
+        // The controller numbers the same shards, and has no locks.
+        assert_eq!(arg(&c, "--shards").as_deref(), Some("8"));
+        assert_eq!(arg(&c, "--deadlock"), None);
         let control = ShardControl::new(&l, 2, 3).unwrap();
         assert_eq!(
             control.describe(),
