@@ -626,8 +626,18 @@ enum ReadEnd {
 /// its own, from the dialler's address, and reads and discards the answer: the sender reads
 /// exactly one answer, on its own connection. Bounded in time, and in number by
 /// [`PROXY_REDELIVERIES_MAX`].
-async fn redeliver(source_ip: IpAddr, target: SocketAddr, request: Bytes, at: Instant) {
+async fn redeliver(
+    source_ip: IpAddr,
+    target: SocketAddr,
+    request: Bytes,
+    at: Instant,
+    link: watch::Receiver<LinkState>,
+) {
     tokio::time::sleep_until(at).await;
+    // Still in flight when a partition began: the partition takes it.
+    if link.borrow().blocked {
+        return;
+    }
     let Some(mut s) = connect_from(source_ip, target).await else {
         return;
     };
@@ -733,13 +743,15 @@ async fn pump<R, W>(
                             copies = 1;
                             let in_flight = stats.redeliveries_in_flight.fetch_add(1, Ordering::Relaxed);
                             if in_flight < PROXY_REDELIVERIES_MAX {
-                                let (stats, bytes) = (stats.clone(), unit.bytes.clone());
+                                let (stats, bytes, link) = (stats.clone(), unit.bytes.clone(), rx.clone());
                                 tokio::spawn(async move {
-                                    redeliver(source_ip, target, bytes, at).await;
+                                    redeliver(source_ip, target, bytes, at, link).await;
                                     stats.redeliveries_in_flight.fetch_sub(1, Ordering::Relaxed);
                                 });
                             } else {
+                                // Past the bound: delivered once only, and not counted.
                                 stats.redeliveries_in_flight.fetch_sub(1, Ordering::Relaxed);
+                                stats.requests_redelivered.fetch_sub(1, Ordering::Relaxed);
                             }
                         }
                         for _ in 0..copies {
