@@ -86,6 +86,9 @@ pub struct ShardRouter {
     controller: Vec<String>,
     /// A node's name for the history, by its client address (`ip:port`).
     names: HashMap<String, String>,
+    /// Where to dial a node the configuration lists at another address (a test harness's
+    /// proxy in front of it, which the nodes dial but clients need not): listed -> own.
+    dial: HashMap<String, String>,
     cached: RwLock<Option<Arc<ShardConfig>>>,
     /// One controller read at a time; the others wait for it and use its result.
     refreshing: tokio::sync::Mutex<()>,
@@ -109,10 +112,22 @@ impl ShardRouter {
                 .map(|a| format!("http://{a}"))
                 .collect(),
             names,
+            dial: HashMap::new(),
             cached: RwLock::new(None),
             refreshing: tokio::sync::Mutex::new(()),
             http,
         })
+    }
+
+    /// Dials these addresses (listed in the configuration -> the node's own) instead.
+    pub fn with_dial_addresses(mut self, dial: HashMap<String, String>) -> ShardRouter {
+        self.dial = dial;
+        self
+    }
+
+    /// The address to dial for a member the configuration lists at `addr`.
+    pub fn dial_address<'a>(&'a self, addr: &'a str) -> &'a str {
+        self.dial.get(addr).map_or(addr, String::as_str)
     }
 
     /// The cached configuration (read from the controller when there is none yet).
@@ -216,7 +231,7 @@ impl ShardRouter {
     /// A node's name for the history: its name in the run, or its address.
     pub fn name_of(&self, addr: &str) -> String {
         self.names
-            .get(addr)
+            .get(self.dial_address(addr))
             .cloned()
             .unwrap_or_else(|| addr.to_string())
     }
@@ -333,7 +348,8 @@ impl crate::Client {
                 );
             }
             let addr = &members[(hint + attempt) % members.len()];
-            let c = http.invoke_sharded(&format!("http://{addr}"), op).await;
+            let dial = router.dial_address(addr);
+            let c = http.invoke_sharded(&format!("http://{dial}"), op).await;
             let Some(answer) = wrong_group_answer(&c) else {
                 return (c, router.name_of(addr));
             };
@@ -389,6 +405,21 @@ mod tests {
         let wrong = Completion::refused(Value::Null, format!("{WRONG_GROUP_ERROR}{{\"owner\":2}}"));
         assert_eq!(wrong_group_answer(&wrong).unwrap()["owner"], 2);
         assert!(wrong_group_answer(&Completion::refused(Value::Null, "unavailable: x")).is_none());
+    }
+
+    #[test]
+    fn listed_addresses_are_dialled_as_translated_and_named_by_the_node() {
+        let names = HashMap::from([("10.0.0.1:80".to_string(), "n4".to_string())]);
+        let router = ShardRouter::new(vec![], names)
+            .unwrap()
+            .with_dial_addresses(HashMap::from([(
+                "127.0.0.1:9000".to_string(),
+                "10.0.0.1:80".to_string(),
+            )]));
+        assert_eq!(router.dial_address("127.0.0.1:9000"), "10.0.0.1:80");
+        assert_eq!(router.dial_address("10.0.0.2:80"), "10.0.0.2:80");
+        assert_eq!(router.name_of("127.0.0.1:9000"), "n4");
+        assert_eq!(router.name_of("10.0.0.1:80"), "n4");
     }
 
     #[test]

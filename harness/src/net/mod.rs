@@ -13,7 +13,13 @@
 //!   j (`paxos-kv --peer-clients`). A cut blackholes the link: bytes are read and dropped, so the
 //!   store sees silence, not resets, as with a real partition. On heal, connections that lost
 //!   bytes are closed so that no stream resumes with a hole in it. Delay, loss and duplication
-//!   are applied per paxos-kv frame (see [`Framer`]). A target whose nodes must all dial one
+//!   are applied per paxos-kv frame on peer links and per whole HTTP request on node-to-node
+//!   HTTP links (see [`Framer`] and [`decide`]). Sharded paxos-kv (`--groups`) has a proxy per
+//!   directed peer link within each group, and one in front of each node's client port that
+//!   carries every request another node sends it (forwarded requests, group-to-group
+//!   messages, config queries from the controller's members), telling the dialler by its
+//!   source address; the controller's configuration and `--controller` name those listeners.
+//!   A target whose nodes must all dial one
 //!   address per peer (etcd) gets one proxy in front of each node instead, which tells the
 //!   dialling peer by its first request's header or its source address ([`Dialer`]); the node
 //!   listens on its own address and advertises the proxy's. Client traffic from the harness
@@ -139,7 +145,7 @@ impl Net {
                 "network faults: loss by iptables statistic (kernel); netem unavailable ({why}): delay and duplication skipped"
             ),
             (None, _, _) => {
-                "network faults: by the userspace proxy, per paxos-kv frame on paxos-kv peer links (lost frames dropped, duplicated frames sent twice); other streams (HTTP peer links such as etcd's, forwarded requests) are delayed, stall on loss and ignore duplication, as over TCP".into()
+                "network faults: by the userspace proxy, per paxos-kv frame on paxos-kv peer links (lost frames dropped, duplicated frames sent twice) and per whole HTTP request between paxos-kv nodes (lost requests dropped, so the sender times out; only sharded paxos-kv's group-to-group messages, POST /shard/msg, delivered twice); other streams (replies, HTTP peer links such as etcd's) are delayed, stall on loss and ignore duplication, as over TCP".into()
             }
         }
     }

@@ -42,6 +42,10 @@ pub const PROXY_READ_CHUNK_BYTES: usize = 32 << 10;
 pub const PROXY_CONNECT_TIMEOUT_MS: u64 = 2000;
 /// How long data the proxy sent may stay unacknowledged before its connection fails.
 pub const PROXY_USER_TIMEOUT_MS: u64 = 1000;
+/// Second copies of HTTP requests on their way at once, over the whole proxy; more are not sent.
+pub const PROXY_REDELIVERIES_MAX: u64 = 64;
+/// How long the proxy waits for the answer to a second copy of a request before closing.
+pub const PROXY_REDELIVERY_TIMEOUT_MS: u64 = 3000;
 
 /// Which stream a proxied link carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +116,12 @@ pub struct ProxyStats {
     /// Connections to a shared listener whose dialler could not be told (no identifying header:
     /// etcd's `/raft/probing` and `/version` requests). They pass untouched by faults.
     pub connections_unidentified: AtomicU64,
+    /// Whole HTTP requests between nodes lost.
+    pub requests_dropped: AtomicU64,
+    /// Whole HTTP requests between nodes delivered a second time (`POST /shard/msg`).
+    pub requests_redelivered: AtomicU64,
+    /// Second copies of requests on their way now (bounded by [`PROXY_REDELIVERIES_MAX`]).
+    redeliveries_in_flight: AtomicU64,
 }
 
 impl ProxyStats {
@@ -123,15 +133,19 @@ impl ProxyStats {
             "frames_duplicated": self.frames_duplicated.load(Ordering::Relaxed),
             "chunks_stalled": self.chunks_stalled.load(Ordering::Relaxed),
             "connections_unidentified": self.connections_unidentified.load(Ordering::Relaxed),
+            "requests_dropped": self.requests_dropped.load(Ordering::Relaxed),
+            "requests_redelivered": self.requests_redelivered.load(Ordering::Relaxed),
         })
     }
 
     pub fn summary(&self) -> String {
         format!(
-            "{} units delayed, {} frames dropped, {} frames duplicated, {} raw chunks stalled, {} connections unidentified (passed untouched)",
+            "{} units delayed, {} frames dropped, {} frames duplicated, {} HTTP requests dropped, {} HTTP requests redelivered, {} raw chunks stalled, {} connections unidentified (passed untouched)",
             self.units_delayed.load(Ordering::Relaxed),
             self.frames_dropped.load(Ordering::Relaxed),
             self.frames_duplicated.load(Ordering::Relaxed),
+            self.requests_dropped.load(Ordering::Relaxed),
+            self.requests_redelivered.load(Ordering::Relaxed),
             self.chunks_stalled.load(Ordering::Relaxed),
             self.connections_unidentified.load(Ordering::Relaxed)
         )
@@ -422,6 +436,19 @@ async fn shared_accept_loop(
             let Some(first) = group.first() else { return };
             let (from, prefix) = match &first.link.dialer {
                 Dialer::Link => return,
+                // A node dialling its own client port through the listener in front of it
+                // (sharded paxos-kv messages its own group by the configuration's addresses):
+                // no link to cut, so it passes untouched, and is not unidentified.
+                Dialer::SourceIp if peer.ip() == first.link.target.ip() => {
+                    let link = ProxyLink {
+                        source_ip: peer.ip(),
+                        ..first.link.clone()
+                    };
+                    let (_tx, rx) = watch::channel(LinkState::default());
+                    let conn = connections.fetch_add(1, Ordering::Relaxed);
+                    serve_connection(inbound, Bytes::new(), link, rx, conn, stats).await;
+                    return;
+                }
                 Dialer::SourceIp => (
                     group
                         .iter()
@@ -455,7 +482,7 @@ async fn shared_accept_loop(
                         .fetch_add(1, Ordering::Relaxed);
                     let line = prefix.split(|b| *b == b'\r').next().unwrap_or_default();
                     tracing::debug!(
-                        "proxy to n{}: dialler unidentified, passing untouched: {:?}",
+                        "proxy to n{}: dialler {peer} unidentified, passing untouched: {:?}",
                         first.link.to + 1,
                         String::from_utf8_lossy(line)
                     );
@@ -553,14 +580,18 @@ async fn serve_connection(
         }
     };
     let (mut out_r, mut out_w) = outbound.into_split();
-    let framed = link.kind == LinkKind::Peer;
+    let framing = match link.kind {
+        LinkKind::Peer => Framing::PaxosFrames,
+        LinkKind::Forward => Framing::HttpRequests,
+    };
     let up = pump(
         prefix,
         &mut in_r,
         &mut out_w,
         rx.clone(),
         start_epoch,
-        framed,
+        framing,
+        Some((link.source_ip, link.target)),
         ChaCha8Rng::seed_from_u64(conn_seed),
         &stats,
     );
@@ -571,7 +602,8 @@ async fn serve_connection(
         &mut in_w,
         rx,
         start_epoch,
-        false,
+        Framing::Raw,
+        None,
         ChaCha8Rng::seed_from_u64(!conn_seed),
         &stats,
     );
@@ -590,9 +622,45 @@ enum ReadEnd {
     Abort,
 }
 
+/// Delivers a second copy of a whole HTTP request (see [`decide`]) at `at` on a connection of
+/// its own, from the dialler's address, and reads and discards the answer: the sender reads
+/// exactly one answer, on its own connection. Bounded in time, and in number by
+/// [`PROXY_REDELIVERIES_MAX`].
+async fn redeliver(
+    source_ip: IpAddr,
+    target: SocketAddr,
+    request: Bytes,
+    at: Instant,
+    link: watch::Receiver<LinkState>,
+) {
+    tokio::time::sleep_until(at).await;
+    // Still in flight when a partition began: the partition takes it.
+    if link.borrow().blocked {
+        return;
+    }
+    let Some(mut s) = connect_from(source_ip, target).await else {
+        return;
+    };
+    if s.write_all(&request).await.is_err() {
+        return;
+    }
+    // Until the answer's head arrives (the request was handled) or the bound passes.
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_millis(PROXY_REDELIVERY_TIMEOUT_MS);
+    while answer.len() < PROXY_IDENTIFY_MAX_BYTES && !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+}
+
 /// Copies one direction: cuts it into units, drops them while the link is cut, shapes them as
 /// the link's network fault says, and writes each at its delivery time (never earlier than the
 /// one before, so a stream is never reordered), closing on the heal that follows a cut.
+/// `redeliver_to`: the dialler's address and the target, for second copies of whole HTTP
+/// requests.
 #[allow(clippy::too_many_arguments)]
 async fn pump<R, W>(
     prefix: Bytes,
@@ -600,9 +668,10 @@ async fn pump<R, W>(
     to: &mut W,
     mut rx: watch::Receiver<LinkState>,
     start_epoch: u64,
-    framed: bool,
+    framing: Framing,
+    redeliver_to: Option<(IpAddr, SocketAddr)>,
     mut rng: ChaCha8Rng,
-    stats: &ProxyStats,
+    stats: &Arc<ProxyStats>,
 ) where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
@@ -628,7 +697,7 @@ async fn pump<R, W>(
         }
     };
     let reader = async move {
-        let mut framer = Framer::new(framed);
+        let mut framer = Framer::new(framing);
         let mut buf = vec![0u8; PROXY_READ_CHUNK_BYTES];
         let mut last_at = Instant::now();
         let mut prefix = (!prefix.is_empty()).then_some(prefix);
@@ -653,8 +722,11 @@ async fn pump<R, W>(
                             continue;
                         }
                         let (copies, delay_ms) = decide(state.shaping, &unit, &mut rng);
+                        let request = unit.request.is_some();
                         let counter = match (copies, &state.shaping) {
+                            (0, _) if request => Some(&stats.requests_dropped),
                             (0, _) => Some(&stats.frames_dropped),
+                            (2, _) if request => Some(&stats.requests_redelivered),
                             (2, _) => Some(&stats.frames_duplicated),
                             (_, Some(Behaviour::Loss { .. })) if delay_ms > 0 => Some(&stats.chunks_stalled),
                             (_, Some(Behaviour::Delay { .. })) => Some(&stats.units_delayed),
@@ -665,6 +737,23 @@ async fn pump<R, W>(
                         }
                         let at = (Instant::now() + Duration::from_millis(delay_ms)).max(last_at);
                         last_at = at;
+                        let mut copies = copies;
+                        if let (true, 2, Some((source_ip, target))) = (request, copies, redeliver_to) {
+                            // The second copy of a request goes on its own connection.
+                            copies = 1;
+                            let in_flight = stats.redeliveries_in_flight.fetch_add(1, Ordering::Relaxed);
+                            if in_flight < PROXY_REDELIVERIES_MAX {
+                                let (stats, bytes, link) = (stats.clone(), unit.bytes.clone(), rx.clone());
+                                tokio::spawn(async move {
+                                    redeliver(source_ip, target, bytes, at, link).await;
+                                    stats.redeliveries_in_flight.fetch_sub(1, Ordering::Relaxed);
+                                });
+                            } else {
+                                // Past the bound: delivered once only, and not counted.
+                                stats.redeliveries_in_flight.fetch_sub(1, Ordering::Relaxed);
+                                stats.requests_redelivered.fetch_sub(1, Ordering::Relaxed);
+                            }
+                        }
                         for _ in 0..copies {
                             let cost = unit.bytes.len().clamp(1, PROXY_QUEUE_BYTES) as u32;
                             let Ok(permit) = budget.clone().acquire_many_owned(cost).await else {

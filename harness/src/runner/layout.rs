@@ -7,7 +7,7 @@ use crate::nemesis::FaultKind;
 use crate::net::{self, LinkKind, Net, NetnsNet, ProxyLink, ProxyNet};
 use crate::plan::{RunPlan, TestArgs};
 use crate::target::Target;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -44,10 +44,13 @@ pub(super) async fn lay_out(
     // duplication are skipped when netem is missing (the network note says so).
     let dialer = target.peer_proxy().ok();
     let use_proxy = (!kernel || netem_unavailable.is_some()) && dialer.is_some();
+    // Sharded paxos-kv: nodes peer within their group of `--nodes`.
+    let peer_group = (args.groups > 0).then_some(args.nodes);
     let (layout, proxy_links) = plan_layout(
         args.total_nodes(),
         dialer.as_ref().filter(|_| use_proxy),
         kernel,
+        peer_group,
     )?;
     let net = Arc::new(Net {
         kernel: kernel.then(|| {
@@ -90,9 +93,14 @@ pub(super) async fn lay_out(
     })
 }
 
-/// Ports one run uses, from its base port: nodes' peer and client ports, then one proxy port per
-/// directed peer link, then one per directed forwarding link (at most 9 nodes: 9 x 9 each).
+/// Ports one run uses, from its base port: nodes' peer ports (base+1..) and client ports
+/// (base+21..), then the proxies' listeners, one port each from base+40 (at most 9 nodes of one
+/// group: 9 x 8 peer links and 9 x 8 forwarding links; sharded, at most 19 nodes in groups of
+/// up to 9: 19 x 8 peer links and 19 listeners in front of client ports).
 pub const LAYOUT_BLOCK_PORTS: u16 = 256;
+
+/// The first proxy port of a block, past the nodes' own ports.
+const PROXY_PORTS_OFFSET: u16 = 40;
 
 /// The port blocks (of the 170 from port 20000) a run may use: all of them, or with
 /// `ORDEAL_JOB_SLOT=i/n` (set by `ordeal campaign --jobs n` for its i-th job) a slice of its
@@ -115,17 +123,26 @@ pub fn job_port_blocks(slot: Option<&str>) -> (u16, u16) {
 /// Picks addresses for every node (and, with `proxy`, every proxied link) that are free
 /// right now. With a shared [`net::Dialer`] every node dials one proxy per peer, so each node
 /// gets one listener in front of it and no forwarding links.
-pub(super) fn plan_layout(
+///
+/// `peer_group`: sharded paxos-kv, whose nodes peer only within consecutive groups of this
+/// many, and talk across groups (and to the controller) over HTTP at the client addresses the
+/// controller's configuration and `--controller` name. With the proxy, peer links get a proxy
+/// per directed link within each group, and every node's client port gets one proxy in front
+/// of it for all HTTP from other nodes (forwarded requests, group-to-group messages, config
+/// queries), which tells the dialler by its source address (the store binds its node's
+/// address for all of these). `forward_target[i][j]` is then that listener for every `i`.
+pub fn plan_layout(
     n: usize,
     proxy: Option<&net::Dialer>,
     kernel: bool,
+    peer_group: Option<usize>,
 ) -> Result<(Layout, Vec<ProxyLink>)> {
-    // Validated: 1 to 9 nodes, or up to 19 processes of a sharded run, which has no proxies
-    // (peer ports base+1.., client ports base+21..).
+    // Validated: 1 to 9 nodes, or up to 19 processes of a sharded run in groups of 1 to 9.
     assert!(
-        (1..=9).contains(&n) || (proxy.is_none() && n <= 19),
-        "validated: 1 to 9 nodes, up to 19 without proxies"
+        (1..=9).contains(&n) || (n <= 19 && peer_group.is_some_and(|m| (1..=9).contains(&m))),
+        "validated: 1 to 9 nodes, up to 19 in groups of at most 9"
     );
+    let group_of = |i: usize| peer_group.map_or(0, |m| i / m.max(1));
     let distinct = cluster::can_bind_distinct_loopback();
     let pid = std::process::id() as u16;
     for attempt in 0..40u16 {
@@ -149,32 +166,76 @@ pub(super) fn plan_layout(
             })
             .collect();
         let shared = proxy.is_some_and(|d| *d != net::Dialer::Link);
-        let proxy_addr = |offset: u16, i: usize, j: usize| {
-            let i = if shared { 0 } else { i };
-            SocketAddr::new(
-                std::net::Ipv4Addr::LOCALHOST.into(),
-                base + offset + (9 * i + j) as u16,
-            )
+        let proxy_ports = base + PROXY_PORTS_OFFSET..base.saturating_add(LAYOUT_BLOCK_PORTS);
+        let mut free_ports = proxy_ports.clone();
+        let mut take_port = || {
+            free_ports
+                .next()
+                .map(|p| SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), p))
         };
         let mut links = Vec::new();
         if let Some(dialer) = proxy {
+            // Shared listeners: one per destination node.
+            let fronts: Vec<Option<SocketAddr>> = (0..n)
+                .map(|_| if shared { take_port() } else { None })
+                .collect();
+            // Sharded: one listener in front of each node's client port.
+            let http_fronts: Vec<Option<SocketAddr>> = (0..n)
+                .map(|_| {
+                    if peer_group.is_some() {
+                        take_port()
+                    } else {
+                        None
+                    }
+                })
+                .collect();
             for i in 0..n {
                 for j in (0..n).filter(|&j| j != i) {
-                    let kinds = [
-                        (LinkKind::Peer, 40, nodes[j].peer),
-                        (LinkKind::Forward, 40 + 81, nodes[j].client),
-                    ];
-                    for (kind, offset, target) in kinds.into_iter().take(if shared { 1 } else { 2 })
-                    {
-                        links.push(ProxyLink {
+                    let link = |kind, listen: Option<SocketAddr>, target, dialer: &net::Dialer| {
+                        listen.map(|listen| ProxyLink {
                             from: i,
                             to: j,
                             kind,
-                            listen: proxy_addr(offset, i, j),
+                            listen,
                             target,
                             source_ip: nodes[i].peer.ip(),
                             dialer: dialer.clone(),
-                        });
+                        })
+                    };
+                    let planned = if peer_group.is_some() {
+                        [
+                            (group_of(i) == group_of(j))
+                                .then(|| link(LinkKind::Peer, take_port(), nodes[j].peer, dialer)),
+                            Some(link(
+                                LinkKind::Forward,
+                                http_fronts[j],
+                                nodes[j].client,
+                                &net::Dialer::SourceIp,
+                            )),
+                        ]
+                    } else if shared {
+                        [
+                            Some(link(LinkKind::Peer, fronts[j], nodes[j].peer, dialer)),
+                            None,
+                        ]
+                    } else {
+                        [
+                            Some(link(LinkKind::Peer, take_port(), nodes[j].peer, dialer)),
+                            Some(link(
+                                LinkKind::Forward,
+                                take_port(),
+                                nodes[j].client,
+                                dialer,
+                            )),
+                        ]
+                    };
+                    for l in planned.into_iter().flatten() {
+                        links.push(l.with_context(|| {
+                            format!(
+                                "{n} nodes need more proxy ports than the {} of a layout block",
+                                proxy_ports.len()
+                            )
+                        })?);
                     }
                 }
             }
@@ -219,4 +280,54 @@ pub(super) fn plan_layout(
         ));
     }
     bail!("no free block of ports found for {n} nodes after 40 tries")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// Sharded over the proxy: peer links are proxied within groups only, and every node's
+    /// client port has one listener in front of it that every other node dials, identified by
+    /// source address; all within the layout's port block.
+    #[test]
+    fn a_sharded_layout_proxies_peer_links_in_groups_and_http_in_front_of_each_node() {
+        let (layout, links) = plan_layout(9, Some(&net::Dialer::Link), false, Some(3)).unwrap();
+        let peer: Vec<&ProxyLink> = links.iter().filter(|l| l.kind == LinkKind::Peer).collect();
+        assert_eq!(peer.len(), 9 * 2, "two peers per node, in its group");
+        assert!(peer.iter().all(|l| l.from / 3 == l.to / 3));
+        assert!(peer.iter().all(|l| l.dialer == net::Dialer::Link));
+        let http: Vec<&ProxyLink> = links
+            .iter()
+            .filter(|l| l.kind == LinkKind::Forward)
+            .collect();
+        assert_eq!(http.len(), 9 * 8, "every node dials every other over HTTP");
+        assert!(http.iter().all(|l| l.dialer == net::Dialer::SourceIp
+            && l.source_ip == layout.nodes[l.from].peer.ip()
+            && l.target == layout.nodes[l.to].client));
+        let forward = layout.forward_target.as_ref().expect("forwarding proxied");
+        for (j, node) in layout.nodes.iter().enumerate() {
+            let fronts: BTreeSet<SocketAddr> =
+                (0..9).filter(|&i| i != j).map(|i| forward[i][j]).collect();
+            assert_eq!(fronts.len(), 1, "one listener in front of {}", node.name);
+            assert_eq!(forward[j][j], node.client, "a node reaches itself directly");
+        }
+        let mut listens: Vec<SocketAddr> = peer.iter().map(|l| l.listen).collect();
+        listens.extend((0..9).map(|j| forward[(j + 1) % 9][j]));
+        let count = listens.len();
+        listens.sort();
+        listens.dedup();
+        assert_eq!(listens.len(), count, "no two listeners share a port");
+        let base = layout.nodes[0].peer.port() - 1;
+        assert!(listens
+            .iter()
+            .all(|a| (base + PROXY_PORTS_OFFSET..base + LAYOUT_BLOCK_PORTS).contains(&a.port())));
+        // The most proxies a sharded run needs fit the block too: a controller and one group of
+        // 9 nodes each (18 x 8 peer links and 18 listeners in front of client ports).
+        let (_, big) = plan_layout(18, Some(&net::Dialer::Link), false, Some(9)).unwrap();
+        assert_eq!(
+            big.iter().filter(|l| l.kind == LinkKind::Peer).count(),
+            18 * 8
+        );
+    }
 }

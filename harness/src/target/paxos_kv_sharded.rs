@@ -8,6 +8,15 @@
 //! --group-id g --controller <controller client addresses>`, `--cc` and `--bug` (the
 //! controller gets neither: it has no transactions, and the planted bugs are the groups').
 //!
+//! Nodes talk to nodes of other groups and to the controller over HTTP, at the addresses the
+//! controller's configuration lists (the harness joins every group with them) and `--controller`
+//! names. With the userspace proxy those are the listeners in front of each node's client port
+//! (`Layout::forward_target`), which tell the dialling node by its source address (the store
+//! binds its node's address for all its HTTP), so that partitions and network faults apply to
+//! inter-group and group-controller traffic too; peer links have a proxy each, within groups.
+//! The harness's own clients dial the real client addresses: the router translates
+//! ([`ShardControl::router`]), so client traffic never passes the proxy.
+//!
 //! [`ShardControl`] is the harness's side of the controller: the joins at start-up, the wait
 //! for a configuration where every shard is owned and every group has applied it, the
 //! `shard-move` fault's moves, and each group's replicas for the convergence check. Clients
@@ -175,7 +184,14 @@ impl Target for PaxosKvSharded {
         let members = first..(first + self.per_group).min(layout.nodes.len());
         let node = &layout.nodes[i];
         let peers = members
+            .clone()
             .map(|j| format!("{}={}", j - first + 1, layout.peer_target[i][j]))
+            .collect::<Vec<_>>()
+            .join(",");
+        // With the proxy: where this node sends the requests it forwards to its group's leader.
+        let forward = members
+            .filter(|&j| j != i && layout.forward_target.is_some())
+            .map(|j| format!("{}={}", j - first + 1, http_address(layout, i, j)))
             .collect::<Vec<_>>()
             .join(",");
         let mut args = vec![
@@ -191,13 +207,15 @@ impl Target for PaxosKvSharded {
             dirs.data_dir.display().to_string(),
         ];
         args.extend(self.pass_through(g));
+        if !forward.is_empty() {
+            args.extend(["--peer-clients".into(), forward]);
+        }
         if g == 0 {
             args.extend(["--mode".into(), "controller".into()]);
             return args;
         }
-        let controller = layout.nodes[..self.per_group.min(layout.nodes.len())]
-            .iter()
-            .map(|n| n.client.to_string())
+        let controller = (0..self.per_group.min(layout.nodes.len()))
+            .map(|c| http_address(layout, i, c).to_string())
             .collect::<Vec<_>>()
             .join(",");
         args.extend([
@@ -225,12 +243,32 @@ impl Target for PaxosKvSharded {
         ConvergenceQuery::OrdealStatusDigest
     }
 
+    /// A proxy per directed peer link within each group; HTTP between nodes through one proxy
+    /// in front of each node's client port (see the module's documentation).
     fn peer_proxy(&self) -> std::result::Result<Dialer, String> {
-        Err("sharded paxos-kv's groups also talk to each other and to the controller over HTTP, which the userspace proxy does not carry".into())
+        Ok(Dialer::Link)
     }
 
     fn binds_source_ip(&self) -> bool {
         true
+    }
+}
+
+/// Where node `from` reaches node `to`'s client API: the proxy in front of it, or the node.
+fn http_address(layout: &Layout, from: usize, to: usize) -> std::net::SocketAddr {
+    match &layout.forward_target {
+        Some(f) if from != to => f[from][to],
+        _ => layout.nodes[to].client,
+    }
+}
+
+/// The address other nodes reach node `i`'s client API at, as the controller's configuration
+/// lists it: the listener in front of it with the proxy (the same for every dialler), else the
+/// node's own client address.
+pub fn advertised_client(layout: &Layout, i: usize) -> std::net::SocketAddr {
+    match (0..layout.nodes.len()).find(|&k| k != i) {
+        Some(k) => http_address(layout, k, i),
+        None => layout.nodes[i].client,
     }
 }
 
@@ -240,6 +278,9 @@ pub struct ShardControl {
     pub per_group: usize,
     /// Every process's client address (`ip:port`) and name, in layout order.
     clients: Vec<String>,
+    /// Every process's client address as other nodes dial it and the controller's
+    /// configuration lists it (a proxy's, with the userspace proxy).
+    advertised: Vec<String>,
     names: Vec<String>,
     http: reqwest::Client,
 }
@@ -255,6 +296,9 @@ impl ShardControl {
             groups,
             per_group,
             clients: layout.nodes.iter().map(|n| n.client.to_string()).collect(),
+            advertised: (0..layout.nodes.len())
+                .map(|i| advertised_client(layout, i).to_string())
+                .collect(),
             names: layout.nodes.iter().map(|n| n.name.clone()).collect(),
             http,
         })
@@ -281,7 +325,8 @@ impl ShardControl {
             .join("; ")
     }
 
-    /// The router clients use: the controller's addresses and every node's name.
+    /// The router clients use: the controller's addresses and every node's name, dialling
+    /// each node's own client address where the configuration lists a proxy's.
     pub fn router(&self) -> Result<ShardRouter> {
         let names: HashMap<String, String> = self
             .clients
@@ -289,8 +334,18 @@ impl ShardControl {
             .cloned()
             .zip(self.names.iter().cloned())
             .collect();
-        ShardRouter::new(self.clients[self.members(0)].to_vec(), names)
-            .context("building the shard router")
+        let dial: HashMap<String, String> = self
+            .advertised
+            .iter()
+            .cloned()
+            .zip(self.clients.iter().cloned())
+            .filter(|(advertised, own)| advertised != own)
+            .collect();
+        Ok(
+            ShardRouter::new(self.clients[self.members(0)].to_vec(), names)
+                .context("building the shard router")?
+                .with_dial_addresses(dial),
+        )
     }
 
     async fn request(&self, addr: &str, path: &str, body: Option<&Value>) -> Option<(u16, Value)> {
@@ -337,11 +392,15 @@ impl ShardControl {
         None
     }
 
-    /// Joins every replica group (members: its nodes' client addresses).
+    /// Joins every replica group (members: its nodes' client addresses as other nodes dial
+    /// them).
     pub async fn join_all(&self, within: Duration) -> Result<ShardConfig> {
         let mut last = Value::Null;
         for g in 1..=self.groups {
-            let members: Vec<&str> = self.members(g).map(|i| self.clients[i].as_str()).collect();
+            let members: Vec<&str> = self
+                .members(g)
+                .map(|i| self.advertised[i].as_str())
+                .collect();
             last = self
                 .controller_post(
                     "/shards/join",
@@ -540,5 +599,61 @@ mod tests {
             "controller n1,n2,n3; g1 n4,n5,n6; g2 n7,n8,n9"
         );
         assert_eq!(control.members(2), 6..9);
+        assert_eq!(arg(&g, "--peer-clients"), None, "nodes forward directly");
+    }
+
+    /// With the userspace proxy, every node reaches other nodes' client APIs (forwarding within
+    /// its group, the controller, other groups as joined) through the listener in front of
+    /// each, and the harness's clients still dial the nodes themselves.
+    #[test]
+    fn with_the_proxy_nodes_dial_the_listeners_in_front_of_client_ports() {
+        let target = PaxosKvSharded {
+            binary: "/bin/true".into(),
+            bug: None,
+            cc: None,
+            per_group: 3,
+        };
+        let mut l = layout(9);
+        let front = |j: usize| -> std::net::SocketAddr {
+            format!("127.0.0.1:{}", 9001 + j).parse().unwrap()
+        };
+        l.forward_target = Some(
+            (0..9)
+                .map(|i| {
+                    (0..9)
+                        .map(|j| if i == j { l.nodes[j].client } else { front(j) })
+                        .collect()
+                })
+                .collect(),
+        );
+        let dirs = NodeDirs {
+            data_dir: "/tmp/x".into(),
+            log_path: "/tmp/x.log".into(),
+        };
+        let arg = |args: &[String], flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .map(|p| args[p + 1].clone())
+        };
+        let g = target.args(4, &l, &dirs);
+        assert_eq!(
+            arg(&g, "--peer-clients").unwrap(),
+            "1=127.0.0.1:9004,3=127.0.0.1:9006",
+            "group-local ids, the other members only"
+        );
+        assert_eq!(
+            arg(&g, "--controller").unwrap(),
+            "127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003"
+        );
+        let c = target.args(0, &l, &dirs);
+        assert_eq!(
+            arg(&c, "--peer-clients").unwrap(),
+            "2=127.0.0.1:9002,3=127.0.0.1:9003"
+        );
+        assert_eq!(advertised_client(&l, 7).to_string(), "127.0.0.1:9008");
+        let control = ShardControl::new(&l, 2, 3).unwrap();
+        let router = control.router().unwrap();
+        assert_eq!(router.dial_address("127.0.0.1:9008"), "127.0.0.18:8008");
+        assert_eq!(router.name_of("127.0.0.1:9008"), "n8");
     }
 }
