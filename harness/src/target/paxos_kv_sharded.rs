@@ -612,6 +612,8 @@ mod tests {
             bug: None,
             cc: None,
             per_group: 3,
+            deadlock: None,
+            shards: None,
         };
         let mut l = layout(9);
         let front = |j: usize| -> std::net::SocketAddr {
