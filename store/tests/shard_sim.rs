@@ -45,8 +45,9 @@ fn run_many(count: u64, cc: Cc, deadlock: Deadlock) -> Result<SimStats, String> 
                             Err(v) => {
                                 return Err(format!(
                                     "{cc} {}: {v}\nreproduce: ORDEAL_SIM_SEED={seed} \
-                                     ORDEAL_SIM_CC={cc} cargo test --release -p paxos-kv \
+                                     ORDEAL_SIM_CC={cc} ORDEAL_SIM_DEADLOCK={} cargo test --release -p paxos-kv \
                                      --test shard_sim one_seed -- --nocapture",
+                                    deadlock.name(),
                                     deadlock.name()
                                 ))
                             }
@@ -190,7 +191,13 @@ fn one_seed() {
         .map(|s| vec![s.parse().expect("ORDEAL_SIM_BUG: a shard bug name")])
         .unwrap_or_default();
     for cc in ccs {
-        let mut cfg = config(seed, cc, Deadlock::WoundWait, &bugs);
+        let deadlock: Deadlock = std::env::var("ORDEAL_SIM_DEADLOCK")
+            .map(|s| {
+                s.parse()
+                    .expect("ORDEAL_SIM_DEADLOCK: wound-wait or no-wait")
+            })
+            .unwrap_or_default();
+        let mut cfg = config(seed, cc, deadlock, &bugs);
         cfg.trace = std::env::var("ORDEAL_SIM_TRACE").ok();
         let r = run(cfg);
         eprintln!("seed {seed} {cc}: {r:?}");

@@ -1074,6 +1074,13 @@ impl Group {
         if let Some(reply) = self.known_outcome(&req) {
             return self.reply(id, reply);
         }
+        // An attempt of the same id by another coordinator (the client re-routed it) holds
+        // locks or a prepare here: the lock table cannot tell two attempts of one id apart,
+        // and that attempt may still commit. Unanswered until it is resolved (the client
+        // retries).
+        if self.st.prepared.contains_key(&id) || self.v.phase.contains_key(&id) {
+            return;
+        }
         if !self.is_ready() {
             if self.v.parked.len() < self.cfg.max_waiters || self.v.parked.contains_key(&id) {
                 self.v.parked.insert(id, (from, req));
@@ -1266,6 +1273,13 @@ impl Group {
                 reason: AbortReason::LockConflict,
             });
         }
+        // A fast-path attempt of the same id runs here (a client re-routed it): its locks
+        // are this id's too, so this attempt could not be told apart from it.
+        if self.v.local.contains_key(&txn) || self.v.waiters.contains_key(&(txn, WaitKind::Local)) {
+            return Some(TxnReply::Aborted {
+                reason: AbortReason::ParticipantRefused,
+            });
+        }
         if self.st.finished.refuses(txn, coordinator, age) {
             return Some(TxnReply::Aborted {
                 reason: AbortReason::ParticipantRefused,
@@ -1424,7 +1438,15 @@ impl Group {
         if !self.is_ready() {
             return;
         }
-        if self.st.prepared.contains_key(&txn) {
+        // Prepared for another coordinator's attempt of the same id (a client re-routed it):
+        // this decision is not about that prepare. Acknowledged below: this sender's
+        // attempt was never prepared here.
+        let for_this_prepare = self
+            .st
+            .prepared
+            .get(&txn)
+            .map(|p| Addr::Group(p.coordinator) == from);
+        if for_this_prepare == Some(true) {
             self.propose_once(
                 format!("finish{txn}"),
                 GroupCmd::Finish {
@@ -1435,7 +1457,7 @@ impl Group {
             );
             return;
         }
-        if !commit {
+        if !commit && for_this_prepare.is_none() {
             self.abort_here(txn, AbortReason::ParticipantRefused);
         }
         self.send(from, Msg::DecisionAck { txn });
@@ -1965,6 +1987,12 @@ impl Group {
             // parked until the epoch applied) keeps its locks: a "not ready" answer here
             // could reach a retry that then commits. The original request, at the old
             // leader, times out (outcome unknown).
+            return;
+        }
+        if self.st.prepared.contains_key(&id) {
+            // Another coordinator's attempt of this id was prepared here in the meantime (a
+            // re-routed client): that one decides. Nothing applied; unanswered, as above.
+            self.v.local.remove(&id);
             return;
         }
         self.v.local.remove(&id);
