@@ -237,3 +237,38 @@ fn evicted_exactly_once_entries_are_never_applied_twice() {
         "no retry met an evicted entry: the test exercised nothing"
     );
 }
+
+/// Late copies of Reads and Prepares, often and long after they were sent, while leaders
+/// change all the time and acknowledgements are often lost (so coordinators keep their
+/// commit decisions for a while): a late Prepare of a finished transaction must be refused
+/// at whichever leader it reaches, never prepared anew and applied twice (anonymous
+/// transactions have no exactly-once entry to stop it). A tiny record of finished
+/// transactions (8) makes its age floors do most of the refusing.
+#[test]
+fn late_prepares_across_leader_changes_never_apply_twice() {
+    let count = (seeds() / 2).max(50);
+    let mut late = 0;
+    for cc in Cc::ALL {
+        for finished_max in [None, Some(8)] {
+            for seed in 0..count {
+                let mut c = config(seed, cc, Deadlock::WoundWait, &[]);
+                c.late_duplicate_probability = 0.25;
+                c.leader_change_probability = 0.05;
+                c.anonymous_probability = 0.6;
+                c.loss_probability = 0.1;
+                c.finished_max = finished_max;
+                let stats = run(c).unwrap_or_else(|v| {
+                    panic!(
+                        "{cc}, finished_max {finished_max:?}: {v}\nreproduce: change \
+                         late_prepares_across_leader_changes_never_apply_twice to run seed \
+                         {seed}"
+                    )
+                });
+                late += stats.late_messages;
+                assert!(stats.leader_changes > 0, "seed {seed}: no leader change");
+            }
+        }
+    }
+    eprintln!("{count} seeds per cc and bound: {late} late messages delivered");
+    assert!(late > count * 100, "too few late messages: {late}");
+}
