@@ -30,9 +30,11 @@
 //!
 //! Replicated (a function of the log): the applied config and the previous one, the shards
 //! held (data with per-key versions, plus each shard's exactly-once table), shards leaving and
-//! arriving, frozen outgoing shards, transactions prepared here, and coordinator records
-//! (participants and, once logged, the decision). Volatile: the lock table, coordinator
-//! progress, timers.
+//! arriving, frozen outgoing shards, transactions prepared here, coordinator records
+//! (participants and, once logged, the decision), the replies of forgotten records, and the
+//! bounded record of transactions finished here ([`super::finished`]: a late Prepare of one
+//! is refused by every leader to come). Volatile: the lock table, coordinator progress,
+//! timers, requests parked until this leader's epoch is applied.
 //!
 //! # Migration
 //!
