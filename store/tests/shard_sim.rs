@@ -199,12 +199,24 @@ fn one_seed() {
             .unwrap_or_default();
         let mut cfg = config(seed, cc, deadlock, &bugs);
         cfg.trace = std::env::var("ORDEAL_SIM_TRACE").ok();
+        if std::env::var("ORDEAL_SIM_EVICTING").is_ok() {
+            evicting(&mut cfg);
+        }
         let r = run(cfg);
         eprintln!("seed {seed} {cc}: {r:?}");
         if bugs.is_empty() {
             r.unwrap_or_else(|v| panic!("{v}"));
         }
     }
+}
+
+/// The knobs of [`evicted_exactly_once_entries_are_never_applied_twice`] (`ORDEAL_SIM_EVICTING`
+/// in [`one_seed`]).
+fn evicting(c: &mut SimConfig) {
+    c.dedup_max_bytes_per_shard = Some(300);
+    // Retries are what meet evicted entries: answer slowly, retry often.
+    c.client_timeout_ticks = 25;
+    c.client_attempts = 6;
 }
 
 /// Each shard's exactly-once table held to a few hundred bytes, so that entries are evicted
@@ -218,14 +230,12 @@ fn evicted_exactly_once_entries_are_never_applied_twice() {
     for cc in Cc::ALL {
         for seed in 0..count {
             let mut c = config(seed, cc, Deadlock::WoundWait, &[]);
-            c.dedup_max_bytes_per_shard = Some(300);
-            // Retries are what meet evicted entries: answer slowly, retry often.
-            c.client_timeout_ticks = 25;
-            c.client_attempts = 6;
+            evicting(&mut c);
             let stats = run(c).unwrap_or_else(|v| {
                 panic!(
-                    "{cc} with a 300-byte exactly-once bound: {v}\nreproduce: change \
-                     evicted_exactly_once_entries_are_never_applied_twice to run seed {seed}"
+                    "{cc} with a 300-byte exactly-once bound: {v}\nreproduce: ORDEAL_SIM_EVICTING=1 \
+                     ORDEAL_SIM_SEED={seed} ORDEAL_SIM_CC={cc} cargo test --release -p paxos-kv \
+                     --test shard_sim one_seed -- --nocapture"
                 )
             });
             evicted += stats.failures.get("Evicted").copied().unwrap_or(0);

@@ -281,8 +281,8 @@ pub struct Sim {
     controller: Controller,
     groups: BTreeMap<GroupId, SimGroup>,
     clients: Vec<Client>,
-    /// Due tick, sequence -> (from, to, message, a late copy).
-    net: BTreeMap<(u64, u64), (Addr, Addr, Msg, bool)>,
+    /// Due tick, sequence -> (from, to, message, a late copy, the tick it was sent).
+    net: BTreeMap<(u64, u64), (Addr, Addr, Msg, bool, u64)>,
     net_seq: u64,
     effects: Effects,
     acked: BTreeMap<TxnId, Acked>,
@@ -389,12 +389,12 @@ impl Sim {
             .map(|(k, _)| *k)
             .collect();
         for k in due {
-            let (from, to, msg, late) = self.net.remove(&k).expect("due key");
+            let (from, to, msg, late, sent) = self.net.remove(&k).expect("due key");
             self.stats.messages += 1;
             if late {
                 self.stats.late_messages += 1;
             }
-            self.deliver(from, to, msg)?;
+            self.deliver(from, to, msg, sent)?;
         }
         // Append due proposals to the logs and apply them.
         let ids: Vec<GroupId> = self.groups.keys().copied().collect();
@@ -522,8 +522,8 @@ impl Sim {
         for _ in 0..copies {
             let at = self.tick + self.rng.gen_range(1..=self.cfg.max_delay_ticks);
             self.net_seq += 1;
-            self.net
-                .insert((at, self.net_seq), (from, to, msg.clone(), false));
+            let value = (from, to, msg.clone(), false, self.tick);
+            self.net.insert((at, self.net_seq), value);
         }
         // Client requests are not copied late: an HTTP request reaches one leader once (a
         // client's retry is a new request, which the simulated clients make themselves).
@@ -537,12 +537,12 @@ impl Sim {
                 .rng
                 .gen_range(self.cfg.max_delay_ticks + 1..=self.cfg.max_late_ticks);
             self.net_seq += 1;
-            self.net
-                .insert((self.tick + late, self.net_seq), (from, to, msg, true));
+            let value = (from, to, msg, true, self.tick);
+            self.net.insert((self.tick + late, self.net_seq), value);
         }
     }
 
-    fn deliver(&mut self, from: Addr, to: Addr, msg: Msg) -> Result<(), Violation> {
+    fn deliver(&mut self, from: Addr, to: Addr, msg: Msg, sent: u64) -> Result<(), Violation> {
         match to {
             Addr::Controller => {
                 if let Msg::QueryConfig { num } = msg {
@@ -610,7 +610,7 @@ impl Sim {
                 let outs = group.step(Input::Message { from, msg });
                 self.handle_outputs(id, outs)
             }
-            Addr::Client(c) => self.client_receive(c, msg),
+            Addr::Client(c) => self.client_receive(c, msg, sent),
         }
     }
 
@@ -836,7 +836,8 @@ impl Sim {
             .collect()
     }
 
-    fn client_receive(&mut self, cid: ClientId, msg: Msg) -> Result<(), Violation> {
+    /// `sent`: the tick the message left its sender.
+    fn client_receive(&mut self, cid: ClientId, msg: Msg, sent: u64) -> Result<(), Violation> {
         let number = if super::is_anonymous(cid) {
             (cid & !super::ANONYMOUS_CLIENT_BIT) >> 32
         } else {
@@ -855,6 +856,12 @@ impl Sim {
                 let c = &self.clients[i];
                 let Some(p) = &c.pending else { return Ok(()) };
                 if p.req.id != id {
+                    return Ok(());
+                }
+                // A reply that left its group before the client's latest attempt was sent
+                // answers an earlier attempt, which the client abandoned when it retried:
+                // over HTTP that request timed out and its response is never read.
+                if sent <= p.sent_tick {
                     return Ok(());
                 }
                 if let TxnReply::WrongGroup { owner, .. } = reply {
