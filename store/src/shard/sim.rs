@@ -272,6 +272,9 @@ struct Effects {
     writer: BTreeMap<(String, u64), TxnId>,
 }
 
+/// A message in flight: (from, to, message, a late copy, the tick it was sent).
+type InFlight = (Addr, Addr, Msg, bool, u64);
+
 /// One run.
 pub struct Sim {
     cfg: SimConfig,
@@ -281,8 +284,8 @@ pub struct Sim {
     controller: Controller,
     groups: BTreeMap<GroupId, SimGroup>,
     clients: Vec<Client>,
-    /// Due tick, sequence -> (from, to, message, a late copy, the tick it was sent).
-    net: BTreeMap<(u64, u64), (Addr, Addr, Msg, bool, u64)>,
+    /// Due tick, sequence -> the message in flight.
+    net: BTreeMap<(u64, u64), InFlight>,
     net_seq: u64,
     effects: Effects,
     acked: BTreeMap<TxnId, Acked>,
