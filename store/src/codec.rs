@@ -26,6 +26,20 @@ pub fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreE
     })
 }
 
+/// As [`decode`], but the bytes must hold exactly one value: trailing bytes are an error. For
+/// telling apart layouts where one is a prefix of the other (old snapshots).
+pub fn decode_exact<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .reject_trailing_bytes()
+        .deserialize(bytes)
+        .map_err(|e| StoreError::Decode {
+            what: what.to_string(),
+            detail: e.to_string(),
+        })
+}
+
 /// The length `encode(value)` would return, without allocating it.
 pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
     bincode::serialized_size(value).map_or(0, |n| n as usize)

@@ -27,6 +27,17 @@ struct Net {
 
 impl Net {
     fn new(groups: u64, cc: Cc, deadlock: Deadlock) -> Net {
+        Net::with_finished_max(groups, cc, deadlock, None)
+    }
+
+    /// As [`Net::new`], with each group's record of finished transactions bounded to
+    /// `finished_max` (the default unless set).
+    fn with_finished_max(
+        groups: u64,
+        cc: Cc,
+        deadlock: Deadlock,
+        finished_max: Option<usize>,
+    ) -> Net {
         let mut net = Net {
             controller: Controller::new(DEFAULT_SHARDS),
             cfgs: BTreeMap::new(),
@@ -47,6 +58,9 @@ impl Net {
             let mut cfg = GroupConfig::new(id);
             cfg.cc = cc;
             cfg.deadlock = deadlock;
+            if let Some(n) = finished_max {
+                cfg.finished_max = n;
+            }
             let mut g = Group::new(cfg.clone());
             g.become_leader();
             net.cfgs.insert(id, cfg);
@@ -705,4 +719,117 @@ fn a_wounded_waiting_read_is_answered_at_once() {
             && matches!(m, Msg::ReadReply { txn, result: Err(_) } if *txn == waiting)),
         "the wounded read's coordinator must hear at once: {sent:?}"
     );
+
+/// The same late Prepare, delivered to a replica that became the participant group's leader
+/// after the commit (a crash and restart here: the volatile memory of finished transactions
+/// is gone, only the log is left). The coordinator still holds its decision (the
+/// participant's acknowledgements are lost), so a re-prepared transaction would learn
+/// "commit" again and apply its append a second time. The record of finished transactions
+/// in the replicated state must refuse it, also at a replica restored from a snapshot, and
+/// also once the transaction was evicted from a record bounded to one entry (by the
+/// coordinator's age floor).
+#[test]
+fn a_late_prepare_at_a_new_participant_leader_is_refused_and_applies_nothing() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    for cc in Cc::ALL {
+        for (from_snapshot, finished_max) in [(false, None), (true, None), (false, Some(1))] {
+            let mut net = Net::with_finished_max(2, cc, Deadlock::WoundWait, finished_max);
+            let (a, b) = (net.key_of(1, 0), net.key_of(2, 0));
+            let prepares: Rc<RefCell<Vec<(Addr, Addr, Msg)>>> = Rc::default();
+            let seen = prepares.clone();
+            net.drop = Box::new(move |from, to, msg| {
+                if matches!(msg, Msg::Prepare { .. }) && to == Addr::Group(2) {
+                    seen.borrow_mut().push((from, to, msg.clone()));
+                }
+                // The coordinator never hears that group 2 finished: it keeps its record
+                // and keeps resending the commit decision.
+                from == Addr::Group(2) && matches!(msg, Msg::DecisionAck { .. })
+            });
+            let id = TxnId {
+                client: paxos_kv::shard::ANONYMOUS_CLIENT_BIT | 6,
+                seq: 1,
+            };
+            net.submit(
+                1,
+                id,
+                vec![TxnOp::Read(a.clone()), TxnOp::Append(b.clone(), "x".into())],
+            );
+            net.run(20);
+            let what = format!("{cc}, from snapshot: {from_snapshot}, bound {finished_max:?}");
+            assert!(
+                matches!(net.reply_to(id), Some(TxnReply::Committed { .. })),
+                "{what}: {:?}",
+                net.reply_to(id)
+            );
+            assert_eq!(net.value(&b), (Some(Value::List(vec!["x".into()])), 1));
+            assert_eq!(net.group(1).coordinator_records(), 1, "{what}: kept");
+            if finished_max.is_some() {
+                // A younger transaction finishes at group 2 and evicts the first.
+                let b2 = net.key_of(2, 1);
+                let later = TxnId {
+                    client: paxos_kv::shard::ANONYMOUS_CLIENT_BIT | 7,
+                    seq: 2,
+                };
+                net.submit(
+                    1,
+                    later,
+                    vec![TxnOp::Read(a.clone()), TxnOp::Append(b2, "y".into())],
+                );
+                net.run(20);
+                assert!(
+                    matches!(net.reply_to(later), Some(TxnReply::Committed { .. })),
+                    "{what}: {:?}",
+                    net.reply_to(later)
+                );
+                assert_eq!(net.group(2).finished_count(), 1, "{what}: bounded");
+            }
+            // Group 2's leader changes: a replica that knows only the log (or a snapshot).
+            if from_snapshot {
+                let snap = net.group(2).snapshot();
+                let mut g = Group::from_snapshot(net.cfgs[&2].clone(), &snap).expect("snapshot");
+                g.become_leader();
+                net.groups.insert(2, Some(g));
+                net.logs.insert(2, Vec::new());
+            } else {
+                net.crash_and_recover(2);
+            }
+            net.run(5);
+            assert!(net.group(2).is_ready(), "{what}: the new leader serves");
+            let late = prepares
+                .borrow()
+                .first()
+                .cloned()
+                .expect("a prepare was sent");
+            let (from, _, msg) = late;
+            let outs = net
+                .groups
+                .get_mut(&2)
+                .and_then(|g| g.as_mut())
+                .expect("up")
+                .step(Input::Message {
+                    from,
+                    msg: msg.clone(),
+                });
+            assert!(
+                !outs.iter().any(|o| matches!(
+                    o,
+                    Output::Propose(GroupCmd::Prepare { .. })
+                        | Output::Send {
+                            msg: Msg::Vote { vote: Ok(()), .. },
+                            ..
+                        }
+                )),
+                "{what}: the late prepare was not refused: {outs:?}"
+            );
+            net.outputs(2, outs);
+            net.run(60);
+            assert_eq!(
+                net.value(&b),
+                (Some(Value::List(vec!["x".into()])), 1),
+                "{what}: the late prepare applied the append again"
+            );
+            assert_eq!(net.group(2).prepared_count(), 0, "{what}: prepared again");
+        }
+    }
 }

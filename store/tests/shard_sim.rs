@@ -45,8 +45,9 @@ fn run_many(count: u64, cc: Cc, deadlock: Deadlock) -> Result<SimStats, String> 
                             Err(v) => {
                                 return Err(format!(
                                     "{cc} {}: {v}\nreproduce: ORDEAL_SIM_SEED={seed} \
-                                     ORDEAL_SIM_CC={cc} cargo test --release -p paxos-kv \
+                                     ORDEAL_SIM_CC={cc} ORDEAL_SIM_DEADLOCK={} cargo test --release -p paxos-kv \
                                      --test shard_sim one_seed -- --nocapture",
+                                    deadlock.name(),
                                     deadlock.name()
                                 ))
                             }
@@ -190,14 +191,32 @@ fn one_seed() {
         .map(|s| vec![s.parse().expect("ORDEAL_SIM_BUG: a shard bug name")])
         .unwrap_or_default();
     for cc in ccs {
-        let mut cfg = config(seed, cc, Deadlock::WoundWait, &bugs);
+        let deadlock: Deadlock = std::env::var("ORDEAL_SIM_DEADLOCK")
+            .map(|s| {
+                s.parse()
+                    .expect("ORDEAL_SIM_DEADLOCK: wound-wait or no-wait")
+            })
+            .unwrap_or_default();
+        let mut cfg = config(seed, cc, deadlock, &bugs);
         cfg.trace = std::env::var("ORDEAL_SIM_TRACE").ok();
+        if std::env::var("ORDEAL_SIM_EVICTING").is_ok() {
+            evicting(&mut cfg);
+        }
         let r = run(cfg);
         eprintln!("seed {seed} {cc}: {r:?}");
         if bugs.is_empty() {
             r.unwrap_or_else(|v| panic!("{v}"));
         }
     }
+}
+
+/// The knobs of [`evicted_exactly_once_entries_are_never_applied_twice`] (`ORDEAL_SIM_EVICTING`
+/// in [`one_seed`]).
+fn evicting(c: &mut SimConfig) {
+    c.dedup_max_bytes_per_shard = Some(300);
+    // Retries are what meet evicted entries: answer slowly, retry often.
+    c.client_timeout_ticks = 25;
+    c.client_attempts = 6;
 }
 
 /// Each shard's exactly-once table held to a few hundred bytes, so that entries are evicted
@@ -211,14 +230,12 @@ fn evicted_exactly_once_entries_are_never_applied_twice() {
     for cc in Cc::ALL {
         for seed in 0..count {
             let mut c = config(seed, cc, Deadlock::WoundWait, &[]);
-            c.dedup_max_bytes_per_shard = Some(300);
-            // Retries are what meet evicted entries: answer slowly, retry often.
-            c.client_timeout_ticks = 25;
-            c.client_attempts = 6;
+            evicting(&mut c);
             let stats = run(c).unwrap_or_else(|v| {
                 panic!(
-                    "{cc} with a 300-byte exactly-once bound: {v}\nreproduce: change \
-                     evicted_exactly_once_entries_are_never_applied_twice to run seed {seed}"
+                    "{cc} with a 300-byte exactly-once bound: {v}\nreproduce: ORDEAL_SIM_EVICTING=1 \
+                     ORDEAL_SIM_SEED={seed} ORDEAL_SIM_CC={cc} cargo test --release -p paxos-kv \
+                     --test shard_sim one_seed -- --nocapture"
                 )
             });
             evicted += stats.failures.get("Evicted").copied().unwrap_or(0);
@@ -229,4 +246,39 @@ fn evicted_exactly_once_entries_are_never_applied_twice() {
         evicted > 0,
         "no retry met an evicted entry: the test exercised nothing"
     );
+}
+
+/// Late copies of Reads and Prepares, often and long after they were sent, while leaders
+/// change all the time and acknowledgements are often lost (so coordinators keep their
+/// commit decisions for a while): a late Prepare of a finished transaction must be refused
+/// at whichever leader it reaches, never prepared anew and applied twice (anonymous
+/// transactions have no exactly-once entry to stop it). A tiny record of finished
+/// transactions (8) makes its age floors do most of the refusing.
+#[test]
+fn late_prepares_across_leader_changes_never_apply_twice() {
+    let count = (seeds() / 2).max(50);
+    let mut late = 0;
+    for cc in Cc::ALL {
+        for finished_max in [None, Some(8)] {
+            for seed in 0..count {
+                let mut c = config(seed, cc, Deadlock::WoundWait, &[]);
+                c.late_duplicate_probability = 0.25;
+                c.leader_change_probability = 0.05;
+                c.anonymous_probability = 0.6;
+                c.loss_probability = 0.1;
+                c.finished_max = finished_max;
+                let stats = run(c).unwrap_or_else(|v| {
+                    panic!(
+                        "{cc}, finished_max {finished_max:?}: {v}\nreproduce: change \
+                         late_prepares_across_leader_changes_never_apply_twice to run seed \
+                         {seed}"
+                    )
+                });
+                late += stats.late_messages;
+                assert!(stats.leader_changes > 0, "seed {seed}: no leader change");
+            }
+        }
+    }
+    eprintln!("{count} seeds per cc and bound: {late} late messages delivered");
+    assert!(late > count * 100, "too few late messages: {late}");
 }

@@ -48,7 +48,14 @@ pub(crate) fn recover(cfg: &ServerConfig) -> Result<Recovered, StoreError> {
             // In sharded mode the snapshot holds the shard machine; the (unused) key-value
             // state only keeps the applied index.
             Some(settings) => {
-                shard_machine = Some(settings.machine_from_snapshot(&s.data)?);
+                let machine =
+                    settings
+                        .machine_from_snapshot(&s.data)
+                        .map_err(|e| StoreError::Corrupt {
+                            what: format!("the snapshot in {}", cfg.data_dir.display()),
+                            detail: e.to_string(),
+                        })?;
+                shard_machine = Some(machine);
                 kv.set_applied_index(s.slot);
             }
             None => kv = Kv::from_snapshot(&s.data)?.with_dedup_max_bytes(cfg.dedup_max_bytes),

@@ -46,6 +46,7 @@
 
 pub mod config;
 pub mod dedup;
+pub mod finished;
 pub mod group;
 pub mod lock;
 pub mod sim;

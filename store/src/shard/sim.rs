@@ -75,6 +75,22 @@ pub struct SimConfig {
     pub index_read_probability: f64,
     /// Each shard's exactly-once table bound (the group default unless set).
     pub dedup_max_bytes_per_shard: Option<usize>,
+    /// Per message between groups (fault phase): also deliver a copy late, up to
+    /// `max_late_ticks` after it was sent (a retransmission stuck behind a partition), so that
+    /// late Reads and Prepares meet finished transactions, often at a new leader.
+    pub late_duplicate_probability: f64,
+    pub max_late_ticks: u64,
+    /// Per tick (fault phase): a live group's leader changes without a crash (volatile state
+    /// dropped, a new epoch; the old leader's proposals still reach the log).
+    pub leader_change_probability: f64,
+    /// A general transaction is anonymous (no `client_id`: no exactly-once entry, one
+    /// attempt) with this probability.
+    pub anonymous_probability: f64,
+    /// A client re-routes a transaction answered "wrong group" to the named owner (same id)
+    /// at most this many times.
+    pub max_reroutes: u32,
+    /// Each participant's record of finished transactions (the group default unless set).
+    pub finished_max: Option<usize>,
     /// Print to stderr every applied log record and observation whose debug text contains
     /// this (config changes and shard installs always), to follow one transaction.
     pub trace: Option<String>,
@@ -109,6 +125,12 @@ impl SimConfig {
             client_attempts: 3,
             dedup_max_bytes_per_shard: None,
             index_read_probability: 0.5,
+            late_duplicate_probability: 0.02,
+            max_late_ticks: 150,
+            leader_change_probability: 0.01,
+            anonymous_probability: 0.2,
+            max_reroutes: 3,
+            finished_max: None,
             trace: None,
         }
     }
@@ -121,6 +143,9 @@ impl SimConfig {
         g.bugs = self.bugs.clone();
         if let Some(b) = self.dedup_max_bytes_per_shard {
             g.dedup_max_bytes_per_shard = b;
+        }
+        if let Some(n) = self.finished_max {
+            g.finished_max = n;
         }
         g
     }
@@ -155,6 +180,13 @@ pub struct SimStats {
     pub configs: u64,
     pub crashes: u64,
     pub messages: u64,
+    /// Late copies of group-to-group messages delivered.
+    pub late_messages: u64,
+    pub leader_changes: u64,
+    /// Transactions re-sent to another group after a wrong-group answer.
+    pub reroutes: u64,
+    /// Definite failures checked (the client sent the transaction to one group only).
+    pub definite_failures: u64,
     /// Definite failures by reason, for tuning and diagnosis.
     pub failures: BTreeMap<String, u64>,
 }
@@ -173,6 +205,10 @@ impl SimStats {
         self.configs += o.configs;
         self.crashes += o.crashes;
         self.messages += o.messages;
+        self.late_messages += o.late_messages;
+        self.leader_changes += o.leader_changes;
+        self.reroutes += o.reroutes;
+        self.definite_failures += o.definite_failures;
         for (k, n) in &o.failures {
             *self.failures.entry(k.clone()).or_default() += n;
         }
@@ -198,6 +234,9 @@ struct Pending {
     req: TxnRequest,
     kind: OpKind,
     target: GroupId,
+    /// Every group the request went to (re-routes included).
+    sent_to: BTreeSet<GroupId>,
+    reroutes: u32,
     invoke_event: u64,
     sent_tick: u64,
     attempts: u32,
@@ -233,6 +272,9 @@ struct Effects {
     writer: BTreeMap<(String, u64), TxnId>,
 }
 
+/// A message in flight: (from, to, message, a late copy, the tick it was sent).
+type InFlight = (Addr, Addr, Msg, bool, u64);
+
 /// One run.
 pub struct Sim {
     cfg: SimConfig,
@@ -242,7 +284,8 @@ pub struct Sim {
     controller: Controller,
     groups: BTreeMap<GroupId, SimGroup>,
     clients: Vec<Client>,
-    net: BTreeMap<(u64, u64), (Addr, Addr, Msg)>,
+    /// Due tick, sequence -> the message in flight.
+    net: BTreeMap<(u64, u64), InFlight>,
     net_seq: u64,
     effects: Effects,
     acked: BTreeMap<TxnId, Acked>,
@@ -349,9 +392,12 @@ impl Sim {
             .map(|(k, _)| *k)
             .collect();
         for k in due {
-            let (from, to, msg) = self.net.remove(&k).expect("due key");
+            let (from, to, msg, late, sent) = self.net.remove(&k).expect("due key");
             self.stats.messages += 1;
-            self.deliver(from, to, msg)?;
+            if late {
+                self.stats.late_messages += 1;
+            }
+            self.deliver(from, to, msg, sent)?;
         }
         // Append due proposals to the logs and apply them.
         let ids: Vec<GroupId> = self.groups.keys().copied().collect();
@@ -412,6 +458,13 @@ impl Sim {
                 self.stats.crashes += 1;
             }
         }
+        if self.rng.gen_bool(self.cfg.leader_change_probability) {
+            let id = self.rng.gen_range(1..=self.cfg.groups as GroupId);
+            if let Some(group) = self.groups.get_mut(&id).and_then(|g| g.group.as_mut()) {
+                group.become_leader();
+                self.stats.leader_changes += 1;
+            }
+        }
         if self.rng.gen_bool(self.cfg.move_probability) {
             let latest = self.controller.latest().clone();
             let roll = self.rng.gen_range(0..100);
@@ -457,19 +510,42 @@ impl Sim {
         if faulty && self.rng.gen_bool(self.cfg.loss_probability) {
             return;
         }
-        let copies = if faulty && self.rng.gen_bool(self.cfg.duplicate_probability) {
-            2
-        } else {
-            1
-        };
+        // A client's request is never duplicated by the network: over HTTP it reaches one
+        // leader once (or is lost), and a retry is a new request, which the simulated
+        // clients make themselves after `client_timeout_ticks` (longer than any delay). A
+        // duplicate arriving after the client took a definite answer would be a second
+        // attempt that no real client makes.
+        let client_request = matches!(from, Addr::Client(_));
+        let copies =
+            if faulty && !client_request && self.rng.gen_bool(self.cfg.duplicate_probability) {
+                2
+            } else {
+                1
+            };
         for _ in 0..copies {
             let at = self.tick + self.rng.gen_range(1..=self.cfg.max_delay_ticks);
             self.net_seq += 1;
-            self.net.insert((at, self.net_seq), (from, to, msg.clone()));
+            let value = (from, to, msg.clone(), false, self.tick);
+            self.net.insert((at, self.net_seq), value);
+        }
+        // Client requests are not copied late: an HTTP request reaches one leader once (a
+        // client's retry is a new request, which the simulated clients make themselves).
+        let between_groups = matches!((from, to), (Addr::Group(_), Addr::Group(_)));
+        if faulty
+            && between_groups
+            && self.cfg.max_late_ticks > self.cfg.max_delay_ticks
+            && self.rng.gen_bool(self.cfg.late_duplicate_probability)
+        {
+            let late = self
+                .rng
+                .gen_range(self.cfg.max_delay_ticks + 1..=self.cfg.max_late_ticks);
+            self.net_seq += 1;
+            let value = (from, to, msg, true, self.tick);
+            self.net.insert((self.tick + late, self.net_seq), value);
         }
     }
 
-    fn deliver(&mut self, from: Addr, to: Addr, msg: Msg) -> Result<(), Violation> {
+    fn deliver(&mut self, from: Addr, to: Addr, msg: Msg, sent: u64) -> Result<(), Violation> {
         match to {
             Addr::Controller => {
                 if let Msg::QueryConfig { num } = msg {
@@ -537,7 +613,7 @@ impl Sim {
                 let outs = group.step(Input::Message { from, msg });
                 self.handle_outputs(id, outs)
             }
-            Addr::Client(c) => self.client_receive(c, msg),
+            Addr::Client(c) => self.client_receive(c, msg, sent),
         }
     }
 
@@ -643,11 +719,15 @@ impl Sim {
             let c = &mut self.clients[i];
             if let Some(p) = &mut c.pending {
                 if now >= p.sent_tick + self.cfg.client_timeout_ticks {
-                    if p.attempts < self.cfg.client_attempts {
+                    // An anonymous request is not retried: without a client id, a second
+                    // request would be a new transaction.
+                    let retry = !super::is_anonymous(p.req.id.client);
+                    if retry && p.attempts < self.cfg.client_attempts {
                         p.attempts += 1;
                         p.sent_tick = now;
                         let (target, req) = (p.target, p.req.clone());
-                        self.send(Addr::Client(cid), Addr::Group(target), Msg::Txn(req));
+                        let from = Addr::Client(req.id.client);
+                        self.send(from, Addr::Group(target), Msg::Txn(req));
                     } else {
                         // Unknown outcome: the id is retired, the client moves on.
                         c.pending = None;
@@ -718,7 +798,17 @@ impl Sim {
         if target == super::NO_GROUP {
             return;
         }
-        let id = TxnId { client: c.id, seq };
+        let anonymous =
+            kind == OpKind::General && self.rng.gen_bool(self.cfg.anonymous_probability);
+        let id = if anonymous {
+            // Unique per client and seq, and the client is found again from it.
+            TxnId {
+                client: super::ANONYMOUS_CLIENT_BIT | (c.id << 32) | seq,
+                seq: 1,
+            }
+        } else {
+            TxnId { client: c.id, seq }
+        };
         let req = TxnRequest {
             id,
             age: Age {
@@ -734,12 +824,13 @@ impl Sim {
             req: req.clone(),
             kind,
             target,
+            sent_to: BTreeSet::from([target]),
+            reroutes: 0,
             invoke_event,
             sent_tick: self.tick,
             attempts: 1,
         });
-        let cid = c.id;
-        self.send(Addr::Client(cid), Addr::Group(target), Msg::Txn(req));
+        self.send(Addr::Client(id.client), Addr::Group(target), Msg::Txn(req));
     }
 
     fn bank_read_ops(&self) -> Vec<TxnOp> {
@@ -748,8 +839,14 @@ impl Sim {
             .collect()
     }
 
-    fn client_receive(&mut self, cid: ClientId, msg: Msg) -> Result<(), Violation> {
-        let i = (cid - 1) as usize;
+    /// `sent`: the tick the message left its sender.
+    fn client_receive(&mut self, cid: ClientId, msg: Msg, sent: u64) -> Result<(), Violation> {
+        let number = if super::is_anonymous(cid) {
+            (cid & !super::ANONYMOUS_CLIENT_BIT) >> 32
+        } else {
+            cid
+        };
+        let i = (number - 1) as usize;
         match msg {
             Msg::ConfigReply(cfg) => {
                 let c = &mut self.clients[i];
@@ -764,8 +861,40 @@ impl Sim {
                 if p.req.id != id {
                     return Ok(());
                 }
+                // A reply that left its group before the client's latest attempt was sent
+                // answers an earlier attempt, which the client abandoned when it retried:
+                // over HTTP that request timed out and its response is never read.
+                if sent <= p.sent_tick {
+                    return Ok(());
+                }
+                if let TxnReply::WrongGroup { owner, .. } = reply {
+                    let now = self.tick;
+                    let max = self.cfg.max_reroutes;
+                    let p = self.clients[i].pending.as_mut().expect("pending");
+                    if owner != super::NO_GROUP && owner != p.target && p.reroutes < max {
+                        // Re-route the same id to the owner the answer names: if the
+                        // transaction took effect there (or its shard carried the record
+                        // there), the owner answers with its outcome.
+                        p.reroutes += 1;
+                        p.target = owner;
+                        p.sent_to.insert(owner);
+                        p.sent_tick = now;
+                        let req = p.req.clone();
+                        self.stats.reroutes += 1;
+                        let from = Addr::Client(req.id.client);
+                        self.send(from, Addr::Group(owner), Msg::Txn(req));
+                        return Ok(());
+                    }
+                }
                 let p = self.clients[i].pending.take().expect("pending");
                 let complete_event = self.next_event();
+                // A refusal is definite for a request that went to one group only: that
+                // group answers from everything it applied. After a re-route, an earlier
+                // group's copy of the request may still be in flight, so it is unknown.
+                let one_group = p.sent_to.len() == 1;
+                if reply.is_definite_failure() && one_group {
+                    self.stats.definite_failures += 1;
+                }
                 match reply {
                     TxnReply::Committed { results } => {
                         self.stats.txns_ok += 1;
@@ -788,6 +917,10 @@ impl Sim {
                             },
                         );
                     }
+                    TxnReply::WrongGroup { .. } if !one_group => {
+                        self.stats.txns_unknown += 1;
+                        self.clients[i].last_refresh = 0;
+                    }
                     TxnReply::WrongGroup { .. } => {
                         self.stats.txns_failed += 1;
                         self.failed.insert(id, "wrong-group".into());
@@ -804,6 +937,10 @@ impl Sim {
                             _ => "Evicted",
                         };
                         *self.stats.failures.entry(why.into()).or_default() += 1;
+                        self.clients[i].bank_view = None;
+                    }
+                    _ if !one_group => {
+                        self.stats.txns_unknown += 1;
                         self.clients[i].bank_view = None;
                     }
                     other => {
@@ -947,24 +1084,9 @@ impl Sim {
             }
         }
         for (txn, why) in &self.failed {
-            // Known gap, not checked here: a group that no longer serves a shard (wrong
-            // group) or is not ready yet refuses a retry before consulting the exactly-once
-            // table, so a retry of an applied transaction can get such a "definite" refusal;
-            // a client must re-route (wrong group) or retry (not ready), never conclude.
-            // Also not checked yet: a transaction that took effect at one group (the fast
-            // path) and whose retry met another refusal (a lock conflict, a validation, a
-            // recovered coordinator: seen at about 1 seed in 300); checked: a cross-group
-            // commit is never answered with a definite failure (what forgetting coordinator
-            // records could break).
-            if why == "wrong-group" || why == "NotReady" {
-                continue;
-            }
-            if let Some(e) = self
-                .effects
-                .commits
-                .get(txn)
-                .filter(|e| e.iter().map(|c| c.0).collect::<BTreeSet<GroupId>>().len() > 1)
-            {
+            // Every definite failure (wrong group and not ready included) of a request that
+            // went to one group: nothing of it may have taken effect anywhere.
+            if let Some(e) = self.effects.commits.get(txn) {
                 let groups: Vec<GroupId> = e.iter().map(|c| c.0).collect();
                 return Err(self.violation(format!(
                     "{txn} was answered with a definite failure ({why}) but took effect at \
