@@ -608,68 +608,6 @@ fn age(start: u64, id: TxnId) -> Age {
     Age { start, txn: id }
 }
 
-/// A prepare that meets a lock held by an older transaction votes no at once instead of
-/// waiting: its transaction may already be prepared at another participant, where the older
-/// one would wait for it in turn (a deadlock wound-wait cannot break, since a prepared
-/// transaction cannot be wounded), until the vote timeout aborted it 800 ms later.
-#[test]
-fn a_prepare_meeting_an_older_holder_votes_no_at_once() {
-    let mut net = Net::new(1, Cc::TwoPl, Deadlock::WoundWait);
-    let b = net.key_of(1, 0);
-    let (older, younger) = (txn(1, 1), txn(2, 1));
-    let sent = deliver(
-        &mut net,
-        1,
-        Addr::Group(2),
-        Msg::Read {
-            txn: older,
-            age: age(1, older),
-            keys: vec![b.clone()],
-        },
-    );
-    assert!(
-        matches!(
-            &sent[..],
-            [(Addr::Group(2), Msg::ReadReply { result: Ok(_), .. })]
-        ),
-        "the older's read: {sent:?}"
-    );
-    let sent = deliver(
-        &mut net,
-        1,
-        Addr::Group(3),
-        Msg::Prepare {
-            txn: younger,
-            age: age(2, younger),
-            reads: vec![],
-            writes: vec![WriteOp::Put(b.clone(), "y".into())],
-        },
-    );
-    assert!(
-        sent.iter().any(|(to, m)| *to == Addr::Group(3)
-            && matches!(m, Msg::Vote { txn, vote: Err(_) } if *txn == younger)),
-        "the younger's prepare must be refused at once: {sent:?}"
-    );
-    // The older's read lock is untouched: its own prepare is granted.
-    let sent = deliver(
-        &mut net,
-        1,
-        Addr::Group(2),
-        Msg::Prepare {
-            txn: older,
-            age: age(1, older),
-            reads: vec![(b.clone(), 0)],
-            writes: vec![WriteOp::Put(b, "x".into())],
-        },
-    );
-    assert!(
-        !sent
-            .iter()
-            .any(|(_, m)| matches!(m, Msg::Vote { vote: Err(_), .. })),
-        "the older's prepare: {sent:?}"
-    );
-}
-
 /// A transaction wounded while its read waits here: its coordinator is told at once, not
 /// left to learn it from a retransmission while it holds locks in other groups.
 #[test]
@@ -719,6 +657,7 @@ fn a_wounded_waiting_read_is_answered_at_once() {
             && matches!(m, Msg::ReadReply { txn, result: Err(_) } if *txn == waiting)),
         "the wounded read's coordinator must hear at once: {sent:?}"
     );
+}
 
 /// The same late Prepare, delivered to a replica that became the participant group's leader
 /// after the commit (a crash and restart here: the volatile memory of finished transactions
