@@ -4,13 +4,14 @@
 //! as a lemma. Before, the checker showed one cycle under one guessed order of every key's
 //! writes ("in this order ..."), which proves nothing: another guess could avoid that cycle.
 
+mod common;
+
+use common::{assert_proof, explanation};
 use ordeal_checker::txn::{
-    check_log, Consistency, DecidedBy, LogBuilder, ProofReport, TxnLog, TxnOptions, TxnResult,
-    Workload,
+    check_log, Consistency, DecidedBy, LogBuilder, TxnLog, TxnOptions, Workload,
 };
 use ordeal_checker::{Outcome, Verdict};
 use rand::{Rng, SeedableRng};
-use std::collections::HashSet;
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug)]
@@ -59,87 +60,6 @@ fn opts(consistency: Consistency) -> TxnOptions {
         time_budget: Duration::from_secs(30),
         ..TxnOptions::default()
     }
-}
-
-fn explanation(r: &TxnResult) -> String {
-    format!(
-        "verdict {} by {:?}; anomalies {:?}; notes {:?}\n{}",
-        r.verdict,
-        r.decided_by,
-        r.anomaly_types,
-        r.notes,
-        r.anomalies
-            .iter()
-            .map(|a| a.explanation.as_str())
-            .collect::<Vec<_>>()
-            .join("\n---\n")
-    )
-}
-
-/// The proof is whole and each of its cycles holds together: each cycle is closed, refutes
-/// exactly one supposed order, and every other edge is known, derived, the case's or forced
-/// by a lemma the proof shows. Returns the proof.
-fn assert_proof(r: &TxnResult) -> &ProofReport {
-    let proof = r
-        .exact
-        .as_ref()
-        .and_then(|e| e.proof.as_ref())
-        .unwrap_or_else(|| panic!("no proof: {}", explanation(r)));
-    assert_eq!(proof.status, "complete", "{}", explanation(r));
-    assert!(!proof.cycles.is_empty(), "{}", explanation(r));
-    let lemmas: HashSet<usize> = proof.cycles.iter().filter_map(|c| c.lemma).collect();
-    for c in &proof.cycles {
-        let steps = &c.steps;
-        assert!(steps.len() >= 2, "{}: {steps:#?}", c.refutes);
-        for (i, s) in steps.iter().enumerate() {
-            let next = &steps[(i + 1) % steps.len()];
-            assert_eq!(s.to, next.from, "{}: not a cycle: {steps:#?}", c.refutes);
-            let basis = s.basis.as_deref().unwrap_or("none");
-            assert!(
-                ["known", "derived", "supposed", "case", "forced"].contains(&basis),
-                "{}: step {} rests on {basis}: {}",
-                c.refutes,
-                s.text,
-                explanation(r)
-            );
-            if basis == "forced" {
-                let cited: usize = s
-                    .text
-                    .split("see (")
-                    .nth(1)
-                    .and_then(|t| t.split(')').next())
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or_else(|| panic!("a forced step cites no lemma: {}", s.text));
-                assert!(
-                    lemmas.contains(&cited),
-                    "lemma ({cited}) is not shown: {}",
-                    explanation(r)
-                );
-            }
-        }
-        let supposed = steps
-            .iter()
-            .filter(|s| s.basis.as_deref() == Some("supposed"))
-            .count();
-        // A cycle of known edges alone supposes nothing.
-        let expected = usize::from(c.refutes != "the known edges");
-        assert_eq!(supposed, expected, "{}: {}", c.refutes, explanation(r));
-    }
-    for a in &r.anomalies {
-        assert!(
-            !a.explanation.contains("in this order") && !a.explanation.contains("Partial"),
-            "{}",
-            a.explanation
-        );
-        assert!(
-            a.steps
-                .iter()
-                .all(|s| s.basis.as_deref() != Some("guessed")),
-            "{}",
-            a.explanation
-        );
-    }
-    proof
 }
 
 /// A stale read that only a chain of two version orders exposes (serializability; keys

@@ -1738,7 +1738,7 @@ impl Prover<'_> {
     }
 
     /// A path's steps as proof edges, chain nodes folded into real-time steps.
-    fn to_cycle(
+    fn cycle_of(
         &mut self,
         nodes: &[(u32, Hop)],
         meter: &mut Meter,
@@ -1776,7 +1776,7 @@ impl Prover<'_> {
         let supposed = *edges.iter().find(|e| e.from == goal).expect("a source");
         let mut nodes = vec![(goal, Hop::Supposed(supposed))];
         nodes.extend_from_slice(&path[..path.len() - 1]);
-        Ok(Some(self.to_cycle(&nodes, meter)?))
+        Ok(Some(self.cycle_of(&nodes, meter)?))
     }
 
     fn hop_edge(
@@ -2040,7 +2040,7 @@ fn prove(
                 path.pop();
                 let mut nodes = vec![(u, Hop::Known)];
                 nodes.extend(path);
-                Ok(ProofNode::Cycle(p.to_cycle(&nodes, &mut meter)?))
+                Ok(ProofNode::Cycle(p.cycle_of(&nodes, &mut meter)?))
             }
             Failure::Root { decided, conflict } => {
                 for (pair, a_first) in decided {

@@ -349,14 +349,13 @@ fn proof_step(
             let k = log.key_value(key).clone();
             let vn = namer.name(via);
             let first = if via_kind == u8::MAX {
-                format!("by the same reasoning, through another reader")
+                format!("{an} < {vn} by the same reasoning, through another reader")
             } else {
                 explain_edge(log, index, a as usize, via as usize, via_kind, &an, &vn).0
             };
             let text = format!(
-                "{an} < {bn}, because {an} wrote key {k} and {an} < {vn} ({first}), and {vn} \
-                 read key {k} = {}, written by {bn}: so {an}'s version of key {k} comes before \
-                 {bn}'s",
+                "{an} < {bn}, because {an} wrote key {k}; {first}; and {vn} read key {k} = {}, \
+                 written by {bn}: so {an}'s version of key {k} comes before {bn}'s",
                 show_value(log, value)
             );
             (WW, text, Some(k), "derived")

@@ -241,7 +241,8 @@ pub struct Anomaly {
     /// Elle's name: `G0`, `G1c-process`, `G-single-item-realtime`, `G1a`, `lost-update`, ...
     #[serde(rename = "type")]
     pub kind: String,
-    /// The transactions involved; for a cycle, in cycle order.
+    /// The transactions involved; for a cycle, in cycle order; for a proof that no version
+    /// order exists (rw-register), every transaction it names, in the order it names them.
     pub txns: Vec<TxnRef>,
     /// For a cycle: one step per edge, the last one closing the cycle.
     #[serde(skip_serializing_if = "Vec::is_empty")]
