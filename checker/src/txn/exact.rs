@@ -1094,7 +1094,17 @@ pub(crate) fn decide(
         Ok(Err(failure)) => {
             // No order: a proof from the search's own steps; only if that fails, the cycle
             // under the example order (stage 1's guess), which is no proof.
-            let proof = prove(&facts, n, &adj, known, mode, txns, &rank, failure);
+            let proof = prove(
+                &facts,
+                n,
+                &adj,
+                known,
+                mode,
+                txns,
+                &rank,
+                failure,
+                MAX_PROOF_SPLITS,
+            );
             let (cycle, example) = if proof.is_some() {
                 (Vec::new(), Vec::new())
             } else {
@@ -1905,8 +1915,8 @@ impl Prover<'_> {
             search.chosen.truncate(saved.2);
             if self.complete {
                 self.notes.push(format!(
-                    "only {MAX_PROOF_SPLITS} case splits are shown; the cases cut short say how \
-                     many further choices the search needed in them"
+                    "only the first case splits are shown; the cases cut short say how many \
+                     further choices the search needed in them"
                 ));
             }
             if found {
@@ -1970,6 +1980,7 @@ fn prove(
     txns: usize,
     rank: &[u64],
     failure: Failure,
+    max_splits: usize,
 ) -> Option<Proof> {
     let mut meter = Meter {
         steps: 0,
@@ -2086,7 +2097,7 @@ fn prove(
                     conflict: None,
                     nodes: 0,
                 };
-                let mut splits_left = MAX_PROOF_SPLITS;
+                let mut splits_left = max_splits;
                 p.refute(&mut search, &mut meter, &mut splits_left, 0)
             }
         }
@@ -2384,6 +2395,92 @@ mod tests {
             budget: u64::MAX,
             deadline: Instant::now() + std::time::Duration::from_secs(3600),
             next_clock: u64::MAX,
+        }
+    }
+
+    /// The case-split history of tests/rw_explain.rs (one split needed): past its split
+    /// bound a proof says it is partial and how many choices it leaves out; within it, whole.
+    #[test]
+    fn proof_past_its_split_bound_is_partial() {
+        let mut b = crate::txn::LogBuilder::new();
+        let ks: Vec<u32> = (0..10).map(|k| b.key(k)).collect();
+        // (write?, key, value) per transaction: writers of x=0, y=1, then their readers;
+        // keys 2-9 carry the known wr edges a, b -> rc, rd and c, d -> ra, rb.
+        let txns: [&[(bool, usize, i64)]; 8] = [
+            &[(true, 0, 1), (true, 2, 1), (true, 3, 1)],
+            &[(true, 0, 2), (true, 4, 1), (true, 5, 1)],
+            &[(true, 1, 3), (true, 6, 1), (true, 7, 1)],
+            &[(true, 1, 4), (true, 8, 1), (true, 9, 1)],
+            &[(false, 0, 1), (false, 6, 1), (false, 8, 1)],
+            &[(false, 0, 2), (false, 7, 1), (false, 9, 1)],
+            &[(false, 1, 3), (false, 2, 1), (false, 4, 1)],
+            &[(false, 1, 4), (false, 3, 1), (false, 5, 1)],
+        ];
+        for (i, t) in txns.iter().enumerate() {
+            let start = b.begin();
+            for &(write, k, v) in t.iter() {
+                if write {
+                    b.write(ks[k], v);
+                } else {
+                    b.read_register(ks[k], Some(Some(v)));
+                }
+            }
+            b.finish(start, i as u64, Outcome::Ok, i as u32, 20 + i as u32);
+        }
+        let log = b.log;
+        let mut found = Found::new(8);
+        let inferred = super::super::infer::rw_register(&log, &mut found).unwrap();
+        let facts = facts(&log);
+        let n = log.txns.len();
+        let adj = known_adj(n, &inferred.edges, Mode::Full, &facts);
+        let rank: Vec<u64> = (0..n as u64).collect();
+        for max_splits in [0, 1] {
+            let mut run = ExactRun {
+                outcome: Outcome3::Incomplete(String::new()),
+                steps: 0,
+                open_pairs: 0,
+                components: 0,
+                largest_component: 0,
+                by_witness_order: false,
+            };
+            let failure = match exact(
+                &facts,
+                n,
+                &adj,
+                Mode::Full,
+                &rank,
+                &mut unmetered(),
+                &mut run,
+            ) {
+                Ok(Err(f @ Failure::Component { .. })) => f,
+                _ => panic!("the search needs a split and finds no order"),
+            };
+            let proof = prove(
+                &facts,
+                n,
+                &adj,
+                &inferred.edges,
+                Mode::Full,
+                n,
+                &rank,
+                failure,
+                max_splits,
+            )
+            .expect("a proof");
+            let text = render_proof(&log, &inferred.index, &proof).text;
+            if max_splits == 0 {
+                assert!(!proof.complete, "{text}");
+                assert!(
+                    matches!(proof.root, ProofNode::Cut { choices } if choices > 0),
+                    "{text}"
+                );
+                assert!(text.starts_with("Partial proof"), "{text}");
+                assert!(text.contains("further choices"), "{text}");
+            } else {
+                assert!(proof.complete, "{text}");
+                assert!(matches!(proof.root, ProofNode::Split { .. }), "{text}");
+                assert!(!text.contains("further choices"), "{text}");
+            }
         }
     }
 
