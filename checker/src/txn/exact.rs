@@ -1914,10 +1914,11 @@ impl Prover<'_> {
             search.open.clone_from(&saved.1);
             search.chosen.truncate(saved.2);
             if self.complete {
-                self.notes.push(format!(
+                self.notes.push(
                     "only the first case splits are shown; the cases cut short say how many \
                      further choices the search needed in them"
-                ));
+                        .to_string(),
+                );
             }
             if found {
                 self.notes
