@@ -4,6 +4,8 @@
 //! already reach the target, it ended unknown (the 2e9-step budget ran out in the global
 //! propagation); it must decide valid, and a stale read planted into it must still be caught.
 
+mod common;
+
 use ordeal_checker::read::{read_path, Format};
 use ordeal_checker::txn::{
     check, Consistency, DecidedBy, TxnOptions, TxnResult, Workload, DEFAULT_EXACT_BUDGET_STEPS,
@@ -220,5 +222,23 @@ fn stale_read_planted_in_nemesis_history_is_caught() {
         vec![Consistency::StrictSerializable],
         "{}",
         summary(&r)
+    );
+    // The explanation is a proof, not a cycle under one guessed order, and it is about the
+    // planted read: its transaction is in it.
+    let proof = common::assert_proof(&r);
+    let anomaly = r
+        .anomalies
+        .iter()
+        .find(|a| a.kind == "cycle-unavoidable-realtime")
+        .expect("the anomaly is listed");
+    assert!(
+        anomaly.txns.iter().any(|t| t.index == at),
+        "planted at {at}: {}",
+        anomaly.explanation
+    );
+    eprintln!(
+        "{} cycles in the proof:\n{}",
+        proof.cycles.len(),
+        anomaly.explanation
     );
 }

@@ -29,10 +29,12 @@
 //! intermediate reads) are anomalies inference already reported; they constrain nothing here.
 
 use super::cycles::order_edges;
-use super::explain::{render_cycle_with, show_list};
+use super::explain::{render_cycle_with, render_proof, show_list};
 use super::infer::{Edge, Index, PROCESS, REALTIME, RW, WR, WW};
 use super::log::{Elem, MopKind, TxnLog, NIL};
-use super::{Anomaly, Consistency, DecidedBy, ExactReport, Found, TxnOptions, WitnessOrder};
+use super::{
+    Anomaly, Consistency, DecidedBy, ExactReport, Found, ProofReport, TxnOptions, WitnessOrder,
+};
 use crate::history::Outcome;
 use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -84,6 +86,9 @@ pub(crate) enum Outcome3 {
         cycle: Vec<(u32, Result<ChosenEdge, u8>)>,
         example: Vec<(u32, Vec<Elem>)>,
         component: usize,
+        /// Why no order exists, from the search's own steps (None: past the proof's bounds;
+        /// then `cycle` under `example` is shown instead).
+        proof: Option<Proof>,
     },
     /// The budget ran out (or the history is too large) with this reason.
     Incomplete(String),
@@ -589,6 +594,10 @@ struct Search<'a> {
     /// Heuristic rank of each problem node: try the choice that follows it first.
     rank: Vec<u64>,
     snapshot_words: u64,
+    /// The pair the last `propagate` that answered Conflict found with no possible order.
+    conflict: Option<Pair>,
+    /// Branching points `solve` visited (how much of a refutation the proof leaves out).
+    nodes: u64,
 }
 
 impl Search<'_> {
@@ -608,6 +617,7 @@ impl Search<'_> {
                 let ok_b = !sb.iter().any(|&s| s == tb || self.closure.reaches(tb, s));
                 // A choice the graph already implies costs nothing to make.
                 let decided = if !ok_a && !ok_b {
+                    self.conflict = Some(pair);
                     return Ok(Check::Conflict);
                 } else if ok_a && sa.iter().all(|&s| self.closure.reaches(s, ta)) {
                     Some(true)
@@ -679,6 +689,7 @@ impl Search<'_> {
 
     /// Backtracking: propagate, then branch on an open pair. True when every pair is chosen.
     fn solve(&mut self, meter: &mut Meter, depth: usize) -> Result<bool, OutOfBudget> {
+        self.nodes += 1;
         if let Check::Conflict = self.propagate(meter)? {
             return Ok(false);
         }
@@ -906,7 +917,11 @@ pub(crate) fn decide(
     };
     let facts = facts(log);
     let mut adj = known_adj(n, known, mode, &facts);
-    derive_edges(&facts, &mut adj, &mut meter);
+    if mode == Mode::Full {
+        // The reasoning needs one serial order: read committed has none (a read may see an
+        // older version of one key than of another), so there it would invent G1c.
+        derive_edges(&facts, &mut adj, &mut meter);
+    }
     let txns = log.txns.len();
     let prio = |v: u32| -> u64 {
         if (v as usize) < txns {
@@ -1038,7 +1053,7 @@ pub(crate) fn decide(
     run.steps = meter.steps;
     run.outcome = match result {
         Err(OutOfBudget(why)) => Outcome3::Incomplete(why),
-        Ok(Some(choices)) => {
+        Ok(Ok(choices)) => {
             // Every pair chosen: the version orders follow from the final graph's order.
             let mut full = adj.clone();
             for (pair, a_first) in choices {
@@ -1076,22 +1091,62 @@ pub(crate) fn decide(
                 ),
             }
         }
-        Ok(None) => {
-            // No order: show the cycle under the example order (stage 1's guess).
-            let mut extra = Vec::new();
-            version_edges(&facts, mode, &example, &mut extra);
-            let cycle = example_cycle(n, &adj, known, mode, &extra, txns);
+        Ok(Err(failure)) => {
+            // No order: a proof from the search's own steps; only if that fails, the cycle
+            // under the example order (stage 1's guess), which is no proof.
+            let proof = prove(
+                &facts,
+                n,
+                &adj,
+                known,
+                mode,
+                txns,
+                &rank,
+                failure,
+                MAX_PROOF_SPLITS,
+            );
+            let (cycle, example) = if proof.is_some() {
+                (Vec::new(), Vec::new())
+            } else {
+                let mut extra = Vec::new();
+                version_edges(&facts, mode, &example, &mut extra);
+                (
+                    example_cycle(n, &adj, known, mode, &extra, txns),
+                    to_values(&facts, &example),
+                )
+            };
             Outcome3::NoOrder {
                 cycle,
-                example: to_values(&facts, &example),
+                example,
                 component: run.largest_component,
+                proof,
             }
         }
     };
     run
 }
 
-/// Stages 2 and 3: Ok(Some(choices)) if every pair can be chosen, Ok(None) if not.
+/// Why stages 2 and 3 found no order: what a proof of it starts from.
+enum Failure {
+    /// The known graph alone is cyclic.
+    KnownCycle,
+    /// Propagation from the known graph made these choices, in order, and then found a pair
+    /// with neither order possible.
+    Root {
+        decided: Vec<(Pair, bool)>,
+        conflict: Pair,
+    },
+    /// Propagation made these choices and left this component's open pairs, which the search
+    /// refuted in `nodes` branching points.
+    Component {
+        decided: Vec<(Pair, bool)>,
+        comp: Vec<u32>,
+        open: Vec<Pair>,
+        nodes: u64,
+    },
+}
+
+/// Stages 2 and 3: Ok(Ok(choices)) if every pair can be chosen, Ok(Err(why)) if not.
 fn exact(
     facts: &Facts,
     n: usize,
@@ -1100,7 +1155,7 @@ fn exact(
     rank: &[u64],
     meter: &mut Meter,
     run: &mut ExactRun,
-) -> Result<Option<Vec<(Pair, bool)>>, OutOfBudget> {
+) -> Result<Result<Vec<(Pair, bool)>, Failure>, OutOfBudget> {
     if n > MAX_EXACT_NODES {
         return Err(OutOfBudget(format!(
             "the witness order failed and the history has {n} nodes, more than the exact \
@@ -1128,7 +1183,7 @@ fn exact(
     let Some(closure) = Closure::of(n, adj, meter)? else {
         // The known graph itself is cyclic: no order can help.
         run.largest_component = n;
-        return Ok(None);
+        return Ok(Err(Failure::KnownCycle));
     };
     let mut global = Search {
         p: Problem {
@@ -1141,14 +1196,20 @@ fn exact(
         chosen: Vec::new(),
         rank: rank.to_vec(),
         snapshot_words: 0,
+        conflict: None,
+        nodes: 0,
     };
     if let Check::Conflict = global.propagate(meter)? {
         run.largest_component = n;
-        return Ok(None);
+        let conflict = global.conflict.expect("a conflict names its pair");
+        return Ok(Err(Failure::Root {
+            decided: global.chosen,
+            conflict,
+        }));
     }
     run.open_pairs = global.open.len();
     if global.open.is_empty() {
-        return Ok(Some(global.chosen));
+        return Ok(Ok(global.chosen));
     }
     let mut choices = std::mem::take(&mut global.chosen);
     // Components of known + forced + both choices of every open pair.
@@ -1241,7 +1302,14 @@ fn exact(
             })
             .collect();
         let Some(closure) = Closure::of(comp.len(), &local_adj, meter)? else {
-            return Ok(None);
+            // Known and forced edges are acyclic (the global closure holds them): unreachable,
+            // but a failure, never a witness.
+            return Ok(Err(Failure::Component {
+                decided: choices,
+                comp: comp.clone(),
+                open: std::mem::take(&mut by_comp[ci]),
+                nodes: 0,
+            }));
         };
         let mut search = Search {
             p: Problem { facts, mode, id },
@@ -1250,6 +1318,8 @@ fn exact(
             chosen: Vec::new(),
             rank: comp.iter().map(|&v| rank[v as usize]).collect(),
             snapshot_words: 0,
+            conflict: None,
+            nodes: 0,
         };
         // A descent without backtracking on a copy usually finds a witness of a valid
         // history. It runs per component, not on the whole graph: after each choice it
@@ -1265,6 +1335,8 @@ fn exact(
             chosen: Vec::new(),
             rank: search.rank.clone(),
             snapshot_words: 0,
+            conflict: None,
+            nodes: 0,
         };
         meter.spend(search.closure.bits.len() as u64)?;
         if diver.dive(meter)? {
@@ -1272,13 +1344,20 @@ fn exact(
             continue;
         }
         drop(diver);
+        // Kept for a proof, should the search find none (only descents that failed pay).
+        let open = search.open.clone();
         if !search.solve(meter, 0)? {
             run.largest_component = comp.len();
-            return Ok(None);
+            return Ok(Err(Failure::Component {
+                decided: choices,
+                comp: comp.clone(),
+                open,
+                nodes: search.nodes,
+            }));
         }
         choices.extend(search.chosen);
     }
-    Ok(Some(choices))
+    Ok(Ok(choices))
 }
 
 /// A shortest cycle (by BFS from each node) in the known graph plus `extra`, mapped to
@@ -1369,6 +1448,672 @@ fn example_cycle(
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Proofs that no order exists.
+//
+// The search decides pairs in a sequence: propagation forces a pair when one of its orders
+// would close a cycle with what is known and what was decided before; a case split supposes
+// one order and, if that fails, the other. Replaying that sequence, every forced order is a
+// lemma (the other order closes this cycle, built from known edges and earlier orders), and
+// the end is a pair both of whose orders close a cycle, or a case split whose cases each end
+// so. The cycles are shortest paths (known edges preferred) in the graph of known edges plus
+// the orders decided before, so each rests only on facts, suppositions and earlier lemmas.
+
+/// Case splits a proof shows before it says how many further choices it leaves out.
+const MAX_PROOF_SPLITS: usize = 7;
+/// Forced orders a proof justifies; past this, an order is marked forced without its reason.
+const MAX_PROOF_LEMMAS: usize = 48;
+/// Work (edges relaxed, closure words) the proof may spend, and its time: it runs only for
+/// histories the search already proved invalid.
+const PROOF_BUDGET_STEPS: u64 = 500_000_000;
+const PROOF_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One edge of a cycle in a proof, and why it holds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ProofEdge {
+    /// From the history (inference, initial-state reads, process or real-time order).
+    Known(u8),
+    /// From wrote `key` and precedes `via` (by a known edge), which read the version of
+    /// `key` that `to` wrote (`value`): from's version must come before it.
+    Derived {
+        via: u32,
+        via_kind: u8,
+        key: u32,
+        value: Elem,
+    },
+    /// The order this cycle refutes.
+    Supposed(ChosenEdge),
+    /// The order the enclosing case supposes.
+    Case(ChosenEdge),
+    /// An order forced before: the lemma (index into `Proof::lemmas`) saying why, or None
+    /// when the proof's bound left it out.
+    Forced(ChosenEdge, Option<usize>),
+}
+
+/// A cycle: transactions in order, each with the edge into the next (the last into the first).
+pub(crate) type ProofCycle = Vec<(u32, ProofEdge)>;
+
+/// "Key `key`'s version `first.1` (written by `first.0`) precedes `second.1`".
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Versions {
+    pub key: u32,
+    pub first: (u32, Elem),
+    pub second: (u32, Elem),
+}
+
+/// A forced order and the cycle its opposite closes; `scope` is the case it holds in (0:
+/// unconditionally).
+pub(crate) struct Lemma {
+    pub order: Versions,
+    pub other: ProofCycle,
+    pub scope: usize,
+}
+
+pub(crate) enum ProofNode {
+    /// Known edges alone form this cycle.
+    Cycle(ProofCycle),
+    /// Both orders of `pair` close a cycle: `cycles[0]` supposes `pair` as given, `cycles[1]`
+    /// the opposite.
+    Conflict {
+        pair: Versions,
+        cycles: Box<[ProofCycle; 2]>,
+    },
+    /// Neither order of `pair` was forced: each case (scope id, refutation), `pair` as given
+    /// first.
+    Split {
+        pair: Versions,
+        cases: Box<[(usize, ProofNode); 2]>,
+    },
+    /// A case the proof does not refute in full: the search needed this many further choices.
+    Cut { choices: u64 },
+}
+
+pub(crate) struct Proof {
+    pub root: ProofNode,
+    pub lemmas: Vec<Lemma>,
+    /// Whether every step is shown: no case cut short, no forced order without its reason.
+    pub complete: bool,
+    /// What is left out, and why.
+    pub notes: Vec<String>,
+    /// Branching points the search itself needed (0 when propagation alone refuted).
+    pub search_nodes: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Hop {
+    Known,
+    Decision(u32),
+    Supposed(ChosenEdge),
+}
+
+#[derive(Clone, Copy)]
+struct Decision {
+    pair: Pair,
+    a_first: bool,
+    case: bool,
+    scope: usize,
+    /// `Prover::dlog`'s length before this decision's edges.
+    edges_at: usize,
+}
+
+struct Prover<'a> {
+    facts: &'a Facts,
+    mode: Mode,
+    txns: usize,
+    adj: &'a [Vec<u32>],
+    /// Kinds of the known edges (the lowest kind between a pair).
+    labels: FxHashMap<(u32, u32), u8>,
+    /// Per node: its external reads (key, writer slot), and the keys it writes.
+    read_from: Vec<Vec<(u32, u32)>>,
+    writes_key: Vec<Vec<u32>>,
+    /// Per node: (to, decision position) of the decided orders' edges; `dlog` the source of
+    /// each, in the order pushed (to pop them on backtracking).
+    dadj: Vec<Vec<(u32, u32)>>,
+    dlog: Vec<u32>,
+    decisions: Vec<Decision>,
+    /// Per decision: its lemma, once built (Some(None): left out).
+    lemma_of: Vec<Option<Option<usize>>>,
+    lemmas: Vec<Lemma>,
+    building: usize,
+    next_scope: usize,
+    complete: bool,
+    notes: Vec<String>,
+}
+
+impl Prover<'_> {
+    fn slots(pair: Pair, a_first: bool) -> (u32, u32) {
+        if a_first {
+            (pair.sa, pair.sb)
+        } else {
+            (pair.sb, pair.sa)
+        }
+    }
+
+    fn versions(&self, pair: Pair, a_first: bool) -> Versions {
+        let (f, s) = Self::slots(pair, a_first);
+        let ws = &self.facts.writers[pair.key as usize];
+        Versions {
+            key: pair.key,
+            first: ws[f as usize],
+            second: ws[s as usize],
+        }
+    }
+
+    /// The edges "this order" adds, in global ids: the ww edge first.
+    fn order_edges(&self, pair: Pair, a_first: bool) -> Vec<ChosenEdge> {
+        let (f, s) = Self::slots(pair, a_first);
+        let ws = &self.facts.writers[pair.key as usize];
+        let (target, to_value) = ws[s as usize];
+        let (writer, from_value) = ws[f as usize];
+        let edge = |from: u32, kind: u8| ChosenEdge {
+            from,
+            to: target,
+            kind,
+            key: pair.key,
+            from_value,
+            to_value,
+        };
+        let mut out = vec![edge(writer, WW)];
+        if self.mode == Mode::Full {
+            for &r in &self.facts.readers[pair.key as usize][f as usize] {
+                if r != target {
+                    out.push(edge(r, RW));
+                }
+            }
+        }
+        out
+    }
+
+    fn push(&mut self, pair: Pair, a_first: bool, case: bool, scope: usize) {
+        let pos = self.decisions.len() as u32;
+        let edges_at = self.dlog.len();
+        for e in self.order_edges(pair, a_first) {
+            self.dadj[e.from as usize].push((e.to, pos));
+            self.dlog.push(e.from);
+        }
+        self.decisions.push(Decision {
+            pair,
+            a_first,
+            case,
+            scope,
+            edges_at,
+        });
+        self.lemma_of.push(None);
+    }
+
+    fn truncate(&mut self, len: usize) {
+        while self.decisions.len() > len {
+            let d = self.decisions.pop().expect("longer than len");
+            self.lemma_of.pop();
+            while self.dlog.len() > d.edges_at {
+                let u = self.dlog.pop().expect("longer than edges_at");
+                self.dadj[u as usize].pop();
+            }
+        }
+    }
+
+    /// A cheapest path from `start` to one of `goals` over known edges and the decisions
+    /// before position `limit`: nodes from start to the goal, each with the hop to the next.
+    /// Known edges cost least, derived ones most, so a proof leans on the history first.
+    fn path(
+        &self,
+        start: u32,
+        goals: &[u32],
+        limit: usize,
+        meter: &mut Meter,
+    ) -> Result<Option<Vec<(u32, Hop)>>, OutOfBudget> {
+        let n = self.adj.len();
+        let mut dist = vec![u32::MAX; n];
+        let mut prev: Vec<(u32, Hop)> = vec![(u32::MAX, Hop::Known); n];
+        let mut goal = vec![false; n];
+        for &g in goals {
+            goal[g as usize] = true;
+        }
+        meter.spend(n as u64)?;
+        let mut heap = BinaryHeap::new();
+        dist[start as usize] = 0;
+        heap.push(std::cmp::Reverse((0u32, start)));
+        while let Some(std::cmp::Reverse((d, u))) = heap.pop() {
+            if d > dist[u as usize] {
+                continue;
+            }
+            if goal[u as usize] {
+                let mut path = vec![(u, Hop::Known)];
+                let mut x = u;
+                while x != start {
+                    let (p, hop) = prev[x as usize];
+                    path.push((p, hop));
+                    x = p;
+                }
+                path.reverse();
+                return Ok(Some(path));
+            }
+            let known = &self.adj[u as usize];
+            let decided = &self.dadj[u as usize];
+            meter.spend((known.len() + decided.len()) as u64 + 1)?;
+            let steps = known
+                .iter()
+                .map(|&v| {
+                    let w = if self.labels.contains_key(&(u, v)) {
+                        2
+                    } else {
+                        6
+                    };
+                    (v, w, Hop::Known)
+                })
+                .chain(
+                    decided
+                        .iter()
+                        .filter(|&&(_, pos)| (pos as usize) < limit)
+                        .map(|&(v, pos)| (v, 3, Hop::Decision(pos))),
+                );
+            for (v, w, hop) in steps {
+                let nd = d + w;
+                if nd < dist[v as usize] {
+                    dist[v as usize] = nd;
+                    prev[v as usize] = (u, hop);
+                    heap.push(std::cmp::Reverse((nd, v)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Why the known edge u -> v holds.
+    fn known_edge(&self, u: u32, v: u32) -> ProofEdge {
+        if let Some(&k) = self.labels.get(&(u, v)) {
+            return ProofEdge::Known(k);
+        }
+        if (u as usize) >= self.txns || (v as usize) >= self.txns {
+            return ProofEdge::Known(REALTIME);
+        }
+        // Derived (derive_edges): u wrote k and precedes r, which read v's version of k.
+        for &r in &self.adj[u as usize] {
+            for &(k, s) in self.read_from.get(r as usize).map_or(&[][..], |x| x) {
+                let (w, value) = self.facts.writers[k as usize][s as usize];
+                if w == v && self.writes_key[u as usize].contains(&k) {
+                    return ProofEdge::Derived {
+                        via: r,
+                        // u8::MAX: u -> r is itself derived.
+                        via_kind: self.labels.get(&(u, r)).copied().unwrap_or(u8::MAX),
+                        key: k,
+                        value,
+                    };
+                }
+            }
+        }
+        ProofEdge::Known(RW)
+    }
+
+    /// A path's steps as proof edges, chain nodes folded into real-time steps.
+    fn cycle_of(
+        &mut self,
+        nodes: &[(u32, Hop)],
+        meter: &mut Meter,
+    ) -> Result<ProofCycle, OutOfBudget> {
+        let mut out: ProofCycle = Vec::new();
+        for i in 0..nodes.len() {
+            let (u, hop) = nodes[i];
+            let v = nodes[(i + 1) % nodes.len()].0;
+            let edge = self.hop_edge(u, v, hop, meter)?;
+            if (u as usize) < self.txns {
+                out.push((u, edge));
+            } else if let Some(last) = out.last_mut() {
+                last.1 = ProofEdge::Known(REALTIME);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The cycle "this order of the pair" closes with the decisions before `limit`.
+    fn cycle_for(
+        &mut self,
+        pair: Pair,
+        a_first: bool,
+        limit: usize,
+        meter: &mut Meter,
+    ) -> Result<Option<ProofCycle>, OutOfBudget> {
+        let edges = self.order_edges(pair, a_first);
+        let target = edges[0].to;
+        let sources: Vec<u32> = edges.iter().map(|e| e.from).collect();
+        let Some(path) = self.path(target, &sources, limit, meter)? else {
+            return Ok(None);
+        };
+        // The cycle: the goal (a source), the supposed edge into the target, the path back.
+        let goal = path.last().expect("a path has a goal").0;
+        let supposed = *edges.iter().find(|e| e.from == goal).expect("a source");
+        let mut nodes = vec![(goal, Hop::Supposed(supposed))];
+        nodes.extend_from_slice(&path[..path.len() - 1]);
+        Ok(Some(self.cycle_of(&nodes, meter)?))
+    }
+
+    fn hop_edge(
+        &mut self,
+        u: u32,
+        v: u32,
+        hop: Hop,
+        meter: &mut Meter,
+    ) -> Result<ProofEdge, OutOfBudget> {
+        Ok(match hop {
+            Hop::Known => self.known_edge(u, v),
+            Hop::Supposed(e) => ProofEdge::Supposed(e),
+            Hop::Decision(pos) => {
+                let d = self.decisions[pos as usize];
+                let e = self
+                    .order_edges(d.pair, d.a_first)
+                    .into_iter()
+                    .find(|e| e.from == u && e.to == v)
+                    .expect("a decision's edge");
+                if d.case {
+                    ProofEdge::Case(e)
+                } else {
+                    ProofEdge::Forced(e, self.lemma(pos as usize, meter)?)
+                }
+            }
+        })
+    }
+
+    /// The lemma for the forced decision at `pos`: its opposite closes a cycle with the
+    /// decisions before it.
+    fn lemma(&mut self, pos: usize, meter: &mut Meter) -> Result<Option<usize>, OutOfBudget> {
+        if let Some(done) = self.lemma_of[pos] {
+            return Ok(done);
+        }
+        if self.lemmas.len() + self.building >= MAX_PROOF_LEMMAS {
+            if self.complete {
+                self.notes.push(format!(
+                    "only {MAX_PROOF_LEMMAS} forced orders are justified; the others are \
+                     marked forced without their reason"
+                ));
+            }
+            self.complete = false;
+            self.lemma_of[pos] = Some(None);
+            return Ok(None);
+        }
+        let d = self.decisions[pos];
+        self.building += 1;
+        let other = self.cycle_for(d.pair, !d.a_first, pos, meter);
+        self.building -= 1;
+        let done = match other? {
+            Some(other) => {
+                self.lemmas.push(Lemma {
+                    order: self.versions(d.pair, d.a_first),
+                    other,
+                    scope: d.scope,
+                });
+                Some(self.lemmas.len() - 1)
+            }
+            None => {
+                self.complete = false;
+                self.notes
+                    .push("internal: a forced order's reason was not found".to_string());
+                None
+            }
+        };
+        self.lemma_of[pos] = Some(done);
+        Ok(done)
+    }
+
+    fn conflict(&mut self, pair: Pair, meter: &mut Meter) -> Result<ProofNode, OutOfBudget> {
+        let limit = self.decisions.len();
+        let a = self.cycle_for(pair, true, limit, meter)?;
+        let b = self.cycle_for(pair, false, limit, meter)?;
+        match (a, b) {
+            (Some(a), Some(b)) => Ok(ProofNode::Conflict {
+                pair: self.versions(pair, true),
+                cycles: Box::new([a, b]),
+            }),
+            _ => {
+                self.complete = false;
+                self.notes
+                    .push("internal: a conflicting pair's cycles were not found".to_string());
+                Ok(ProofNode::Cut { choices: 0 })
+            }
+        }
+    }
+
+    /// Refutes a component's search state as the search does (propagate, then split on a
+    /// pair), recording each step; past `splits_left` splits, counts what is left out.
+    fn refute(
+        &mut self,
+        search: &mut Search,
+        meter: &mut Meter,
+        splits_left: &mut usize,
+        scope: usize,
+    ) -> Result<ProofNode, OutOfBudget> {
+        let mark = search.chosen.len();
+        let check = search.propagate(meter)?;
+        for i in mark..search.chosen.len() {
+            let (pair, a_first) = search.chosen[i];
+            self.push(pair, a_first, false, scope);
+        }
+        if let Check::Conflict = check {
+            let pair = search.conflict.expect("a conflict names its pair");
+            return self.conflict(pair, meter);
+        }
+        let Some(pair) = search.open.pop() else {
+            self.complete = false;
+            self.notes
+                .push("internal: the replayed search found an order".to_string());
+            return Ok(ProofNode::Cut { choices: 0 });
+        };
+        let saved = (
+            search.closure.bits.clone(),
+            search.open.clone(),
+            search.chosen.len(),
+        );
+        meter.spend(saved.0.len() as u64)?;
+        if *splits_left == 0 {
+            search.open.push(pair);
+            let before = search.nodes;
+            let found = search.solve(meter, 0)?;
+            let choices = search.nodes - before;
+            search.closure.bits.copy_from_slice(&saved.0);
+            search.open.clone_from(&saved.1);
+            search.chosen.truncate(saved.2);
+            if self.complete {
+                self.notes.push(
+                    "only the first case splits are shown; the cases cut short say how many \
+                     further choices the search needed in them"
+                        .to_string(),
+                );
+            }
+            if found {
+                self.notes
+                    .push("internal: the replayed search found an order".to_string());
+            }
+            self.complete = false;
+            return Ok(ProofNode::Cut { choices });
+        }
+        *splits_left -= 1;
+        let decided = self.decisions.len();
+        let mut sources = Vec::new();
+        let mut cases = Vec::with_capacity(2);
+        for a_first in [true, false] {
+            self.next_scope += 1;
+            let case_scope = self.next_scope;
+            let (f, s) = Self::slots(pair, a_first);
+            let target = search.p.alt(pair.key, f, s, &mut sources);
+            let node = if sources
+                .iter()
+                .any(|&x| x == target || search.closure.reaches(target, x))
+            {
+                // Propagation would have forced the pair: not reached, but a cycle anyway.
+                self.push(pair, !a_first, false, scope);
+                let c = self.cycle_for(pair, a_first, self.decisions.len() - 1, meter)?;
+                self.truncate(decided);
+                match c {
+                    Some(c) => ProofNode::Cycle(c),
+                    None => ProofNode::Cut { choices: 0 },
+                }
+            } else {
+                search.closure.add_into(&sources, target, meter)?;
+                search.chosen.push((pair, a_first));
+                self.push(pair, a_first, true, case_scope);
+                let node = self.refute(search, meter, splits_left, case_scope)?;
+                search.closure.bits.copy_from_slice(&saved.0);
+                search.open.clone_from(&saved.1);
+                search.chosen.truncate(saved.2);
+                self.truncate(decided);
+                node
+            };
+            cases.push((case_scope, node));
+        }
+        let second = cases.pop().expect("two cases");
+        let first = cases.pop().expect("two cases");
+        Ok(ProofNode::Split {
+            pair: self.versions(pair, true),
+            cases: Box::new([first, second]),
+        })
+    }
+}
+
+/// A proof that no order exists, replaying the search from `failure`; None past its bounds.
+#[allow(clippy::too_many_arguments)]
+fn prove(
+    facts: &Facts,
+    n: usize,
+    adj: &[Vec<u32>],
+    known: &[Edge],
+    mode: Mode,
+    txns: usize,
+    rank: &[u64],
+    failure: Failure,
+    max_splits: usize,
+) -> Option<Proof> {
+    let mut meter = Meter {
+        steps: 0,
+        budget: PROOF_BUDGET_STEPS,
+        deadline: Instant::now() + PROOF_TIME,
+        next_clock: 1 << 16,
+    };
+    let mask = match mode {
+        Mode::Full => WW | WR | RW | PROCESS | REALTIME,
+        Mode::WwWr => WW | WR | PROCESS | REALTIME,
+    };
+    let mut labels: FxHashMap<(u32, u32), u8> = FxHashMap::default();
+    for e in known {
+        if e.kind & mask != 0 && e.from != e.to {
+            let l = labels.entry((e.from, e.to)).or_insert(e.kind);
+            *l = (*l).min(e.kind);
+        }
+    }
+    let mut read_from: Vec<Vec<(u32, u32)>> = vec![Vec::new(); n];
+    let mut writes_key: Vec<Vec<u32>> = vec![Vec::new(); n];
+    for (k, ws) in facts.writers.iter().enumerate() {
+        for (s, &(w, _)) in ws.iter().enumerate() {
+            writes_key[w as usize].push(k as u32);
+            for &r in &facts.readers[k][s] {
+                read_from[r as usize].push((k as u32, s as u32));
+            }
+        }
+        if mode == Mode::Full {
+            // Readers of the initial state precede every writer (known_adj's rw edges).
+            for &r in &facts.nil_readers[k] {
+                for &(w, _) in ws {
+                    labels.entry((r, w)).or_insert(RW);
+                }
+            }
+        }
+    }
+    let mut p = Prover {
+        facts,
+        mode,
+        txns,
+        adj,
+        labels,
+        read_from,
+        writes_key,
+        dadj: vec![Vec::new(); n],
+        dlog: Vec::new(),
+        decisions: Vec::new(),
+        lemma_of: Vec::new(),
+        lemmas: Vec::new(),
+        building: 0,
+        next_scope: 0,
+        complete: true,
+        notes: Vec::new(),
+    };
+    let mut search_nodes = 0;
+    let root = (|| -> Result<ProofNode, OutOfBudget> {
+        match failure {
+            Failure::KnownCycle => {
+                let cycle = any_cycle(n, adj).unwrap_or_default();
+                let Some(i) = cycle.iter().position(|&v| (v as usize) < txns) else {
+                    return Ok(ProofNode::Cut { choices: 0 });
+                };
+                let (u, v) = (cycle[i], cycle[(i + 1) % cycle.len()]);
+                // The shortest way back from u's successor on the cycle.
+                let Some(mut path) = p.path(v, &[u], 0, &mut meter)? else {
+                    return Ok(ProofNode::Cut { choices: 0 });
+                };
+                path.pop();
+                let mut nodes = vec![(u, Hop::Known)];
+                nodes.extend(path);
+                Ok(ProofNode::Cycle(p.cycle_of(&nodes, &mut meter)?))
+            }
+            Failure::Root { decided, conflict } => {
+                for (pair, a_first) in decided {
+                    p.push(pair, a_first, false, 0);
+                }
+                p.conflict(conflict, &mut meter)
+            }
+            Failure::Component {
+                decided,
+                comp,
+                open,
+                nodes,
+            } => {
+                search_nodes = nodes;
+                for (pair, a_first) in decided {
+                    p.push(pair, a_first, false, 0);
+                }
+                let mut id = vec![u32::MAX; n];
+                for (li, &v) in comp.iter().enumerate() {
+                    id[v as usize] = li as u32;
+                }
+                let local_adj: Vec<Vec<u32>> = comp
+                    .iter()
+                    .map(|&v| {
+                        adj[v as usize]
+                            .iter()
+                            .copied()
+                            .chain(p.dadj[v as usize].iter().map(|&(t, _)| t))
+                            .filter_map(|t| (id[t as usize] != u32::MAX).then_some(id[t as usize]))
+                            .collect()
+                    })
+                    .collect();
+                let Some(closure) = Closure::of(comp.len(), &local_adj, &mut meter)? else {
+                    return Ok(ProofNode::Cut { choices: 0 });
+                };
+                let mut search = Search {
+                    p: Problem { facts, mode, id },
+                    closure,
+                    open,
+                    chosen: Vec::new(),
+                    rank: comp.iter().map(|&v| rank[v as usize]).collect(),
+                    snapshot_words: 0,
+                    conflict: None,
+                    nodes: 0,
+                };
+                let mut splits_left = max_splits;
+                p.refute(&mut search, &mut meter, &mut splits_left, 0)
+            }
+        }
+    })()
+    .ok()?;
+    if let ProofNode::Cut { choices: 0 } = root {
+        return None;
+    }
+    Some(Proof {
+        root,
+        lemmas: p.lemmas,
+        complete: p.complete,
+        notes: p.notes,
+        search_nodes,
+    })
 }
 
 /// What `settle` decided.
@@ -1483,6 +2228,7 @@ pub(crate) fn settle(
             cycle,
             example,
             component,
+            proof,
         } => {
             report.outcome = "no-order".to_string();
             let mut kind = match mode {
@@ -1490,26 +2236,45 @@ pub(crate) fn settle(
                 Mode::Full if realtime => "cycle-unavoidable-realtime",
                 Mode::Full => "cycle-unavoidable",
             };
-            let (mut cycle, mut example, mut component) = (cycle, example, component);
+            let (mut cycle, mut example, mut component, mut proof) =
+                (cycle, example, component, proof);
             if realtime {
                 // Without real time too? Then serializability falls as well.
                 if let Outcome3::NoOrder {
                     cycle: c,
                     example: e,
                     component: m,
+                    proof: p,
                 } = run(Mode::Full, false, &mut report).outcome
                 {
                     kind = "cycle-unavoidable";
-                    (cycle, example, component) = (c, e, m);
+                    (cycle, example, component, proof) = (c, e, m, p);
                 }
             }
-            add_anomaly(log, index, found, kind, &cycle, &example, component);
+            report.proof = Some(match proof.as_ref() {
+                Some(p) => render_proof(log, index, p).report,
+                None => ProofReport {
+                    status: "none".to_string(),
+                    cycles: Vec::new(),
+                },
+            });
+            add_anomaly(
+                log,
+                index,
+                found,
+                kind,
+                &cycle,
+                &example,
+                component,
+                proof.as_ref(),
+            );
             if mode == Mode::Full && kind == "cycle-unavoidable" {
                 // Does even read committed fall? (Only then is snapshot isolation decided.)
                 if let Outcome3::NoOrder {
                     cycle,
                     example,
                     component,
+                    proof,
                 } = run(Mode::WwWr, false, &mut report).outcome
                 {
                     add_anomaly(
@@ -1520,6 +2285,7 @@ pub(crate) fn settle(
                         &cycle,
                         &example,
                         component,
+                        proof.as_ref(),
                     );
                 } else if opts.consistency == SnapshotIsolation {
                     decided_by = DecidedBy::ExactSearchIncomplete;
@@ -1539,6 +2305,7 @@ pub(crate) fn settle(
     Settled { decided_by, report }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn add_anomaly(
     log: &TxnLog,
     index: &Index,
@@ -1547,7 +2314,32 @@ fn add_anomaly(
     cycle: &[(u32, Result<ChosenEdge, u8>)],
     example: &[(u32, Vec<Elem>)],
     component: usize,
+    proof: Option<&Proof>,
 ) {
+    let what = match kind {
+        "G1c-unavoidable" => "a cycle of ww and wr edges (G0 or G1c)",
+        "cycle-unavoidable-realtime" => "a cycle of ww, wr, rw, process and real-time edges",
+        _ => "a cycle of ww, wr and rw edges",
+    };
+    if let Some(proof) = proof {
+        found.add(kind, || {
+            let r = render_proof(log, index, proof);
+            Anomaly {
+                kind: kind.to_string(),
+                txns: r.refs,
+                steps: r.steps,
+                key: None,
+                explanation: format!(
+                    "No order of the writes to each key avoids {what}: the exact search over \
+                     the orders inference left open (in a component of {component} nodes) \
+                     found none. {}",
+                    r.text
+                ),
+                svg: r.svg,
+            }
+        });
+        return;
+    }
     found.add(kind, || {
         let txns: Vec<usize> = cycle.iter().map(|c| c.0 as usize).collect();
         let edges: Vec<Result<ChosenEdge, u8>> = cycle.iter().map(|c| c.1).collect();
@@ -1569,15 +2361,14 @@ fn add_anomaly(
             .take(8)
             .map(|(k, vs)| format!("key {}: {}", log.key_value(*k), show_list(log, vs)))
             .collect();
-        let what = match kind {
-            "G1c-unavoidable" => "a cycle of ww and wr edges (G0 or G1c)",
-            "cycle-unavoidable-realtime" => "a cycle of ww, wr, rw, process and real-time edges",
-            _ => "a cycle of ww, wr and rw edges",
-        };
         let under = if shown.is_empty() {
             "Already the orders inference found give one:".to_string()
         } else {
-            format!("Under the order {}, for example:", shown.join("; "))
+            format!(
+                "Not a proof (building one went past its bounds); under the order {}, for \
+                 example:",
+                shown.join("; ")
+            )
         };
         Anomaly {
             kind: kind.to_string(),
@@ -1605,6 +2396,92 @@ mod tests {
             budget: u64::MAX,
             deadline: Instant::now() + std::time::Duration::from_secs(3600),
             next_clock: u64::MAX,
+        }
+    }
+
+    /// The case-split history of tests/rw_explain.rs (one split needed): past its split
+    /// bound a proof says it is partial and how many choices it leaves out; within it, whole.
+    #[test]
+    fn proof_past_its_split_bound_is_partial() {
+        let mut b = crate::txn::LogBuilder::new();
+        let ks: Vec<u32> = (0..10).map(|k| b.key(k)).collect();
+        // (write?, key, value) per transaction: writers of x=0, y=1, then their readers;
+        // keys 2-9 carry the known wr edges a, b -> rc, rd and c, d -> ra, rb.
+        let txns: [&[(bool, usize, i64)]; 8] = [
+            &[(true, 0, 1), (true, 2, 1), (true, 3, 1)],
+            &[(true, 0, 2), (true, 4, 1), (true, 5, 1)],
+            &[(true, 1, 3), (true, 6, 1), (true, 7, 1)],
+            &[(true, 1, 4), (true, 8, 1), (true, 9, 1)],
+            &[(false, 0, 1), (false, 6, 1), (false, 8, 1)],
+            &[(false, 0, 2), (false, 7, 1), (false, 9, 1)],
+            &[(false, 1, 3), (false, 2, 1), (false, 4, 1)],
+            &[(false, 1, 4), (false, 3, 1), (false, 5, 1)],
+        ];
+        for (i, t) in txns.iter().enumerate() {
+            let start = b.begin();
+            for &(write, k, v) in t.iter() {
+                if write {
+                    b.write(ks[k], v);
+                } else {
+                    b.read_register(ks[k], Some(Some(v)));
+                }
+            }
+            b.finish(start, i as u64, Outcome::Ok, i as u32, 20 + i as u32);
+        }
+        let log = b.log;
+        let mut found = Found::new(8);
+        let inferred = super::super::infer::rw_register(&log, &mut found).unwrap();
+        let facts = facts(&log);
+        let n = log.txns.len();
+        let adj = known_adj(n, &inferred.edges, Mode::Full, &facts);
+        let rank: Vec<u64> = (0..n as u64).collect();
+        for max_splits in [0, 1] {
+            let mut run = ExactRun {
+                outcome: Outcome3::Incomplete(String::new()),
+                steps: 0,
+                open_pairs: 0,
+                components: 0,
+                largest_component: 0,
+                by_witness_order: false,
+            };
+            let failure = match exact(
+                &facts,
+                n,
+                &adj,
+                Mode::Full,
+                &rank,
+                &mut unmetered(),
+                &mut run,
+            ) {
+                Ok(Err(f @ Failure::Component { .. })) => f,
+                _ => panic!("the search needs a split and finds no order"),
+            };
+            let proof = prove(
+                &facts,
+                n,
+                &adj,
+                &inferred.edges,
+                Mode::Full,
+                n,
+                &rank,
+                failure,
+                max_splits,
+            )
+            .expect("a proof");
+            let text = render_proof(&log, &inferred.index, &proof).text;
+            if max_splits == 0 {
+                assert!(!proof.complete, "{text}");
+                assert!(
+                    matches!(proof.root, ProofNode::Cut { choices } if choices > 0),
+                    "{text}"
+                );
+                assert!(text.starts_with("Partial proof"), "{text}");
+                assert!(text.contains("further choices"), "{text}");
+            } else {
+                assert!(proof.complete, "{text}");
+                assert!(matches!(proof.root, ProofNode::Split { .. }), "{text}");
+                assert!(!text.contains("further choices"), "{text}");
+            }
         }
     }
 

@@ -1,10 +1,10 @@
 //! Explanations a person can follow: why each edge of a cycle holds, in Elle's style of text,
 //! and a small SVG picture of the cycle.
 
-use super::exact::ChosenEdge;
+use super::exact::{ChosenEdge, Proof, ProofCycle, ProofEdge, ProofNode, Versions};
 use super::infer::{Index, PROCESS, REALTIME, RW, WR, WW};
 use super::log::{Elem, MopKind, TxnLog, NIL, NO_POS};
-use super::{Step, TxnRef};
+use super::{ProofCycleReport, ProofReport, Step, TxnRef};
 use crate::value::Value;
 
 pub(crate) fn txn_ref(log: &TxnLog, t: usize, name: &str) -> TxnRef {
@@ -274,6 +274,340 @@ fn register_edge(
 
 const MAX_PICTURE_NODES: usize = 64;
 
+/// Names T1, T2, ... given to transactions in the order a proof first mentions them.
+#[derive(Default)]
+struct Namer {
+    names: rustc_hash::FxHashMap<u32, String>,
+    order: Vec<u32>,
+}
+
+impl Namer {
+    fn name(&mut self, t: u32) -> String {
+        let next = self.order.len() + 1;
+        let order = &mut self.order;
+        self.names
+            .entry(t)
+            .or_insert_with(|| {
+                order.push(t);
+                format!("T{next}")
+            })
+            .clone()
+    }
+}
+
+/// What a chosen edge says: `a`'s version precedes `b`'s (ww), or `a` read the version
+/// `b`'s write follows (rw).
+fn version_text(log: &TxnLog, e: &ChosenEdge, an: &str, bn: &str) -> String {
+    let key = log.key_value(e.key);
+    if e.kind == WW {
+        format!(
+            "{an}'s write of {} to key {key} precedes {bn}'s write of {}",
+            show_value(log, e.from_value),
+            show_value(log, e.to_value)
+        )
+    } else {
+        format!(
+            "{an} read key {key} = {}, which {bn}'s write of {} overwrites",
+            show_value(log, e.from_value),
+            show_value(log, e.to_value)
+        )
+    }
+}
+
+/// "key x's 3 (written by T1) precedes 4 (written by T2)" and the like.
+fn versions_text(log: &TxnLog, namer: &mut Namer, v: &Versions, verb: &str) -> String {
+    format!(
+        "key {}'s version {} (written by {}) {verb} {} (written by {})",
+        log.key_value(v.key),
+        show_value(log, v.first.1),
+        namer.name(v.first.0),
+        show_value(log, v.second.1),
+        namer.name(v.second.0)
+    )
+}
+
+fn proof_step(
+    log: &TxnLog,
+    index: &Index,
+    namer: &mut Namer,
+    a: u32,
+    b: u32,
+    edge: &ProofEdge,
+) -> Step {
+    let (an, bn) = (namer.name(a), namer.name(b));
+    let (kind, text, key, basis) = match *edge {
+        ProofEdge::Known(kind) => {
+            let (text, key) = explain_edge(log, index, a as usize, b as usize, kind, &an, &bn);
+            (kind, text, key, "known")
+        }
+        ProofEdge::Derived {
+            via,
+            via_kind,
+            key,
+            value,
+        } => {
+            let k = log.key_value(key).clone();
+            let vn = namer.name(via);
+            let first = if via_kind == u8::MAX {
+                format!("{an} < {vn} by the same reasoning, through another reader")
+            } else {
+                explain_edge(log, index, a as usize, via as usize, via_kind, &an, &vn).0
+            };
+            let text = format!(
+                "{an} < {bn}, because {an} wrote key {k}; {first}; and {vn} read key {k} = {}, \
+                 written by {bn}: so {an}'s version of key {k} comes before {bn}'s",
+                show_value(log, value)
+            );
+            (WW, text, Some(k), "derived")
+        }
+        ProofEdge::Supposed(e) => (
+            e.kind,
+            format!(
+                "{an} < {bn}, because {} (the order supposed)",
+                version_text(log, &e, &an, &bn)
+            ),
+            Some(log.key_value(e.key).clone()),
+            "supposed",
+        ),
+        ProofEdge::Case(e) => (
+            e.kind,
+            format!(
+                "{an} < {bn}, because {} (as this case supposes)",
+                version_text(log, &e, &an, &bn)
+            ),
+            Some(log.key_value(e.key).clone()),
+            "case",
+        ),
+        ProofEdge::Forced(e, lemma) => (
+            e.kind,
+            format!(
+                "{an} < {bn}, because {} ({})",
+                version_text(log, &e, &an, &bn),
+                match lemma {
+                    Some(l) => format!("forced, see ({})", l + 1),
+                    None => "forced; the reason is left out".to_string(),
+                }
+            ),
+            Some(log.key_value(e.key).clone()),
+            "forced",
+        ),
+    };
+    Step {
+        from: an,
+        to: bn,
+        kind: kind_name(kind).to_string(),
+        key,
+        text,
+        basis: Some(basis.to_string()),
+    }
+}
+
+/// Renders a proof that no version order exists, as nested text; the first cycle shown is
+/// also returned as steps and a picture.
+pub(crate) fn render_proof(log: &TxnLog, index: &Index, proof: &Proof) -> RenderedProof {
+    struct Out<'a> {
+        log: &'a TxnLog,
+        index: &'a Index,
+        proof: &'a Proof,
+        namer: Namer,
+        text: String,
+        first: Option<(Vec<String>, Vec<Step>)>,
+        cycles: Vec<ProofCycleReport>,
+    }
+    impl Out<'_> {
+        fn refutes(&self, v: &Versions, opposite: bool) -> String {
+            let (a, b) = if opposite {
+                (v.second.1, v.first.1)
+            } else {
+                (v.first.1, v.second.1)
+            };
+            format!(
+                "key {}: {} precedes {}",
+                self.log.key_value(v.key),
+                show_value(self.log, a),
+                show_value(self.log, b)
+            )
+        }
+
+        fn cycle(
+            &mut self,
+            cycle: &ProofCycle,
+            depth: usize,
+            main: bool,
+            refutes: String,
+            lemma: Option<usize>,
+        ) {
+            let ind = "  ".repeat(depth);
+            let steps: Vec<Step> = (0..cycle.len())
+                .map(|i| {
+                    let (a, edge) = &cycle[i];
+                    let b = cycle[(i + 1) % cycle.len()].0;
+                    proof_step(self.log, self.index, &mut self.namer, *a, b, edge)
+                })
+                .collect();
+            for (i, s) in steps.iter().enumerate() {
+                if i + 1 == steps.len() {
+                    self.text
+                        .push_str(&format!("{ind}- However, {}: a contradiction!\n", s.text));
+                } else {
+                    self.text.push_str(&format!("{ind}- {};\n", s.text));
+                }
+            }
+            if main && self.first.is_none() {
+                let names = steps.iter().map(|s| s.from.clone()).collect();
+                self.first = Some((names, steps.clone()));
+            }
+            self.cycles.push(ProofCycleReport {
+                refutes,
+                lemma,
+                steps,
+            });
+        }
+
+        fn lemmas(&mut self, scope: usize, depth: usize) {
+            let ind = "  ".repeat(depth);
+            for (i, l) in self.proof.lemmas.iter().enumerate() {
+                if l.scope != scope {
+                    continue;
+                }
+                let what = versions_text(self.log, &mut self.namer, &l.order, "precedes");
+                self.text.push_str(&format!(
+                    "{ind}({}) {what}, forced: the other order closes a cycle:\n",
+                    i + 1
+                ));
+                let refutes = self.refutes(&l.order, true);
+                self.cycle(&l.other, depth + 1, false, refutes, Some(i + 1));
+            }
+        }
+
+        fn node(&mut self, node: &ProofNode, depth: usize) {
+            let ind = "  ".repeat(depth);
+            match node {
+                ProofNode::Cycle(c) => {
+                    self.text.push_str(&format!("{ind}A cycle:\n"));
+                    self.cycle(c, depth + 1, true, "the known edges".to_string(), None);
+                }
+                ProofNode::Conflict { pair, cycles } => {
+                    let what = versions_text(self.log, &mut self.namer, pair, "and");
+                    self.text
+                        .push_str(&format!("{ind}Either order of {what} closes a cycle.\n"));
+                    let (v1, v2) = (
+                        show_value(self.log, pair.first.1),
+                        show_value(self.log, pair.second.1),
+                    );
+                    self.text
+                        .push_str(&format!("{ind}If {v1} precedes {v2}:\n"));
+                    let refutes = self.refutes(pair, false);
+                    self.cycle(&cycles[0], depth + 1, true, refutes, None);
+                    self.text
+                        .push_str(&format!("{ind}If {v2} precedes {v1}:\n"));
+                    let refutes = self.refutes(pair, true);
+                    self.cycle(&cycles[1], depth + 1, true, refutes, None);
+                }
+                ProofNode::Split { pair, cases } => {
+                    let what = versions_text(self.log, &mut self.namer, pair, "and");
+                    self.text.push_str(&format!(
+                        "{ind}Nothing above orders {what}; each order fails.\n"
+                    ));
+                    let (v1, v2) = (
+                        show_value(self.log, pair.first.1),
+                        show_value(self.log, pair.second.1),
+                    );
+                    for (i, (scope, sub)) in cases.iter().enumerate() {
+                        let (x, y) = if i == 0 { (&v1, &v2) } else { (&v2, &v1) };
+                        self.text
+                            .push_str(&format!("{ind}Case {x} precedes {y}:\n"));
+                        self.lemmas(*scope, depth + 1);
+                        self.node(sub, depth + 1);
+                    }
+                }
+                ProofNode::Cut { choices } => {
+                    self.text.push_str(&format!(
+                        "{ind}(Not shown: the search needed {choices} further choices to \
+                         refute this case.)\n"
+                    ));
+                }
+            }
+        }
+    }
+    let mut out = Out {
+        log,
+        index,
+        proof,
+        namer: Namer::default(),
+        text: String::new(),
+        first: None,
+        cycles: Vec::new(),
+    };
+    if proof.lemmas.iter().any(|l| l.scope == 0) {
+        out.text
+            .push_str("Forced orders (each because the other order closes a cycle):\n");
+        out.lemmas(0, 1);
+    }
+    out.node(&proof.root, 0);
+    let status = if proof.complete {
+        "Proof: every edge below is known from the history, derived from known edges, \
+         supposed by the case at hand, or forced by an order shown with its reason."
+            .to_string()
+    } else {
+        format!(
+            "Partial proof: {}{}.",
+            proof.notes.join("; "),
+            if proof.search_nodes > 0 {
+                format!(" (the search needed {} choices in all)", proof.search_nodes)
+            } else {
+                String::new()
+            }
+        )
+    };
+    let refs: Vec<TxnRef> = out
+        .namer
+        .order
+        .iter()
+        .map(|&t| txn_ref(log, t as usize, &out.namer.names[&t]))
+        .collect();
+    let mut text = format!("{status}\nLet:\n");
+    for r in &refs {
+        text.push_str(&format!(
+            "  {} = index {}, process {}: {}\n",
+            r.name,
+            r.index,
+            r.process,
+            r.value.to_edn()
+        ));
+    }
+    text.push_str(&out.text);
+    let text = text.trim_end().to_string();
+    let (names, steps) = out.first.unwrap_or_default();
+    let svg =
+        (!names.is_empty() && names.len() <= MAX_PICTURE_NODES).then(|| cycle_svg(&names, &steps));
+    RenderedProof {
+        refs,
+        steps,
+        text,
+        svg,
+        report: ProofReport {
+            status: if proof.complete {
+                "complete"
+            } else {
+                "partial"
+            }
+            .to_string(),
+            cycles: out.cycles,
+        },
+    }
+}
+
+/// A proof as an anomaly shows it: the transactions named, the first cycle's steps, the
+/// text, the first cycle's picture; and every cycle, for `ExactReport::proof`.
+pub(crate) struct RenderedProof {
+    pub refs: Vec<TxnRef>,
+    pub steps: Vec<Step>,
+    pub text: String,
+    pub svg: Option<String>,
+    pub report: ProofReport,
+}
+
 /// Renders a cycle (transaction indices, edge kinds; `kinds[i]` goes from `txns[i]` to
 /// `txns[i+1]`, the last back to `txns[0]`) as steps, text and a picture.
 pub(crate) fn render_cycle(
@@ -335,6 +669,7 @@ pub(crate) fn render_cycle_with(
             kind: kind_name(kind).to_string(),
             key,
             text,
+            basis: edges[i].is_ok().then(|| "guessed".to_string()),
         });
     }
     let mut text = String::from("Let:\n");
@@ -567,6 +902,7 @@ mod tests {
                 kind: kinds[i % kinds.len()].to_string(),
                 key: (i % 5 < 3).then(|| Value::Str(format!("{key}{i}"))),
                 text: String::new(),
+                basis: None,
             })
             .collect();
         (names, steps)

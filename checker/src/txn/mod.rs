@@ -228,6 +228,12 @@ pub struct Step {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<Value>,
     pub text: String,
+    /// rw-register exact search only: why the edge holds: `known` (from the history),
+    /// `derived` (from known edges), `supposed` (the order this cycle refutes), `case` (the
+    /// order the enclosing case supposes), `forced` (an order the other order of which closes
+    /// a cycle) or `guessed` (one order tried, no proof).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basis: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -235,7 +241,8 @@ pub struct Anomaly {
     /// Elle's name: `G0`, `G1c-process`, `G-single-item-realtime`, `G1a`, `lost-update`, ...
     #[serde(rename = "type")]
     pub kind: String,
-    /// The transactions involved; for a cycle, in cycle order.
+    /// The transactions involved; for a cycle, in cycle order; for a proof that no version
+    /// order exists (rw-register), every transaction it names, in the order it names them.
     pub txns: Vec<TxnRef>,
     /// For a cycle: one step per edge, the last one closing the cycle.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -309,6 +316,30 @@ pub struct ExactReport {
     pub witness_orders: Vec<WitnessOrder>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub witness_serial: Vec<u64>,
+    /// For no order: the proof the anomaly's explanation shows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proof: Option<ProofReport>,
+}
+
+/// Why no version order exists, machine-readable: every cycle the explanation shows.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProofReport {
+    /// `complete` (every edge of every cycle is known from the history, derived from known
+    /// edges, supposed by the cycle or its case, or forced by a lemma that is shown),
+    /// `partial` (the explanation says what it leaves out) or `none` (past the proof's
+    /// bounds: one cycle under a guessed order, which proves nothing).
+    pub status: String,
+    pub cycles: Vec<ProofCycleReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProofCycleReport {
+    /// The order this cycle refutes, e.g. `key x: 1 precedes 2`.
+    pub refutes: String,
+    /// For a forced order's reason: the lemma's number, as forced steps cite it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lemma: Option<usize>,
+    pub steps: Vec<Step>,
 }
 
 #[derive(Clone, Debug, Serialize)]
