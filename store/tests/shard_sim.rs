@@ -97,6 +97,20 @@ fn check_correct(cc: Cc, deadlock: Deadlock) {
     assert!(stats.shards_moved > count * 3, "too few moves: {stats:?}");
     assert!(stats.crashes > count, "too few crashes: {stats:?}");
     assert!(stats.txns_unknown > 0, "no unknown outcome: {stats:?}");
+    assert!(
+        stats.late_messages > count * 10,
+        "too few late messages: {stats:?}"
+    );
+    assert!(stats.leader_changes > 0, "no leader change: {stats:?}");
+    assert!(stats.reroutes > count, "too few re-routes: {stats:?}");
+    // Definite failures, wrong group and not ready included, are all checked against what
+    // took effect.
+    for why in ["wrong-group", "NotReady"] {
+        assert!(
+            stats.failures.get(why).copied().unwrap_or(0) > 0,
+            "no {why} answer checked: {stats:?}"
+        );
+    }
 }
 
 #[test]
