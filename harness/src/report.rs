@@ -127,6 +127,29 @@ fn interrupted_line(run: &serde_json::Value, time_limit_s: u64) -> Option<String
     ))
 }
 
+/// The run's processes: `3`, or for sharded paxos-kv the controller and the replica groups.
+fn layout_label(a: &crate::plan::TestArgs) -> String {
+    if a.groups == 0 {
+        return a.nodes.to_string();
+    }
+    format!(
+        "{} (a controller group and {} replica groups of {}, --cc {})",
+        a.total_nodes(),
+        a.groups,
+        a.nodes,
+        a.cc.as_deref().unwrap_or("2pl")
+    )
+}
+
+/// The nemesis, with where its faults were aimed when not at every process.
+fn nemesis_label(a: &crate::plan::TestArgs) -> String {
+    if &*a.nemesis_scope == "any" {
+        a.nemesis.to_string()
+    } else {
+        format!("{} (aimed at: {})", a.nemesis, &*a.nemesis_scope)
+    }
+}
+
 pub fn write_report(
     run_dir: &Path,
     config: &RunConfig,
@@ -159,7 +182,7 @@ iframe.cx{{width:100%;height:900px;border:1px solid #ddd;background:#fff}}
 .banner .why{{display:block;font-size:16px;font-weight:400;margin-top:8px;overflow-wrap:anywhere}}
 td.num,th.num{{text-align:right;font-variant-numeric:tabular-nums}}
 </style></head><body>
-<div class="banner">{verdict_upper}<small>{name} · {workload} workload · nemesis {nemesis} · {nodes} nodes · seed {seed}{bug}</small>{interrupted}{why}</div><main>
+<div class="banner">{verdict_upper}<small>{name} · {workload} workload · nemesis {nemesis} · {nodes} · seed {seed}{bug}</small>{interrupted}{why}</div><main>
 "#,
         colour = verdict_colour(verdict),
         why = why_line(verdict, checks),
@@ -170,7 +193,11 @@ td.num,th.num{{text-align:right;font-variant-numeric:tabular-nums}}
         name = esc(&a.test_name()),
         workload = esc(a.workload.as_str()),
         nemesis = esc(&a.nemesis),
-        nodes = a.nodes,
+        nodes = if a.groups == 0 {
+            format!("{} nodes", a.nodes)
+        } else {
+            format!("{} groups of {} nodes and a controller", a.groups, a.nodes)
+        },
         seed = config.seed,
         bug = a
             .bug
@@ -192,8 +219,8 @@ td.num,th.num{{text-align:right;font-variant-numeric:tabular-nums}}
 <tr><th>throughput (main phase)</th><td>{:.0} ops/s attempted, {:.0} ops/s completed (ok){}</td></tr>\
 <tr><th>reproduce</th><td><code>{}</code><br><small>Same seed, same operations and fault schedule, except that a fault aimed at the leader hits whoever leads then; the OS still schedules threads as it likes, so interleavings differ.{}</small></td></tr></table>",
         esc(a.workload.as_str()),
-        esc(&a.nemesis),
-        a.nodes,
+        esc(&nemesis_label(a)),
+        layout_label(a),
         a.time_limit_s,
         interrupted_line(run, a.time_limit_s)
             .map(|l| format!(" ({})", esc(&l)))
