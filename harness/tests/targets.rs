@@ -285,23 +285,30 @@ fn the_etcd_target_file_through_the_proxy_catches_stale_local_reads() {
     etcd_installed();
     let results = temp_dir("etcd-file-proxy");
     let file = repo_file("targets/etcd.toml").display().to_string();
-    let r = run(
-        &results,
-        &[
-            "--target",
-            &file,
-            "--workload",
-            "register",
-            "--nemesis",
-            "partition",
-            "--partition-shapes",
-            "isolate-leader",
-            "--read-consistency",
-            "local",
-            "--net",
-            "proxy",
-        ],
-    );
+    let args = [
+        "--target",
+        &file,
+        "--workload",
+        "register",
+        "--nemesis",
+        "partition",
+        "--partition-shapes",
+        "isolate-leader",
+        "--read-consistency",
+        "local",
+        "--net",
+        "proxy",
+    ];
+    // A stale read needs a local read to land on the isolated old leader before it steps
+    // down: under load one 10 s run in about ten saw none (valid). Caught in one of at most
+    // three runs, each bounded by its time limit.
+    let mut r = run(&results, &args);
+    for _attempt in 1..3 {
+        if r.code == 1 {
+            break;
+        }
+        r = run(&results, &args);
+    }
     assert_eq!(
         r.code,
         1,
