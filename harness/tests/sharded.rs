@@ -13,10 +13,9 @@
 
 use serde_json::Value;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 mod common;
-use common::{netns_possible, store_bin, wait_bounded};
+use common::{netns_possible, ShardedRun as Run};
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -34,84 +33,12 @@ const FULL_SPEED: [&str; 10] = [
     "1000-1500",
 ];
 
-/// What one run left behind.
-struct Run {
-    code: i32,
-    results: Value,
-    history: Vec<Value>,
-    /// The run's own directory (under the temp results directory).
-    run_dir: PathBuf,
-    dir: PathBuf,
-}
-
-impl Run {
-    fn check(&self, name: &str) -> &Value {
-        common::check_named(&self.results, name)
-    }
-
-    /// The values of the nemesis events `f`, in order.
-    fn nemesis(&self, f: &str) -> Vec<&Value> {
-        self.history
-            .iter()
-            .filter(|e| e["process"] == "nemesis" && e["f"] == f)
-            .map(|e| &e["value"])
-            .collect()
-    }
-
-    fn ok_count(&self) -> usize {
-        self.history
-            .iter()
-            .filter(|e| e["process"] != "nemesis" && e["type"] == "ok")
-            .count()
-    }
-
-    fn done(self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// One sharded run; `extra` gives the options that differ (`--time-limit`, `--rate`,
 /// `--concurrency` and the nemesis timing among them).
 fn run(tag: &str, workload: &str, extra: &[&str]) -> Run {
-    let dir = std::env::temp_dir().join(format!("ordeal-sharded-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ordeal"));
-    cmd.args(["test", "--no-progress", "--groups", "2", "--nodes", "3"])
-        .args(["--workload", workload])
-        .args(["--recovery-s", "1"])
-        .args(extra)
-        .arg("--store-bin")
-        .arg(store_bin())
-        .arg("--results")
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("ordeal.stderr")).expect("create ordeal.stderr"));
-    eprintln!("{tag}: results in {}", dir.display());
-    let status = wait_bounded(cmd.spawn().expect("start ordeal"));
-    let run_dir = std::fs::canonicalize(dir.join("latest")).unwrap_or_else(|e| {
-        panic!(
-            "no run directory ({e}); ordeal exited {status}: {}",
-            std::fs::read_to_string(dir.join("ordeal.stderr")).unwrap_or_default()
-        )
-    });
-    let read = |f: &str| {
-        std::fs::read_to_string(run_dir.join(f))
-            .unwrap_or_else(|e| panic!("{f} missing from {}: {e}", run_dir.display()))
-    };
-    let results: Value = serde_json::from_str(&read("results.json")).expect("results.json");
-    let history = read("history.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a history line"))
-        .collect();
-    Run {
-        code: status.code().unwrap_or(-1),
-        results,
-        history,
-        run_dir,
-        dir,
-    }
+    let mut args = vec!["--workload", workload, "--recovery-s", "1"];
+    args.extend_from_slice(extra);
+    common::sharded_run(tag, &args)
 }
 
 /// Every group (the controller and both replica groups) converged.

@@ -17,15 +17,14 @@ use ordeal::net::{Behaviour, Dialer, LinkKind, ProxyNet};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 
 mod common;
-use common::{store_bin, wait_bounded};
+use common::ShardedRun as Run;
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -214,78 +213,22 @@ async fn a_cut_between_nodes_of_different_groups_drops_their_http() {
     assert_eq!(stats["requests_redelivered"], 1, "{stats}");
 }
 
-/// What one run left behind.
-struct Run {
-    code: i32,
-    results: Value,
-    history: Vec<Value>,
-    config: Value,
-    dir: PathBuf,
-}
-
-impl Run {
-    fn nemesis(&self, f: &str) -> Vec<&Value> {
-        self.history
-            .iter()
-            .filter(|e| e["process"] == "nemesis" && e["f"] == f)
-            .collect()
-    }
-
-    fn done(self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// One sharded run over the proxy (`--groups 2 --nodes 3 --net proxy`).
 fn run(tag: &str, extra: &[&str]) -> Run {
-    let dir =
-        std::env::temp_dir().join(format!("ordeal-sharded-proxy-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ordeal"));
-    cmd.args(["test", "--no-progress", "--groups", "2", "--nodes", "3"])
-        .args(["--net", "proxy", "--recovery-s", "1"])
-        .args(extra)
-        .arg("--store-bin")
-        .arg(store_bin())
-        .arg("--results")
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("ordeal.stderr")).expect("create ordeal.stderr"));
-    eprintln!("{tag}: results in {}", dir.display());
-    let status = wait_bounded(cmd.spawn().expect("start ordeal"));
-    let run_dir = std::fs::canonicalize(dir.join("latest")).unwrap_or_else(|e| {
-        panic!(
-            "no run directory ({e}); ordeal exited {status}: {}",
-            std::fs::read_to_string(dir.join("ordeal.stderr")).unwrap_or_default()
-        )
-    });
-    let read = |f: &str| {
-        std::fs::read_to_string(run_dir.join(f))
-            .unwrap_or_else(|e| panic!("{f} missing from {}: {e}", run_dir.display()))
-    };
-    Run {
-        code: status.code().unwrap_or(-1),
-        results: serde_json::from_str(&read("results.json")).expect("results.json"),
-        history: read("history.jsonl")
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("a history line"))
-            .collect(),
-        config: serde_json::from_str(&read("config.json")).expect("config.json"),
-        dir,
-    }
+    let mut args = vec!["--net", "proxy", "--recovery-s", "1"];
+    args.extend_from_slice(extra);
+    common::sharded_run(&format!("proxy-{tag}"), &args)
 }
 
-/// Does a partition event cut a node of one group off from a node of another (or of the
-/// controller)? Its value is `[shape, "n1 sees n1,n2,...; n2 sees ..."]`.
+/// Does a partition cut a node of one group off from a node of another (or of the
+/// controller)? `partition` is the event's value, `[shape, "n1 sees n1,n2,...; n2 sees ..."]`.
 fn cuts_across_groups(partition: &Value) -> bool {
     let group = |name: &str| {
         name.trim_start_matches('n')
             .parse::<usize>()
             .map_or(usize::MAX, |id| (id - 1) / 3)
     };
-    let views = partition["value"][1].as_str().unwrap_or("");
+    let views = partition[1].as_str().unwrap_or("");
     views.split("; ").any(|entry| {
         let Some((node, sees)) = entry.split_once(" sees ") else {
             return false;

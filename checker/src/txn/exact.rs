@@ -1146,6 +1146,28 @@ enum Failure {
     },
 }
 
+/// A strongly connected component as a graph of its own: each global node's local index
+/// (`u32::MAX` outside `comp`), and the edges `out` gives that stay inside it, renumbered.
+fn component_graph<I: Iterator<Item = u32>>(
+    n: usize,
+    comp: &[u32],
+    out: impl Fn(u32) -> I,
+) -> (Vec<u32>, Vec<Vec<u32>>) {
+    let mut id = vec![u32::MAX; n];
+    for (li, &v) in comp.iter().enumerate() {
+        id[v as usize] = li as u32;
+    }
+    let local_adj = comp
+        .iter()
+        .map(|&v| {
+            out(v)
+                .filter_map(|t| (id[t as usize] != u32::MAX).then_some(id[t as usize]))
+                .collect()
+        })
+        .collect();
+    (id, local_adj)
+}
+
 /// Stages 2 and 3: Ok(Ok(choices)) if every pair can be chosen, Ok(Err(why)) if not.
 fn exact(
     facts: &Facts,
@@ -1288,19 +1310,7 @@ fn exact(
         let comp = &comps[ci];
         run.components += 1;
         run.largest_component = run.largest_component.max(comp.len());
-        let mut id = vec![u32::MAX; n];
-        for (li, &v) in comp.iter().enumerate() {
-            id[v as usize] = li as u32;
-        }
-        let local_adj: Vec<Vec<u32>> = comp
-            .iter()
-            .map(|&v| {
-                base[v as usize]
-                    .iter()
-                    .filter_map(|&t| (id[t as usize] != u32::MAX).then_some(id[t as usize]))
-                    .collect()
-            })
-            .collect();
+        let (id, local_adj) = component_graph(n, comp, |v| base[v as usize].iter().copied());
         let Some(closure) = Closure::of(comp.len(), &local_adj, meter)? else {
             // Known and forced edges are acyclic (the global closure holds them): unreachable,
             // but a failure, never a witness.
@@ -2070,21 +2080,12 @@ fn prove(
                 for (pair, a_first) in decided {
                     p.push(pair, a_first, false, 0);
                 }
-                let mut id = vec![u32::MAX; n];
-                for (li, &v) in comp.iter().enumerate() {
-                    id[v as usize] = li as u32;
-                }
-                let local_adj: Vec<Vec<u32>> = comp
-                    .iter()
-                    .map(|&v| {
-                        adj[v as usize]
-                            .iter()
-                            .copied()
-                            .chain(p.dadj[v as usize].iter().map(|&(t, _)| t))
-                            .filter_map(|t| (id[t as usize] != u32::MAX).then_some(id[t as usize]))
-                            .collect()
-                    })
-                    .collect();
+                let (id, local_adj) = component_graph(n, &comp, |v| {
+                    adj[v as usize]
+                        .iter()
+                        .copied()
+                        .chain(p.dadj[v as usize].iter().map(|&(t, _)| t))
+                });
                 let Some(closure) = Closure::of(comp.len(), &local_adj, &mut meter)? else {
                     return Ok(ProofNode::Cut { choices: 0 });
                 };

@@ -224,3 +224,82 @@ pub fn check_named<'a>(results: &'a Value, name: &str) -> &'a Value {
         .find(|c| c["name"] == name)
         .unwrap_or_else(|| panic!("no {name:?} check in results.json: {results:#}"))
 }
+
+/// What one sharded run (`ordeal test --groups 2 --nodes 3`) left behind.
+pub struct ShardedRun {
+    pub code: i32,
+    pub results: Value,
+    pub history: Vec<Value>,
+    pub config: Value,
+    /// The run's own directory (under the temp results directory).
+    pub run_dir: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl ShardedRun {
+    pub fn check(&self, name: &str) -> &Value {
+        check_named(&self.results, name)
+    }
+
+    /// The values of the nemesis events `f`, in order.
+    pub fn nemesis(&self, f: &str) -> Vec<&Value> {
+        self.history
+            .iter()
+            .filter(|e| e["process"] == "nemesis" && e["f"] == f)
+            .map(|e| &e["value"])
+            .collect()
+    }
+
+    pub fn ok_count(&self) -> usize {
+        self.history
+            .iter()
+            .filter(|e| e["process"] != "nemesis" && e["type"] == "ok")
+            .count()
+    }
+
+    /// Removes the results of a run that passed its assertions (a failing one keeps them).
+    pub fn done(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One sharded run of the real store, two replica groups of three and a controller, with
+/// `args` after the layout; bounded by [`wait_bounded`]. `tag` names its temp directory.
+pub fn sharded_run(tag: &str, args: &[&str]) -> ShardedRun {
+    let dir = std::env::temp_dir().join(format!("ordeal-sharded-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ordeal"));
+    cmd.args(["test", "--no-progress", "--groups", "2", "--nodes", "3"])
+        .args(args)
+        .arg("--store-bin")
+        .arg(store_bin())
+        .arg("--results")
+        .arg(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("ordeal.stderr")).expect("create ordeal.stderr"));
+    eprintln!("{tag}: results in {}", dir.display());
+    let status = wait_bounded(cmd.spawn().expect("start ordeal"));
+    let run_dir = std::fs::canonicalize(dir.join("latest")).unwrap_or_else(|e| {
+        panic!(
+            "no run directory ({e}); ordeal exited {status}: {}",
+            std::fs::read_to_string(dir.join("ordeal.stderr")).unwrap_or_default()
+        )
+    });
+    let read = |f: &str| {
+        std::fs::read_to_string(run_dir.join(f))
+            .unwrap_or_else(|e| panic!("{f} missing from {}: {e}", run_dir.display()))
+    };
+    ShardedRun {
+        code: status.code().unwrap_or(-1),
+        results: serde_json::from_str(&read("results.json")).expect("results.json"),
+        history: read("history.jsonl")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a history line"))
+            .collect(),
+        config: serde_json::from_str(&read("config.json")).expect("config.json"),
+        run_dir,
+        dir,
+    }
+}
