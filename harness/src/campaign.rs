@@ -1025,8 +1025,9 @@ mod tests {
 
     #[test]
     fn each_job_slot_gets_its_own_port_blocks() {
-        assert_eq!(crate::runner::job_port_blocks(None), (0, 170));
-        assert_eq!(crate::runner::job_port_blocks(Some("junk")), (0, 170));
+        let all = crate::runner::PORT_BLOCKS;
+        assert_eq!(crate::runner::job_port_blocks(None), (0, all));
+        assert_eq!(crate::runner::job_port_blocks(Some("junk")), (0, all));
         let slices: Vec<(u16, u16)> = (1..=4)
             .map(|i| crate::runner::job_port_blocks(Some(&format!("{i}/4"))))
             .collect();
@@ -1035,7 +1036,7 @@ mod tests {
         }
         assert!(slices
             .iter()
-            .all(|&(first, count)| count > 0 && first + count <= 170));
+            .all(|&(first, count)| count > 0 && first + count <= all));
     }
 
     #[test]

@@ -126,8 +126,18 @@ async fn drain(seen: &mut mpsc::UnboundedReceiver<String>, wait: Duration) -> Ve
 /// (the controller) still get through the same listener; after the heal n4 gets through
 /// again. Then network faults on that pair: all lost, nothing arrives; all duplicated, a
 /// `POST /shard/msg` arrives twice (n4 reads one answer) and a `PUT /kv/...` once.
-#[tokio::test]
-async fn a_cut_between_nodes_of_different_groups_drops_their_http() {
+#[test]
+fn a_cut_between_nodes_of_different_groups_drops_their_http() {
+    // One at a time with the runs below: their processes take ports of the layout blocks too.
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(cut_between_groups());
+}
+
+async fn cut_between_groups() {
     let (layout, links) =
         ordeal::runner::plan_layout(9, Some(&Dialer::Link), false, Some(3)).unwrap();
     let forward = layout.forward_target.clone().expect("HTTP proxied");

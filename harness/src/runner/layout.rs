@@ -102,11 +102,19 @@ pub const LAYOUT_BLOCK_PORTS: u16 = 256;
 /// The first proxy port of a block, past the nodes' own ports.
 const PROXY_PORTS_OFFSET: u16 = 40;
 
-/// The port blocks (of the 170 from port 20000) a run may use: all of them, or with
+/// The first port of the first layout block.
+const FIRST_BLOCK_PORT: u16 = 10000;
+
+/// How many layout blocks there are from [`FIRST_BLOCK_PORT`]: up to 32528, below Linux's
+/// default ephemeral range (32768-60999). A planned port inside that range could be taken as
+/// some connection's local port between the check that it is free and the bind.
+pub const PORT_BLOCKS: u16 = 88;
+
+/// The port blocks (of the [`PORT_BLOCKS`]) a run may use: all of them, or with
 /// `ORDEAL_JOB_SLOT=i/n` (set by `ordeal campaign --jobs n` for its i-th job) a slice of its
 /// own, so that parallel runs on the proxy backend never race for the same ports.
 pub fn job_port_blocks(slot: Option<&str>) -> (u16, u16) {
-    const BLOCKS: u16 = 170;
+    const BLOCKS: u16 = PORT_BLOCKS;
     let parsed = slot.and_then(|s| s.split_once('/')).and_then(|(i, n)| {
         let (i, n) = (i.trim().parse::<u16>().ok()?, n.trim().parse::<u16>().ok()?);
         (1..=n).contains(&i).then_some((i, n.min(BLOCKS)))
@@ -150,7 +158,7 @@ pub fn plan_layout(
             7000
         } else {
             let (first, count) = job_port_blocks(std::env::var("ORDEAL_JOB_SLOT").ok().as_deref());
-            20000
+            FIRST_BLOCK_PORT
                 + (first + (pid.wrapping_mul(37).wrapping_add(attempt * 13)) % count)
                     * LAYOUT_BLOCK_PORTS
         };

@@ -17,7 +17,7 @@ mod plan;
 mod recover;
 mod start;
 
-pub use layout::{job_port_blocks, plan_layout, LAYOUT_BLOCK_PORTS};
+pub use layout::{job_port_blocks, plan_layout, LAYOUT_BLOCK_PORTS, PORT_BLOCKS};
 pub use plan::choose_net;
 pub use start::ABORT_EXIT_CODE;
 
