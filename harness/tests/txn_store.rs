@@ -179,7 +179,9 @@ fn data_edges(r: &Run, workload: &str) -> u64 {
 }
 
 /// The txn checker's verdict and the evidence that it had something to judge: ok txns, reads
-/// that saw writes, dependency edges inferred from them.
+/// that saw writes, dependency edges inferred from them. `min_ok` is a floor for a starved
+/// machine (a 6 s run at 300 ops/s does ~1,000 ok txns alone; a CI trial sharing two cores
+/// with three other builds, load average 18, did 187), not a throughput target.
 fn assert_valid_txn_run(r: &Run, workload: &str, min_ok: u64) {
     let c = r.check(TXN_CHECK);
     assert_eq!(r.results["verdict"], "valid", "{:#}", r.results);
@@ -221,7 +223,7 @@ fn list_append_under_kills_and_partitions_is_strict_serializable() {
         bug: None,
     });
     assert!(r.faults("kill") >= 1 && r.faults("start-partition") >= 1);
-    assert_valid_txn_run(&r, "list-append", 200);
+    assert_valid_txn_run(&r, "list-append", 100);
     r.done();
 }
 
@@ -239,7 +241,7 @@ fn rw_register_under_process_and_partition_faults_through_the_proxy_is_strict_se
     });
     assert_eq!(r.results["run"]["net"], "proxy");
     assert!(r.faults("kill") + r.faults("pause") + r.faults("start-partition") >= 3);
-    assert_valid_txn_run(&r, "rw-register", 200);
+    assert_valid_txn_run(&r, "rw-register", 100);
     r.done();
 }
 
@@ -262,7 +264,7 @@ fn bank_under_process_and_partition_faults_keeps_the_total() {
     let d = &c["details"];
     assert_eq!(d["bad_read_count"], 0, "{d:#}");
     let checked = d["reads_checked"].as_u64().expect("reads_checked");
-    assert!(checked >= 50, "only {checked} reads of all accounts");
+    assert!(checked >= 30, "only {checked} reads of all accounts");
     // Transfers went through, and reads saw them: not a history of untouched accounts.
     let transfers = r
         .ok_txns()
