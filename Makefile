@@ -39,9 +39,9 @@ check-etcd: build net-tools
 	@command -v etcd >/dev/null || { echo "make check-etcd: etcd not on PATH (apt-get install etcd-server)"; exit 2; }
 	./target/release/ordeal campaign campaigns/etcd.toml $(CAMPAIGN_FLAGS)
 
-# All tests.
+# All tests (every test binary runs even after one fails, so a red run lists every failure).
 test:
-	$(CARGO) test --workspace --release
+	$(CARGO) test --workspace --release --no-fail-fast
 
 verify:
 	$(CARGO) fmt --all -- --check
