@@ -103,6 +103,12 @@ fn check_correct(cc: Cc, deadlock: Deadlock) {
     );
     assert!(stats.leader_changes > 0, "no leader change: {stats:?}");
     assert!(stats.reroutes > count, "too few re-routes: {stats:?}");
+    // The simulator's small bound of handed-off tables (2) evicts some: retries of what they
+    // answered are then checked too (a definite answer to an applied one is a violation).
+    assert!(
+        stats.handoff_tables_evicted > 0,
+        "no handed-off table evicted: {stats:?}"
+    );
     // Definite failures, wrong group and not ready included, are all checked against what
     // took effect.
     for why in ["wrong-group", "NotReady"] {
@@ -228,6 +234,8 @@ fn one_seed() {
 /// in [`one_seed`]).
 fn evicting(c: &mut SimConfig) {
     c.dedup_max_bytes_per_shard = Some(300);
+    // Handed-off copies keep no table entries once acknowledged (only the floors).
+    c.handoff_tables_max = Some(0);
     // Retries are what meet evicted entries: answer slowly, retry often.
     c.client_timeout_ticks = 25;
     c.client_attempts = 6;

@@ -166,6 +166,11 @@ impl DedupTable {
         true
     }
 
+    /// Whether any entry was ever evicted (the floors exist).
+    pub fn has_floors(&self) -> bool {
+        !self.evicted.is_empty()
+    }
+
     /// Bytes held, as counted for the bound.
     pub fn bytes(&self) -> usize {
         self.bytes
@@ -236,7 +241,13 @@ mod tests {
         assert!(t.is_empty());
         assert_eq!(t.bytes(), 0);
         for client in 1..=11 {
-            let seq = if client == 7 { 6 } else if client == 11 { 1 } else { 5 };
+            let seq = if client == 7 {
+                6
+            } else if client == 11 {
+                1
+            } else {
+                5
+            };
             assert!(
                 matches!(t.lookup(client, seq), Lookup::Evicted { .. }),
                 "c{client} s{seq}: {:?}",

@@ -526,6 +526,8 @@ pub struct HandedOff {
     /// Entries of its exactly-once table (0 once evicted into floors).
     pub dedup_entries: usize,
     pub dedup_bytes: usize,
+    /// Its table has eviction floors (some entry was evicted).
+    pub dedup_floors: bool,
     /// The gaining group has not acknowledged installing it.
     pub unacked: bool,
 }
@@ -780,6 +782,7 @@ impl Group {
                 keys: d.data.len(),
                 dedup_entries: d.dedup.len(),
                 dedup_bytes: d.dedup.bytes(),
+                dedup_floors: d.dedup.has_floors(),
                 unacked: self.st.unacked_handoffs.contains_key(&(num, shard)),
             })
             .collect()
@@ -2806,7 +2809,11 @@ mod tests {
             assert_eq!((kept.len(), kept[0].keys, kept[0].unacked), (1, 0, false));
             assert_eq!(kept[0].dedup_entries, 1, "the table is kept");
         }
-        for damaged in [&now[..now.len() - 1], &v2[..v2.len() - 1], &v1[..v1.len() - 1]] {
+        for damaged in [
+            &now[..now.len() - 1],
+            &v2[..v2.len() - 1],
+            &v1[..v1.len() - 1],
+        ] {
             match Group::from_snapshot(GroupConfig::new(1), damaged) {
                 Err(e) => assert!(e.to_string().contains("group 1 snapshot"), "{e}"),
                 Ok(_) => panic!("{} damaged bytes loaded", damaged.len()),
