@@ -501,16 +501,22 @@ impl From<ReplicatedV2> for Replicated {
 
 impl Replicated {
     /// A state from a snapshot that did not mark unacknowledged hand-offs kept every copy
-    /// whole for good; any of them may still be pulled, so all are marked unacknowledged.
-    /// The gainer is known for copies of the applied and the previous config (their owner);
-    /// older ones are never asked about and stay whole, as they always did.
+    /// whole for good; any of them may still be pulled, so all are marked unacknowledged
+    /// (but those no group gains, as a freeze does). The gainer is known for copies of the
+    /// applied and the previous config (their owner); older ones are marked [`NO_GROUP`]:
+    /// never asked about, they stay whole, as they always did.
     fn with_older_handoffs_unacked(mut self) -> Replicated {
         for &(num, s) in self.outgoing.keys() {
-            let gainer = [&self.config, &self.prev]
+            let known = [&self.config, &self.prev]
                 .into_iter()
-                .find(|c| c.num == num)
-                .map_or(NO_GROUP, |c| c.owner(s));
-            self.unacked_handoffs.insert((num, s), gainer);
+                .find(|c| c.num == num);
+            match known.map(|c| c.owner(s)) {
+                Some(NO_GROUP) => {}
+                gainer => {
+                    let gainer = gainer.unwrap_or(NO_GROUP);
+                    self.unacked_handoffs.insert((num, s), gainer);
+                }
+            }
         }
         self
     }
@@ -1857,7 +1863,7 @@ impl Group {
                 self.send(Addr::Group(from), Msg::PullShard { num, shard: s });
             }
         }
-        if now % t.retransmit_ticks.max(1) == 0 {
+        if now.is_multiple_of(t.retransmit_ticks.max(1)) {
             let asks: Vec<(GroupId, Msg)> = self
                 .st
                 .unacked_handoffs
