@@ -248,7 +248,7 @@ fn evicting(c: &mut SimConfig) {
 #[test]
 fn evicted_exactly_once_entries_are_never_applied_twice() {
     let count = (seeds() / 2).max(50);
-    let mut evicted = 0;
+    let (mut evicted, mut tables) = (0, 0);
     for cc in Cc::ALL {
         for seed in 0..count {
             let mut c = config(seed, cc, Deadlock::WoundWait, &[]);
@@ -261,13 +261,18 @@ fn evicted_exactly_once_entries_are_never_applied_twice() {
                 )
             });
             evicted += stats.failures.get("Evicted").copied().unwrap_or(0);
+            tables += stats.handoff_tables_evicted;
         }
     }
-    eprintln!("{count} seeds per cc: {evicted} retries answered Evicted");
+    eprintln!(
+        "{count} seeds per cc: {evicted} retries answered Evicted, {tables} handed-off tables \
+         evicted (held at the end)"
+    );
     assert!(
         evicted > 0,
         "no retry met an evicted entry: the test exercised nothing"
     );
+    assert!(tables > 0, "no handed-off table was evicted");
 }
 
 /// Late copies of Reads and Prepares, often and long after they were sent, while leaders
