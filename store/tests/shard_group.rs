@@ -3,7 +3,9 @@
 //! its decision, exactly-once across a shard move, and the two 2PL deadlock policies.
 
 use paxos_kv::shard::config::{Controller, ControllerCmd};
-use paxos_kv::shard::group::{Addr, Group, GroupCmd, GroupConfig, Input, Msg, Output, WriteOp};
+use paxos_kv::shard::group::{
+    Addr, Group, GroupCmd, GroupConfig, HandedOff, Input, Msg, Output, WriteOp,
+};
 use paxos_kv::shard::{
     shard_of, AbortReason, Age, Cc, ClientId, Deadlock, GroupId, OpResult, TxnId, TxnOp, TxnReply,
     TxnRequest, Value, DEFAULT_SHARDS,
@@ -38,6 +40,15 @@ impl Net {
         deadlock: Deadlock,
         finished_max: Option<usize>,
     ) -> Net {
+        Net::with_config(groups, cc, deadlock, |cfg| {
+            if let Some(n) = finished_max {
+                cfg.finished_max = n;
+            }
+        })
+    }
+
+    /// As [`Net::new`], with each group's settings changed by `set`.
+    fn with_config(groups: u64, cc: Cc, deadlock: Deadlock, set: impl Fn(&mut GroupConfig)) -> Net {
         let mut net = Net {
             controller: Controller::new(DEFAULT_SHARDS),
             cfgs: BTreeMap::new(),
@@ -58,9 +69,7 @@ impl Net {
             let mut cfg = GroupConfig::new(id);
             cfg.cc = cc;
             cfg.deadlock = deadlock;
-            if let Some(n) = finished_max {
-                cfg.finished_max = n;
-            }
+            set(&mut cfg);
             let mut g = Group::new(cfg.clone());
             g.become_leader();
             net.cfgs.insert(id, cfg);
@@ -186,6 +195,33 @@ impl Net {
             .owner(shard_of(key, DEFAULT_SHARDS));
         let v = self.group(owner).get(key).expect("owner serves it");
         (v.value, v.version)
+    }
+}
+
+impl Net {
+    /// Group `id`'s handed-off copy of `shard` (the newest).
+    fn copy_of(&self, id: GroupId, shard: usize) -> HandedOff {
+        let copies = self.group(id).handed_off();
+        let copy = copies.iter().rev().find(|h| h.shard == shard);
+        copy.cloned()
+            .unwrap_or_else(|| panic!("group {id} keeps no copy of shard {shard}: {copies:?}"))
+    }
+
+    /// Sends `ops` as `id` to group `to` and returns the answer (the only one after this).
+    fn ask(&mut self, to: GroupId, id: TxnId, ops: Vec<TxnOp>) -> TxnReply {
+        self.replies.clear();
+        self.submit(to, id, ops);
+        self.run(5);
+        self.reply_to(id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} unanswered"))
+    }
+
+    fn move_shard(&mut self, shard: usize, group: GroupId, ticks: u64) {
+        self.controller
+            .apply(&ControllerCmd::Move { shard, group })
+            .expect("move");
+        self.run(ticks);
     }
 }
 
@@ -771,4 +807,142 @@ fn a_late_prepare_at_a_new_participant_leader_is_refused_and_applies_nothing() {
             assert_eq!(net.group(2).prepared_count(), 0, "{what}: prepared again");
         }
     }
+}
+
+/// Once the gaining group acknowledged installing a shard, the losing group keeps only the
+/// shard's exactly-once table: the data is gone, and a retry there of a transaction applied
+/// before the move still gets its outcome, not "wrong group".
+#[test]
+fn a_shard_moved_away_and_acknowledged_keeps_only_its_exactly_once_table() {
+    let mut net = Net::new(2, Cc::Occ, Deadlock::WoundWait);
+    let k = net.key_of(1, 0);
+    let shard = shard_of(&k, DEFAULT_SHARDS);
+    let append = vec![TxnOp::Append(k.clone(), "once".into())];
+    let applied = net.ask(1, txn(7, 1), append.clone());
+    assert!(matches!(applied, TxnReply::Committed { .. }), "{applied:?}");
+    net.move_shard(shard, 2, 60);
+    assert!(net.group(2).serving_shards().contains(&shard));
+    let copy = net.copy_of(1, shard);
+    assert!(
+        !copy.unacked && copy.keys == 0 && copy.dedup_entries == 1,
+        "the acknowledged copy keeps its table only: {copy:?}"
+    );
+    assert_eq!(
+        net.ask(1, txn(7, 1), append),
+        applied,
+        "the retry's outcome"
+    );
+    assert_eq!(net.value(&k), (Some(Value::List(vec!["once".into()])), 1));
+    let new = net.ask(1, txn(7, 2), vec![TxnOp::Read(k.clone())]);
+    assert!(
+        matches!(new, TxnReply::WrongGroup { owner: 2, .. }),
+        "{new:?}"
+    );
+}
+
+/// Past `handoff_tables_max` acknowledged copies, the oldest copy's table is evicted into its
+/// floors: a retry there of a transaction it answered is unknown (`Evicted`, HTTP 504), never
+/// "wrong group" (definite) or run again; a newer seq of that client is routed as usual.
+#[test]
+fn a_handed_off_table_past_the_bound_is_evicted_and_a_retry_is_unknown() {
+    let mut net = Net::with_config(2, Cc::Occ, Deadlock::WoundWait, |c| {
+        c.handoff_tables_max = 1
+    });
+    let k1 = net.key_of(1, 0);
+    let s1 = shard_of(&k1, DEFAULT_SHARDS);
+    let k2 = (1..100)
+        .map(|i| net.key_of(1, i))
+        .find(|k| shard_of(k, DEFAULT_SHARDS) != s1)
+        .expect("group 1 owns two shards");
+    let s2 = shard_of(&k2, DEFAULT_SHARDS);
+    let (a1, a2) = (
+        vec![TxnOp::Append(k1.clone(), "one".into())],
+        vec![TxnOp::Append(k2.clone(), "two".into())],
+    );
+    let first = net.ask(1, txn(7, 1), a1.clone());
+    let second = net.ask(1, txn(8, 1), a2.clone());
+    assert!(matches!(first, TxnReply::Committed { .. }), "{first:?}");
+    net.move_shard(s1, 2, 60);
+    net.move_shard(s2, 2, 60);
+    let (c1, c2) = (net.copy_of(1, s1), net.copy_of(1, s2));
+    assert!(
+        c1.dedup_entries == 0 && c1.dedup_floors,
+        "the older copy's table is evicted into floors: {c1:?}"
+    );
+    assert_eq!(c2.dedup_entries, 1, "the newer keeps its table: {c2:?}");
+    assert_eq!(
+        net.ask(1, txn(7, 1), a1.clone()),
+        TxnReply::Aborted {
+            reason: AbortReason::Evicted { floor: 1 }
+        },
+        "a retry of an evicted copy's transaction is unknown"
+    );
+    assert_eq!(net.ask(1, txn(8, 1), a2), second);
+    let new = net.ask(1, txn(7, 2), vec![TxnOp::Read(k1.clone())]);
+    assert!(
+        matches!(new, TxnReply::WrongGroup { owner: 2, .. }),
+        "{new:?}"
+    );
+    // The new owner has the table (it moved with the shard): the retry's outcome there.
+    assert_eq!(net.ask(2, txn(7, 1), a1), first);
+    assert_eq!(net.value(&k1), (Some(Value::List(vec!["one".into()])), 1));
+}
+
+/// A hand-off the gaining group has not acknowledged keeps its data, also past the bound of
+/// tables (0 here) and across restarts of the losing group: the gainer installs it whenever
+/// its pulls get through, and an acknowledgement lost on the way is asked for again by the
+/// restarted group. Only then is the data dropped.
+#[test]
+fn an_unacknowledged_hand_off_is_kept_across_restarts_until_installed() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let mut net = Net::with_config(2, Cc::TwoPl, Deadlock::WoundWait, |c| {
+        c.handoff_tables_max = 0
+    });
+    let k1 = net.key_of(1, 0);
+    let s1 = shard_of(&k1, DEFAULT_SHARDS);
+    let k2 = (1..100)
+        .map(|i| net.key_of(1, i))
+        .find(|k| shard_of(k, DEFAULT_SHARDS) != s1)
+        .expect("group 1 owns two shards");
+    let s2 = shard_of(&k2, DEFAULT_SHARDS);
+    let w1 = net.ask(1, txn(7, 1), vec![TxnOp::Write(k1.clone(), "v1".into())]);
+    net.ask(1, txn(8, 1), vec![TxnOp::Write(k2.clone(), "v2".into())]);
+    // Phase 0: no hand-off gets through; 1: hand-offs do, acknowledgements do not; 2: all.
+    let phase = Rc::new(Cell::new(0));
+    let p = phase.clone();
+    net.drop = Box::new(move |_, _, m| match m {
+        Msg::ShardHandoff { .. } => p.get() == 0,
+        Msg::HandoffAck { .. } => p.get() == 1,
+        _ => false,
+    });
+    net.move_shard(s1, 2, 40);
+    net.move_shard(s2, 2, 40);
+    net.crash_and_recover(1);
+    net.run(40);
+    for s in [s1, s2] {
+        let c = net.copy_of(1, s);
+        assert!(c.unacked && c.keys == 1, "kept whole: {c:?}");
+        assert!(!net.group(2).serving_shards().contains(&s));
+    }
+    phase.set(1);
+    net.run(60);
+    assert!(
+        net.group(2).serving_shards().contains(&s1) && net.group(2).serving_shards().contains(&s2)
+    );
+    net.crash_and_recover(1);
+    assert!(net.copy_of(1, s1).unacked, "the acknowledgement was lost");
+    phase.set(2);
+    net.run(40);
+    for s in [s1, s2] {
+        let c = net.copy_of(1, s);
+        assert!(
+            !c.unacked && c.keys == 0,
+            "acknowledged after the restart: {c:?}"
+        );
+    }
+    assert_eq!(net.value(&k1), (s("v1"), 1));
+    assert_eq!(net.value(&k2), (s("v2"), 1));
+    let retry = net.ask(2, txn(7, 1), vec![TxnOp::Write(k1.clone(), "v1".into())]);
+    assert_eq!(retry, w1, "the table moved with the shard");
 }

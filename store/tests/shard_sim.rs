@@ -103,6 +103,12 @@ fn check_correct(cc: Cc, deadlock: Deadlock) {
     );
     assert!(stats.leader_changes > 0, "no leader change: {stats:?}");
     assert!(stats.reroutes > count, "too few re-routes: {stats:?}");
+    // The simulator's small bound of handed-off tables (2) evicts some: retries of what they
+    // answered are then checked too (a definite answer to an applied one is a violation).
+    assert!(
+        stats.handoff_tables_evicted > 0,
+        "no handed-off table evicted: {stats:?}"
+    );
     // Definite failures, wrong group and not ready included, are all checked against what
     // took effect.
     for why in ["wrong-group", "NotReady"] {
@@ -228,6 +234,8 @@ fn one_seed() {
 /// in [`one_seed`]).
 fn evicting(c: &mut SimConfig) {
     c.dedup_max_bytes_per_shard = Some(300);
+    // Handed-off copies keep no table entries once acknowledged (only the floors).
+    c.handoff_tables_max = Some(0);
     // Retries are what meet evicted entries: answer slowly, retry often.
     c.client_timeout_ticks = 25;
     c.client_attempts = 6;
@@ -240,7 +248,7 @@ fn evicting(c: &mut SimConfig) {
 #[test]
 fn evicted_exactly_once_entries_are_never_applied_twice() {
     let count = (seeds() / 2).max(50);
-    let mut evicted = 0;
+    let (mut evicted, mut tables) = (0, 0);
     for cc in Cc::ALL {
         for seed in 0..count {
             let mut c = config(seed, cc, Deadlock::WoundWait, &[]);
@@ -253,13 +261,18 @@ fn evicted_exactly_once_entries_are_never_applied_twice() {
                 )
             });
             evicted += stats.failures.get("Evicted").copied().unwrap_or(0);
+            tables += stats.handoff_tables_evicted;
         }
     }
-    eprintln!("{count} seeds per cc: {evicted} retries answered Evicted");
+    eprintln!(
+        "{count} seeds per cc: {evicted} retries answered Evicted, {tables} handed-off tables \
+         evicted (held at the end)"
+    );
     assert!(
         evicted > 0,
         "no retry met an evicted entry: the test exercised nothing"
     );
+    assert!(tables > 0, "no handed-off table was evicted");
 }
 
 /// Late copies of Reads and Prepares, often and long after they were sent, while leaders

@@ -140,19 +140,35 @@ impl DedupTable {
         );
         self.by_age.insert(stamp, client);
         self.bytes += bytes;
-        while max_bytes > 0 && self.bytes > max_bytes {
-            let Some((_, oldest)) = self.by_age.pop_first() else {
-                break;
-            };
-            if let Some(e) = self.entries.remove(&oldest) {
-                self.bytes -= e.bytes;
-                if self.evicted.is_empty() {
-                    self.evicted = vec![0; EVICTED_BUCKETS];
-                }
-                let floor = &mut self.evicted[bucket(oldest)];
-                *floor = (*floor).max(e.seq);
+        while max_bytes > 0 && self.bytes > max_bytes && self.evict_oldest() {}
+    }
+
+    /// Evicts every entry into the eviction floors: a retry of any transaction the table
+    /// answered is then refused as unknown (`Evicted`), never run. What is left is the floors
+    /// (8 KiB). Used for a handed-off shard's copy past the bound of copies kept.
+    pub fn evict_all(&mut self) {
+        while self.evict_oldest() {}
+    }
+
+    /// Evicts the oldest entry, raising its bucket's floor; false if there is none.
+    fn evict_oldest(&mut self) -> bool {
+        let Some((_, oldest)) = self.by_age.pop_first() else {
+            return false;
+        };
+        if let Some(e) = self.entries.remove(&oldest) {
+            self.bytes -= e.bytes;
+            if self.evicted.is_empty() {
+                self.evicted = vec![0; EVICTED_BUCKETS];
             }
+            let floor = &mut self.evicted[bucket(oldest)];
+            *floor = (*floor).max(e.seq);
         }
+        true
+    }
+
+    /// Whether any entry was ever evicted (the floors exist).
+    pub fn has_floors(&self) -> bool {
+        !self.evicted.is_empty()
     }
 
     /// Bytes held, as counted for the bound.
@@ -220,5 +236,24 @@ mod tests {
         assert_eq!(t.lookup(8, 5), Lookup::Evicted { floor: 5 });
         // The bytes are the sum of what is held.
         assert_eq!(t.bytes(), one * 4);
+        // Evicting everything keeps every floor: no retry it answered is run again.
+        t.evict_all();
+        assert!(t.is_empty());
+        assert_eq!(t.bytes(), 0);
+        for client in 1..=11 {
+            let seq = if client == 7 {
+                6
+            } else if client == 11 {
+                1
+            } else {
+                5
+            };
+            assert!(
+                matches!(t.lookup(client, seq), Lookup::Evicted { .. }),
+                "c{client} s{seq}: {:?}",
+                t.lookup(client, seq)
+            );
+        }
+        assert_eq!(t.lookup(7, 7), Lookup::New);
     }
 }

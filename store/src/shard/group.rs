@@ -46,6 +46,20 @@
 //! gaining group pulls `(n, shard)` from the owner in config `n - 1`, proposes
 //! [`GroupCmd::InstallShard`], and serves the shard once that is applied.
 //!
+//! The losing group keeps the whole copy until the gaining group acknowledges the install
+//! (it answers pulls from it, also after a restart: the copy and its unacknowledged mark are
+//! replicated). It asks every `retransmit_ticks` ([`Msg::HandoffQuery`]); the gainer answers
+//! [`Msg::HandoffAck`] from its applied state (and sends one when it applies the install);
+//! the loser logs [`GroupCmd::HandoffAcked`]. From then on only the copy's exactly-once table
+//! is kept, to answer retries of transactions applied here before the move
+//! ([`Group::handed_off`]). Retries consult the newest copy of a shard only (the table moves
+//! with its shard, so it holds every older copy's answers), so an acknowledged copy is
+//! dropped once a newer copy of its shard exists or the shard is held here again. At most
+//! [`GroupConfig::handoff_tables_max`] acknowledged copies keep their entries; past it the
+//! oldest copy's table is evicted into its eviction floors ([`super::dedup`]), so a retry of
+//! any transaction it answered gets `Evicted` (outcome unknown), never "wrong group" or a new
+//! run.
+//!
 //! # Transactions
 //!
 //! A request whose shards all belong to this group takes the fast path: one
@@ -189,6 +203,17 @@ pub enum Msg {
         shard: ShardId,
         data: ShardData,
     },
+    /// Losing group -> gaining group: have you installed the shard handed off in `num`?
+    HandoffQuery {
+        num: ConfigNum,
+        shard: ShardId,
+    },
+    /// Gaining group -> losing group: the shard handed off in `num` is installed here (in
+    /// this group's log), so the losing group's copy of its data is no longer needed.
+    HandoffAck {
+        num: ConfigNum,
+        shard: ShardId,
+    },
 }
 
 /// A record in a group's log.
@@ -236,6 +261,9 @@ pub enum GroupCmd {
     /// Coordinator: every participant acknowledged the decision, drop the record. A client
     /// retry after this runs a new attempt that the participants' exactly-once tables answer.
     Forget { txn: TxnId },
+    /// Losing group: the gaining group installed the shard handed off in `num`; keep only
+    /// the copy's exactly-once table.
+    HandoffAcked { num: ConfigNum, shard: ShardId },
 }
 
 /// Facts for metrics and for the simulator's checks.
@@ -338,6 +366,10 @@ pub struct GroupConfig {
     /// Finished transactions a participant remembers in its replicated state
     /// ([`super::finished`]); older ones are covered by per-coordinator age floors.
     pub finished_max: usize,
+    /// Handed-off shard copies, acknowledged by their gaining group, whose exactly-once
+    /// tables are kept whole (each within `dedup_max_bytes_per_shard`); past it the oldest
+    /// (by config) keeps only its eviction floors (8 KiB). The same at every replica.
+    pub handoff_tables_max: usize,
 }
 
 impl GroupConfig {
@@ -352,6 +384,7 @@ impl GroupConfig {
             max_waiters: 1024,
             dedup_max_bytes_per_shard: DEFAULT_DEDUP_MAX_BYTES_PER_SHARD,
             finished_max: DEFAULT_FINISHED_MAX,
+            handoff_tables_max: DEFAULT_SHARDS,
         }
     }
 }
@@ -393,10 +426,16 @@ struct Replicated {
     /// "definite failure" for a transaction that committed).
     forgotten: DedupTable,
     /// Transactions finished here as a participant, bounded: a late Read or Prepare of one is
-    /// refused, also at a leader elected after it finished ([`super::finished`]). Last, so
-    /// that a snapshot written before it existed is a prefix of this layout
-    /// ([`ReplicatedV1`]).
+    /// refused, also at a leader elected after it finished ([`super::finished`]). After the
+    /// fields of [`ReplicatedV1`], so that a snapshot written before it existed is a prefix of
+    /// this layout.
     finished: FinishedTxns,
+    /// Copies in `outgoing` whose gaining group (the value) has not acknowledged installing
+    /// them: their data is kept (pulls are answered from it) and they are never dropped or
+    /// evicted. [`NO_GROUP`]: the gainer is unknown (a copy from an older snapshot), kept for
+    /// good. Last, so that a snapshot written before it existed is a prefix of this layout
+    /// ([`ReplicatedV2`]).
+    unacked_handoffs: BTreeMap<(ConfigNum, ShardId), GroupId>,
 }
 
 /// [`Replicated`] as snapshots wrote it before `finished` existed (bincode writes a struct as
@@ -437,8 +476,66 @@ impl From<ReplicatedV1> for Replicated {
             undecided: v.undecided,
             forgotten: v.forgotten,
             finished: FinishedTxns::default(),
+            unacked_handoffs: BTreeMap::new(),
         }
+        .with_older_handoffs_unacked()
     }
+}
+
+/// [`Replicated`] as snapshots wrote it before `unacked_handoffs` existed (bincode writes
+/// nested structs as their fields in order, so these bytes are exactly a prefix of today's
+/// layout).
+#[derive(Deserialize)]
+struct ReplicatedV2 {
+    v1: ReplicatedV1,
+    finished: FinishedTxns,
+}
+
+impl From<ReplicatedV2> for Replicated {
+    fn from(v: ReplicatedV2) -> Replicated {
+        let mut st = Replicated::from(v.v1);
+        st.finished = v.finished;
+        st
+    }
+}
+
+impl Replicated {
+    /// A state from a snapshot that did not mark unacknowledged hand-offs kept every copy
+    /// whole for good; any of them may still be pulled, so all are marked unacknowledged
+    /// (but those no group gains, as a freeze does). The gainer is known for copies of the
+    /// applied and the previous config (their owner); older ones are marked [`NO_GROUP`]:
+    /// never asked about, they stay whole, as they always did.
+    fn with_older_handoffs_unacked(mut self) -> Replicated {
+        for &(num, s) in self.outgoing.keys() {
+            let known = [&self.config, &self.prev]
+                .into_iter()
+                .find(|c| c.num == num);
+            match known.map(|c| c.owner(s)) {
+                Some(NO_GROUP) => {}
+                gainer => {
+                    let gainer = gainer.unwrap_or(NO_GROUP);
+                    self.unacked_handoffs.insert((num, s), gainer);
+                }
+            }
+        }
+        self
+    }
+}
+
+/// A handed-off shard copy as kept ([`Group::handed_off`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandedOff {
+    pub num: ConfigNum,
+    pub shard: ShardId,
+    /// Keys of its data held (0 once the hand-off is acknowledged).
+    pub keys: usize,
+    /// Entries of its exactly-once table (0 once evicted into floors).
+    pub dedup_entries: usize,
+    pub dedup_bytes: usize,
+    /// Its table has eviction floors (some entry was evicted).
+    pub dedup_floors: bool,
+    /// The gaining group has not acknowledged installing it.
+    pub unacked: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -552,6 +649,7 @@ impl Group {
                 undecided: BTreeSet::new(),
                 forgotten: DedupTable::default(),
                 finished: FinishedTxns::default(),
+                unacked_handoffs: BTreeMap::new(),
             },
             cfg,
             v: Volatile::default(),
@@ -645,16 +743,16 @@ impl Group {
         let what = format!("group {} snapshot", cfg.id);
         let st: Replicated = match crate::codec::decode::<Replicated>(&what, bytes) {
             Ok(st) => st,
-            // A snapshot written before the record of finished transactions existed. Only
-            // when the bytes decode as that layout exactly (nothing left over), so that
-            // a damaged snapshot of today's layout is an error, not a silent misload.
-            Err(e) => match decode_v1(bytes) {
-                Some(v1) => {
+            // A snapshot of an older layout (a prefix of today's). Only when the bytes decode
+            // as that layout exactly (nothing left over), so that a damaged snapshot of
+            // today's layout is an error, not a silent misload.
+            Err(e) => match decode_older(bytes) {
+                Some((st, missing)) => {
                     tracing::warn!(
-                        "{what}: an older snapshot layout (no record of finished \
-                         transactions); loaded with an empty record"
+                        "{what}: an older snapshot layout (without {missing}); loaded with \
+                         every handed-off copy kept until its gainer acknowledges it"
                     );
-                    Replicated::from(v1)
+                    st
                 }
                 None => {
                     return Err(super::ShardError::Decode {
@@ -677,6 +775,23 @@ impl Group {
         let mut g = Group::new(cfg);
         g.st = st;
         Ok(g)
+    }
+
+    /// The shard copies this group handed off and keeps, oldest config first.
+    pub fn handed_off(&self) -> Vec<HandedOff> {
+        self.st
+            .outgoing
+            .iter()
+            .map(|(&(num, shard), d)| HandedOff {
+                num,
+                shard,
+                keys: d.data.len(),
+                dedup_entries: d.dedup.len(),
+                dedup_bytes: d.dedup.bytes(),
+                dedup_floors: d.dedup.has_floors(),
+                unacked: self.st.unacked_handoffs.contains_key(&(num, shard)),
+            })
+            .collect()
     }
 
     /// Transactions remembered as finished here (participant side).
@@ -1037,9 +1152,23 @@ impl Group {
             }
             Msg::QueryDecision { txn } => self.on_query_decision(from, txn),
             Msg::PullShard { num, shard } => {
-                if let Some(data) = self.st.outgoing.get(&(num, shard)) {
+                // Only an unacknowledged copy still holds its data.
+                let unacked = self.st.unacked_handoffs.contains_key(&(num, shard));
+                if let (true, Some(data)) = (unacked, self.st.outgoing.get(&(num, shard))) {
                     let data = data.clone();
                     self.send(from, Msg::ShardHandoff { num, shard, data });
+                }
+            }
+            Msg::HandoffQuery { num, shard } => {
+                if self.installed(num, shard) {
+                    self.send(from, Msg::HandoffAck { num, shard });
+                }
+            }
+            Msg::HandoffAck { num, shard } => {
+                let gainer = self.st.unacked_handoffs.get(&(num, shard));
+                if matches!(from, Addr::Group(g) if gainer == Some(&g)) {
+                    let cmd = GroupCmd::HandoffAcked { num, shard };
+                    self.propose_once(format!("handoff-acked{num}/{shard}"), cmd);
                 }
             }
             Msg::ShardHandoff { num, shard, data } => {
@@ -1734,6 +1863,18 @@ impl Group {
                 self.send(Addr::Group(from), Msg::PullShard { num, shard: s });
             }
         }
+        if now.is_multiple_of(t.retransmit_ticks.max(1)) {
+            let asks: Vec<(GroupId, Msg)> = self
+                .st
+                .unacked_handoffs
+                .iter()
+                .filter(|(_, g)| **g != NO_GROUP)
+                .map(|(&(num, shard), &g)| (g, Msg::HandoffQuery { num, shard }))
+                .collect();
+            for (g, msg) in asks {
+                self.send(Addr::Group(g), msg);
+            }
+        }
         self.tick_coordinator(&t);
         // Orphaned coordinator records (their attempt died with a previous leader).
         let orphans: Vec<(TxnId, Vec<GroupId>)> = self
@@ -1892,6 +2033,15 @@ impl Group {
                     self.st.shards.insert(shard, data);
                     let group = self.cfg.id;
                     self.observe(Observation::ShardInstalled { group, num, shard });
+                    // Logged: the losing group may drop its copy's data.
+                    let from = Addr::Group(self.st.prev.owner(shard));
+                    self.send(from, Msg::HandoffAck { num, shard });
+                    self.collect_handoffs();
+                }
+            }
+            GroupCmd::HandoffAcked { num, shard } => {
+                if self.st.unacked_handoffs.remove(&(num, shard)).is_some() {
+                    self.collect_handoffs();
                 }
             }
             GroupCmd::Local { req, epoch } => self.apply_local(req, epoch),
@@ -1985,6 +2135,11 @@ impl Group {
             let data = self.st.shards.remove(&s).unwrap_or_default();
             let num = self.st.config.num;
             self.st.outgoing.insert((num, s), data);
+            // No group gains it: nobody pulls it (the next owner starts it empty).
+            let gainer = self.st.config.owner(s);
+            if gainer != NO_GROUP {
+                self.st.unacked_handoffs.insert((num, s), gainer);
+            }
             self.st.frozen_at.insert(s, (num, self.st.applied));
             let group = self.cfg.id;
             self.observe(Observation::ShardFrozen {
@@ -1993,6 +2148,54 @@ impl Group {
                 shard: s,
             });
         }
+        self.collect_handoffs();
+    }
+
+    /// Drops what neither a pull nor a retry needs of the handed-off copies (see "Migration"
+    /// in the module docs): an acknowledged copy loses its data, and goes once a newer copy
+    /// of its shard exists or the shard is held here again (retries consult the held table or
+    /// the newest copy only); past `handoff_tables_max` acknowledged tables, the oldest are
+    /// evicted into their floors. An unacknowledged copy is never touched.
+    fn collect_handoffs(&mut self) {
+        // The planted bug serves reads from a frozen copy's data for a while.
+        let keep_data = self.has_bug(ShardBug::MigrationServesStale);
+        let max_tables = self.cfg.handoff_tables_max;
+        let Replicated {
+            outgoing,
+            unacked_handoffs: unacked,
+            shards,
+            ..
+        } = &mut self.st;
+        // Keys are ordered by config, so the last copy of a shard is its newest.
+        let newest: BTreeMap<ShardId, ConfigNum> =
+            outgoing.keys().map(|&(num, s)| (s, num)).collect();
+        outgoing.retain(|key, _| {
+            unacked.contains_key(key) || (newest[&key.1] == key.0 && !shards.contains_key(&key.1))
+        });
+        let mut tables = 0;
+        for (key, copy) in outgoing.iter_mut().rev() {
+            if unacked.contains_key(key) {
+                continue;
+            }
+            if !keep_data {
+                copy.data.clear();
+            }
+            if !copy.dedup.is_empty() {
+                tables += 1;
+                if tables > max_tables {
+                    copy.dedup.evict_all();
+                }
+            }
+        }
+    }
+
+    /// Whether the shard handed to this group in config `num` is installed here (its install
+    /// applied from the log): a group applies config `num + 1` only after installing every
+    /// shard arriving in `num`.
+    fn installed(&self, num: ConfigNum, shard: ShardId) -> bool {
+        let c = &self.st.config;
+        c.num > num
+            || (c.num == num && c.owner(shard) == self.cfg.id && !self.st.arriving.contains(&shard))
     }
 
     /// The frozen copy of a shard this group handed off within the stale window (only used
@@ -2370,10 +2573,15 @@ fn prepared_vote(p: &Prepared, coordinator: GroupId) -> Result<(), TxnReply> {
     }
 }
 
-/// The state in a snapshot of the layout before [`Replicated::finished`], if the bytes are
-/// exactly that.
-fn decode_v1(bytes: &[u8]) -> Option<ReplicatedV1> {
-    crate::codec::decode_exact("group snapshot (older layout)", bytes).ok()
+/// The state in a snapshot of an older layout, if the bytes are exactly that layout, and what
+/// it lacked.
+fn decode_older(bytes: &[u8]) -> Option<(Replicated, &'static str)> {
+    let what = "group snapshot (older layout)";
+    if let Ok(v2) = crate::codec::decode_exact::<ReplicatedV2>(what, bytes) {
+        return Some((v2.into(), "the marks of unacknowledged hand-offs"));
+    }
+    let v1 = crate::codec::decode_exact::<ReplicatedV1>(what, bytes).ok()?;
+    Some((v1.into(), "the record of finished transactions"))
 }
 
 fn committed_results(reply: &TxnReply) -> Vec<OpResult> {
@@ -2553,17 +2761,19 @@ mod tests {
         }
     }
 
-    /// A snapshot written before the record of finished transactions existed (today's
-    /// layout without its last field) loads, with an empty record; bytes that are neither
-    /// layout exactly are an error naming the snapshot, never a silent misload.
+    /// Snapshots of the two older layouts (today's without its last field: the marks of
+    /// unacknowledged hand-offs; and without the last two: also the record of finished
+    /// transactions) load: a handed-off copy is marked unacknowledged again (its gainer known
+    /// from the config), so it still answers pulls and is dropped only once acknowledged.
+    /// Bytes that are no layout exactly are an error naming the snapshot, never a misload.
     #[test]
-    fn a_snapshot_of_the_older_layout_loads_and_damaged_bytes_are_refused() {
+    fn snapshots_of_the_older_layouts_load_and_damaged_bytes_are_refused() {
         let mut g = Group::new(GroupConfig::new(1));
         let mut cfg = Config::initial(g.cfg.shards);
         cfg.num = 1;
         cfg.shards = vec![1; g.cfg.shards];
         cfg.groups.insert(1, vec!["g1".into()]);
-        g.step(Input::Apply(GroupCmd::NewConfig(cfg)));
+        g.step(Input::Apply(GroupCmd::NewConfig(cfg.clone())));
         let id = TxnId { client: 9, seq: 1 };
         g.step(Input::Apply(GroupCmd::Local {
             req: TxnRequest {
@@ -2573,14 +2783,43 @@ mod tests {
             },
             epoch: 0,
         }));
+        // Config 2 moves k's shard to group 2: group 1 freezes its copy.
+        let shard = super::super::shard_of("k", g.cfg.shards);
+        cfg.num = 2;
+        cfg.shards[shard] = 2;
+        cfg.groups.insert(2, vec!["g2".into()]);
+        g.step(Input::Apply(GroupCmd::NewConfig(cfg)));
+        assert_eq!(g.st.unacked_handoffs.get(&(2, shard)), Some(&2));
         let now = g.snapshot();
-        let tail = crate::codec::encode(&FinishedTxns::default());
-        assert!(now.ends_with(&tail), "the record is the last field");
-        let old = &now[..now.len() - tail.len()];
-        let loaded = Group::from_snapshot(GroupConfig::new(1), old).expect("old layout loads");
-        assert_eq!(loaded.digest(), g.digest());
-        assert_eq!(loaded.get("k").map(|v| v.version), Some(1));
-        for damaged in [&now[..now.len() - 1], &old[..old.len() - 1]] {
+        let marks = crate::codec::encode(&g.st.unacked_handoffs);
+        let finished = crate::codec::encode(&FinishedTxns::default());
+        assert!(now.ends_with(&marks), "the marks are the last field");
+        let v2 = &now[..now.len() - marks.len()];
+        assert!(v2.ends_with(&finished), "the record comes before them");
+        let v1 = &v2[..v2.len() - finished.len()];
+        for old in [v2, v1] {
+            let mut loaded = Group::from_snapshot(GroupConfig::new(1), old).expect("loads");
+            assert_eq!(loaded.digest(), g.digest(), "{} bytes", old.len());
+            let pull = Msg::PullShard { num: 2, shard };
+            let out = loaded.step(Input::Message {
+                from: Addr::Group(2),
+                msg: pull,
+            });
+            let handed = out.iter().any(|o| {
+                matches!(o, Output::Send { msg: Msg::ShardHandoff { data, .. }, .. }
+                    if data.data.contains_key("k"))
+            });
+            assert!(handed, "the loaded copy answers a pull: {out:?}");
+            loaded.step(Input::Apply(GroupCmd::HandoffAcked { num: 2, shard }));
+            let kept = loaded.handed_off();
+            assert_eq!((kept.len(), kept[0].keys, kept[0].unacked), (1, 0, false));
+            assert_eq!(kept[0].dedup_entries, 1, "the table is kept");
+        }
+        for damaged in [
+            &now[..now.len() - 1],
+            &v2[..v2.len() - 1],
+            &v1[..v1.len() - 1],
+        ] {
             match Group::from_snapshot(GroupConfig::new(1), damaged) {
                 Err(e) => assert!(e.to_string().contains("group 1 snapshot"), "{e}"),
                 Ok(_) => panic!("{} damaged bytes loaded", damaged.len()),

@@ -91,6 +91,9 @@ pub struct SimConfig {
     pub max_reroutes: u32,
     /// Each participant's record of finished transactions (the group default unless set).
     pub finished_max: Option<usize>,
+    /// Acknowledged handed-off copies whose exactly-once tables a group keeps whole (the
+    /// group default unless set); small, so that retries meet evicted copies.
+    pub handoff_tables_max: Option<usize>,
     /// Print to stderr every applied log record and observation whose debug text contains
     /// this (config changes and shard installs always), to follow one transaction.
     pub trace: Option<String>,
@@ -131,6 +134,7 @@ impl SimConfig {
             anonymous_probability: 0.2,
             max_reroutes: 3,
             finished_max: None,
+            handoff_tables_max: Some(2),
             trace: None,
         }
     }
@@ -146,6 +150,9 @@ impl SimConfig {
         }
         if let Some(n) = self.finished_max {
             g.finished_max = n;
+        }
+        if let Some(n) = self.handoff_tables_max {
+            g.handoff_tables_max = n;
         }
         g
     }
@@ -189,6 +196,10 @@ pub struct SimStats {
     pub definite_failures: u64,
     /// Definite failures by reason, for tuning and diagnosis.
     pub failures: BTreeMap<String, u64>,
+    /// Handed-off copies held at the end, and those of them whose tables were evicted into
+    /// floors (past `handoff_tables_max`).
+    pub handoff_copies: u64,
+    pub handoff_tables_evicted: u64,
 }
 
 impl SimStats {
@@ -212,6 +223,8 @@ impl SimStats {
         for (k, n) in &o.failures {
             *self.failures.entry(k.clone()).or_default() += n;
         }
+        self.handoff_copies += o.handoff_copies;
+        self.handoff_tables_evicted += o.handoff_tables_evicted;
     }
 }
 
@@ -376,6 +389,14 @@ impl Sim {
         }
         self.stats.ticks = self.tick;
         self.stats.configs = self.controller.latest().num;
+        for g in self.groups.values().filter_map(|g| g.group.as_ref()) {
+            for h in g.handed_off() {
+                self.stats.handoff_copies += 1;
+                if h.dedup_entries == 0 && h.dedup_floors {
+                    self.stats.handoff_tables_evicted += 1;
+                }
+            }
+        }
         self.final_checks()?;
         Ok(self.stats)
     }
@@ -1037,6 +1058,7 @@ impl Sim {
                     group.undecided_count()
                 )));
             }
+            self.check_handoffs(*id, group)?;
             for s in group.serving_shards() {
                 if let Some(other) = server.insert(s, *id) {
                     return Err(
@@ -1053,6 +1075,31 @@ impl Sim {
                     latest.owner(s)
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// After healing every hand-off is acknowledged; an acknowledged copy holds no data (but
+    /// with the planted bug, which serves reads from it); at most `handoff_tables_max` keep
+    /// table entries, and at most one acknowledged copy per shard is kept.
+    fn check_handoffs(&self, id: GroupId, group: &Group) -> Result<(), Violation> {
+        let copies = group.handed_off();
+        let keeps_data = self.cfg.bugs.contains(&ShardBug::MigrationServesStale);
+        let mut shards = BTreeSet::new();
+        for h in &copies {
+            if h.unacked || (h.keys > 0 && !keeps_data) || !shards.insert(h.shard) {
+                return Err(self.violation(format!(
+                    "group {id} after healing holds {h:?} (unacknowledged, with data, or a \
+                     second copy of its shard): {copies:?}"
+                )));
+            }
+        }
+        let tables = copies.iter().filter(|h| h.dedup_entries > 0).count();
+        let max = self.groups[&id].cfg.handoff_tables_max;
+        if tables > max {
+            return Err(self.violation(format!(
+                "group {id} keeps {tables} handed-off tables, bound {max}: {copies:?}"
+            )));
         }
         Ok(())
     }
