@@ -468,7 +468,7 @@ fn random_gadget(rng: &mut rand_chacha::ChaCha8Rng, round: usize) -> (Gadget, us
         first: rng.gen_range(0..2),
     };
     let mut candidates: Vec<(Lit, Lit)> = Vec::new();
-    if round % 3 == 0 {
+    if round.is_multiple_of(3) {
         // The complete gadget on m keys: every literal of key i links to every literal of
         // key i+1 (and the last key's to the first's), in a random order.
         let m = rng.gen_range(3..=vars.min(5));

@@ -146,6 +146,47 @@ mod proof_check {
     /// "Key k's version a precedes b", in the log's key ids.
     type Order = (u32, Value, Value);
 
+    /// Version orders: per key, per version, the versions it precedes.
+    #[derive(Clone, Default)]
+    struct Orders(HashMap<u32, HashMap<Value, HashSet<Value>>>);
+
+    impl Orders {
+        fn insert(&mut self, k: u32, a: &Value, b: &Value) {
+            self.0
+                .entry(k)
+                .or_default()
+                .entry(a.clone())
+                .or_default()
+                .insert(b.clone());
+        }
+
+        fn contains(&self, k: u32, a: &Value, b: &Value) -> bool {
+            self.0
+                .get(&k)
+                .and_then(|m| m.get(a))
+                .is_some_and(|s| s.contains(b))
+        }
+
+        /// Transitively closed, per key.
+        fn close(&mut self) {
+            for succ in self.0.values_mut() {
+                let versions: Vec<Value> = succ.keys().cloned().collect();
+                for a in versions {
+                    let mut seen: HashSet<Value> = HashSet::new();
+                    let mut stack: Vec<Value> = succ[&a].iter().cloned().collect();
+                    while let Some(x) = stack.pop() {
+                        if seen.insert(x.clone()) {
+                            if let Some(next) = succ.get(&x) {
+                                stack.extend(next.iter().cloned());
+                            }
+                        }
+                    }
+                    succ.insert(a, seen);
+                }
+            }
+        }
+    }
+
     struct Facts<'a> {
         log: &'a TxnLog,
         /// Per transaction: key -> its external read (ok transactions, known reads only;
@@ -155,8 +196,12 @@ mod proof_check {
         wrote: Vec<HashMap<u32, HashSet<Value>>>,
         /// Ok, or info with a final write some other ok transaction read.
         committed: Vec<bool>,
+        /// (key, value) -> the committed transactions whose final write it is; key -> all
+        /// committed transactions with a final write of it.
+        writers: HashMap<(u32, Value), Vec<usize>>,
+        writers_of_key: HashMap<u32, Vec<usize>>,
         /// Version orders the history itself shows: a transaction read a and then wrote b.
-        base: HashSet<Order>,
+        base: Orders,
         /// rw edges count (not under read committed); real-time and process order count
         /// (strict serializability); the derivation rule applies (one serial order).
         rw: bool,
@@ -195,19 +240,34 @@ mod proof_check {
             }
             let mut committed: Vec<bool> =
                 log.txns.iter().map(|t| t.outcome == Outcome::Ok).collect();
-            let mut base = HashSet::new();
+            let mut finals: HashMap<(u32, Value), Vec<usize>> = HashMap::new();
+            for (t, fw) in final_write.iter().enumerate() {
+                for (&k, v) in fw {
+                    finals.entry((k, v.clone())).or_default().push(t);
+                }
+            }
+            let mut base = Orders::default();
             for t in 0..n {
                 for (&k, a) in &ext_read[t] {
                     if let Some(b) = final_write[t].get(&k) {
                         if *a != Value::Null && a != b {
-                            base.insert((k, a.clone(), b.clone()));
+                            base.insert(k, a, b);
                         }
                     }
-                    for w in 0..n {
-                        if w != t && final_write[w].get(&k) == Some(a) {
+                    for &w in finals.get(&(k, a.clone())).map_or(&[][..], |ws| ws) {
+                        if w != t {
                             committed[w] = true;
                         }
                     }
+                }
+            }
+            let mut writers: HashMap<(u32, Value), Vec<usize>> = HashMap::new();
+            let mut writers_of_key: HashMap<u32, Vec<usize>> = HashMap::new();
+            for ((k, v), ws) in finals {
+                let ws: Vec<usize> = ws.into_iter().filter(|&w| committed[w]).collect();
+                if !ws.is_empty() {
+                    writers_of_key.entry(k).or_default().extend(&ws);
+                    writers.insert((k, v), ws);
                 }
             }
             Facts {
@@ -216,6 +276,8 @@ mod proof_check {
                 final_write,
                 wrote,
                 committed,
+                writers,
+                writers_of_key,
                 base,
                 rw,
                 realtime,
@@ -223,12 +285,12 @@ mod proof_check {
             }
         }
 
-        fn less(&self, order: &HashSet<Order>, k: u32, a: &Value, b: &Value) -> bool {
-            (*a == Value::Null && *b != Value::Null) || order.contains(&(k, a.clone(), b.clone()))
+        fn less(&self, order: &Orders, k: u32, a: &Value, b: &Value) -> bool {
+            (*a == Value::Null && *b != Value::Null) || order.contains(k, a, b)
         }
 
         /// Whether the edge u -kind-> v (on key k) holds under `order`.
-        fn holds(&self, order: &HashSet<Order>, u: usize, v: usize, kind: &str, k: u32) -> bool {
+        fn holds(&self, order: &Orders, u: usize, v: usize, kind: &str, k: u32) -> bool {
             if u == v || !self.committed[u] || !self.committed[v] {
                 return false;
             }
@@ -268,7 +330,7 @@ mod proof_check {
         }
 
         /// Some edge u -> v holds under `order`.
-        fn any_edge(&self, order: &HashSet<Order>, u: usize, v: usize) -> bool {
+        fn any_edge(&self, order: &Orders, u: usize, v: usize) -> bool {
             if ["realtime", "process"]
                 .iter()
                 .any(|kind| self.holds(order, u, v, kind, 0))
@@ -290,64 +352,34 @@ mod proof_check {
         }
 
         /// The version orders that follow from `known` and `assumed`: transitively closed
-        /// per key; with `derive`, also "u precedes r (by a path of edges that hold), u wrote
-        /// k, r read k's version b: u's version precedes b" (else r -rw-> u closes a cycle),
-        /// to a fixpoint.
-        fn closure(
-            &self,
-            known: &HashSet<Order>,
-            assumed: &[Order],
-            derive: bool,
-        ) -> HashSet<Order> {
+        /// per key; with `derive`, also "u precedes r (an edge u -> r holds), u wrote k, r
+        /// read k's version b: u's version precedes b" (else r -rw-> u closes a cycle), to a
+        /// fixpoint.
+        fn closure(&self, known: &Orders, assumed: &[Order], derive: bool) -> Orders {
             let mut order = known.clone();
-            order.extend(assumed.iter().cloned());
-            let n = self.log.txns.len();
+            for (k, a, b) in assumed {
+                order.insert(*k, a, b);
+            }
             for _round in 0..64 {
-                loop {
-                    let mut fresh = Vec::new();
-                    for (k, a, b) in &order {
-                        for (k2, b2, c) in &order {
-                            if k == k2 && b == b2 && !order.contains(&(*k, a.clone(), c.clone())) {
-                                fresh.push((*k, a.clone(), c.clone()));
-                            }
-                        }
-                    }
-                    if fresh.is_empty() {
-                        break;
-                    }
-                    order.extend(fresh);
-                }
+                order.close();
                 if !derive {
                     return order;
                 }
-                let adj: Vec<Vec<usize>> = (0..n)
-                    .map(|u| (0..n).filter(|&v| self.any_edge(&order, u, v)).collect())
-                    .collect();
                 let mut fresh = Vec::new();
-                for u in 0..n {
-                    let mut seen = vec![false; n];
-                    let mut stack = adj[u].clone();
-                    while let Some(x) = stack.pop() {
-                        if std::mem::replace(&mut seen[x], true) {
+                for r in 0..self.log.txns.len() {
+                    for (&k, b) in &self.ext_read[r] {
+                        let Some(vs) = self.writers.get(&(k, b.clone())) else {
                             continue;
-                        }
-                        stack.extend(adj[x].iter().copied());
-                    }
-                    for (r, _) in seen.iter().enumerate().filter(|(r, s)| **s && *r != u) {
-                        for (&k, b) in &self.ext_read[r] {
-                            let Some(a) = self.final_write[u].get(&k) else {
-                                continue;
-                            };
-                            let written = (0..n).any(|w| {
-                                w != u
-                                    && self.committed[w]
-                                    && self.final_write[w].get(&k) == Some(b)
-                            });
-                            if *b != Value::Null && a != b && written {
-                                let o = (k, a.clone(), b.clone());
-                                if !order.contains(&o) {
-                                    fresh.push(o);
-                                }
+                        };
+                        for &u in &self.writers_of_key[&k] {
+                            let a = &self.final_write[u][&k];
+                            if u != r
+                                && !vs.contains(&u)
+                                && a != b
+                                && !self.less(&order, k, a, b)
+                                && self.any_edge(&order, u, r)
+                            {
+                                fresh.push((k, a.clone(), b.clone()));
                             }
                         }
                     }
@@ -355,7 +387,9 @@ mod proof_check {
                 if fresh.is_empty() {
                     return order;
                 }
-                order.extend(fresh);
+                for (k, a, b) in &fresh {
+                    order.insert(*k, a, b);
+                }
             }
             panic!("the derivation did not reach a fixpoint in 64 rounds");
         }
@@ -370,8 +404,7 @@ mod proof_check {
             let k = self.key_id(&o.key);
             for v in [&o.first, &o.second] {
                 assert!(
-                    (0..self.log.txns.len())
-                        .any(|w| self.committed[w] && self.final_write[w].get(&k) == Some(v)),
+                    self.writers.contains_key(&(k, v.clone())),
                     "the proof orders {v} of key {}, which no committed transaction wrote",
                     o.key
                 );
@@ -506,7 +539,7 @@ mod proof_check {
             let usable: Vec<usize> = lemmas
                 .iter()
                 .filter(|(&l, (scope, _))| {
-                    is_prefix(scope, &c.cases) && c.lemma.map_or(true, |own| l < own)
+                    is_prefix(scope, &c.cases) && c.lemma.is_none_or(|own| l < own)
                 })
                 .map(|(&l, _)| l)
                 .collect();
