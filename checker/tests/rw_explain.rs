@@ -351,6 +351,116 @@ fn case_split_is_shown_with_both_cases() {
     }
 }
 
+/// Brute force, independent of the checker: whether some order of every key's versions (the
+/// final writes of its writers) leaves the graph of wr, ww and rw edges (strict: and real
+/// time) acyclic. Panics past 100,000 combinations of orders.
+fn serializable_by_brute_force(txns: &[Txn], keys: usize, strict: bool) -> bool {
+    use Mop::*;
+    let n = txns.len();
+    let ext_read = |t: usize, k: usize| -> Option<Option<i64>> {
+        match txns[t]
+            .mops
+            .iter()
+            .find(|m| matches!(m, Read(x, _) | Write(x, _) if *x == k))?
+        {
+            Read(_, v) => Some(*v),
+            Write(..) => None,
+        }
+    };
+    let final_write = |t: usize, k: usize| -> Option<i64> {
+        txns[t].mops.iter().rev().find_map(|m| match *m {
+            Write(x, v) if x == k => Some(v),
+            _ => None,
+        })
+    };
+    let mut fixed: Vec<(usize, usize)> = Vec::new();
+    // Per key: its writers, and per writer the readers of its version; the nil readers.
+    let mut writers: Vec<Vec<usize>> = vec![Vec::new(); keys];
+    let mut readers: Vec<Vec<Vec<usize>>> = vec![Vec::new(); keys];
+    let mut nil_readers: Vec<Vec<usize>> = vec![Vec::new(); keys];
+    for k in 0..keys {
+        for w in 0..n {
+            if let Some(v) = final_write(w, k) {
+                writers[k].push(w);
+                readers[k].push(
+                    (0..n)
+                        .filter(|&r| r != w && ext_read(r, k) == Some(Some(v)))
+                        .collect(),
+                );
+            }
+        }
+        nil_readers[k] = (0..n).filter(|&r| ext_read(r, k) == Some(None)).collect();
+        for (i, &w) in writers[k].iter().enumerate() {
+            fixed.extend(readers[k][i].iter().map(|&r| (w, r)));
+            fixed.extend(nil_readers[k].iter().filter(|&&r| r != w).map(|&r| (r, w)));
+        }
+    }
+    if strict {
+        for u in 0..n {
+            for v in 0..n {
+                if txns[u].complete < txns[v].invoke {
+                    fixed.push((u, v));
+                }
+            }
+        }
+    }
+    fn permutations(n: usize) -> Vec<Vec<usize>> {
+        if n == 0 {
+            return vec![Vec::new()];
+        }
+        let mut out = Vec::new();
+        for p in permutations(n - 1) {
+            for i in 0..=p.len() {
+                let mut q = p.clone();
+                q.insert(i, n - 1);
+                out.push(q);
+            }
+        }
+        out
+    }
+    let perms: Vec<Vec<Vec<usize>>> = writers.iter().map(|w| permutations(w.len())).collect();
+    let combos: usize = perms.iter().map(|p| p.len()).product();
+    assert!(combos <= 100_000, "{combos} combinations of orders");
+    (0..combos).any(|mut c| {
+        let mut edges = fixed.clone();
+        for k in 0..keys {
+            let order = &perms[k][c % perms[k].len()];
+            c /= perms[k].len();
+            for pair in order.windows(2) {
+                let next = writers[k][pair[1]];
+                edges.push((writers[k][pair[0]], next));
+                edges.extend(
+                    readers[k][pair[0]]
+                        .iter()
+                        .filter(|&&r| r != next)
+                        .map(|&r| (r, next)),
+                );
+            }
+        }
+        // Kahn's algorithm.
+        let mut indeg = vec![0; n];
+        let mut out: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for &(u, v) in &edges {
+            if u != v {
+                indeg[v] += 1;
+                out[u].push(v);
+            }
+        }
+        let mut ready: Vec<usize> = (0..n).filter(|&v| indeg[v] == 0).collect();
+        let mut done = 0;
+        while let Some(u) = ready.pop() {
+            done += 1;
+            for &v in &out[u] {
+                indeg[v] -= 1;
+                if indeg[v] == 0 {
+                    ready.push(v);
+                }
+            }
+        }
+        done == n
+    })
+}
+
 /// A literal of a generated history: key `var`'s version `first` (0 or 1) comes first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Lit {
@@ -368,13 +478,16 @@ struct Lit {
 /// (W(x, first) has no edge in, R(x, second) none out), so the history is serializable
 /// exactly when some choice leaves the links among its true literals acyclic, which
 /// `satisfiable` decides by brute force. A link a -> a forces a's key the other way (the
-/// derivation rule makes that a known order), and a key may get a third writer nobody reads,
-/// which changes no answer but gives the search more pairs to split on.
+/// derivation rule makes that a known order). A key may get a third writer nobody reads,
+/// which changes no answer but gives the search more pairs to split on, and two readers of
+/// each version, which share its links (alternately) and add rw edges from both.
+/// `serializable_by_brute_force` checks all of this on the transactions themselves.
 #[derive(Clone, Debug)]
 struct Gadget {
     vars: usize,
     links: Vec<(Lit, Lit)>,
     third_writer: Vec<bool>,
+    two_readers: Vec<bool>,
 }
 
 impl Gadget {
@@ -420,16 +533,19 @@ impl Gadget {
         for x in 0..self.vars {
             for i in 0..2 {
                 txns.push(vec![Write(x, value(x, i)), Write(private(x, i), 1)]);
-                let mut reads = vec![Read(x, Some(value(x, i)))];
-                for (a, b) in links {
-                    if *b == (Lit { var: x, first: i }) {
-                        let w = private(a.var, 1 - a.first);
-                        if !reads.iter().any(|m| matches!(m, Read(k, _) if *k == w)) {
-                            reads.push(Read(w, Some(1)));
+                let readers = 1 + usize::from(self.two_readers[x]);
+                for j in 0..readers {
+                    let mut reads = vec![Read(x, Some(value(x, i)))];
+                    for (l, (a, b)) in links.iter().enumerate() {
+                        if *b == (Lit { var: x, first: i }) && l % readers == j {
+                            let w = private(a.var, 1 - a.first);
+                            if !reads.iter().any(|m| matches!(m, Read(k, _) if *k == w)) {
+                                reads.push(Read(w, Some(1)));
+                            }
                         }
                     }
+                    txns.push(reads);
                 }
-                txns.push(reads);
             }
             if self.third_writer[x] {
                 txns.push(vec![Write(x, value(x, 2))]);
@@ -446,7 +562,9 @@ impl Gadget {
     }
 
     fn txn_count(&self) -> usize {
-        4 * self.vars + self.third_writer.iter().filter(|&&w| w).count()
+        4 * self.vars
+            + self.third_writer.iter().filter(|&&w| w).count()
+            + 2 * self.two_readers.iter().filter(|&&r| r).count()
     }
 }
 
@@ -462,6 +580,7 @@ fn random_gadget(rng: &mut rand_chacha::ChaCha8Rng, round: usize) -> (Gadget, us
         vars,
         links: Vec::new(),
         third_writer: (0..vars).map(|_| rng.gen_bool(0.25)).collect(),
+        two_readers: (0..vars).map(|_| rng.gen_bool(0.25)).collect(),
     };
     let lit = |rng: &mut rand_chacha::ChaCha8Rng, var: usize| Lit {
         var,
@@ -541,6 +660,16 @@ fn generated_histories_need_case_splits() {
             perm.swap(i, rng.gen_range(0..=i));
         }
         let (valid_txns, keys) = g.history(&g.links[..planted], &perm);
+        let (txns, _) = g.history(&g.links, &perm);
+        // The generator checked on the transactions themselves.
+        assert!(
+            serializable_by_brute_force(&valid_txns, keys, false),
+            "round {round}: {g:?}"
+        );
+        assert!(
+            !serializable_by_brute_force(&txns, keys, false),
+            "round {round}: {g:?}"
+        );
         let valid = build(&valid_txns, keys);
         let r = check_log(&valid, &opts(Consistency::Serializable)).unwrap();
         assert_eq!(
@@ -550,7 +679,6 @@ fn generated_histories_need_case_splits() {
             g.links[planted],
             explanation(&r)
         );
-        let (txns, keys) = g.history(&g.links, &perm);
         let log = build(&txns, keys);
         // Every cycle needs an rw edge: read committed allows it all.
         let rc = check_log(&log, &opts(Consistency::ReadCommitted)).unwrap();
