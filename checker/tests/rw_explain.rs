@@ -770,3 +770,121 @@ fn generated_histories_need_case_splits() {
     );
     assert!(partial >= 1, "no proof went past the split bound");
 }
+
+/// The generated histories again (the valid variant or the planted one), with real time
+/// ordering a few writers before one reader, everything else concurrent: both verdicts agree
+/// with the brute force, and every complete proof, real-time steps included, passes
+/// `assert_proof_holds`.
+#[test]
+fn generated_histories_with_real_time_agree_with_brute_force() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(31);
+    const ROUNDS: usize = 300;
+    let (mut invalid, mut strict_only, mut complete, mut partial) = (0, 0, 0, 0);
+    let (mut with_realtime, mut split_on_realtime) = (0, 0);
+    for round in 0..ROUNDS {
+        let (g, planted) = random_gadget(&mut rng, round);
+        let links = if rng.gen_bool(0.8) {
+            &g.links[..planted]
+        } else {
+            &g.links[..]
+        };
+        let mut perm: Vec<usize> = (0..g.txn_count()).collect();
+        for i in (1..perm.len()).rev() {
+            perm.swap(i, rng.gen_range(0..=i));
+        }
+        let (mut txns, keys) = g.history(links, &perm);
+        let n = txns.len();
+        let (writers, readers): (Vec<usize>, Vec<usize>) =
+            (0..n).partition(|&t| txns[t].mops.iter().any(|m| matches!(m, Mop::Write(..))));
+        let late = readers[rng.gen_range(0..readers.len())];
+        let mut early: Vec<usize> = Vec::new();
+        for _ in 0..rng.gen_range(1..=3) {
+            early.push(writers[rng.gen_range(0..writers.len())]);
+        }
+        // Everyone but `late` invokes; `early` completes; `late` invokes; the rest complete.
+        let mut clock = 0;
+        let mut tick = || {
+            clock += 1;
+            clock
+        };
+        for (t, txn) in txns.iter_mut().enumerate() {
+            if t != late {
+                txn.invoke = tick();
+            }
+        }
+        for t in 0..n {
+            if early.contains(&t) {
+                txns[t].complete = tick();
+            }
+        }
+        txns[late].invoke = tick();
+        for (t, txn) in txns.iter_mut().enumerate() {
+            if t != late && !early.contains(&t) {
+                txn.complete = tick();
+            }
+        }
+        txns[late].complete = tick();
+        let log = build(&txns, keys);
+        let mut verdicts = Vec::new();
+        for (consistency, strict) in [
+            (Consistency::Serializable, false),
+            (Consistency::StrictSerializable, true),
+        ] {
+            let expect = serializable_by_brute_force(&txns, keys, strict);
+            let r = check_log(&log, &opts(consistency)).unwrap();
+            let want = if expect {
+                Verdict::Valid
+            } else {
+                Verdict::Invalid
+            };
+            assert_eq!(
+                r.verdict,
+                want,
+                "round {round} ({consistency:?}): {txns:?}: {}",
+                explanation(&r)
+            );
+            verdicts.push(expect);
+            if expect {
+                continue;
+            }
+            invalid += 1;
+            let proof = r.exact.as_ref().and_then(|e| e.proof.as_ref());
+            match proof.map(|p| p.status.as_str()) {
+                Some("complete") => {
+                    let shape = assert_proof_holds(&log, &r);
+                    complete += 1;
+                    let realtime = proof
+                        .unwrap()
+                        .cycles
+                        .iter()
+                        .any(|c| c.steps.iter().any(|s| s.kind == "realtime"));
+                    with_realtime += usize::from(realtime);
+                    split_on_realtime += usize::from(realtime && shape.splits > 0);
+                }
+                Some("partial") => {
+                    partial += 1;
+                    let text = &r.anomalies[0].explanation;
+                    assert!(text.contains("Partial proof"), "round {round}: {text}");
+                    assert!(!text.contains("internal"), "round {round}: {text}");
+                }
+                _ => panic!("round {round}: no proof: {}", explanation(&r)),
+            }
+        }
+        strict_only += usize::from(verdicts == [true, false]);
+    }
+    eprintln!(
+        "{ROUNDS} histories with real time: {invalid} invalid verdicts ({strict_only} only under \
+         strict serializability), {complete} complete proofs ({with_realtime} with real-time \
+         steps, {split_on_realtime} of them with case splits), {partial} partial"
+    );
+    assert!(
+        strict_only >= 15,
+        "real time made only {strict_only} invalid"
+    );
+    assert!(
+        with_realtime >= 15,
+        "only {with_realtime} proofs use real time"
+    );
+    assert!(split_on_realtime >= 5, "{split_on_realtime}");
+    assert!(complete >= invalid / 2, "{complete} of {invalid} complete");
+}
