@@ -812,9 +812,9 @@ fn generated_histories_with_real_time_agree_with_brute_force() {
                 txn.invoke = tick();
             }
         }
-        for t in 0..n {
+        for (t, txn) in txns.iter_mut().enumerate() {
             if early.contains(&t) {
-                txns[t].complete = tick();
+                txn.complete = tick();
             }
         }
         txns[late].invoke = tick();
