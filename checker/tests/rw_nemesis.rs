@@ -225,6 +225,8 @@ fn stale_read_planted_in_nemesis_history_is_caught() {
     );
     // The explanation is a proof, not a cycle under one guessed order, and it is about the
     // planted read: its transaction is in it.
+    // Every step rechecked against the history itself (info transactions, real time).
+    common::assert_proof_holds(&ordeal_checker::txn::TxnLog::from_history(&h).unwrap(), &r);
     let proof = common::assert_proof(&r);
     let anomaly = r
         .anomalies

@@ -1955,7 +1955,15 @@ impl Prover<'_> {
                 let c = self.cycle_for(pair, a_first, self.decisions.len() - 1, meter)?;
                 self.truncate(decided);
                 match c {
-                    Some(c) => ProofNode::Cycle(c),
+                    // Shown inside the case: the order it supposes is the case's.
+                    Some(mut c) => {
+                        for (_, edge) in &mut c {
+                            if let ProofEdge::Supposed(e) = *edge {
+                                *edge = ProofEdge::Case(e);
+                            }
+                        }
+                        ProofNode::Cycle(c)
+                    }
                     None => ProofNode::Cut { choices: 0 },
                 }
             } else {

@@ -4,7 +4,7 @@
 use super::exact::{ChosenEdge, Proof, ProofCycle, ProofEdge, ProofNode, Versions};
 use super::infer::{Index, PROCESS, REALTIME, RW, WR, WW};
 use super::log::{Elem, MopKind, TxnLog, NIL, NO_POS};
-use super::{ProofCycleReport, ProofReport, Step, TxnRef};
+use super::{ProofCycleReport, ProofReport, Step, TxnRef, VersionOrder};
 use crate::value::Value;
 
 pub(crate) fn txn_ref(log: &TxnLog, t: usize, name: &str) -> TxnRef {
@@ -413,20 +413,21 @@ pub(crate) fn render_proof(log: &TxnLog, index: &Index, proof: &Proof) -> Render
         text: String,
         first: Option<(Vec<String>, Vec<Step>)>,
         cycles: Vec<ProofCycleReport>,
+        /// The orders the cases being rendered suppose, outermost first.
+        cases: Vec<VersionOrder>,
     }
     impl Out<'_> {
-        fn refutes(&self, v: &Versions, opposite: bool) -> String {
+        fn order(&self, v: &Versions, opposite: bool) -> VersionOrder {
             let (a, b) = if opposite {
                 (v.second.1, v.first.1)
             } else {
                 (v.first.1, v.second.1)
             };
-            format!(
-                "key {}: {} precedes {}",
-                self.log.key_value(v.key),
-                show_value(self.log, a),
-                show_value(self.log, b)
-            )
+            VersionOrder {
+                key: self.log.key_value(v.key).clone(),
+                first: self.log.decode(a),
+                second: self.log.decode(b),
+            }
         }
 
         fn cycle(
@@ -434,9 +435,18 @@ pub(crate) fn render_proof(log: &TxnLog, index: &Index, proof: &Proof) -> Render
             cycle: &ProofCycle,
             depth: usize,
             main: bool,
-            refutes: String,
+            supposes: Option<VersionOrder>,
             lemma: Option<usize>,
         ) {
+            let refutes = match &supposes {
+                Some(o) => format!(
+                    "key {}: {} precedes {}",
+                    o.key,
+                    o.first.to_edn(),
+                    o.second.to_edn()
+                ),
+                None => "the known edges".to_string(),
+            };
             let ind = "  ".repeat(depth);
             let steps: Vec<Step> = (0..cycle.len())
                 .map(|i| {
@@ -460,6 +470,8 @@ pub(crate) fn render_proof(log: &TxnLog, index: &Index, proof: &Proof) -> Render
             self.cycles.push(ProofCycleReport {
                 refutes,
                 lemma,
+                cases: self.cases.clone(),
+                supposes,
                 steps,
             });
         }
@@ -475,8 +487,8 @@ pub(crate) fn render_proof(log: &TxnLog, index: &Index, proof: &Proof) -> Render
                     "{ind}({}) {what}, forced: the other order closes a cycle:\n",
                     i + 1
                 ));
-                let refutes = self.refutes(&l.order, true);
-                self.cycle(&l.other, depth + 1, false, refutes, Some(i + 1));
+                let supposes = self.order(&l.order, true);
+                self.cycle(&l.other, depth + 1, false, Some(supposes), Some(i + 1));
             }
         }
 
@@ -485,7 +497,7 @@ pub(crate) fn render_proof(log: &TxnLog, index: &Index, proof: &Proof) -> Render
             match node {
                 ProofNode::Cycle(c) => {
                     self.text.push_str(&format!("{ind}A cycle:\n"));
-                    self.cycle(c, depth + 1, true, "the known edges".to_string(), None);
+                    self.cycle(c, depth + 1, true, None, None);
                 }
                 ProofNode::Conflict { pair, cycles } => {
                     let what = versions_text(self.log, &mut self.namer, pair, "and");
@@ -497,12 +509,12 @@ pub(crate) fn render_proof(log: &TxnLog, index: &Index, proof: &Proof) -> Render
                     );
                     self.text
                         .push_str(&format!("{ind}If {v1} precedes {v2}:\n"));
-                    let refutes = self.refutes(pair, false);
-                    self.cycle(&cycles[0], depth + 1, true, refutes, None);
+                    let supposes = self.order(pair, false);
+                    self.cycle(&cycles[0], depth + 1, true, Some(supposes), None);
                     self.text
                         .push_str(&format!("{ind}If {v2} precedes {v1}:\n"));
-                    let refutes = self.refutes(pair, true);
-                    self.cycle(&cycles[1], depth + 1, true, refutes, None);
+                    let supposes = self.order(pair, true);
+                    self.cycle(&cycles[1], depth + 1, true, Some(supposes), None);
                 }
                 ProofNode::Split { pair, cases } => {
                     let what = versions_text(self.log, &mut self.namer, pair, "and");
@@ -517,8 +529,11 @@ pub(crate) fn render_proof(log: &TxnLog, index: &Index, proof: &Proof) -> Render
                         let (x, y) = if i == 0 { (&v1, &v2) } else { (&v2, &v1) };
                         self.text
                             .push_str(&format!("{ind}Case {x} precedes {y}:\n"));
+                        let case = self.order(pair, i == 1);
+                        self.cases.push(case);
                         self.lemmas(*scope, depth + 1);
                         self.node(sub, depth + 1);
+                        self.cases.pop();
                     }
                 }
                 ProofNode::Cut { choices } => {
@@ -538,6 +553,7 @@ pub(crate) fn render_proof(log: &TxnLog, index: &Index, proof: &Proof) -> Render
         text: String::new(),
         first: None,
         cycles: Vec::new(),
+        cases: Vec::new(),
     };
     if proof.lemmas.iter().any(|l| l.scope == 0) {
         out.text

@@ -339,7 +339,23 @@ pub struct ProofCycleReport {
     /// For a forced order's reason: the lemma's number, as forced steps cite it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lemma: Option<usize>,
+    /// The orders the enclosing cases suppose, outermost first (a lemma's: the cases it holds
+    /// in), so a reader (or a test) can check each cycle against the history under exactly
+    /// these assumptions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cases: Vec<VersionOrder>,
+    /// The order `refutes` names (None: a cycle of known edges, under the cases alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supposes: Option<VersionOrder>,
     pub steps: Vec<Step>,
+}
+
+/// "Key `key`'s version `first` precedes version `second`".
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct VersionOrder {
+    pub key: Value,
+    pub first: Value,
+    pub second: Value,
 }
 
 #[derive(Clone, Debug, Serialize)]
