@@ -772,3 +772,154 @@ fn a_late_prepare_at_a_new_participant_leader_is_refused_and_applies_nothing() {
         }
     }
 }
+
+/// Steps group `id` of `net` with one message and returns every output (proposals too), not
+/// yet handled: the caller inspects them, then passes them to [`Net::outputs`].
+fn step_outputs(net: &mut Net, id: GroupId, from: Addr, msg: Msg) -> Vec<Output> {
+    net.groups
+        .get_mut(&id)
+        .and_then(|g| g.as_mut())
+        .expect("up")
+        .step(Input::Message { from, msg })
+}
+
+fn proposes_decision(outs: &[Output], commit: bool) -> bool {
+    outs.iter()
+        .any(|o| matches!(o, Output::Propose(GroupCmd::Decide { commit: c, .. }) if *c == commit))
+}
+
+/// The deadlock that wound-wait alone does not break across participants: a younger
+/// transaction Y, prepared at group 1 (where it may no longer be wounded), waits at group 2
+/// for an older O, which waits at group 1 for Y. Group 1 wounds Y through its coordinator
+/// (group 3), which logs an abort: Y is aborted and O commits well within the vote timeout
+/// (40 ticks) that used to end the deadlock. One wound is sent, although O's prepare reaches
+/// group 1 several times (retransmissions and duplicates) and waits through many wake rounds.
+#[test]
+fn a_prepared_younger_transaction_in_a_deadlock_is_wounded_through_its_coordinator() {
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+    let mut net = Net::new(3, Cc::TwoPl, Deadlock::WoundWait);
+    let (a, b) = (net.key_of(1, 0), net.key_of(2, 0));
+    // Ages are the seqs (`Net::submit`): O is older.
+    let (older, younger) = (txn(1, 1), txn(2, 50));
+    let held: Rc<RefCell<Vec<(Addr, Addr, Msg)>>> = Rc::default();
+    let holding = Rc::new(Cell::new(true));
+    let wounds = Rc::new(Cell::new(0usize));
+    let (seen, hold, counted) = (held.clone(), holding.clone(), wounds.clone());
+    net.drop = Box::new(move |from, to, msg| {
+        if matches!(msg, Msg::Wound { txn } if *txn == younger) {
+            counted.set(counted.get() + 1);
+        }
+        // O's prepare at group 1 and Y's at group 2 are held back, so that each is first
+        // prepared at the other participant.
+        let held_back = matches!(msg, Msg::Prepare { txn, .. }
+            if (*txn == older && to == Addr::Group(1)) || (*txn == younger && to == Addr::Group(2)));
+        if held_back && hold.get() {
+            seen.borrow_mut().push((from, to, msg.clone()));
+            return true;
+        }
+        false
+    });
+    let writes = |v: &str| {
+        vec![
+            TxnOp::Write(a.clone(), v.into()),
+            TxnOp::Write(b.clone(), v.into()),
+        ]
+    };
+    net.submit(3, older, writes("o"));
+    net.submit(3, younger, writes("y"));
+    net.run(3);
+    assert_eq!(net.group(1).prepared_count(), 1, "Y prepared at group 1");
+    assert_eq!(net.group(2).prepared_count(), 1, "O prepared at group 2");
+    assert_eq!(wounds.get(), 0, "no wound while nobody waits");
+    // Now the held prepares arrive, O's twice: each waits for the other transaction.
+    holding.set(false);
+    let late: Vec<(Addr, Addr, Msg)> = held.borrow().clone();
+    assert!(late.len() >= 2, "both prepares were held: {late:?}");
+    net.queue.extend(late.iter().cloned());
+    net.queue.extend(
+        late.into_iter()
+            .filter(|(_, _, m)| matches!(m, Msg::Prepare { txn, .. } if *txn == older)),
+    );
+    net.run(10);
+    assert!(
+        matches!(net.reply_to(older), Some(TxnReply::Committed { .. })),
+        "O must commit without waiting for the vote timeout: {:?}",
+        net.reply_to(older)
+    );
+    assert_eq!(
+        net.reply_to(younger),
+        Some(&TxnReply::Aborted {
+            reason: AbortReason::LockConflict
+        }),
+        "Y must be wounded"
+    );
+    assert_eq!(net.value(&a), (s("o"), 1));
+    assert_eq!(net.value(&b), (s("o"), 1));
+    assert_eq!(wounds.get(), 1, "one wound for one holder");
+    for g in 1..=3 {
+        assert_eq!(net.group(g).prepared_count(), 0, "left prepared at {g}");
+        assert_eq!(net.group(g).locked_keys(), 0, "locks left at {g}");
+        assert_eq!(net.group(g).undecided_count(), 0, "undecided at {g}");
+    }
+}
+
+/// A coordinator ignores a wound once its attempt has proposed its commit (that proposal may
+/// already be the first decision in its log) and once the commit is logged (every
+/// participant must apply it): the transaction commits everywhere.
+#[test]
+fn a_wound_after_the_commit_is_proposed_or_logged_changes_nothing() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let mut net = Net::new(3, Cc::TwoPl, Deadlock::WoundWait);
+    let (a, b) = (net.key_of(1, 0), net.key_of(2, 0));
+    let id = txn(2, 50);
+    let held: Rc<RefCell<Vec<Msg>>> = Rc::default();
+    let seen = held.clone();
+    net.drop = Box::new(move |from, to, msg| {
+        let vote = from == Addr::Group(2)
+            && to == Addr::Group(3)
+            && matches!(msg, Msg::Vote { vote: Ok(()), .. });
+        if vote {
+            seen.borrow_mut().push(msg.clone());
+        }
+        vote
+    });
+    net.submit(
+        3,
+        id,
+        vec![
+            TxnOp::Write(a.clone(), "y".into()),
+            TxnOp::Write(b.clone(), "y".into()),
+        ],
+    );
+    net.run(3);
+    assert_eq!(net.group(1).prepared_count(), 1);
+    assert_eq!(net.group(2).prepared_count(), 1);
+    let vote = held.borrow().first().cloned().expect("group 2 voted");
+    let voted = step_outputs(&mut net, 3, Addr::Group(2), vote);
+    assert!(
+        proposes_decision(&voted, true),
+        "commit proposed: {voted:?}"
+    );
+    let wounded = step_outputs(&mut net, 3, Addr::Group(1), Msg::Wound { txn: id });
+    assert!(
+        !proposes_decision(&wounded, false),
+        "an abort proposed after the commit: {wounded:?}"
+    );
+    net.drop = Box::new(|_, _, _| false);
+    net.outputs(3, voted);
+    net.outputs(3, wounded);
+    net.run(1);
+    assert!(matches!(net.reply_to(id), Some(TxnReply::Committed { .. })));
+    let wounded = step_outputs(&mut net, 3, Addr::Group(1), Msg::Wound { txn: id });
+    assert!(
+        !proposes_decision(&wounded, false),
+        "an abort proposed after the logged commit: {wounded:?}"
+    );
+    net.outputs(3, wounded);
+    net.run(10);
+    assert_eq!(net.value(&a), (s("y"), 1));
+    assert_eq!(net.value(&b), (s("y"), 1));
+    assert_eq!(net.group(3).coordinator_records(), 0, "forgotten");
+}

@@ -179,6 +179,14 @@ pub enum Msg {
     QueryDecision {
         txn: TxnId,
     },
+    /// Participant -> coordinator (wound-wait over two-phase commit): an older transaction
+    /// waits here for a lock `txn` holds as a prepared transaction, which the participant
+    /// may not abort on its own. The coordinator aborts `txn` through its log if its live
+    /// attempt has not proposed a decision yet, and ignores the wound otherwise. Idempotent:
+    /// a duplicate, late or lost wound changes nothing but how soon `txn` ends.
+    Wound {
+        txn: TxnId,
+    },
     /// Gaining group -> losing group: the shard as handed off in config `num`.
     PullShard {
         num: ConfigNum,
@@ -506,6 +514,10 @@ struct Volatile {
     proposed: BTreeMap<String, u64>,
     unacked: BTreeMap<TxnId, (BTreeSet<GroupId>, u64)>,
     last_query: BTreeMap<TxnId, u64>,
+    /// Prepared transactions here whose coordinators were sent a [`Msg::Wound`], and when:
+    /// sent again at most every `retransmit_ticks` while an older transaction still waits
+    /// for them (not at every wake round), dropped once they finish.
+    wounds_sent: BTreeMap<TxnId, u64>,
     last_poll: u64,
     last_pull: BTreeMap<ShardId, u64>,
 }
@@ -957,6 +969,9 @@ impl Group {
                         self.abort_here(h, AbortReason::LockConflict);
                     } else {
                         must_wait = true;
+                        if older {
+                            self.wound_prepared(h);
+                        }
                     }
                 }
                 if must_wait {
@@ -968,6 +983,28 @@ impl Group {
             }
         }
         Locked::Granted
+    }
+
+    /// An older transaction must wait for `holder`, which it cannot wound here because
+    /// `holder` is prepared: only its coordinator may abort it (a participant that dropped
+    /// a prepared transaction could lose a commit the coordinator already logged). Asks the
+    /// coordinator to, at most once per `retransmit_ticks` per holder. A holder whose
+    /// prepare is proposed but not applied yet is asked once it is applied (the waiter is
+    /// retried at every tick). Without this, a younger transaction prepared here and waiting
+    /// at another participant for the older one deadlocks the two until its coordinator's
+    /// vote timeout.
+    fn wound_prepared(&mut self, holder: TxnId) {
+        let Some(coordinator) = self.st.prepared.get(&holder).map(|p| p.coordinator) else {
+            return;
+        };
+        let now = self.v.tick;
+        if let Some(at) = self.v.wounds_sent.get(&holder) {
+            if now < at + self.cfg.timing.retransmit_ticks {
+                return;
+            }
+        }
+        self.v.wounds_sent.insert(holder, now);
+        self.send(Addr::Group(coordinator), Msg::Wound { txn: holder });
     }
 
     fn woundable(&self, txn: TxnId) -> bool {
@@ -1036,6 +1073,7 @@ impl Group {
                 }
             }
             Msg::QueryDecision { txn } => self.on_query_decision(from, txn),
+            Msg::Wound { txn } => self.on_wound(from, txn),
             Msg::PullShard { num, shard } => {
                 if let Some(data) = self.st.outgoing.get(&(num, shard)) {
                     let data = data.clone();
@@ -1415,13 +1453,15 @@ impl Group {
                 .map(|w| (w.key().to_string(), Mode::Exclusive))
                 .collect();
             // A younger prepare waits for an older holder, as wound-wait says. Its transaction
-            // may already be prepared at another participant, where it cannot be wounded: an
-            // older transaction waiting there for it, and holding the lock here, deadlocks the
-            // two until the coordinator's vote timeout (800 ms) aborts this one. Voting no here
-            // instead doubled sharded list-append throughput under 2PL (65 -> 131 ops/s), but
-            // the generic fault schedule then caught `early-lock-release` in 1 of 8 seeds
-            // instead of 8 of 8 (the bug's window closes with the stall), so it is not done
-            // until the schedule catches that bug without the stall (store/README.md).
+            // may already be prepared at another participant, where it cannot be wounded
+            // there: an older transaction waiting there for it, and holding the lock here,
+            // would deadlock the two until the coordinator's vote timeout (800 ms). That
+            // participant wounds it through its coordinator instead (`wound_prepared`,
+            // `on_wound`), which aborts it through its log if it has not decided. Voting no
+            // here whenever an older transaction holds the lock was tried and reverted: it
+            // also ended this transaction's "prepared there, waiting here" window when no
+            // deadlock existed, and the generic fault schedule then caught
+            // `early-lock-release` in 1 of 8 seeds instead of 8 of 8 (store/README.md).
             match self.lock_all(txn, age, &wants) {
                 Locked::Granted => {}
                 Locked::Wait => {
@@ -1535,6 +1575,34 @@ impl Group {
                     self.send(from, msg);
                 }
             }
+        }
+    }
+
+    /// A participant of `txn` asks to abort it (an older transaction waits there for its
+    /// locks). Decided only when this leader's live attempt is still collecting votes, and
+    /// then through [`Group::decide`]: the abort is logged before anyone hears of it, and the
+    /// first decision in the log wins. An attempt whose decision is proposed (commit or
+    /// abort) or logged ignores it: a logged commit must be applied by every participant,
+    /// and a commit proposed but not yet applied may still be the first decision in the log,
+    /// so an abort proposed after it could contradict what a client is told. Undecided
+    /// records without a live attempt here are presumed aborted at the next tick anyway, and
+    /// forgotten ones are not answered (the sender asks with `QueryDecision` if it must).
+    fn on_wound(&mut self, from: Addr, txn: TxnId) {
+        let Addr::Group(g) = from else { return };
+        let collecting_votes = self.st.undecided.contains(&txn)
+            && self
+                .v
+                .running
+                .get(&txn)
+                .is_some_and(|r| r.phase == CoordPhase::Preparing && r.plan.contains_key(&g));
+        if collecting_votes {
+            self.decide(
+                txn,
+                false,
+                TxnReply::Aborted {
+                    reason: AbortReason::LockConflict,
+                },
+            );
         }
     }
 
@@ -2332,6 +2400,7 @@ impl Group {
             return;
         };
         self.v.last_query.remove(&txn);
+        self.v.wounds_sent.remove(&txn);
         if commit {
             let reply = TxnReply::Committed { results };
             let written = self.install(txn, &p.shards, &p.writes, &reply);
