@@ -58,6 +58,13 @@
 //! [`GroupCmd::Finish`] to commit or abort; a prepared participant that hears nothing asks the
 //! coordinator, which answers from its log, and a coordinator with no logged decision and no
 //! live attempt logs an abort first (presumed abort).
+//!
+//! Under 2PL wound-wait an older transaction wounds a younger lock holder at a participant
+//! only while the younger one has not prepared there; a participant never aborts a prepared
+//! transaction on its own (its coordinator may have logged commit). When an older one must
+//! wait for a prepared younger one, the participant sends [`Msg::Wound`] to the younger
+//! one's coordinator, which logs an abort if its attempt is still collecting votes and
+//! ignores the wound otherwise; the participant learns the abort as any decision.
 
 use super::config::Config;
 use super::dedup::{DedupTable, Lookup};
