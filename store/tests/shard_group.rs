@@ -923,3 +923,68 @@ fn a_wound_after_the_commit_is_proposed_or_logged_changes_nothing() {
     assert_eq!(net.value(&b), (s("y"), 1));
     assert_eq!(net.group(3).coordinator_records(), 0, "forgotten");
 }
+
+/// A client re-routes a transaction to the group that owns its keys, which runs it on the
+/// fast path; a late abort decision of the id's earlier attempt (another coordinator's)
+/// then arrives while the `Local` record is proposed. It is not about that attempt: the
+/// attempt keeps its locks (a younger transaction must not read what the record is about to
+/// overwrite), its client is not told "aborted", and the record commits. Found by the
+/// simulator (seed 8093 of 2PL wound-wait): the record applied after its locks were gone.
+#[test]
+fn a_late_abort_decision_leaves_a_fast_path_attempt_of_the_same_id_alone() {
+    let mut net = Net::new(2, Cc::TwoPl, Deadlock::WoundWait);
+    let k = net.key_of(2, 0);
+    let id = txn(4, 4);
+    let req = TxnRequest {
+        id,
+        age: age(1, id),
+        ops: vec![TxnOp::Write(k.clone(), "local".into())],
+    };
+    let proposed = step_outputs(&mut net, 2, Addr::Client(4), Msg::Txn(req));
+    assert!(
+        proposed
+            .iter()
+            .any(|o| matches!(o, Output::Propose(GroupCmd::Local { .. }))),
+        "the fast path proposes its record: {proposed:?}"
+    );
+    let late = Msg::Decision {
+        txn: id,
+        commit: false,
+        results: vec![],
+    };
+    let outs = step_outputs(&mut net, 2, Addr::Group(1), late);
+    assert!(
+        !outs.iter().any(|o| matches!(o,
+            Output::Send { to: Addr::Client(_), msg: Msg::Reply { reply, .. } }
+                if reply.is_definite_failure())),
+        "the fast-path attempt's client was told it failed: {outs:?}"
+    );
+    assert_eq!(net.group(2).locked_keys(), 1, "the attempt keeps its lock");
+    // A younger transaction's read of the key waits for the record.
+    let reader = txn(5, 1);
+    let read = deliver(
+        &mut net,
+        2,
+        Addr::Group(1),
+        Msg::Read {
+            txn: reader,
+            age: age(9, reader),
+            keys: vec![k.clone()],
+        },
+    );
+    assert!(
+        !read
+            .iter()
+            .any(|(_, m)| matches!(m, Msg::ReadReply { result: Ok(_), .. })),
+        "a read past the proposed record's lock: {read:?}"
+    );
+    net.outputs(2, proposed);
+    net.outputs(2, outs);
+    net.run(3);
+    assert!(
+        matches!(net.reply_to(id), Some(TxnReply::Committed { .. })),
+        "{:?}",
+        net.reply_to(id)
+    );
+    assert_eq!(net.value(&k), (s("local"), 1));
+}
