@@ -864,9 +864,11 @@ fn a_prepared_younger_transaction_in_a_deadlock_is_wounded_through_its_coordinat
     }
 }
 
-/// A coordinator ignores a wound once its attempt has proposed its commit (that proposal may
-/// already be the first decision in its log) and once the commit is logged (every
-/// participant must apply it): the transaction commits everywhere.
+/// A coordinator ignores a wound while its attempt waits for a vote but no participant said
+/// its prepare waits for a lock (no wait-for chain through it: it is only slow to decide),
+/// once its attempt has proposed its commit (that proposal may already be the first
+/// decision in its log) and once the commit is logged (every participant must apply it):
+/// the transaction commits everywhere.
 #[test]
 fn a_wound_after_the_commit_is_proposed_or_logged_changes_nothing() {
     use std::cell::RefCell;
@@ -896,12 +898,21 @@ fn a_wound_after_the_commit_is_proposed_or_logged_changes_nothing() {
     net.run(3);
     assert_eq!(net.group(1).prepared_count(), 1);
     assert_eq!(net.group(2).prepared_count(), 1);
+    let early = step_outputs(&mut net, 3, Addr::Group(1), Msg::Wound { txn: id });
+    assert!(
+        !proposes_decision(&early, false),
+        "an abort for a wound while no prepare of it waits: {early:?}"
+    );
+    net.outputs(3, early);
     let vote = held.borrow().first().cloned().expect("group 2 voted");
     let voted = step_outputs(&mut net, 3, Addr::Group(2), vote);
     assert!(
         proposes_decision(&voted, true),
         "commit proposed: {voted:?}"
     );
+    // Even with a (late) notice that its prepare waited at group 2.
+    let waited = step_outputs(&mut net, 3, Addr::Group(2), Msg::PrepareWaits { txn: id });
+    assert!(!proposes_decision(&waited, false), "{waited:?}");
     let wounded = step_outputs(&mut net, 3, Addr::Group(1), Msg::Wound { txn: id });
     assert!(
         !proposes_decision(&wounded, false),

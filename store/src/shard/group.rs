@@ -189,9 +189,16 @@ pub enum Msg {
     /// Participant -> coordinator (wound-wait over two-phase commit): an older transaction
     /// waits here for a lock `txn` holds as a prepared transaction, which the participant
     /// may not abort on its own. The coordinator aborts `txn` through its log if its live
-    /// attempt has not proposed a decision yet, and ignores the wound otherwise. Idempotent:
-    /// a duplicate, late or lost wound changes nothing but how soon `txn` ends.
+    /// attempt has not proposed a decision yet and its prepare waits at another participant
+    /// ([`Msg::PrepareWaits`]), and ignores the wound otherwise. Idempotent: a duplicate,
+    /// late or lost wound changes nothing but how soon `txn` ends.
     Wound {
+        txn: TxnId,
+    },
+    /// Participant -> coordinator (wound-wait): `txn`'s prepare waits here for a lock held
+    /// by a transaction it may not wound (an older one, or a prepared one). With a [`Msg::Wound`] from another participant this is a
+    /// wait-for chain through a transaction no participant may abort, possibly a deadlock.
+    PrepareWaits {
         txn: TxnId,
     },
     /// Gaining group -> losing group: the shard as handed off in config `num`.
@@ -486,6 +493,11 @@ struct Running {
     yes: BTreeSet<GroupId>,
     results: Vec<OpResult>,
     decide: Option<GroupCmd>,
+    /// Participants that said its prepare waits there for a lock ([`Msg::PrepareWaits`])
+    /// and have not voted since.
+    waits_at: BTreeSet<GroupId>,
+    /// A participant said an older transaction waits there for it ([`Msg::Wound`]).
+    wounded: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -525,6 +537,9 @@ struct Volatile {
     /// sent again at most every `retransmit_ticks` while an older transaction still waits
     /// for them (not at every wake round), dropped once they finish.
     wounds_sent: BTreeMap<TxnId, u64>,
+    /// Prepares waiting here whose coordinators were sent [`Msg::PrepareWaits`], and when
+    /// (again at most every `retransmit_ticks`; dropped when the wait ends).
+    waits_told: BTreeMap<TxnId, u64>,
     last_poll: u64,
     last_pull: BTreeMap<ShardId, u64>,
 }
@@ -1031,6 +1046,20 @@ impl Group {
         self.send(Addr::Group(coordinator), Msg::Wound { txn: holder });
     }
 
+    /// `txn`'s prepare waits here for a lock (wound-wait): tells its
+    /// coordinator, at most once per `retransmit_ticks` (the waiter is retried at every wake
+    /// round).
+    fn tell_prepare_waits(&mut self, txn: TxnId, coordinator: Addr) {
+        let now = self.v.tick;
+        if let Some(at) = self.v.waits_told.get(&txn) {
+            if now < at + self.cfg.timing.retransmit_ticks {
+                return;
+            }
+        }
+        self.v.waits_told.insert(txn, now);
+        self.send(coordinator, Msg::PrepareWaits { txn });
+    }
+
     fn woundable(&self, txn: TxnId) -> bool {
         !self.st.prepared.contains_key(&txn) && self.v.phase.get(&txn) != Some(&Phase::Proposed)
     }
@@ -1097,7 +1126,8 @@ impl Group {
                 }
             }
             Msg::QueryDecision { txn } => self.on_query_decision(from, txn),
-            Msg::Wound { txn } => self.on_wound(from, txn),
+            Msg::Wound { txn } => self.on_wound(from, txn, false),
+            Msg::PrepareWaits { txn } => self.on_wound(from, txn, true),
             Msg::PullShard { num, shard } => {
                 if let Some(data) = self.st.outgoing.get(&(num, shard)) {
                     let data = data.clone();
@@ -1244,6 +1274,8 @@ impl Group {
                 yes: BTreeSet::new(),
                 results: Vec::new(),
                 decide: None,
+                waits_at: BTreeSet::new(),
+                wounded: false,
             },
         );
         self.propose_once(
@@ -1495,7 +1527,9 @@ impl Group {
                         reads,
                         writes,
                     };
-                    self.wait(txn, WaitKind::Prepare, from, msg);
+                    if self.wait(txn, WaitKind::Prepare, from, msg) {
+                        self.tell_prepare_waits(txn, from);
+                    }
                     return;
                 }
                 Locked::Abort => {
@@ -1602,24 +1636,40 @@ impl Group {
         }
     }
 
-    /// A participant of `txn` asks to abort it (an older transaction waits there for its
-    /// locks). Decided only when this leader's live attempt is still collecting votes, and
-    /// then through [`Group::decide`]: the abort is logged before anyone hears of it, and the
-    /// first decision in the log wins. An attempt whose decision is proposed (commit or
-    /// abort) or logged ignores it: a logged commit must be applied by every participant,
-    /// and a commit proposed but not yet applied may still be the first decision in the log,
-    /// so an abort proposed after it could contradict what a client is told. Undecided
-    /// records without a live attempt here are presumed aborted at the next tick anyway, and
-    /// forgotten ones are not answered (the sender asks with `QueryDecision` if it must).
-    fn on_wound(&mut self, from: Addr, txn: TxnId) {
+    /// A participant of `txn` says an older transaction waits there for its locks
+    /// ([`Msg::Wound`], `waits` false) or that its prepare waits there for an older one
+    /// ([`Msg::PrepareWaits`], `waits` true). Once both are known (a wait-for chain through
+    /// `txn`, which no participant may abort once prepared: possibly a deadlock that only
+    /// the vote timeout would end), `txn` is aborted; a wound alone (it is merely slow to
+    /// decide, e.g. votes in flight) is not acted on, so that an older transaction waits as
+    /// for any prepared one. Decided only when this leader's live attempt is still
+    /// collecting votes, and then through [`Group::decide`]: the abort is logged before
+    /// anyone hears of it, and the first decision in the log wins. An attempt whose decision
+    /// is proposed (commit or abort) or logged ignores it: a logged commit must be applied
+    /// by every participant, and a commit proposed but not yet applied may still be the
+    /// first decision in the log, so an abort proposed after it could contradict what a
+    /// client is told. Undecided records without a live attempt here are presumed aborted
+    /// at the next tick anyway, and forgotten ones are not answered (the sender asks with
+    /// `QueryDecision` if it must).
+    fn on_wound(&mut self, from: Addr, txn: TxnId, waits: bool) {
         let Addr::Group(g) = from else { return };
-        let collecting_votes = self.st.undecided.contains(&txn)
-            && self
-                .v
-                .running
-                .get(&txn)
-                .is_some_and(|r| r.phase == CoordPhase::Preparing && r.plan.contains_key(&g));
-        if collecting_votes {
+        if !self.st.undecided.contains(&txn) {
+            return;
+        }
+        let Some(r) = self.v.running.get_mut(&txn) else {
+            return;
+        };
+        if r.phase != CoordPhase::Preparing || !r.plan.contains_key(&g) {
+            return;
+        }
+        if waits {
+            if !r.yes.contains(&g) {
+                r.waits_at.insert(g);
+            }
+        } else {
+            r.wounded = true;
+        }
+        if r.wounded && !r.waits_at.is_empty() {
             self.decide(
                 txn,
                 false,
@@ -1769,6 +1819,7 @@ impl Group {
             Err(reply) => self.decide(txn, false, reply),
             Ok(()) => {
                 r.yes.insert(g);
+                r.waits_at.remove(&g);
                 if r.yes.len() == r.plan.len() {
                     let results = r.results.clone();
                     self.decide(txn, true, TxnReply::Committed { results });
@@ -1884,6 +1935,12 @@ impl Group {
         }
         let horizon = t.repropose_ticks * 4;
         self.v.proposed.retain(|_, at| now < *at + horizon);
+        let Volatile {
+            waiters,
+            waits_told,
+            ..
+        } = &mut self.v;
+        waits_told.retain(|txn, _| waiters.contains_key(&(*txn, WaitKind::Prepare)));
         self.v.wake = true;
     }
 
