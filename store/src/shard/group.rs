@@ -63,8 +63,9 @@
 //! only while the younger one has not prepared there; a participant never aborts a prepared
 //! transaction on its own (its coordinator may have logged commit). When an older one must
 //! wait for a prepared younger one, the participant sends [`Msg::Wound`] to the younger
-//! one's coordinator, which logs an abort if its attempt is still collecting votes and
-//! ignores the wound otherwise; the participant learns the abort as any decision.
+//! one's coordinator, which logs an abort if its attempt is still collecting votes and one
+//! of its prepares waits at another participant ([`Msg::PrepareWaits`]), and ignores the
+//! wound otherwise; the participant learns the abort as any decision.
 
 use super::config::Config;
 use super::dedup::{DedupTable, Lookup};
@@ -1512,8 +1513,9 @@ impl Group {
             // may already be prepared at another participant, where it cannot be wounded
             // there: an older transaction waiting there for it, and holding the lock here,
             // would deadlock the two until the coordinator's vote timeout (800 ms). That
-            // participant wounds it through its coordinator instead (`wound_prepared`,
-            // `on_wound`), which aborts it through its log if it has not decided. Voting no
+            // participant wounds it through its coordinator instead (`wound_prepared`), and
+            // this one says that its prepare waits (`tell_prepare_waits`); the coordinator
+            // aborts it through its log if it has not decided (`on_wound`). Voting no
             // here whenever an older transaction holds the lock was tried and reverted: it
             // also ended this transaction's "prepared there, waiting here" window when no
             // deadlock existed, and the generic fault schedule then caught
