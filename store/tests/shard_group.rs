@@ -999,3 +999,68 @@ fn a_late_abort_decision_leaves_a_fast_path_attempt_of_the_same_id_alone() {
     );
     assert_eq!(net.value(&k), (s("local"), 1));
 }
+
+/// The same for a prepare: a client re-routed an id, and the second coordinator's Prepare of
+/// it is proposed at a participant when a late abort decision of the first attempt (another
+/// coordinator's) arrives there. The proposed prepare keeps its exclusive lock: a younger
+/// read of the key must not be answered with the value that prepare may overwrite (found by
+/// the simulator's late-prepares test, seed 2129 of 2PL: a bank read summing to 403).
+#[test]
+fn a_late_abort_decision_leaves_another_coordinators_proposed_prepare_alone() {
+    let mut net = Net::new(3, Cc::TwoPl, Deadlock::WoundWait);
+    let k = net.key_of(2, 0);
+    let id = txn(3, 11);
+    let proposed = step_outputs(
+        &mut net,
+        2,
+        Addr::Group(3),
+        Msg::Prepare {
+            txn: id,
+            age: age(1, id),
+            reads: vec![],
+            writes: vec![WriteOp::Put(k.clone(), "97".into())],
+        },
+    );
+    assert!(
+        proposed
+            .iter()
+            .any(|o| matches!(o, Output::Propose(GroupCmd::Prepare { .. }))),
+        "the prepare is proposed: {proposed:?}"
+    );
+    let late = Msg::Decision {
+        txn: id,
+        commit: false,
+        results: vec![],
+    };
+    let outs = step_outputs(&mut net, 2, Addr::Group(1), late);
+    assert_eq!(
+        net.group(2).locked_keys(),
+        1,
+        "the proposed prepare keeps its lock"
+    );
+    let reader = txn(5, 10);
+    let read = deliver(
+        &mut net,
+        2,
+        Addr::Group(3),
+        Msg::Read {
+            txn: reader,
+            age: age(9, reader),
+            keys: vec![k.clone()],
+        },
+    );
+    assert!(
+        !read
+            .iter()
+            .any(|(_, m)| matches!(m, Msg::ReadReply { result: Ok(_), .. })),
+        "a read past the proposed prepare's lock: {read:?}"
+    );
+    net.outputs(2, proposed);
+    net.outputs(2, outs);
+    net.run(1);
+    assert_eq!(
+        net.group(2).prepared_count(),
+        1,
+        "prepared for coordinator 3"
+    );
+}

@@ -1587,7 +1587,15 @@ impl Group {
             );
             return;
         }
-        if !commit && for_this_prepare.is_none() {
+        // A prepare of this id proposed here and not applied yet is left to its record:
+        // when it is another coordinator's attempt (a client re-routed the id), its locks
+        // must stay until it applies (the simulator's late-prepares test, seed 2129 of 2PL:
+        // a late abort of the id's first attempt freed the locks of its second attempt's
+        // proposed prepare, a read took a shared lock on a key that prepare then forced its
+        // exclusive lock on, and its commit made the read stale); when it is this
+        // coordinator's, it is prepared when applied and learns the abort by asking.
+        let proposed_here = self.v.phase.get(&txn) == Some(&Phase::Proposed);
+        if !commit && for_this_prepare.is_none() && !proposed_here {
             self.abort_two_phase_here(txn, AbortReason::ParticipantRefused);
         }
         self.send(from, Msg::DecisionAck { txn });
