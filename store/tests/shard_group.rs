@@ -946,3 +946,295 @@ fn an_unacknowledged_hand_off_is_kept_across_restarts_until_installed() {
     let retry = net.ask(2, txn(7, 1), vec![TxnOp::Write(k1.clone(), "v1".into())]);
     assert_eq!(retry, w1, "the table moved with the shard");
 }
+
+/// Steps group `id` of `net` with one message and returns every output (proposals too), not
+/// yet handled: the caller inspects them, then passes them to [`Net::outputs`].
+fn step_outputs(net: &mut Net, id: GroupId, from: Addr, msg: Msg) -> Vec<Output> {
+    net.groups
+        .get_mut(&id)
+        .and_then(|g| g.as_mut())
+        .expect("up")
+        .step(Input::Message { from, msg })
+}
+
+fn proposes_decision(outs: &[Output], commit: bool) -> bool {
+    outs.iter()
+        .any(|o| matches!(o, Output::Propose(GroupCmd::Decide { commit: c, .. }) if *c == commit))
+}
+
+/// The deadlock that wound-wait alone does not break across participants: a younger
+/// transaction Y, prepared at group 1 (where it may no longer be wounded), waits at group 2
+/// for an older O, which waits at group 1 for Y. Group 1 wounds Y through its coordinator
+/// (group 3), which logs an abort: Y is aborted and O commits well within the vote timeout
+/// (40 ticks) that used to end the deadlock. One wound is sent, although O's prepare reaches
+/// group 1 several times (retransmissions and duplicates) and waits through many wake rounds.
+#[test]
+fn a_prepared_younger_transaction_in_a_deadlock_is_wounded_through_its_coordinator() {
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+    let mut net = Net::new(3, Cc::TwoPl, Deadlock::WoundWait);
+    let (a, b) = (net.key_of(1, 0), net.key_of(2, 0));
+    // Ages are the seqs (`Net::submit`): O is older.
+    let (older, younger) = (txn(1, 1), txn(2, 50));
+    let held: Rc<RefCell<Vec<(Addr, Addr, Msg)>>> = Rc::default();
+    let holding = Rc::new(Cell::new(true));
+    let wounds = Rc::new(Cell::new(0usize));
+    let (seen, hold, counted) = (held.clone(), holding.clone(), wounds.clone());
+    net.drop = Box::new(move |from, to, msg| {
+        if matches!(msg, Msg::Wound { txn } if *txn == younger) {
+            counted.set(counted.get() + 1);
+        }
+        // O's prepare at group 1 and Y's at group 2 are held back, so that each is first
+        // prepared at the other participant.
+        let held_back = matches!(msg, Msg::Prepare { txn, .. }
+            if (*txn == older && to == Addr::Group(1)) || (*txn == younger && to == Addr::Group(2)));
+        if held_back && hold.get() {
+            seen.borrow_mut().push((from, to, msg.clone()));
+            return true;
+        }
+        false
+    });
+    let writes = |v: &str| {
+        vec![
+            TxnOp::Write(a.clone(), v.into()),
+            TxnOp::Write(b.clone(), v.into()),
+        ]
+    };
+    net.submit(3, older, writes("o"));
+    net.submit(3, younger, writes("y"));
+    net.run(3);
+    assert_eq!(net.group(1).prepared_count(), 1, "Y prepared at group 1");
+    assert_eq!(net.group(2).prepared_count(), 1, "O prepared at group 2");
+    assert_eq!(wounds.get(), 0, "no wound while nobody waits");
+    // Now the held prepares arrive, O's twice: each waits for the other transaction.
+    holding.set(false);
+    let late: Vec<(Addr, Addr, Msg)> = held.borrow().clone();
+    assert!(late.len() >= 2, "both prepares were held: {late:?}");
+    net.queue.extend(late.iter().cloned());
+    net.queue.extend(
+        late.into_iter()
+            .filter(|(_, _, m)| matches!(m, Msg::Prepare { txn, .. } if *txn == older)),
+    );
+    net.run(10);
+    assert!(
+        matches!(net.reply_to(older), Some(TxnReply::Committed { .. })),
+        "O must commit without waiting for the vote timeout: {:?}",
+        net.reply_to(older)
+    );
+    assert_eq!(
+        net.reply_to(younger),
+        Some(&TxnReply::Aborted {
+            reason: AbortReason::LockConflict
+        }),
+        "Y must be wounded"
+    );
+    assert_eq!(net.value(&a), (s("o"), 1));
+    assert_eq!(net.value(&b), (s("o"), 1));
+    assert_eq!(wounds.get(), 1, "one wound for one holder");
+    for g in 1..=3 {
+        assert_eq!(net.group(g).prepared_count(), 0, "left prepared at {g}");
+        assert_eq!(net.group(g).locked_keys(), 0, "locks left at {g}");
+        assert_eq!(net.group(g).undecided_count(), 0, "undecided at {g}");
+    }
+}
+
+/// A coordinator ignores a wound while its attempt waits for a vote but no participant said
+/// its prepare waits for a lock (no wait-for chain through it: it is only slow to decide),
+/// once its attempt has proposed its commit (that proposal may already be the first
+/// decision in its log) and once the commit is logged (every participant must apply it):
+/// the transaction commits everywhere.
+#[test]
+fn a_wound_after_the_commit_is_proposed_or_logged_changes_nothing() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let mut net = Net::new(3, Cc::TwoPl, Deadlock::WoundWait);
+    let (a, b) = (net.key_of(1, 0), net.key_of(2, 0));
+    let id = txn(2, 50);
+    let held: Rc<RefCell<Vec<Msg>>> = Rc::default();
+    let seen = held.clone();
+    net.drop = Box::new(move |from, to, msg| {
+        let vote = from == Addr::Group(2)
+            && to == Addr::Group(3)
+            && matches!(msg, Msg::Vote { vote: Ok(()), .. });
+        if vote {
+            seen.borrow_mut().push(msg.clone());
+        }
+        vote
+    });
+    net.submit(
+        3,
+        id,
+        vec![
+            TxnOp::Write(a.clone(), "y".into()),
+            TxnOp::Write(b.clone(), "y".into()),
+        ],
+    );
+    net.run(3);
+    assert_eq!(net.group(1).prepared_count(), 1);
+    assert_eq!(net.group(2).prepared_count(), 1);
+    let early = step_outputs(&mut net, 3, Addr::Group(1), Msg::Wound { txn: id });
+    assert!(
+        !proposes_decision(&early, false),
+        "an abort for a wound while no prepare of it waits: {early:?}"
+    );
+    net.outputs(3, early);
+    let vote = held.borrow().first().cloned().expect("group 2 voted");
+    let voted = step_outputs(&mut net, 3, Addr::Group(2), vote);
+    assert!(
+        proposes_decision(&voted, true),
+        "commit proposed: {voted:?}"
+    );
+    // Even with a (late) notice that its prepare waited at group 2.
+    let waited = step_outputs(&mut net, 3, Addr::Group(2), Msg::PrepareWaits { txn: id });
+    assert!(!proposes_decision(&waited, false), "{waited:?}");
+    let wounded = step_outputs(&mut net, 3, Addr::Group(1), Msg::Wound { txn: id });
+    assert!(
+        !proposes_decision(&wounded, false),
+        "an abort proposed after the commit: {wounded:?}"
+    );
+    net.drop = Box::new(|_, _, _| false);
+    net.outputs(3, voted);
+    net.outputs(3, wounded);
+    net.run(1);
+    assert!(matches!(net.reply_to(id), Some(TxnReply::Committed { .. })));
+    let wounded = step_outputs(&mut net, 3, Addr::Group(1), Msg::Wound { txn: id });
+    assert!(
+        !proposes_decision(&wounded, false),
+        "an abort proposed after the logged commit: {wounded:?}"
+    );
+    net.outputs(3, wounded);
+    net.run(10);
+    assert_eq!(net.value(&a), (s("y"), 1));
+    assert_eq!(net.value(&b), (s("y"), 1));
+    assert_eq!(net.group(3).coordinator_records(), 0, "forgotten");
+}
+
+/// A client re-routes a transaction to the group that owns its keys, which runs it on the
+/// fast path; a late abort decision of the id's earlier attempt (another coordinator's)
+/// then arrives while the `Local` record is proposed. It is not about that attempt: the
+/// attempt keeps its locks (a younger transaction must not read what the record is about to
+/// overwrite), its client is not told "aborted", and the record commits. Found by the
+/// simulator (seed 8093 of 2PL wound-wait): the record applied after its locks were gone.
+#[test]
+fn a_late_abort_decision_leaves_a_fast_path_attempt_of_the_same_id_alone() {
+    let mut net = Net::new(2, Cc::TwoPl, Deadlock::WoundWait);
+    let k = net.key_of(2, 0);
+    let id = txn(4, 4);
+    let req = TxnRequest {
+        id,
+        age: age(1, id),
+        ops: vec![TxnOp::Write(k.clone(), "local".into())],
+    };
+    let proposed = step_outputs(&mut net, 2, Addr::Client(4), Msg::Txn(req));
+    assert!(
+        proposed
+            .iter()
+            .any(|o| matches!(o, Output::Propose(GroupCmd::Local { .. }))),
+        "the fast path proposes its record: {proposed:?}"
+    );
+    let late = Msg::Decision {
+        txn: id,
+        commit: false,
+        results: vec![],
+    };
+    let outs = step_outputs(&mut net, 2, Addr::Group(1), late);
+    assert!(
+        !outs.iter().any(|o| matches!(o,
+            Output::Send { to: Addr::Client(_), msg: Msg::Reply { reply, .. } }
+                if reply.is_definite_failure())),
+        "the fast-path attempt's client was told it failed: {outs:?}"
+    );
+    assert_eq!(net.group(2).locked_keys(), 1, "the attempt keeps its lock");
+    // A younger transaction's read of the key waits for the record.
+    let reader = txn(5, 1);
+    let read = deliver(
+        &mut net,
+        2,
+        Addr::Group(1),
+        Msg::Read {
+            txn: reader,
+            age: age(9, reader),
+            keys: vec![k.clone()],
+        },
+    );
+    assert!(
+        !read
+            .iter()
+            .any(|(_, m)| matches!(m, Msg::ReadReply { result: Ok(_), .. })),
+        "a read past the proposed record's lock: {read:?}"
+    );
+    net.outputs(2, proposed);
+    net.outputs(2, outs);
+    net.run(3);
+    assert!(
+        matches!(net.reply_to(id), Some(TxnReply::Committed { .. })),
+        "{:?}",
+        net.reply_to(id)
+    );
+    assert_eq!(net.value(&k), (s("local"), 1));
+}
+
+/// The same for a prepare: a client re-routed an id, and the second coordinator's Prepare of
+/// it is proposed at a participant when a late abort decision of the first attempt (another
+/// coordinator's) arrives there. The proposed prepare keeps its exclusive lock: a younger
+/// read of the key must not be answered with the value that prepare may overwrite (found by
+/// the simulator's late-prepares test, seed 2129 of 2PL: a bank read summing to 403).
+#[test]
+fn a_late_abort_decision_leaves_another_coordinators_proposed_prepare_alone() {
+    let mut net = Net::new(3, Cc::TwoPl, Deadlock::WoundWait);
+    let k = net.key_of(2, 0);
+    let id = txn(3, 11);
+    let proposed = step_outputs(
+        &mut net,
+        2,
+        Addr::Group(3),
+        Msg::Prepare {
+            txn: id,
+            age: age(1, id),
+            reads: vec![],
+            writes: vec![WriteOp::Put(k.clone(), "97".into())],
+        },
+    );
+    assert!(
+        proposed
+            .iter()
+            .any(|o| matches!(o, Output::Propose(GroupCmd::Prepare { .. }))),
+        "the prepare is proposed: {proposed:?}"
+    );
+    let late = Msg::Decision {
+        txn: id,
+        commit: false,
+        results: vec![],
+    };
+    let outs = step_outputs(&mut net, 2, Addr::Group(1), late);
+    assert_eq!(
+        net.group(2).locked_keys(),
+        1,
+        "the proposed prepare keeps its lock"
+    );
+    let reader = txn(5, 10);
+    let read = deliver(
+        &mut net,
+        2,
+        Addr::Group(3),
+        Msg::Read {
+            txn: reader,
+            age: age(9, reader),
+            keys: vec![k.clone()],
+        },
+    );
+    assert!(
+        !read
+            .iter()
+            .any(|(_, m)| matches!(m, Msg::ReadReply { result: Ok(_), .. })),
+        "a read past the proposed prepare's lock: {read:?}"
+    );
+    net.outputs(2, proposed);
+    net.outputs(2, outs);
+    net.run(1);
+    assert_eq!(
+        net.group(2).prepared_count(),
+        1,
+        "prepared for coordinator 3"
+    );
+}

@@ -102,6 +102,14 @@ fn check_correct(cc: Cc, deadlock: Deadlock) {
         "too few late messages: {stats:?}"
     );
     assert!(stats.leader_changes > 0, "no leader change: {stats:?}");
+    if cc == Cc::TwoPl && deadlock == Deadlock::WoundWait {
+        // Older transactions waiting for prepared younger ones wound them through their
+        // coordinators; the checks above hold with those aborts in play.
+        assert!(
+            stats.wounds > 0,
+            "no wound of a prepared transaction: {stats:?}"
+        );
+    }
     assert!(stats.reroutes > count, "too few re-routes: {stats:?}");
     // The simulator's small bound of handed-off tables (2) evicts some: retries of what they
     // answered are then checked too (a definite answer to an applied one is a violation).
@@ -222,6 +230,10 @@ fn one_seed() {
         if std::env::var("ORDEAL_SIM_EVICTING").is_ok() {
             evicting(&mut cfg);
         }
+        if let Ok(late) = std::env::var("ORDEAL_SIM_LATE") {
+            let bound: usize = late.parse().expect("ORDEAL_SIM_LATE: a number");
+            late_knobs(&mut cfg, (bound > 1).then_some(bound));
+        }
         let r = run(cfg);
         eprintln!("seed {seed} {cc}: {r:?}");
         if bugs.is_empty() {
@@ -275,6 +287,17 @@ fn evicted_exactly_once_entries_are_never_applied_twice() {
     assert!(tables > 0, "no handed-off table was evicted");
 }
 
+/// The knobs of [`late_prepares_across_leader_changes_never_apply_twice`] (`ORDEAL_SIM_LATE`
+/// in [`one_seed`]: `1` for the default record of finished transactions, a number above 1
+/// for that bound).
+fn late_knobs(c: &mut SimConfig, finished_max: Option<usize>) {
+    c.late_duplicate_probability = 0.25;
+    c.leader_change_probability = 0.05;
+    c.anonymous_probability = 0.6;
+    c.loss_probability = 0.1;
+    c.finished_max = finished_max;
+}
+
 /// Late copies of Reads and Prepares, often and long after they were sent, while leaders
 /// change all the time and acknowledgements are often lost (so coordinators keep their
 /// commit decisions for a while): a late Prepare of a finished transaction must be refused
@@ -289,16 +312,13 @@ fn late_prepares_across_leader_changes_never_apply_twice() {
         for finished_max in [None, Some(8)] {
             for seed in 0..count {
                 let mut c = config(seed, cc, Deadlock::WoundWait, &[]);
-                c.late_duplicate_probability = 0.25;
-                c.leader_change_probability = 0.05;
-                c.anonymous_probability = 0.6;
-                c.loss_probability = 0.1;
-                c.finished_max = finished_max;
+                late_knobs(&mut c, finished_max);
                 let stats = run(c).unwrap_or_else(|v| {
                     panic!(
-                        "{cc}, finished_max {finished_max:?}: {v}\nreproduce: change \
-                         late_prepares_across_leader_changes_never_apply_twice to run seed \
-                         {seed}"
+                        "{cc}, finished_max {finished_max:?}: {v}\nreproduce: ORDEAL_SIM_LATE=1 \
+                         ORDEAL_SIM_SEED={seed} ORDEAL_SIM_CC={cc} cargo test --release -p \
+                         paxos-kv --test shard_sim one_seed -- --nocapture (with the bound: \
+                         ORDEAL_SIM_LATE=8)"
                     )
                 });
                 late += stats.late_messages;

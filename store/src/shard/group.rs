@@ -72,6 +72,14 @@
 //! [`GroupCmd::Finish`] to commit or abort; a prepared participant that hears nothing asks the
 //! coordinator, which answers from its log, and a coordinator with no logged decision and no
 //! live attempt logs an abort first (presumed abort).
+//!
+//! Under 2PL wound-wait an older transaction wounds a younger lock holder at a participant
+//! only while the younger one has not prepared there; a participant never aborts a prepared
+//! transaction on its own (its coordinator may have logged commit). When an older one must
+//! wait for a prepared younger one, the participant sends [`Msg::Wound`] to the younger
+//! one's coordinator, which logs an abort if its attempt is still collecting votes and one
+//! of its prepares waits at another participant ([`Msg::PrepareWaits`]), and ignores the
+//! wound otherwise; the participant learns the abort as any decision.
 
 use super::config::Config;
 use super::dedup::{DedupTable, Lookup};
@@ -191,6 +199,21 @@ pub enum Msg {
     },
     /// Prepared participant -> coordinator: what did you decide?
     QueryDecision {
+        txn: TxnId,
+    },
+    /// Participant -> coordinator (wound-wait over two-phase commit): an older transaction
+    /// waits here for a lock `txn` holds as a prepared transaction, which the participant
+    /// may not abort on its own. The coordinator aborts `txn` through its log if its live
+    /// attempt has not proposed a decision yet and its prepare waits at another participant
+    /// ([`Msg::PrepareWaits`]), and ignores the wound otherwise. Idempotent: a duplicate,
+    /// late or lost wound changes nothing but how soon `txn` ends.
+    Wound {
+        txn: TxnId,
+    },
+    /// Participant -> coordinator (wound-wait): `txn`'s prepare waits here for a lock held
+    /// by a transaction it may not wound (an older one, or a prepared one). With a [`Msg::Wound`] from another participant this is a
+    /// wait-for chain through a transaction no participant may abort, possibly a deadlock.
+    PrepareWaits {
         txn: TxnId,
     },
     /// Gaining group -> losing group: the shard as handed off in config `num`.
@@ -568,6 +591,11 @@ struct Running {
     yes: BTreeSet<GroupId>,
     results: Vec<OpResult>,
     decide: Option<GroupCmd>,
+    /// Participants that said its prepare waits there for a lock ([`Msg::PrepareWaits`])
+    /// and have not voted since.
+    waits_at: BTreeSet<GroupId>,
+    /// A participant said an older transaction waits there for it ([`Msg::Wound`]).
+    wounded: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -603,6 +631,13 @@ struct Volatile {
     proposed: BTreeMap<String, u64>,
     unacked: BTreeMap<TxnId, (BTreeSet<GroupId>, u64)>,
     last_query: BTreeMap<TxnId, u64>,
+    /// Prepared transactions here whose coordinators were sent a [`Msg::Wound`], and when:
+    /// sent again at most every `retransmit_ticks` while an older transaction still waits
+    /// for them (not at every wake round), dropped once they finish.
+    wounds_sent: BTreeMap<TxnId, u64>,
+    /// Prepares waiting here whose coordinators were sent [`Msg::PrepareWaits`], and when
+    /// (again at most every `retransmit_ticks`; dropped when the wait ends).
+    waits_told: BTreeMap<TxnId, u64>,
     last_poll: u64,
     last_pull: BTreeMap<ShardId, u64>,
 }
@@ -1043,6 +1078,23 @@ impl Group {
         }
     }
 
+    /// Aborts `txn`'s two-phase attempt here (its read or prepare refused, or an abort
+    /// decision from a coordinator it is not prepared for), unless a fast-path attempt of
+    /// the same id runs here (a client re-routed it): the id's locks are then that
+    /// attempt's (a Read or Prepare of the id is refused while it runs, and it starts only
+    /// when the id holds nothing here), and a proposed `Local` record must keep them until
+    /// it is applied. Releasing them let another transaction read a key that record then
+    /// overwrote, and told its client "aborted" for a transaction that committed (found by
+    /// the simulator at seed 8093 of 2PL wound-wait: a late abort decision of the id's
+    /// earlier attempt at another coordinator).
+    fn abort_two_phase_here(&mut self, txn: TxnId, reason: AbortReason) {
+        let fast_path =
+            self.v.local.contains_key(&txn) || self.v.waiters.contains_key(&(txn, WaitKind::Local));
+        if !fast_path {
+            self.abort_here(txn, reason);
+        }
+    }
+
     fn release(&mut self, txn: TxnId) {
         if self.v.locks.release_all(txn) {
             self.v.wake = true;
@@ -1072,6 +1124,9 @@ impl Group {
                         self.abort_here(h, AbortReason::LockConflict);
                     } else {
                         must_wait = true;
+                        if older {
+                            self.wound_prepared(h);
+                        }
                     }
                 }
                 if must_wait {
@@ -1083,6 +1138,42 @@ impl Group {
             }
         }
         Locked::Granted
+    }
+
+    /// An older transaction must wait for `holder`, which it cannot wound here because
+    /// `holder` is prepared: only its coordinator may abort it (a participant that dropped
+    /// a prepared transaction could lose a commit the coordinator already logged). Asks the
+    /// coordinator to, at most once per `retransmit_ticks` per holder. A holder whose
+    /// prepare is proposed but not applied yet is asked once it is applied (the waiter is
+    /// retried at every tick). Without this, a younger transaction prepared here and waiting
+    /// at another participant for the older one deadlocks the two until its coordinator's
+    /// vote timeout.
+    fn wound_prepared(&mut self, holder: TxnId) {
+        let Some(coordinator) = self.st.prepared.get(&holder).map(|p| p.coordinator) else {
+            return;
+        };
+        let now = self.v.tick;
+        if let Some(at) = self.v.wounds_sent.get(&holder) {
+            if now < at + self.cfg.timing.retransmit_ticks {
+                return;
+            }
+        }
+        self.v.wounds_sent.insert(holder, now);
+        self.send(Addr::Group(coordinator), Msg::Wound { txn: holder });
+    }
+
+    /// `txn`'s prepare waits here for a lock (wound-wait): tells its
+    /// coordinator, at most once per `retransmit_ticks` (the waiter is retried at every wake
+    /// round).
+    fn tell_prepare_waits(&mut self, txn: TxnId, coordinator: Addr) {
+        let now = self.v.tick;
+        if let Some(at) = self.v.waits_told.get(&txn) {
+            if now < at + self.cfg.timing.retransmit_ticks {
+                return;
+            }
+        }
+        self.v.waits_told.insert(txn, now);
+        self.send(coordinator, Msg::PrepareWaits { txn });
     }
 
     fn woundable(&self, txn: TxnId) -> bool {
@@ -1151,6 +1242,8 @@ impl Group {
                 }
             }
             Msg::QueryDecision { txn } => self.on_query_decision(from, txn),
+            Msg::Wound { txn } => self.on_wound(from, txn, false),
+            Msg::PrepareWaits { txn } => self.on_wound(from, txn, true),
             Msg::PullShard { num, shard } => {
                 // Only an unacknowledged copy still holds its data.
                 let unacked = self.st.unacked_handoffs.contains_key(&(num, shard));
@@ -1311,6 +1404,8 @@ impl Group {
                 yes: BTreeSet::new(),
                 results: Vec::new(),
                 decide: None,
+                waits_at: BTreeSet::new(),
+                wounded: false,
             },
         );
         self.propose_once(
@@ -1509,7 +1604,7 @@ impl Group {
             return;
         }
         let refuse = |g: &mut Group, reply: TxnReply| {
-            g.abort_here(txn, AbortReason::LockConflict);
+            g.abort_two_phase_here(txn, AbortReason::LockConflict);
             g.send(
                 from,
                 Msg::Vote {
@@ -1544,13 +1639,16 @@ impl Group {
                 .map(|w| (w.key().to_string(), Mode::Exclusive))
                 .collect();
             // A younger prepare waits for an older holder, as wound-wait says. Its transaction
-            // may already be prepared at another participant, where it cannot be wounded: an
-            // older transaction waiting there for it, and holding the lock here, deadlocks the
-            // two until the coordinator's vote timeout (800 ms) aborts this one. Voting no here
-            // instead doubled sharded list-append throughput under 2PL (65 -> 131 ops/s), but
-            // the generic fault schedule then caught `early-lock-release` in 1 of 8 seeds
-            // instead of 8 of 8 (the bug's window closes with the stall), so it is not done
-            // until the schedule catches that bug without the stall (store/README.md).
+            // may already be prepared at another participant, where it cannot be wounded
+            // there: an older transaction waiting there for it, and holding the lock here,
+            // would deadlock the two until the coordinator's vote timeout (800 ms). That
+            // participant wounds it through its coordinator instead (`wound_prepared`), and
+            // this one says that its prepare waits (`tell_prepare_waits`); the coordinator
+            // aborts it through its log if it has not decided (`on_wound`). Voting no
+            // here whenever an older transaction holds the lock was tried and reverted: it
+            // also ended this transaction's "prepared there, waiting here" window when no
+            // deadlock existed, and the generic fault schedule then caught
+            // `early-lock-release` in 1 of 8 seeds instead of 8 of 8 (store/README.md).
             match self.lock_all(txn, age, &wants) {
                 Locked::Granted => {}
                 Locked::Wait => {
@@ -1560,7 +1658,9 @@ impl Group {
                         reads,
                         writes,
                     };
-                    self.wait(txn, WaitKind::Prepare, from, msg);
+                    if self.wait(txn, WaitKind::Prepare, from, msg) {
+                        self.tell_prepare_waits(txn, from);
+                    }
                     return;
                 }
                 Locked::Abort => {
@@ -1616,8 +1716,16 @@ impl Group {
             );
             return;
         }
-        if !commit && for_this_prepare.is_none() {
-            self.abort_here(txn, AbortReason::ParticipantRefused);
+        // A prepare of this id proposed here and not applied yet is left to its record:
+        // when it is another coordinator's attempt (a client re-routed the id), its locks
+        // must stay until it applies (the simulator's late-prepares test, seed 2129 of 2PL:
+        // a late abort of the id's first attempt freed the locks of its second attempt's
+        // proposed prepare, a read took a shared lock on a key that prepare then forced its
+        // exclusive lock on, and its commit made the read stale); when it is this
+        // coordinator's, it is prepared when applied and learns the abort by asking.
+        let proposed_here = self.v.phase.get(&txn) == Some(&Phase::Proposed);
+        if !commit && for_this_prepare.is_none() && !proposed_here {
+            self.abort_two_phase_here(txn, AbortReason::ParticipantRefused);
         }
         self.send(from, Msg::DecisionAck { txn });
     }
@@ -1664,6 +1772,50 @@ impl Group {
                     self.send(from, msg);
                 }
             }
+        }
+    }
+
+    /// A participant of `txn` says an older transaction waits there for its locks
+    /// ([`Msg::Wound`], `waits` false) or that its prepare waits there for an older one
+    /// ([`Msg::PrepareWaits`], `waits` true). Once both are known (a wait-for chain through
+    /// `txn`, which no participant may abort once prepared: possibly a deadlock that only
+    /// the vote timeout would end), `txn` is aborted; a wound alone (it is merely slow to
+    /// decide, e.g. votes in flight) is not acted on, so that an older transaction waits as
+    /// for any prepared one. Decided only when this leader's live attempt is still
+    /// collecting votes, and then through [`Group::decide`]: the abort is logged before
+    /// anyone hears of it, and the first decision in the log wins. An attempt whose decision
+    /// is proposed (commit or abort) or logged ignores it: a logged commit must be applied
+    /// by every participant, and a commit proposed but not yet applied may still be the
+    /// first decision in the log, so an abort proposed after it could contradict what a
+    /// client is told. Undecided records without a live attempt here are presumed aborted
+    /// at the next tick anyway, and forgotten ones are not answered (the sender asks with
+    /// `QueryDecision` if it must).
+    fn on_wound(&mut self, from: Addr, txn: TxnId, waits: bool) {
+        let Addr::Group(g) = from else { return };
+        if !self.st.undecided.contains(&txn) {
+            return;
+        }
+        let Some(r) = self.v.running.get_mut(&txn) else {
+            return;
+        };
+        if r.phase != CoordPhase::Preparing || !r.plan.contains_key(&g) {
+            return;
+        }
+        if waits {
+            if !r.yes.contains(&g) {
+                r.waits_at.insert(g);
+            }
+        } else {
+            r.wounded = true;
+        }
+        if r.wounded && !r.waits_at.is_empty() {
+            self.decide(
+                txn,
+                false,
+                TxnReply::Aborted {
+                    reason: AbortReason::LockConflict,
+                },
+            );
         }
     }
 
@@ -1806,6 +1958,7 @@ impl Group {
             Err(reply) => self.decide(txn, false, reply),
             Ok(()) => {
                 r.yes.insert(g);
+                r.waits_at.remove(&g);
                 if r.yes.len() == r.plan.len() {
                     let results = r.results.clone();
                     self.decide(txn, true, TxnReply::Committed { results });
@@ -1933,6 +2086,12 @@ impl Group {
         }
         let horizon = t.repropose_ticks * 4;
         self.v.proposed.retain(|_, at| now < *at + horizon);
+        let Volatile {
+            waiters,
+            waits_told,
+            ..
+        } = &mut self.v;
+        waits_told.retain(|txn, _| waiters.contains_key(&(*txn, WaitKind::Prepare)));
         self.v.wake = true;
     }
 
@@ -2403,7 +2562,7 @@ impl Group {
             return self.send(to, Msg::Vote { txn, vote });
         }
         let refuse = |g: &mut Group, reply: TxnReply| {
-            g.abort_here(txn, AbortReason::LockConflict);
+            g.abort_two_phase_here(txn, AbortReason::LockConflict);
             g.send(
                 to,
                 Msg::Vote {
@@ -2535,6 +2694,7 @@ impl Group {
             return;
         };
         self.v.last_query.remove(&txn);
+        self.v.wounds_sent.remove(&txn);
         if commit {
             let reply = TxnReply::Committed { results };
             let written = self.install(txn, &p.shards, &p.writes, &reply);

@@ -190,6 +190,8 @@ pub struct SimStats {
     /// Late copies of group-to-group messages delivered.
     pub late_messages: u64,
     pub leader_changes: u64,
+    /// Wounds of prepared transactions delivered to their coordinators (2PL wound-wait).
+    pub wounds: u64,
     /// Transactions re-sent to another group after a wrong-group answer.
     pub reroutes: u64,
     /// Definite failures checked (the client sent the transaction to one group only).
@@ -218,6 +220,7 @@ impl SimStats {
         self.messages += o.messages;
         self.late_messages += o.late_messages;
         self.leader_changes += o.leader_changes;
+        self.wounds += o.wounds;
         self.reroutes += o.reroutes;
         self.definite_failures += o.definite_failures;
         for (k, n) in &o.failures {
@@ -417,6 +420,9 @@ impl Sim {
             self.stats.messages += 1;
             if late {
                 self.stats.late_messages += 1;
+            }
+            if matches!(msg, Msg::Wound { .. }) {
+                self.stats.wounds += 1;
             }
             self.deliver(from, to, msg, sent)?;
         }
