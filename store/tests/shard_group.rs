@@ -1238,3 +1238,93 @@ fn a_late_abort_decision_leaves_another_coordinators_proposed_prepare_alone() {
         "prepared for coordinator 3"
     );
 }
+
+/// A leader change between a transaction's Read and a late copy of that Read: the new leader
+/// serves the copy under a fresh shared lock, after an older transaction wrote the key in
+/// between, and the Prepare that follows carries the version read at the first leader. Its
+/// lock is held, but its read is stale: it must be refused, or the transaction commits on a
+/// value that was overwritten (a write skew, simulator seed 376 of 2PL wound-wait).
+#[test]
+fn a_prepare_whose_read_was_overwritten_across_a_leader_change_is_refused() {
+    let mut net = Net::new(1, Cc::TwoPl, Deadlock::WoundWait);
+    let (a, b) = (net.key_of(1, 0), net.key_of(1, 1));
+    let (older, younger) = (txn(1, 1), txn(2, 50));
+    let read = Msg::Read {
+        txn: younger,
+        age: age(50, younger),
+        keys: vec![a.clone()],
+    };
+    let coordinator = Addr::Group(2);
+    let sent = deliver(&mut net, 1, coordinator, read.clone());
+    assert!(
+        sent.iter().any(|(_, m)| matches!(m,
+            Msg::ReadReply { result: Ok(r), .. } if r[0].1.version == 0)),
+        "the first read: {sent:?}"
+    );
+    // The leader changes (the shared lock dies with the old leader's memory), and the older
+    // transaction writes a.
+    net.groups
+        .get_mut(&1)
+        .and_then(|g| g.as_mut())
+        .expect("up")
+        .become_leader();
+    net.run(3);
+    net.submit(1, older, vec![TxnOp::Write(a.clone(), "o".into())]);
+    net.run(3);
+    assert!(
+        matches!(net.reply_to(older), Some(TxnReply::Committed { .. })),
+        "{:?}",
+        net.reply_to(older)
+    );
+    assert_eq!(net.value(&a), (s("o"), 1));
+    // A late copy of the Read takes a fresh lock at the new leader.
+    let sent = deliver(&mut net, 1, coordinator, read);
+    assert!(
+        sent.iter().any(|(_, m)| matches!(m,
+            Msg::ReadReply { result: Ok(r), .. } if r[0].1.version == 1)),
+        "the late copy: {sent:?}"
+    );
+    // The coordinator prepares with the version of the first read.
+    let outs = step_outputs(
+        &mut net,
+        1,
+        coordinator,
+        Msg::Prepare {
+            txn: younger,
+            age: age(50, younger),
+            reads: vec![(a.clone(), 0)],
+            writes: vec![WriteOp::Put(b.clone(), "y".into())],
+        },
+    );
+    let mut votes = Vec::new();
+    let mut pending: Vec<Output> = outs;
+    for _ in 0..10 {
+        let mut next = Vec::new();
+        for o in pending {
+            match o {
+                Output::Propose(cmd) => next.extend(
+                    net.groups
+                        .get_mut(&1)
+                        .and_then(|g| g.as_mut())
+                        .expect("up")
+                        .step(Input::Apply(cmd)),
+                ),
+                Output::Send {
+                    msg: Msg::Vote { txn, vote },
+                    ..
+                } if txn == younger => votes.push(vote),
+                _ => {}
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        pending = next;
+    }
+    assert!(
+        matches!(votes.as_slice(), [Err(_)]),
+        "a prepare whose read was overwritten must vote no: {votes:?}"
+    );
+    assert_eq!(net.group(1).prepared_count(), 0, "prepared on a stale read");
+    assert_eq!(net.value(&b), (None, 0));
+}

@@ -2619,6 +2619,24 @@ impl Group {
                 );
             }
         }
+        // Under 2PL a read's shared lock, held from the read to here, keeps its version. A
+        // leader change between a Read and a late copy of it breaks that: the new leader
+        // serves the copy under a fresh lock after an older transaction wrote the key, and
+        // the Prepare, proposed by that leader, carries the version read at the first one
+        // (simulator seed 376 of 2PL wound-wait: a write skew). So the versions are checked
+        // where every replica decides alike.
+        if self.cfg.cc == Cc::TwoPl
+            && reads
+                .iter()
+                .any(|(k, seen)| self.st.shards[&self.shard(k)].get(k).version != *seen)
+        {
+            return refuse(
+                self,
+                TxnReply::Aborted {
+                    reason: AbortReason::LockConflict,
+                },
+            );
+        }
         if self.cfg.cc == Cc::TwoPl {
             // Usually held already (taken before proposing). Not so at a replica that became
             // leader while this record was still in flight from its predecessor: its lock
