@@ -499,29 +499,30 @@ async fn keys_are_served_by_their_shard_owner_and_moves_keep_appends_exactly_onc
     }
 }
 
-/// Bank transfers across groups with `if_revision` compares, audited by read-only
-/// transactions over every account. Returns every audit or final read whose balances do
-/// not sum to the total (empty when the store is correct).
-async fn bank(cc: &str, bugs: &[&str]) -> Vec<String> {
+/// A controller and groups 1 and 2 (one node each) under `--cc cc` and `bugs`, with one
+/// account per `(group, prefix)` holding "100". Returns the cluster and the account keys.
+async fn funded_accounts(
+    tag: &str,
+    cc: &str,
+    bugs: &[&str],
+    specs: &[(u64, &str)],
+) -> (Arc<ShardCluster>, Vec<String>) {
     let mut args = vec!["--cc", cc];
     for b in bugs {
         args.extend(["--bug", b]);
     }
     let c = Arc::new(ShardCluster::start(
-        &format!("bank-{cc}-{}", bugs.len()),
+        &format!("{tag}-{cc}-{}", bugs.len()),
         1,
         &[(1, 1), (2, 1)],
         &args,
     ));
     let cfg = c.join_all().await;
     let none = BTreeSet::new();
-    let accounts: Vec<String> = vec![
-        ShardCluster::key_in(&cfg, 1, "a", &none),
-        ShardCluster::key_in(&cfg, 2, "b", &none),
-        ShardCluster::key_in(&cfg, 1, "c", &none),
-        ShardCluster::key_in(&cfg, 2, "d", &none),
-    ];
-    let total = 400u64;
+    let accounts: Vec<String> = specs
+        .iter()
+        .map(|(g, prefix)| ShardCluster::key_in(&cfg, *g, prefix, &none))
+        .collect();
     for a in &accounts {
         let (code, v) = c
             .routed(
@@ -533,6 +534,27 @@ async fn bank(cc: &str, bugs: &[&str]) -> Vec<String> {
             .await;
         assert_eq!(code, 200, "{v}");
     }
+    (c, accounts)
+}
+
+/// The sum of the accounts' balances, each read routed to its owner.
+async fn balance_sum(c: &ShardCluster, accounts: &[String]) -> u64 {
+    let mut sum = 0;
+    for a in accounts {
+        let (code, v) = c.get(a).await;
+        assert_eq!(code, 200, "{v}");
+        sum += v["value"].as_str().unwrap().parse::<u64>().unwrap();
+    }
+    sum
+}
+
+/// Bank transfers across groups with `if_revision` compares, audited by read-only
+/// transactions over every account. Returns every audit or final read whose balances do
+/// not sum to the total (empty when the store is correct).
+async fn bank(cc: &str, bugs: &[&str]) -> Vec<String> {
+    let (c, accounts) =
+        funded_accounts("bank", cc, bugs, &[(1, "a"), (2, "b"), (1, "c"), (2, "d")]).await;
+    let total = 400u64;
     // An overdraft is refused atomically: a compare on a stale revision applies nothing.
     let (code, v) = c
         .routed(
@@ -624,12 +646,7 @@ async fn bank(cc: &str, bugs: &[&str]) -> Vec<String> {
     assert!(audits_ok > 0, "no audit committed");
     let committed = committed.load(std::sync::atomic::Ordering::Relaxed);
     assert!(committed > 0, "no transfer committed");
-    let mut sum = 0;
-    for a in &accounts {
-        let (code, v) = c.get(a).await;
-        assert_eq!(code, 200, "{v}");
-        sum += v["value"].as_str().unwrap().parse::<u64>().unwrap();
-    }
+    let sum = balance_sum(&c, &accounts).await;
     if sum != total {
         violations.push(format!("the final balances sum to {sum}, not {total}"));
     }
@@ -669,34 +686,7 @@ async fn cross_group_transfers_are_atomic_under_occ() {
 /// two accounts would overwrite both and hide it). Returns the final sum (300 when the store
 /// is correct) and the number of transfers committed.
 async fn racing_transfers(cc: &str, bugs: &[&str], rounds: u64) -> (u64, u64) {
-    let mut args = vec!["--cc", cc];
-    for b in bugs {
-        args.extend(["--bug", b]);
-    }
-    let c = Arc::new(ShardCluster::start(
-        &format!("race-{cc}-{}", bugs.len()),
-        1,
-        &[(1, 1), (2, 1)],
-        &args,
-    ));
-    let cfg = c.join_all().await;
-    let none = BTreeSet::new();
-    let accounts = [
-        ShardCluster::key_in(&cfg, 1, "a", &none),
-        ShardCluster::key_in(&cfg, 2, "b", &none),
-        ShardCluster::key_in(&cfg, 2, "c", &none),
-    ];
-    for a in &accounts {
-        let (code, v) = c
-            .routed(
-                reqwest::Method::PUT,
-                a,
-                &format!("/kv/{a}"),
-                Some(json!({"value": "100"})),
-            )
-            .await;
-        assert_eq!(code, 200, "{v}");
-    }
+    let (c, accounts) = funded_accounts("race", cc, bugs, &[(1, "a"), (2, "b"), (2, "c")]).await;
     const RACERS: usize = 6;
     let committed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
@@ -745,12 +735,7 @@ async fn racing_transfers(cc: &str, bugs: &[&str], rounds: u64) -> (u64, u64) {
     for t in tasks {
         t.await.expect("racer task");
     }
-    let mut sum = 0;
-    for a in &accounts {
-        let (code, v) = c.get(a).await;
-        assert_eq!(code, 200, "{v}");
-        sum += v["value"].as_str().unwrap().parse::<u64>().unwrap();
-    }
+    let sum = balance_sum(&c, &accounts).await;
     let committed = committed.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!("{cc} {bugs:?}: {rounds} rounds, {committed} transfers committed, final sum {sum}");
     (sum, committed)
